@@ -1,0 +1,102 @@
+// Reverse-mode autograd: a dynamic graph of Nodes recorded by differentiable ops, and the
+// engine that runs it backward on the calling thread.
+//
+// Post-accumulate-grad hooks (DDP's bucketing stands on them): a hook registered on a leaf
+// fires once per backward pass, right after that leaf's .grad has been accumulated (so it
+// sees the sum over every path to the leaf), on the thread that called backward(), before
+// backward() returns. Order: the engine runs ready nodes latest-created first (PyTorch's
+// sequence-number order) and runs a leaf's accumulation as soon as all of its incoming
+// gradients are in, so hooks fire roughly in reverse order of use in the forward pass.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "weft/tensor.h"
+
+namespace weft {
+
+struct Edge {
+  std::shared_ptr<Node> fn;
+  uint32_t input_nr = 0;
+  bool valid() const { return fn != nullptr; }
+};
+
+// One recorded operation: maps the gradients of its outputs to those of its inputs.
+struct Node {
+  Node();
+  virtual ~Node() = default;
+  // grads[i] is the gradient for output i (undefined if nothing flowed there).
+  virtual std::vector<Tensor> apply(std::vector<Tensor>&& grads) = 0;
+  virtual std::string name() const = 0;
+  // Drop saved tensors after a backward without retain_graph.
+  virtual void release() {}
+  std::vector<Edge> next_edges;
+  uint64_t sequence_nr;
+  uint32_t num_outputs = 1;
+};
+
+// Sink for a leaf: adds the incoming gradient into leaf.grad, then fires its hooks.
+struct AccumulateGrad : Node {
+  explicit AccumulateGrad(Tensor leaf);
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override;
+  std::string name() const override { return "AccumulateGrad"; }
+  Tensor leaf;
+};
+
+// A node whose backward is a closure; released closures make a second backward fail loudly.
+struct FunctionNode : Node {
+  using Fn = std::function<std::vector<Tensor>(std::vector<Tensor>&)>;
+  FunctionNode(std::string name, Fn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override;
+  std::string name() const override { return name_; }
+  void release() override { fn_ = nullptr; }
+
+ private:
+  std::string name_;
+  Fn fn_;
+};
+
+// Grad mode is thread-local, as in PyTorch.
+struct GradMode {
+  static bool is_enabled();
+  static void set_enabled(bool enabled);
+};
+
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(GradMode::is_enabled()) { GradMode::set_enabled(false); }
+  ~NoGradGuard() { GradMode::set_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+namespace autograd {
+
+// The edge a gradient for `t` must flow into: its grad_fn, its accumulator, or none.
+Edge gradient_edge(const Tensor& t);
+// Makes `t` a non-leaf output of `edge.fn` (DataParallel replicas route gradients this way).
+void set_gradient_edge(Tensor& t, Edge edge);
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+// Records `outputs` as produced by a FunctionNode over `inputs` if grad mode is on and any
+// input requires grad. The closure gets one gradient per output and returns one per input
+// (undefined for inputs that need none).
+void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
+            std::vector<Tensor*> outputs, FunctionNode::Fn backward);
+inline void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
+                   Tensor& output, FunctionNode::Fn backward) {
+  record(name, inputs, std::vector<Tensor*>{&output}, std::move(backward));
+}
+
+// Runs the graph backward from `roots` seeded with `grads`.
+void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
+              bool retain_graph = false);
+
+}  // namespace autograd
+}  // namespace weft

@@ -1,0 +1,74 @@
+// BatchNorm1d/2d/3d: per-channel normalisation with running statistics. Train mode uses
+// the batch's biased variance to normalise and its unbiased variance for running_var;
+// momentum unset means a cumulative average (1/num_batches_tracked), as in PyTorch.
+#pragma once
+
+#include <optional>
+
+#include "weft/nn/module.h"
+
+namespace weft::nn {
+
+struct BatchNormOptions {
+  double eps = 1e-5;
+  std::optional<double> momentum = 0.1;
+  bool affine = true;
+  bool track_running_stats = true;
+};
+
+class BatchNormImplBase : public Module {
+ public:
+  BatchNormImplBase(std::string type_name, int64_t num_features, BatchNormOptions options,
+                    int expected_min_dim, int expected_max_dim);
+  // (Re)creates weight, bias and the running buffers with their initial values.
+  void reset_state();
+  Tensor forward(const Tensor& input) override;
+  std::string extra_repr() const override;
+  void reset_running_stats();
+  // The factor the next train-mode forward gives the new batch statistics (bumps
+  // num_batches_tracked); shared with SyncBatchNorm.
+  double next_momentum_factor();
+  void check_input_dim(const Tensor& input) const;
+
+  int64_t num_features;
+  BatchNormOptions options;
+  Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+
+ private:
+  int min_dim_, max_dim_;
+};
+
+template <typename Derived, int MinDim, int MaxDim>
+class BatchNormNd : public BatchNormImplBase {
+ public:
+  BatchNormNd(const char* name, int64_t num_features, BatchNormOptions options)
+      : BatchNormImplBase(name, num_features, options, MinDim, MaxDim) {}
+  std::shared_ptr<Module> clone() const override {
+    auto copy = std::make_shared<Derived>(static_cast<const Derived&>(*this));
+    copy->clear_registrations();
+    copy->reset_state();
+    copy->copy_state_from(*this);
+    return copy;
+  }
+};
+
+class BatchNorm1dImpl : public BatchNormNd<BatchNorm1dImpl, 2, 3> {
+ public:
+  explicit BatchNorm1dImpl(int64_t num_features, BatchNormOptions options = {})
+      : BatchNormNd("BatchNorm1d", num_features, options) {}
+};
+class BatchNorm2dImpl : public BatchNormNd<BatchNorm2dImpl, 4, 4> {
+ public:
+  explicit BatchNorm2dImpl(int64_t num_features, BatchNormOptions options = {})
+      : BatchNormNd("BatchNorm2d", num_features, options) {}
+};
+class BatchNorm3dImpl : public BatchNormNd<BatchNorm3dImpl, 5, 5> {
+ public:
+  explicit BatchNorm3dImpl(int64_t num_features, BatchNormOptions options = {})
+      : BatchNormNd("BatchNorm3d", num_features, options) {}
+};
+using BatchNorm1d = ModuleHolder<BatchNorm1dImpl>;
+using BatchNorm2d = ModuleHolder<BatchNorm2dImpl>;
+using BatchNorm3d = ModuleHolder<BatchNorm3dImpl>;
+
+}  // namespace weft::nn

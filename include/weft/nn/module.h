@@ -1,0 +1,131 @@
+// nn::Module: the base of every layer and model. Holds parameters, buffers and child
+// modules in registration order; gives named access, train/eval, zero_grad, apply,
+// state_dict/load_state_dict (strict or not) and a deep clone() for replicas. Modules live
+// in shared_ptrs; ModuleHolder<T> (e.g. `Linear`) is the value-like handle users write.
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "weft/ordered_dict.h"
+#include "weft/tensor.h"
+
+namespace weft::nn {
+
+using StateDict = OrderedDict<Tensor>;
+
+struct LoadResult {
+  std::vector<std::string> missing_keys;
+  std::vector<std::string> unexpected_keys;
+};
+
+class Module : public std::enable_shared_from_this<Module> {
+ public:
+  explicit Module(std::string type_name = "Module") : type_name_(std::move(type_name)) {}
+  virtual ~Module() = default;
+
+  // One-tensor forward (most layers); multi-input modules override forward_multi.
+  virtual Tensor forward(const Tensor& input);
+  virtual std::vector<Tensor> forward_multi(const std::vector<Tensor>& inputs);
+  Tensor operator()(const Tensor& input) { return forward(input); }
+
+  Tensor& register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
+  Tensor& register_buffer(const std::string& name, Tensor t);
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
+    add_child(name, m);
+    return m;
+  }
+  void replace_module(const std::string& name, std::shared_ptr<Module> m);
+
+  std::vector<Tensor> parameters(bool recurse = true) const;
+  std::vector<std::pair<std::string, Tensor>> named_parameters(bool recurse = true) const;
+  std::vector<Tensor> buffers(bool recurse = true) const;
+  std::vector<std::pair<std::string, Tensor>> named_buffers(bool recurse = true) const;
+  std::vector<std::shared_ptr<Module>> children() const;
+  const OrderedDict<std::shared_ptr<Module>>& named_children() const { return children_; }
+  // This module and all descendants, depth first, with dotted names ("" for this one).
+  std::vector<std::pair<std::string, std::shared_ptr<Module>>> named_modules();
+
+  virtual void train(bool on = true);
+  void eval() { train(false); }
+  bool is_training() const { return training_; }
+  void zero_grad(bool set_to_none = true);
+  void apply(const std::function<void(Module&)>& fn);
+  // Moves parameters and buffers (keeping their identity, as PyTorch's Module.to).
+  void to(Device device);
+
+  StateDict state_dict() const;
+  LoadResult load_state_dict(const StateDict& state, bool strict = true);
+
+  // A deep copy: same structure, copied parameters and buffers, no shared storage.
+  virtual std::shared_ptr<Module> clone() const;
+
+  const std::string& type_name() const { return type_name_; }
+  virtual std::string extra_repr() const { return ""; }
+  std::string repr(int indent = 0) const;
+
+  const OrderedDict<Tensor>& own_parameters() const { return params_; }
+  const OrderedDict<Tensor>& own_buffers() const { return buffers_; }
+
+ protected:
+  void add_child(const std::string& name, std::shared_ptr<Module> m);
+  // Used by Cloneable: forget registrations before reset() re-creates them.
+  void clear_registrations() {
+    params_.clear();
+    buffers_.clear();
+    children_.clear();
+  }
+  // Copies parameter/buffer values, requires_grad and training flags from `other`, whose
+  // structure must be the same.
+  void copy_state_from(const Module& other);
+
+  std::string type_name_;
+  bool training_ = true;
+  OrderedDict<Tensor> params_;
+  OrderedDict<Tensor> buffers_;
+  OrderedDict<std::shared_ptr<Module>> children_;
+};
+
+// CRTP base giving clone() to modules that build their state in reset().
+template <typename Derived>
+class Cloneable : public Module {
+ public:
+  using Module::Module;
+  virtual void reset() = 0;
+  std::shared_ptr<Module> clone() const override {
+    auto copy = std::make_shared<Derived>(static_cast<const Derived&>(*this));
+    copy->clear_registrations();
+    copy->reset();
+    copy->copy_state_from(*this);
+    return copy;
+  }
+};
+
+// Value-like handle to a module, as libtorch's: `Linear fc(4, 8); fc(x); fc->weight`.
+template <typename Impl>
+class ModuleHolder {
+ public:
+  template <typename... Args>
+  explicit ModuleHolder(Args&&... args) : impl_(std::make_shared<Impl>(std::forward<Args>(args)...)) {}
+  ModuleHolder(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+  Impl* operator->() const { return impl_.get(); }
+  Impl& operator*() const { return *impl_; }
+  const std::shared_ptr<Impl>& ptr() const { return impl_; }
+  operator std::shared_ptr<Module>() const { return impl_; }
+  template <typename... Args>
+  auto operator()(Args&&... args) {
+    return impl_->forward(std::forward<Args>(args)...);
+  }
+
+ private:
+  std::shared_ptr<Impl> impl_;
+};
+
+// DataParallel/DDP checkpoints carry a "module." prefix; these convert between the forms.
+StateDict strip_module_prefix(const StateDict& state, const std::string& prefix = "module.");
+StateDict add_module_prefix(const StateDict& state, const std::string& prefix = "module.");
+
+}  // namespace weft::nn

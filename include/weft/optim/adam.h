@@ -1,0 +1,34 @@
+// Adam (L2 weight decay added to the gradient) and AdamW (decoupled weight decay), with
+// amsgrad, matching torch.optim's update including where eps enters.
+#pragma once
+
+#include "weft/optim/optimizer.h"
+
+namespace weft::optim {
+
+struct AdamOptions {
+  double lr = 1e-3;
+  double beta1 = 0.9, beta2 = 0.999;
+  double eps = 1e-8;
+  double weight_decay = 0.0;
+  bool amsgrad = false;
+};
+
+class Adam : public Optimizer {
+ public:
+  Adam(std::vector<Tensor> params, AdamOptions options);
+  Adam(std::vector<ParamGroup> groups, bool decoupled = false)
+      : Optimizer(std::move(groups)), decoupled_(decoupled) {}
+  void step() override;
+
+ protected:
+  bool decoupled_ = false;
+};
+
+// AdamW's default weight_decay is 1e-2, as in PyTorch.
+class AdamW : public Adam {
+ public:
+  AdamW(std::vector<Tensor> params, AdamOptions options = {.weight_decay = 1e-2});
+};
+
+}  // namespace weft::optim

@@ -1,0 +1,25 @@
+// Checkpoints: a name -> Tensor dict saved to and loaded from safetensors files, the format
+// PyTorch's ecosystem reads, which holds only data (loading runs no code). Saves are atomic;
+// loads validate the whole file and copy every tensor out of it, onto `device`.
+#pragma once
+
+#include <map>
+#include <string>
+
+#include "weft/ordered_dict.h"
+#include "weft/tensor.h"
+
+namespace weft {
+
+using TensorDict = OrderedDict<Tensor>;
+
+void save(const TensorDict& tensors, const std::string& path,
+          const std::map<std::string, std::string>& metadata = {});
+// Tensors come back in file order; dtypes weft cannot hold (e.g. F64) are converted to
+// float32, integer types to int64.
+TensorDict load(const std::string& path, Device device = Device::CPU(),
+                std::map<std::string, std::string>* metadata = nullptr);
+TensorDict load_from_bytes(std::vector<uint8_t> bytes,
+                           std::map<std::string, std::string>* metadata = nullptr);
+
+}  // namespace weft

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# The test command: installs dependencies, builds with -Wall -Wextra -Werror, runs the test
+# suite, then an ASan+UBSan build of the tests, a bounded fuzz run of the file parsers, and a
+# downstream find_package(weft) consumer build against the installed library.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+JOBS=${JOBS:-2}
+bash scripts/setup.sh
+
+echo "== release build and tests"
+cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DWEFT_WERROR=ON -DCMAKE_INSTALL_PREFIX="$PWD/build/install" >/dev/null
+cmake --build build -j"$JOBS"
+(cd build && ctest --output-on-failure -j"$JOBS" --timeout 600)
+
+echo "== install and downstream consumer (find_package(weft))"
+cmake --install build >/dev/null
+cmake -S tests/consumer -B build/consumer -DCMAKE_PREFIX_PATH="$PWD/build/install" >/dev/null
+cmake --build build/consumer -j"$JOBS" >/dev/null
+LD_LIBRARY_PATH="$PWD/build/install/lib" build/consumer/weft_consumer
+
+echo "== sanitizer build (ASan + UBSan) and tests"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON -DWEFT_WERROR=ON -DWEFT_BUILD_BENCH=OFF >/dev/null
+cmake --build build-asan -j"$JOBS"
+(cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$JOBS" --timeout 900)
+
+echo "== bounded fuzz run of the file parsers"
+bash fuzz/run_fuzz.sh build-fuzz "${FUZZ_SECONDS:-30}"
+echo "all checks passed"

@@ -1,0 +1,223 @@
+// Batch normalisation kernels over contiguous [N, C, S] data and the differentiable
+// functional::batch_norm built from them. Channel statistics accumulate in double.
+#include <cmath>
+
+#include "../../ops/cpu/parallel.h"
+#include "weft/autograd.h"
+#include "weft/nn/batch_norm_kernels.h"
+#include "weft/nn/functional.h"
+#include "weft/ops.h"
+
+namespace weft::nn {
+namespace detail {
+
+namespace {
+struct Layout {
+  int64_t n, c, s;
+};
+Layout layout_of(const Tensor& x) {
+  WEFT_CHECK(x.dim() >= 2, "batch_norm expects an input of at least 2 dims [N, C, ...], got ",
+             x.str());
+  WEFT_CHECK(x.dtype() == kFloat32, "batch_norm expects float32, got ", x.str());
+  int64_t s = 1;
+  for (int64_t i = 2; i < x.dim(); ++i) s *= x.size(i);
+  return {x.size(0), x.size(1), s};
+}
+const float* opt_ptr(const Tensor& t) { return t.defined() ? t.contiguous().data_ptr<float>() : nullptr; }
+}  // namespace
+
+ChannelStats batch_norm_stats(const Tensor& x0) {
+  Tensor x = x0.contiguous();
+  auto [N, C, S] = layout_of(x);
+  Tensor mean = empty({C}), var = empty({C});
+  const float* px = x.data_ptr<float>();
+  float* pm = mean.data_ptr<float>();
+  float* pv = var.data_ptr<float>();
+  const int64_t M = N * S;
+  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double sum = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* row = px + (n * C + c) * S;
+        float part = 0;
+        for (int64_t i = 0; i < S; ++i) part += row[i];
+        sum += part;
+      }
+      double mu = M ? sum / M : 0.0;
+      double sq = 0;
+      for (int64_t n = 0; n < N; ++n) {
+        const float* row = px + (n * C + c) * S;
+        double part = 0;
+        for (int64_t i = 0; i < S; ++i) {
+          double d = row[i] - mu;
+          part += d * d;
+        }
+        sq += part;
+      }
+      pm[c] = (float)mu;
+      pv[c] = M ? (float)(sq / M) : 0.0f;
+    }
+  });
+  return {mean, var, M};
+}
+
+Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invstd,
+                        const Tensor& weight, const Tensor& bias) {
+  Tensor x = x0.contiguous();
+  auto [N, C, S] = layout_of(x);
+  Tensor out = make_empty(x.sizes());
+  const float* px = x.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  Tensor mc = mean.contiguous(), ic = invstd.contiguous();
+  const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>();
+  Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  const float* pw = opt_ptr(wc);
+  const float* pb = opt_ptr(bc);
+  cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t r = r0; r < r1; ++r) {
+                        int64_t c = r % C;
+                        float scale = pi[c] * (pw ? pw[c] : 1.0f);
+                        float shift = (pb ? pb[c] : 0.0f) - pm[c] * scale;
+                        const float* a = px + r * S;
+                        float* o = po + r * S;
+                        for (int64_t i = 0; i < S; ++i) o[i] = a[i] * scale + shift;
+                      }
+                    });
+  return out;
+}
+
+std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Tensor& x0,
+                                                     const Tensor& mean) {
+  Tensor x = x0.contiguous(), dy = dy0.contiguous();
+  auto [N, C, S] = layout_of(x);
+  Tensor sdy = empty({C}), sdyx = empty({C});
+  const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
+  Tensor mc = mean.contiguous();
+  const float* pm = mc.data_ptr<float>();
+  float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
+  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+    for (int64_t c = c0; c < c1; ++c) {
+      double a = 0, b = 0;
+      const float mu = pm[c];
+      for (int64_t n = 0; n < N; ++n) {
+        const float* xr = px + (n * C + c) * S;
+        const float* dr = pd + (n * C + c) * S;
+        float pa = 0, pb = 0;
+        for (int64_t i = 0; i < S; ++i) {
+          pa += dr[i];
+          pb += dr[i] * (xr[i] - mu);
+        }
+        a += pa;
+        b += pb;
+      }
+      p1[c] = (float)a;
+      p2[c] = (float)b;
+    }
+  });
+  return {sdy, sdyx};
+}
+
+Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tensor& mean,
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, int64_t count) {
+  Tensor x = x0.contiguous(), dy = dy0.contiguous();
+  auto [N, C, S] = layout_of(x);
+  Tensor dx = make_empty(x.sizes());
+  const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
+  float* po = dx.data_ptr<float>();
+  Tensor mc = mean.contiguous(), ic = invstd.contiguous(), s1 = sum_dy.contiguous(),
+         s2 = sum_dy_xmu.contiguous();
+  Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
+  const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>(), *pw = opt_ptr(wc);
+  const float *ps1 = s1.data_ptr<float>(), *ps2 = s2.data_ptr<float>();
+  const double inv_count = count ? 1.0 / (double)count : 0.0;
+  cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t r = r0; r < r1; ++r) {
+                        int64_t c = r % C;
+                        // dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu)))
+                        const float is = pi[c];
+                        const float w = pw ? pw[c] : 1.0f;
+                        const float mdy = (float)(ps1[c] * inv_count);
+                        const float k = (float)(ps2[c] * inv_count) * is * is;
+                        const float mu = pm[c];
+                        const float scale = w * is;
+                        const float* xr = px + r * S;
+                        const float* dr = pd + r * S;
+                        float* o = po + r * S;
+                        for (int64_t i = 0; i < S; ++i)
+                          o[i] = scale * (dr[i] - mdy - (xr[i] - mu) * k);
+                      }
+                    });
+  return dx;
+}
+
+void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, int64_t count, double momentum) {
+  NoGradGuard ng;
+  const float m = (float)momentum;
+  const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
+  float* rm = running_mean.data_ptr<float>();
+  float* rv = running_var.data_ptr<float>();
+  Tensor mc = mean.contiguous(), vc = var.contiguous();
+  const float *pm = mc.data_ptr<float>(), *pv = vc.data_ptr<float>();
+  for (int64_t c = 0; c < running_mean.numel(); ++c) {
+    rm[c] = (1 - m) * rm[c] + m * pm[c];
+    rv[c] = (1 - m) * rv[c] + m * (float)(pv[c] * unbias);
+  }
+}
+
+}  // namespace detail
+
+namespace functional {
+
+Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
+                  const Tensor& weight, const Tensor& bias, bool training, double momentum,
+                  double eps) {
+  using namespace detail;
+  const int64_t C = input.dim() >= 2 ? input.size(1) : -1;
+  WEFT_CHECK(input.dim() >= 2, "batch_norm expects [N, C, ...], got ", input.str());
+  for (const Tensor* t : std::initializer_list<const Tensor*>{&running_mean, &running_var, &weight, &bias})
+    WEFT_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C),
+               "batch_norm: input has ", C, " channels but a parameter/buffer has shape ",
+               shape_str(t->sizes()));
+  Tensor mean, var, invstd;
+  int64_t count = input.numel() / std::max<int64_t>(C, 1);
+  if (training) {
+    WEFT_CHECK(count > 1, "Expected more than 1 value per channel when training, got input ",
+               input.str());
+    ChannelStats st = batch_norm_stats(input);
+    mean = st.mean;
+    var = st.var;
+    if (running_mean.defined()) update_running_stats(running_mean, running_var, mean, var, count, momentum);
+  } else {
+    WEFT_CHECK(running_mean.defined(), "batch_norm in eval mode needs running statistics");
+    mean = running_mean.detach().clone();
+    var = running_var.detach().clone();
+  }
+  invstd = (var + eps).pow(-0.5);
+  Tensor out = batch_norm_elemt(input, mean, invstd, weight, bias);
+  if (autograd::any_requires_grad({&input, &weight, &bias})) {
+    Tensor x = input.detach(), w = weight.defined() ? weight.detach() : Tensor();
+    bool gw = weight.requires_grad(), gb = bias.requires_grad();
+    autograd::record("BatchNormBackward", {&input, &weight, &bias}, out,
+                     [x, w, mean, invstd, training, count, gw, gb](std::vector<Tensor>& g) {
+                       auto [sdy, sdyx] = batch_norm_backward_reduce(g[0], x, mean);
+                       Tensor dx;
+                       if (training) {
+                         dx = batch_norm_backward_elemt(g[0], x, mean, invstd, w, sdy, sdyx, count);
+                       } else {
+                         Tensor scale = w.defined() ? invstd * w : invstd;
+                         dx = batch_norm_elemt(g[0], zeros_like(mean), scale, Tensor(), Tensor());
+                       }
+                       return std::vector<Tensor>{dx, gw ? sdyx * invstd : Tensor(),
+                                                  gb ? sdy : Tensor()};
+                     });
+  }
+  return out;
+}
+
+}  // namespace functional
+}  // namespace weft::nn

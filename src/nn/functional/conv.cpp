@@ -1,0 +1,200 @@
+// conv2d as im2col + SGEMM per image and group (1x1 stride-1 convs skip im2col). Backward
+// recomputes the columns instead of keeping them: a little compute for a lot of memory.
+#include <cblas.h>
+
+#include <cstring>
+
+#include "weft/autograd.h"
+#include "weft/nn/functional.h"
+#include "weft/ops.h"
+
+namespace weft::nn::functional {
+
+namespace {
+
+struct ConvGeom {
+  int64_t N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, G, Ho, Wo;
+  int64_t Cg() const { return C / G; }
+  int64_t Kg() const { return K / G; }
+  int64_t rows() const { return Cg() * kh * kw; }  // im2col rows per group
+  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+};
+
+// col[(c*kh + i)*kw + j][oh*Wo + ow] = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw] (0 outside).
+void im2col(const float* x, const ConvGeom& g, float* col) {
+  const int64_t HWo = g.Ho * g.Wo;
+  for (int64_t c = 0; c < g.Cg(); ++c)
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t j = 0; j < g.kw; ++j) {
+        float* dst = col + ((c * g.kh + i) * g.kw + j) * HWo;
+        const float* src = x + c * g.H * g.W;
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+          const int64_t ih = oh * g.sh - g.ph + i * g.dh;
+          float* d = dst + oh * g.Wo;
+          if (ih < 0 || ih >= g.H) {
+            std::memset(d, 0, g.Wo * sizeof(float));
+            continue;
+          }
+          const float* s = src + ih * g.W;
+          for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            const int64_t iw = ow * g.sw - g.pw + j * g.dw;
+            d[ow] = (iw >= 0 && iw < g.W) ? s[iw] : 0.0f;
+          }
+        }
+      }
+}
+
+// The adjoint of im2col: accumulates columns back into the image.
+void col2im(const float* col, const ConvGeom& g, float* x) {
+  const int64_t HWo = g.Ho * g.Wo;
+  for (int64_t c = 0; c < g.Cg(); ++c)
+    for (int64_t i = 0; i < g.kh; ++i)
+      for (int64_t j = 0; j < g.kw; ++j) {
+        const float* src = col + ((c * g.kh + i) * g.kw + j) * HWo;
+        float* dst = x + c * g.H * g.W;
+        for (int64_t oh = 0; oh < g.Ho; ++oh) {
+          const int64_t ih = oh * g.sh - g.ph + i * g.dh;
+          if (ih < 0 || ih >= g.H) continue;
+          const float* s = src + oh * g.Wo;
+          float* d = dst + ih * g.W;
+          for (int64_t ow = 0; ow < g.Wo; ++ow) {
+            const int64_t iw = ow * g.sw - g.pw + j * g.dw;
+            if (iw >= 0 && iw < g.W) d[iw] += s[ow];
+          }
+        }
+      }
+}
+
+void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, int64_t lda,
+           const float* B, int64_t ldb, float beta, float* C, int64_t ldc) {
+  cblas_sgemm(CblasRowMajor, ta ? CblasTrans : CblasNoTrans, tb ? CblasTrans : CblasNoTrans,
+              (blasint)M, (blasint)N, (blasint)K, 1.0f, A, (blasint)lda, B, (blasint)ldb, beta, C,
+              (blasint)ldc);
+}
+
+}  // namespace
+
+Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
+              std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
+              std::array<int64_t, 2> dilation, int64_t groups) {
+  WEFT_CHECK(input.dim() == 4, "conv2d expects a 4-D input [N, C, H, W], got ", input.str());
+  WEFT_CHECK(weight.dim() == 4, "conv2d expects a 4-D weight [K, C/groups, kh, kw], got ",
+             weight.str());
+  WEFT_CHECK(input.dtype() == kFloat32 && weight.dtype() == kFloat32,
+             "conv2d expects float32, got ", input.str(), " and ", weight.str());
+  WEFT_CHECK(input.device() == weight.device(), "conv2d: input on ", input.device(),
+             " but weight on ", weight.device());
+  WEFT_CHECK(groups > 0 && input.size(1) % groups == 0 && weight.size(0) % groups == 0,
+             "conv2d: groups=", groups, " must divide in_channels ", input.size(1),
+             " and out_channels ", weight.size(0));
+  WEFT_CHECK(weight.size(1) * groups == input.size(1), "conv2d: weight ",
+             shape_str(weight.sizes()), " with groups=", groups, " expects ",
+             weight.size(1) * groups, " input channels, but input ", shape_str(input.sizes()),
+             " has ", input.size(1));
+  WEFT_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 &&
+                 padding[0] >= 0 && padding[1] >= 0,
+             "conv2d: stride and dilation must be positive and padding non-negative");
+  ConvGeom g{input.size(0), input.size(1), input.size(2), input.size(3), weight.size(0),
+             weight.size(2), weight.size(3), stride[0], stride[1], padding[0], padding[1],
+             dilation[0], dilation[1], groups, 0, 0};
+  g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
+  g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
+  WEFT_CHECK(g.Ho > 0 && g.Wo > 0, "conv2d: kernel ", shape_str({g.kh, g.kw}),
+             " is larger than the padded input ", shape_str(input.sizes()));
+  if (bias.defined())
+    WEFT_CHECK(bias.dim() == 1 && bias.size(0) == g.K, "conv2d: bias ", bias.str(),
+               " does not match ", g.K, " output channels");
+
+  Tensor x = input.contiguous(), w = weight.contiguous();
+  Tensor out = make_empty({g.N, g.K, g.Ho, g.Wo}, kFloat32, input.device());
+  const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
+  Tensor col = g.pointwise() ? Tensor() : make_empty({R, HWo});
+  const float* px = x.data_ptr<float>();
+  const float* pw = w.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  const float* pb = bias.defined() ? bias.contiguous().data_ptr<float>() : nullptr;
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+      const float* xin = px + (n * g.C + gi * g.Cg()) * HW;
+      const float* cols = xin;
+      if (!g.pointwise()) {
+        im2col(xin, g, col.data_ptr<float>());
+        cols = col.data_ptr<float>();
+      }
+      float* o = po + (n * g.K + gi * g.Kg()) * HWo;
+      float beta = 0.0f;
+      if (pb) {
+        for (int64_t k = 0; k < g.Kg(); ++k)
+          for (int64_t i = 0; i < HWo; ++i) o[k * HWo + i] = pb[gi * g.Kg() + k];
+        beta = 1.0f;
+      }
+      sgemm(false, false, g.Kg(), HWo, R, pw + gi * g.Kg() * R, R, cols, HWo, beta, o, HWo);
+    }
+
+  if (autograd::any_requires_grad({&input, &weight, &bias})) {
+    bool gx = input.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
+    Tensor xs = x.detach(), ws = w.detach();
+    autograd::record("ConvolutionBackward", {&input, &weight, &bias}, out,
+                     [g, xs, ws, gx, gw, gb](std::vector<Tensor>& grads) {
+                       Tensor dy = grads[0].contiguous();
+                       const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
+                       Tensor dx = gx ? zeros({g.N, g.C, g.H, g.W}) : Tensor();
+                       Tensor dw = gw ? zeros({g.K, g.Cg(), g.kh, g.kw}) : Tensor();
+                       Tensor db = gb ? dy.sum({0, 2, 3}) : Tensor();
+                       Tensor col = make_empty({R, HWo});
+                       const float* pdy = dy.data_ptr<float>();
+                       const float* px = xs.data_ptr<float>();
+                       const float* pw = ws.data_ptr<float>();
+                       float* pc = col.data_ptr<float>();
+                       for (int64_t n = 0; n < g.N; ++n)
+                         for (int64_t gi = 0; gi < g.G; ++gi) {
+                           const float* d = pdy + (n * g.K + gi * g.Kg()) * HWo;
+                           const float* xin = px + (n * g.C + gi * g.Cg()) * HW;
+                           if (gw) {
+                             const float* cols = xin;
+                             if (!g.pointwise()) {
+                               im2col(xin, g, pc);
+                               cols = pc;
+                             }
+                             // dW_g[Kg, R] += dy[Kg, HWo] @ cols[R, HWo]^T
+                             sgemm(false, true, g.Kg(), R, HWo, d, HWo, cols, HWo, 1.0f,
+                                   dw.data_ptr<float>() + gi * g.Kg() * R, R);
+                           }
+                           if (gx) {
+                             float* dxin = dx.data_ptr<float>() + (n * g.C + gi * g.Cg()) * HW;
+                             // dcols[R, HWo] = W_g[Kg, R]^T @ dy[Kg, HWo]
+                             if (g.pointwise()) {
+                               sgemm(true, false, R, HWo, g.Kg(), pw + gi * g.Kg() * R, R, d, HWo,
+                                     0.0f, dxin, HWo);
+                             } else {
+                               sgemm(true, false, R, HWo, g.Kg(), pw + gi * g.Kg() * R, R, d, HWo,
+                                     0.0f, pc, HWo);
+                               col2im(pc, g, dxin);
+                             }
+                           }
+                         }
+                       return std::vector<Tensor>{dx, dw, db};
+                     });
+  }
+  return out;
+}
+
+Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+  WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());
+  WEFT_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ",
+             shape_str(input.sizes()), " does not match weight ", shape_str(weight.sizes()),
+             " (in_features ", weight.size(1), ")");
+  Tensor x2 = input.dim() == 2 ? input : input.reshape({-1, input.size(-1)});
+  Tensor out = mm(x2, weight, false, true);
+  if (bias.defined()) {
+    WEFT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", bias.str(),
+               " does not match ", weight.size(0), " out_features");
+    out = out + bias;
+  }
+  if (input.dim() == 2) return out;
+  Shape s = input.sizes();
+  s.back() = weight.size(0);
+  return out.view(s);
+}
+
+}  // namespace weft::nn::functional

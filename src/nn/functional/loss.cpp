@@ -1,0 +1,133 @@
+// Losses. MSE/BCE are composed from differentiable ops; cross-entropy is a fused
+// log-softmax + NLL with its own backward (softmax - onehot), the hot path of training.
+#include <cmath>
+
+#include "weft/autograd.h"
+#include "weft/nn/functional.h"
+#include "weft/ops.h"
+
+namespace weft::nn::functional {
+
+namespace {
+Tensor reduce(const Tensor& loss, Reduction r) {
+  switch (r) {
+    case Reduction::None: return loss;
+    case Reduction::Sum: return loss.sum();
+    case Reduction::Mean: return loss.mean();
+  }
+  return loss;
+}
+void check_same_shape(const Tensor& input, const Tensor& target, const char* op) {
+  WEFT_CHECK(input.sizes() == target.sizes(), op, ": target ", shape_str(target.sizes()),
+             " must have the same shape as input ", shape_str(input.sizes()));
+}
+}  // namespace
+
+Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
+  check_same_shape(input, target, "mse_loss");
+  Tensor d = input - target;
+  return reduce(d * d, r);
+}
+
+Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction r) {
+  check_same_shape(input, target, "binary_cross_entropy");
+  {
+    Tensor c = input.detach().contiguous();
+    const float* p = c.data_ptr<float>();
+    for (int64_t i = 0; i < c.numel(); ++i)
+      WEFT_CHECK(p[i] >= 0.0f && p[i] <= 1.0f,
+                 "binary_cross_entropy: all input elements must be in [0, 1], found ", p[i]);
+  }
+  // PyTorch clamps each log term at -100 so that 0 and 1 inputs give finite losses.
+  Tensor l = -(target * input.log().clamp(-100.0, std::nullopt) +
+               (1.0 - target) * (1.0 - input).log().clamp(-100.0, std::nullopt));
+  return reduce(l, r);
+}
+
+Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, Reduction r,
+                                        const Tensor& pos_weight) {
+  check_same_shape(input, target, "binary_cross_entropy_with_logits");
+  // loss = (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), with a stable log1p(exp(-x)).
+  Tensor softplus_neg = (-input).clamp(0.0, std::nullopt) +
+                        ((-input.abs()).exp() + 1.0).log();
+  Tensor l;
+  if (pos_weight.defined()) {
+    Tensor lw = (pos_weight - 1.0) * target + 1.0;
+    l = (1.0 - target) * input + lw * softplus_neg;
+  } else {
+    l = (1.0 - target) * input + softplus_neg;
+  }
+  return reduce(l, r);
+}
+
+Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int64_t ignore_index) {
+  WEFT_CHECK(log_probs.dim() == 1 || log_probs.dim() == 2,
+             "nll_loss expects input [N, C] or [C], got ", log_probs.str());
+  WEFT_CHECK(target.dtype() == kInt64, "nll_loss: target must be int64 class indices, got ",
+             target.str());
+  Tensor lp = log_probs.dim() == 1 ? log_probs.unsqueeze(0) : log_probs;
+  Tensor tg = target.dim() == 0 ? target.reshape({1}) : target;
+  const int64_t N = lp.size(0), C = lp.size(1);
+  WEFT_CHECK(tg.dim() == 1 && tg.size(0) == N, "nll_loss: target ", shape_str(target.sizes()),
+             " does not match input ", shape_str(log_probs.sizes()), " (batch ", N, ")");
+  Tensor t = tg.contiguous();
+  const int64_t* pt = t.data_ptr<int64_t>();
+  int64_t count = 0;
+  for (int64_t i = 0; i < N; ++i) {
+    if (pt[i] == ignore_index) continue;
+    WEFT_CHECK(pt[i] >= 0 && pt[i] < C, "Target ", pt[i], " is out of bounds: ", C,
+               " classes (sample ", i, ")");
+    ++count;
+  }
+  Tensor lpc = lp.contiguous();
+  const float* pl = lpc.data_ptr<float>();
+  Tensor per = make_empty({N});
+  float* pp = per.data_ptr<float>();
+  for (int64_t i = 0; i < N; ++i) pp[i] = pt[i] == ignore_index ? 0.0f : -pl[i * C + pt[i]];
+  Tensor out;
+  if (r == Reduction::None) {
+    out = log_probs.dim() == 1 ? per.reshape({}) : per;
+  } else {
+    double s = 0;
+    for (int64_t i = 0; i < N; ++i) s += pp[i];
+    if (r == Reduction::Mean) s = count ? s / count : NAN;
+    out = scalar_tensor(s);
+  }
+  Shape in_shape = log_probs.sizes();
+  autograd::record("NllLossBackward", {&log_probs}, out,
+                   [t, N, C, r, count, ignore_index, in_shape](std::vector<Tensor>& g) {
+                     Tensor gc = g[0].contiguous();
+                     const float* pg = gc.data_ptr<float>();
+                     Tensor dx = zeros({N, C});
+                     float* pd = dx.data_ptr<float>();
+                     const int64_t* pt = t.data_ptr<int64_t>();
+                     for (int64_t i = 0; i < N; ++i) {
+                       if (pt[i] == ignore_index) continue;
+                       float gi = r == Reduction::None ? pg[i]
+                                  : r == Reduction::Sum ? pg[0]
+                                                        : pg[0] / (float)count;
+                       pd[i * C + pt[i]] = -gi;
+                     }
+                     return std::vector<Tensor>{dx.view(in_shape)};
+                   });
+  return out;
+}
+
+Tensor cross_entropy(const Tensor& input, const Tensor& target, Reduction r, int64_t ignore_index) {
+  WEFT_CHECK(input.dim() == 1 || input.dim() == 2,
+             "cross_entropy expects logits [N, C] or [C], got ", input.str());
+  return nll_loss(input.log_softmax(-1), target, r, ignore_index);
+}
+
+Tensor dropout(const Tensor& input, double p, bool training, Generator* gen) {
+  WEFT_CHECK(p >= 0.0 && p <= 1.0, "dropout probability has to be between 0 and 1, got ", p);
+  if (!training || p == 0.0) return input;
+  if (p == 1.0) return input * 0.0;
+  Tensor mask = rand(input.sizes(), gen);
+  float* pm = mask.data_ptr<float>();
+  const float keep = (float)(1.0 - p), scale = 1.0f / keep;
+  for (int64_t i = 0; i < mask.numel(); ++i) pm[i] = pm[i] < keep ? scale : 0.0f;
+  return input * mask;
+}
+
+}  // namespace weft::nn::functional

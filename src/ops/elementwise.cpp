@@ -1,0 +1,344 @@
+// Broadcasting elementwise arithmetic and activations, float32 (int64 for +,-,* and eq),
+// with their backward formulas.
+#include <cmath>
+
+#include "cpu/loops.h"
+#include "cpu/parallel.h"
+#include "weft/autograd.h"
+#include "weft/ops.h"
+
+namespace weft {
+
+Shape broadcast_shapes(const Shape& a, const Shape& b) {
+  size_t n = std::max(a.size(), b.size());
+  Shape out(n);
+  for (size_t i = 0; i < n; ++i) {
+    int64_t da = i < n - a.size() ? 1 : a[i - (n - a.size())];
+    int64_t db = i < n - b.size() ? 1 : b[i - (n - b.size())];
+    WEFT_CHECK(da == db || da == 1 || db == 1, "shapes ", shape_str(a), " and ", shape_str(b),
+               " cannot be broadcast together (dim ", i, ": ", da, " vs ", db, ")");
+    out[i] = da == 1 ? db : da;
+  }
+  return out;
+}
+
+Tensor sum_to(const Tensor& t, const Shape& shape) {
+  if (t.sizes() == shape) return t;
+  int64_t lead = t.dim() - (int64_t)shape.size();
+  WEFT_CHECK(lead >= 0, "sum_to: cannot reduce ", t.str(), " to ", shape_str(shape));
+  std::vector<int64_t> dims;
+  for (int64_t i = 0; i < t.dim(); ++i)
+    if (i < lead || (shape[i - lead] == 1 && t.size(i) != 1)) dims.push_back(i);
+  Tensor r = dims.empty() ? t : t.sum(dims, true);
+  return r.reshape(shape);
+}
+
+namespace {
+
+void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
+  WEFT_CHECK(a.defined() && b.defined(), op, ": undefined tensor argument");
+  WEFT_CHECK(a.device() == b.device(), op, ": expected all tensors on the same device, got ",
+             a.device(), " and ", b.device());
+}
+
+// out[i] = f(a[i], b[i]) over the broadcast shape, no autograd.
+template <typename T, typename F>
+Tensor binary_kernel(const Tensor& a, const Tensor& b, DType out_dtype, F f) {
+  Shape shape = a.sizes() == b.sizes() ? a.sizes() : broadcast_shapes(a.sizes(), b.sizes());
+  Tensor out = make_empty(shape, out_dtype, a.device());
+  using O = std::conditional_t<std::is_same_v<T, float>, float, int64_t>;
+  O* o = static_cast<O*>(out.raw_data());
+  const T* pa = static_cast<const T*>(a.impl()->storage->data);
+  const T* pb = static_cast<const T*>(b.impl()->storage->data);
+  const int64_t n = out.numel();
+  if (a.sizes() == shape && b.sizes() == shape && a.is_contiguous() && b.is_contiguous()) {
+    const T* x = pa + a.storage_offset();
+    const T* y = pb + b.storage_offset();
+    cpu::parallel_for(0, n, cpu::kGrainSize, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) o[i] = (O)f(x[i], y[i]);
+    });
+    return out;
+  }
+  if (b.numel() == 1 && a.sizes() == shape && a.is_contiguous()) {
+    const T* x = pa + a.storage_offset();
+    const T y = pb[b.storage_offset()];
+    cpu::parallel_for(0, n, cpu::kGrainSize, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) o[i] = (O)f(x[i], y);
+    });
+    return out;
+  }
+  Tensor ea = a.sizes() == shape ? a : a.detach().expand(shape);
+  Tensor eb = b.sizes() == shape ? b : b.detach().expand(shape);
+  cpu::for_each_run<3>(shape, {&out.strides(), &ea.strides(), &eb.strides()},
+                       {0, ea.storage_offset(), eb.storage_offset()},
+                       [&](std::array<int64_t, 3> off, int64_t m, std::array<int64_t, 3> st) {
+                         for (int64_t i = 0; i < m; ++i)
+                           o[off[0] + i * st[0]] =
+                               (O)f(pa[off[1] + i * st[1]], pb[off[2] + i * st[2]]);
+                       });
+  return out;
+}
+
+template <typename F>
+Tensor unary_kernel(const Tensor& a, F f) {
+  WEFT_CHECK(a.dtype() == kFloat32, "expected a float32 tensor, got ", a.str());
+  Tensor out = make_empty(a.sizes(), kFloat32, a.device());
+  float* o = out.data_ptr<float>();
+  const int64_t n = out.numel();
+  if (a.is_contiguous()) {
+    const float* x = a.data_ptr<float>();
+    cpu::parallel_for(0, n, cpu::kGrainSize, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) o[i] = f(x[i]);
+    });
+    return out;
+  }
+  const float* pa = static_cast<const float*>(a.impl()->storage->data);
+  cpu::for_each_run<2>(a.sizes(), {&out.strides(), &a.strides()}, {0, a.storage_offset()},
+                       [&](std::array<int64_t, 2> off, int64_t m, std::array<int64_t, 2> st) {
+                         for (int64_t i = 0; i < m; ++i)
+                           o[off[0] + i * st[0]] = f(pa[off[1] + i * st[1]]);
+                       });
+  return out;
+}
+
+// Promotes mixed int64/float32 operands to float32, as PyTorch's type promotion does.
+std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b, const char* op) {
+  check_same_device(a, b, op);
+  if (a.dtype() == b.dtype()) return {a, b};
+  WEFT_CHECK((a.dtype() == kFloat32 || a.dtype() == kInt64) &&
+                 (b.dtype() == kFloat32 || b.dtype() == kInt64),
+             op, ": unsupported dtypes ", a.dtype(), " and ", b.dtype());
+  return {a.to(kFloat32), b.to(kFloat32)};
+}
+
+template <typename F>
+Tensor arith(const Tensor& a0, const Tensor& b0, const char* op, F f) {
+  auto [a, b] = promote(a0, b0, op);
+  if (a.dtype() == kInt64) return binary_kernel<int64_t>(a, b, kInt64, f);
+  WEFT_CHECK(a.dtype() == kFloat32, op, ": unsupported dtype ", a.dtype());
+  return binary_kernel<float>(a, b, kFloat32, f);
+}
+
+}  // namespace
+
+Tensor add(const Tensor& a, const Tensor& b, double alpha) {
+  Tensor out = alpha == 1.0 ? arith(a, b, "add", [](auto x, auto y) { return x + y; })
+                            : arith(a, b, "add", [alpha](auto x, auto y) {
+                                return x + (decltype(x))(alpha * y);
+                              });
+  Shape sa = a.sizes(), sb = b.sizes();
+  autograd::record("AddBackward", {&a, &b}, out, [sa, sb, alpha](std::vector<Tensor>& g) {
+    return std::vector<Tensor>{sum_to(g[0], sa), sum_to(alpha == 1.0 ? g[0] : g[0] * alpha, sb)};
+  });
+  return out;
+}
+
+Tensor sub(const Tensor& a, const Tensor& b) { return add(a, b, -1.0); }
+
+Tensor mul(const Tensor& a, const Tensor& b) {
+  Tensor out = arith(a, b, "mul", [](auto x, auto y) { return x * y; });
+  if (autograd::any_requires_grad({&a, &b})) {
+    Tensor sa = a.detach(), sb = b.detach();
+    bool ga = a.requires_grad(), gb = b.requires_grad();
+    autograd::record("MulBackward", {&a, &b}, out, [sa, sb, ga, gb](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{ga ? sum_to(g[0] * sb, sa.sizes()) : Tensor(),
+                                 gb ? sum_to(g[0] * sa, sb.sizes()) : Tensor()};
+    });
+  }
+  return out;
+}
+
+Tensor div(const Tensor& a, const Tensor& b) {
+  auto [fa, fb] = promote(a.to(kFloat32), b.to(kFloat32), "div");
+  Tensor out = binary_kernel<float>(fa, fb, kFloat32, [](float x, float y) { return x / y; });
+  if (autograd::any_requires_grad({&a, &b})) {
+    Tensor sa = fa.detach(), sb = fb.detach();
+    bool gb = b.requires_grad();
+    autograd::record("DivBackward", {&a, &b}, out, [sa, sb, gb](std::vector<Tensor>& g) {
+      Tensor gx = g[0] / sb;
+      return std::vector<Tensor>{sum_to(gx, sa.sizes()),
+                                 gb ? sum_to(-(gx * sa / sb), sb.sizes()) : Tensor()};
+    });
+  }
+  return out;
+}
+
+Tensor operator+(const Tensor& a, const Tensor& b) { return add(a, b); }
+Tensor operator-(const Tensor& a, const Tensor& b) { return sub(a, b); }
+Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
+Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
+
+namespace {
+// Unary float op with backward gx = dfn(g, x, y) (x input, y output), elementwise.
+template <typename F, typename D>
+Tensor unary_op(const Tensor& a, const char* name, F f, D dfn) {
+  Tensor out = unary_kernel(a, f);
+  if (autograd::any_requires_grad({&a})) {
+    Tensor x = a.detach(), y = out.detach();
+    autograd::record(name, {&a}, out, [x, y, dfn](std::vector<Tensor>& g) {
+      Tensor gx = binary_kernel<float>(g[0], x, kFloat32, [](float gg, float) { return gg; });
+      float* pg = gx.data_ptr<float>();
+      Tensor xc = x.contiguous(), yc = y.contiguous();
+      const float* px = xc.data_ptr<float>();
+      const float* py = yc.data_ptr<float>();
+      cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
+        for (int64_t i = s; i < e; ++i) pg[i] = dfn(pg[i], px[i], py[i]);
+      });
+      return std::vector<Tensor>{gx};
+    });
+  }
+  return out;
+}
+}  // namespace
+
+Tensor operator+(const Tensor& a, double b) {
+  return unary_op(a, "AddScalarBackward", [b](float x) { return x + (float)b; },
+                  [](float g, float, float) { return g; });
+}
+Tensor operator-(const Tensor& a, double b) { return a + (-b); }
+Tensor operator*(const Tensor& a, double b) {
+  return unary_op(a, "MulScalarBackward", [b](float x) { return x * (float)b; },
+                  [b](float g, float, float) { return g * (float)b; });
+}
+Tensor operator/(const Tensor& a, double b) {
+  return unary_op(a, "DivScalarBackward", [b](float x) { return x / (float)b; },
+                  [b](float g, float, float) { return g / (float)b; });
+}
+Tensor operator-(double a, const Tensor& b) {
+  return unary_op(b, "RsubBackward", [a](float x) { return (float)a - x; },
+                  [](float g, float, float) { return -g; });
+}
+Tensor operator/(double a, const Tensor& b) {
+  return unary_op(b, "RdivBackward", [a](float x) { return (float)a / x; },
+                  [](float g, float x, float y) { return -g * y / x; });
+}
+
+Tensor Tensor::operator-() const {
+  return unary_op(*this, "NegBackward", [](float x) { return -x; },
+                  [](float g, float, float) { return -g; });
+}
+Tensor Tensor::exp() const {
+  return unary_op(*this, "ExpBackward", [](float x) { return std::exp(x); },
+                  [](float g, float, float y) { return g * y; });
+}
+Tensor Tensor::log() const {
+  return unary_op(*this, "LogBackward", [](float x) { return std::log(x); },
+                  [](float g, float x, float) { return g / x; });
+}
+Tensor Tensor::sqrt() const {
+  return unary_op(*this, "SqrtBackward", [](float x) { return std::sqrt(x); },
+                  [](float g, float, float y) { return g / (2.0f * y); });
+}
+Tensor Tensor::abs() const {
+  return unary_op(*this, "AbsBackward", [](float x) { return std::fabs(x); },
+                  [](float g, float x, float) { return x > 0 ? g : (x < 0 ? -g : 0.0f); });
+}
+Tensor Tensor::pow(double e) const {
+  return unary_op(*this, "PowBackward", [e](float x) { return (float)std::pow((double)x, e); },
+                  [e](float g, float x, float) {
+                    return e == 0 ? 0.0f : (float)(g * e * std::pow((double)x, e - 1));
+                  });
+}
+Tensor Tensor::relu() const {
+  return unary_op(*this, "ReluBackward", [](float x) { return x > 0 ? x : 0.0f; },
+                  [](float g, float, float y) { return y > 0 ? g : 0.0f; });
+}
+Tensor Tensor::sigmoid() const {
+  return unary_op(*this, "SigmoidBackward", [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
+                  [](float g, float, float y) { return g * y * (1.0f - y); });
+}
+Tensor Tensor::tanh() const {
+  return unary_op(*this, "TanhBackward", [](float x) { return std::tanh(x); },
+                  [](float g, float, float y) { return g * (1.0f - y * y); });
+}
+Tensor Tensor::clamp(std::optional<double> mn, std::optional<double> mx) const {
+  float lo = mn ? (float)*mn : -INFINITY, hi = mx ? (float)*mx : INFINITY;
+  return unary_op(*this, "ClampBackward", [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
+                  [lo, hi](float g, float x, float) { return x >= lo && x <= hi ? g : 0.0f; });
+}
+
+Tensor Tensor::eq(const Tensor& other) const {
+  auto [a, b] = promote(*this, other, "eq");
+  if (a.dtype() == kInt64)
+    return binary_kernel<int64_t>(a, b, kInt64, [](int64_t x, int64_t y) { return x == y; });
+  return binary_kernel<float>(a, b, kInt64, [](float x, float y) { return (int64_t)(x == y); });
+}
+
+// ---------------- in-place ----------------
+
+namespace {
+void check_inplace(const Tensor& t, const char* op) {
+  WEFT_CHECK(!(GradMode::is_enabled() && t.requires_grad()), "in-place ", op, " on ", t.str(),
+             " that requires grad; wrap it in NoGradGuard");
+}
+// self[i] = f(self[i], other[i]) with other broadcast to self.
+template <typename F>
+void inplace_binary(Tensor& self, const Tensor& other, F f) {
+  check_same_device(self, other, "in-place op");
+  WEFT_CHECK(self.dtype() == kFloat32 && other.dtype() == kFloat32,
+             "in-place arithmetic needs float32 tensors, got ", self.str(), " and ", other.str());
+  Tensor o = other.sizes() == self.sizes() ? other : other.expand(self.sizes());
+  float* ps = static_cast<float*>(self.impl()->storage->data);
+  const float* po = static_cast<const float*>(o.impl()->storage->data);
+  if (self.is_contiguous() && o.is_contiguous()) {
+    float* x = ps + self.storage_offset();
+    const float* y = po + o.storage_offset();
+    cpu::parallel_for(0, self.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) x[i] = f(x[i], y[i]);
+    });
+    return;
+  }
+  cpu::for_each_run<2>(self.sizes(), {&self.strides(), &o.strides()},
+                       {self.storage_offset(), o.storage_offset()},
+                       [&](std::array<int64_t, 2> off, int64_t m, std::array<int64_t, 2> st) {
+                         for (int64_t i = 0; i < m; ++i)
+                           ps[off[0] + i * st[0]] = f(ps[off[0] + i * st[0]], po[off[1] + i * st[1]]);
+                       });
+}
+}  // namespace
+
+Tensor& Tensor::add_(const Tensor& other, double alpha) {
+  check_inplace(*this, "add_");
+  float a = (float)alpha;
+  if (alpha == 1.0) inplace_binary(*this, other, [](float x, float y) { return x + y; });
+  else inplace_binary(*this, other, [a](float x, float y) { return x + a * y; });
+  return *this;
+}
+
+Tensor& Tensor::add_(double value) {
+  check_inplace(*this, "add_");
+  float v = (float)value;
+  inplace_binary(*this, scalar_tensor(0), [v](float x, float) { return x + v; });
+  return *this;
+}
+
+Tensor& Tensor::mul_(double value) {
+  check_inplace(*this, "mul_");
+  float v = (float)value;
+  inplace_binary(*this, scalar_tensor(0), [v](float x, float) { return x * v; });
+  return *this;
+}
+
+Tensor& Tensor::mul_(const Tensor& other) {
+  check_inplace(*this, "mul_");
+  inplace_binary(*this, other, [](float x, float y) { return x * y; });
+  return *this;
+}
+
+bool allclose(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  return a.sizes() == b.sizes() && max_rel_diff(a, b, rtol, atol) <= 1.0;
+}
+
+double max_rel_diff(const Tensor& a, const Tensor& b, double rtol, double atol) {
+  WEFT_CHECK(a.sizes() == b.sizes(), "max_rel_diff: shapes differ: ", a.str(), " vs ", b.str());
+  auto va = a.to_vector_float(), vb = b.to_vector_float();
+  double worst = 0;
+  for (size_t i = 0; i < va.size(); ++i) {
+    double d = std::fabs((double)va[i] - vb[i]);
+    if (std::isnan(va[i]) != std::isnan(vb[i])) return INFINITY;
+    worst = std::max(worst, d / (atol + rtol * std::fabs((double)vb[i])));
+  }
+  return worst;
+}
+
+}  // namespace weft

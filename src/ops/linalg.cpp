@@ -1,0 +1,126 @@
+// Matrix products on OpenBLAS SGEMM. Transposed operands are passed to BLAS as flags, never
+// copied; batched and broadcast matmul loop SGEMM over the batch.
+#include <cblas.h>
+
+#include "weft/autograd.h"
+#include "weft/ops.h"
+
+namespace weft {
+
+namespace {
+
+// A 2-D float tensor as BLAS sees it: data, leading dimension, and whether it is transposed.
+struct BlasView {
+  Tensor t;  // keeps storage alive
+  const float* data;
+  int64_t ld;
+  bool trans;
+};
+
+BlasView blas_view(const Tensor& m) {
+  const int64_t r = m.size(0), c = m.size(1);
+  const int64_t s0 = m.stride(0), s1 = m.stride(1);
+  if (s1 == 1 && (r <= 1 || s0 >= std::max<int64_t>(c, 1)))
+    return {m, m.data_ptr<float>(), std::max<int64_t>({s0, c, 1}), false};
+  if (s0 == 1 && (c <= 1 || s1 >= std::max<int64_t>(r, 1)))
+    return {m, m.data_ptr<float>(), std::max<int64_t>({s1, r, 1}), true};
+  Tensor cm = m.contiguous();
+  return {cm, cm.data_ptr<float>(), std::max<int64_t>(c, 1), false};
+}
+
+// C[M,N] (+)= op(A) @ op(B), raw, no autograd.
+void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float beta) {
+  BlasView va = blas_view(a), vb = blas_view(b);
+  const int64_t M = c.size(0), N = c.size(1), K = ta ? a.size(0) : a.size(1);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (beta == 0) c.zero_();
+    return;
+  }
+  cblas_sgemm(CblasRowMajor, (ta != va.trans) ? CblasTrans : CblasNoTrans,
+              (tb != vb.trans) ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
+              1.0f, va.data, (blasint)va.ld, vb.data, (blasint)vb.ld, beta, c.data_ptr<float>(),
+              (blasint)std::max<int64_t>(N, 1));
+}
+
+void check_float(const Tensor& t, const char* op) {
+  WEFT_CHECK(t.dtype() == kFloat32, op, " expects float32 tensors, got ", t.str());
+}
+
+}  // namespace
+
+Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  check_float(a, "mm");
+  check_float(b, "mm");
+  WEFT_CHECK(a.device() == b.device(), "mm: tensors on different devices, ", a.device(), " and ",
+             b.device());
+  WEFT_CHECK(a.dim() == 2 && b.dim() == 2, "mm expects 2-D tensors, got ", a.str(), " and ",
+             b.str());
+  const int64_t M = trans_a ? a.size(1) : a.size(0), K = trans_a ? a.size(0) : a.size(1);
+  const int64_t K2 = trans_b ? b.size(1) : b.size(0), N = trans_b ? b.size(0) : b.size(1);
+  WEFT_CHECK(K == K2, "mm: shapes ", shape_str(a.sizes()), (trans_a ? "^T" : ""), " and ",
+             shape_str(b.sizes()), (trans_b ? "^T" : ""), " cannot be multiplied (", K, " vs ", K2,
+             ")");
+  Tensor out = make_empty({M, N}, kFloat32, a.device());
+  gemm(a, trans_a, b, trans_b, out, 0.0f);
+  if (autograd::any_requires_grad({&a, &b})) {
+    Tensor sa = a.detach(), sb = b.detach();
+    bool ga = a.requires_grad(), gb = b.requires_grad();
+    autograd::record("MmBackward", {&a, &b}, out,
+                     [sa, sb, ga, gb, trans_a, trans_b](std::vector<Tensor>& g) {
+                       Tensor da, db;
+                       // out = A' B' with A' = op(a), B' = op(b): dA' = g B'^T, dB' = A'^T g.
+                       if (ga) da = trans_a ? mm(sb, g[0], trans_b, true) : mm(g[0], sb, false, !trans_b);
+                       if (gb) db = trans_b ? mm(g[0], sa, true, trans_a) : mm(sa, g[0], !trans_a, false);
+                       return std::vector<Tensor>{da, db};
+                     });
+  }
+  return out;
+}
+
+Tensor matmul(const Tensor& a, const Tensor& b) {
+  check_float(a, "matmul");
+  check_float(b, "matmul");
+  WEFT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got ",
+             a.str(), " and ", b.str());
+  if (a.dim() == 1 && b.dim() == 1) return (a * b).sum();
+  if (a.dim() == 1) return matmul(a.unsqueeze(0), b).squeeze(-2);
+  if (b.dim() == 1) return matmul(a, b.unsqueeze(-1)).squeeze(-1);
+  if (a.dim() == 2 && b.dim() == 2) return mm(a, b);
+  WEFT_CHECK(a.size(-1) == b.size(-2), "matmul: shapes ", shape_str(a.sizes()), " and ",
+             shape_str(b.sizes()), " cannot be multiplied (", a.size(-1), " vs ", b.size(-2), ")");
+  // [..., n, k] @ [k, m]: fold the batch into rows.
+  if (b.dim() == 2) {
+    Shape out_shape = a.sizes();
+    out_shape.back() = b.size(1);
+    return mm(a.reshape({-1, a.size(-1)}), b).view(out_shape);
+  }
+  Shape ba(a.sizes().begin(), a.sizes().end() - 2), bb(b.sizes().begin(), b.sizes().end() - 2);
+  Shape batch = broadcast_shapes(ba, bb);
+  Shape ea = batch, eb = batch;
+  ea.insert(ea.end(), {a.size(-2), a.size(-1)});
+  eb.insert(eb.end(), {b.size(-2), b.size(-1)});
+  const int64_t nb = shape_numel(batch), n = a.size(-2), k = a.size(-1), m = b.size(-1);
+  Tensor a3 = a.expand(ea).reshape({nb, n, k}), b3 = b.expand(eb).reshape({nb, k, m});
+  Tensor out = make_empty({nb, n, m}, kFloat32, a.device());
+  {
+    NoGradGuard ng;
+    for (int64_t i = 0; i < nb; ++i) {
+      Tensor o = out.select(0, i);
+      gemm(a3.select(0, i), false, b3.select(0, i), false, o, 0.0f);
+    }
+  }
+  if (autograd::any_requires_grad({&a3, &b3})) {
+    Tensor sa = a3.detach(), sb = b3.detach();
+    autograd::record("BmmBackward", {&a3, &b3}, out, [sa, sb](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{matmul(g[0], sb.transpose(1, 2)), matmul(sa.transpose(1, 2), g[0])};
+    });
+  }
+  Shape out_shape = batch;
+  out_shape.insert(out_shape.end(), {n, m});
+  return out.view(out_shape);
+}
+
+Tensor Tensor::matmul(const Tensor& other) const { return weft::matmul(*this, other); }
+
+}  // namespace weft

@@ -1,0 +1,204 @@
+// Reductions (sum, mean, max/argmax) and softmax/log_softmax along a dim. Sums accumulate in
+// double so results sit within float rounding of the exact value whatever the order.
+#include <cmath>
+#include <limits>
+
+#include "cpu/loops.h"
+#include "cpu/parallel.h"
+#include "weft/autograd.h"
+#include "weft/ops.h"
+
+namespace weft {
+
+namespace {
+
+std::vector<bool> reduce_mask(const std::vector<int64_t>& dims, int64_t ndim) {
+  std::vector<bool> mask(std::max<int64_t>(ndim, 1), false);
+  for (int64_t d : dims) {
+    int64_t w = wrap_dim(d, ndim);
+    WEFT_CHECK(!mask[w], "dim ", w, " appears multiple times in the list of dims");
+    mask[w] = true;
+  }
+  return mask;
+}
+
+Shape reduced_shape(const Shape& s, const std::vector<bool>& mask, bool keepdim) {
+  Shape out;
+  for (size_t i = 0; i < s.size(); ++i) {
+    if (!mask[i]) out.push_back(s[i]);
+    else if (keepdim) out.push_back(1);
+  }
+  return out;
+}
+
+// Sum over masked dims into a keepdim-shaped float32 tensor.
+Tensor sum_kernel(const Tensor& x, const std::vector<bool>& mask) {
+  WEFT_CHECK(x.dtype() == kFloat32, "sum expects float32, got ", x.str());
+  Shape keep = reduced_shape(x.sizes(), mask, true);
+  int64_t n_out = shape_numel(keep);
+  std::vector<double> acc(n_out, 0.0);
+  Shape acc_strides = contiguous_strides(keep);
+  for (size_t i = 0; i < keep.size(); ++i)
+    if (mask[i]) acc_strides[i] = 0;
+  const float* px = static_cast<const float*>(x.impl()->storage->data);
+  double* pa = acc.data();
+  cpu::for_each_run<2>(x.sizes(), {&acc_strides, &x.strides()}, {0, x.storage_offset()},
+                       [&](std::array<int64_t, 2> o, int64_t n, std::array<int64_t, 2> st) {
+                         if (st[0] == 0) {
+                           double s = 0;
+                           for (int64_t i = 0; i < n; ++i) s += px[o[1] + i * st[1]];
+                           pa[o[0]] += s;
+                         } else {
+                           for (int64_t i = 0; i < n; ++i) pa[o[0] + i * st[0]] += px[o[1] + i * st[1]];
+                         }
+                       });
+  Tensor out = make_empty(keep, kFloat32, x.device());
+  float* po = out.data_ptr<float>();
+  for (int64_t i = 0; i < n_out; ++i) po[i] = (float)acc[i];
+  return out;
+}
+
+// View `x` with dim `d` moved last, made contiguous: rows of length x.size(d).
+Tensor rows_along(const Tensor& x, int64_t d) {
+  std::vector<int64_t> perm;
+  for (int64_t i = 0; i < x.dim(); ++i)
+    if (i != d) perm.push_back(i);
+  perm.push_back(d);
+  return x.detach().permute(perm).contiguous();
+}
+
+// Inverse of rows_along for a tensor of the permuted shape.
+Tensor unrows(const Tensor& r, int64_t d, int64_t ndim) {
+  std::vector<int64_t> inv(ndim);
+  int64_t k = 0;
+  for (int64_t i = 0; i < ndim; ++i)
+    if (i != d) inv[i] = k++;
+  inv[d] = ndim - 1;
+  return r.permute(inv).contiguous();
+}
+
+}  // namespace
+
+Tensor Tensor::sum(std::vector<int64_t> dims, bool keepdim) const {
+  auto mask = reduce_mask(dims, dim());
+  Tensor x = dtype() == kFloat32 ? *this : to(kFloat32);
+  Tensor out = sum_kernel(x, mask);
+  Shape out_shape = reduced_shape(sizes(), mask, keepdim);
+  if (dim() == 0) out_shape = {};
+  out = out.view(out_shape);
+  Shape in_shape = sizes(), keep = reduced_shape(sizes(), mask, true);
+  autograd::record("SumBackward", {this}, out, [in_shape, keep](std::vector<Tensor>& g) {
+    return std::vector<Tensor>{g[0].reshape(keep).expand(in_shape).contiguous()};
+  });
+  return out;
+}
+
+Tensor Tensor::sum() const {
+  std::vector<int64_t> all;
+  for (int64_t i = 0; i < dim(); ++i) all.push_back(i);
+  return sum(all, false);
+}
+
+Tensor Tensor::mean(std::vector<int64_t> dims, bool keepdim) const {
+  auto mask = reduce_mask(dims, dim());
+  int64_t count = 1;
+  for (int64_t i = 0; i < dim(); ++i)
+    if (mask[i]) count *= size(i);
+  return sum(dims, keepdim) / (double)std::max<int64_t>(count, 1);
+}
+
+Tensor Tensor::mean() const { return sum() / (double)std::max<int64_t>(numel(), 1); }
+
+std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
+  WEFT_CHECK(dtype() == kFloat32, "max expects float32, got ", str());
+  d = wrap_dim(d, dim());
+  Tensor x = dim() == 0 ? reshape({1}) : *this;
+  int64_t n = x.size(d);
+  WEFT_CHECK(n > 0, "max over an empty dim ", d, " of ", str());
+  Tensor rows = rows_along(x, d);
+  int64_t m = rows.numel() / n;
+  Shape keep = x.sizes();
+  keep[d] = 1;
+  Tensor vals = make_empty({m}, kFloat32), idx = make_empty({m}, kInt64);
+  const float* pr = rows.data_ptr<float>();
+  float* pv = vals.data_ptr<float>();
+  int64_t* pi = idx.data_ptr<int64_t>();
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = pr + r * n;
+    int64_t best = 0;
+    for (int64_t i = 1; i < n; ++i)
+      if (row[i] > row[best] || (std::isnan(row[i]) && !std::isnan(row[best]))) best = i;
+    pv[r] = row[best];
+    pi[r] = best;
+  }
+  // rows_along's order is keep-shape order with dim d removed: reshape directly.
+  Shape out_shape = keepdim ? keep : reduced_shape(x.sizes(), reduce_mask({d}, x.dim()), false);
+  vals = vals.view(out_shape);
+  idx = idx.view(out_shape);
+  Shape in_shape = sizes();
+  Tensor saved_idx = idx;
+  autograd::record("MaxBackward", {this}, vals, [in_shape, keep, d, n, saved_idx](std::vector<Tensor>& g) {
+    Tensor gx = zeros(in_shape);
+    Tensor gc = g[0].contiguous();
+    const float* pg = gc.data_ptr<float>();
+    const int64_t* pi = saved_idx.data_ptr<int64_t>();
+    float* po = gx.data_ptr<float>();
+    // Element r of the reduced output sits at (outer, inner) around dim d.
+    int64_t inner = 1;
+    for (size_t i = d + 1; i < keep.size(); ++i) inner *= keep[i];
+    for (int64_t r = 0; r < gc.numel(); ++r) {
+      int64_t outer = r / inner, in = r % inner;
+      po[(outer * n + pi[r]) * inner + in] += pg[r];
+    }
+    return std::vector<Tensor>{gx};
+  });
+  return {vals, idx};
+}
+
+Tensor Tensor::max() const { return reshape({-1}).max(0).first; }
+
+Tensor Tensor::argmax(int64_t d, bool keepdim) const {
+  NoGradGuard ng;
+  return max(d, keepdim).second;
+}
+
+namespace {
+Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
+  WEFT_CHECK(self.dtype() == kFloat32, "softmax expects float32, got ", self.str());
+  d = wrap_dim(d, self.dim());
+  Tensor x = self.dim() == 0 ? self.reshape({1}) : self;
+  int64_t n = x.size(d);
+  Tensor rows = rows_along(x, d);
+  Tensor out = make_empty(rows.sizes(), kFloat32);
+  const float* pr = rows.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  int64_t m = n ? rows.numel() / n : 0;
+  for (int64_t r = 0; r < m; ++r) {
+    const float* row = pr + r * n;
+    float* o = po + r * n;
+    float mx = -INFINITY;
+    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, row[i]);
+    double s = 0;
+    for (int64_t i = 0; i < n; ++i) s += std::exp((double)row[i] - mx);
+    if (log) {
+      float lse = (float)(mx + std::log(s));
+      for (int64_t i = 0; i < n; ++i) o[i] = row[i] - lse;
+    } else {
+      for (int64_t i = 0; i < n; ++i) o[i] = (float)(std::exp((double)row[i] - mx) / s);
+    }
+  }
+  Tensor result = unrows(out, d, x.dim()).view(self.sizes());
+  Tensor y = result.detach();
+  autograd::record(log ? "LogSoftmaxBackward" : "SoftmaxBackward", {&self}, result,
+                   [y, d, log](std::vector<Tensor>& g) {
+                     if (log) return std::vector<Tensor>{g[0] - y.exp() * g[0].sum({d}, true)};
+                     return std::vector<Tensor>{y * (g[0] - (g[0] * y).sum({d}, true))};
+                   });
+  return result;
+}
+}  // namespace
+
+Tensor Tensor::softmax(int64_t d) const { return softmax_impl(*this, d, false); }
+Tensor Tensor::log_softmax(int64_t d) const { return softmax_impl(*this, d, true); }
+
+}  // namespace weft
