@@ -67,8 +67,15 @@ class BatchNorm3dImpl : public BatchNormNd<BatchNorm3dImpl, 5, 5> {
   explicit BatchNorm3dImpl(int64_t num_features, BatchNormOptions options = {})
       : BatchNormNd("BatchNorm3d", num_features, options) {}
 };
-using BatchNorm1d = ModuleHolder<BatchNorm1dImpl>;
-using BatchNorm2d = ModuleHolder<BatchNorm2dImpl>;
-using BatchNorm3d = ModuleHolder<BatchNorm3dImpl>;
+template <typename Impl>
+class BatchNormHolder : public ModuleHolder<Impl> {
+ public:
+  using ModuleHolder<Impl>::ModuleHolder;
+  explicit BatchNormHolder(int64_t num_features, BatchNormOptions o = {})
+      : ModuleHolder<Impl>(std::make_shared<Impl>(num_features, o)) {}
+};
+using BatchNorm1d = BatchNormHolder<BatchNorm1dImpl>;
+using BatchNorm2d = BatchNormHolder<BatchNorm2dImpl>;
+using BatchNorm3d = BatchNormHolder<BatchNorm3dImpl>;
 
 }  // namespace weft::nn

@@ -31,6 +31,15 @@ class Conv2dImpl : public Cloneable<Conv2dImpl> {
   Conv2dOptions options;
   Tensor weight, bias;
 };
-using Conv2d = ModuleHolder<Conv2dImpl>;
+// Options are taken as a real parameter so that designated initialisers work:
+// Conv2d(3, 8, 3, {.padding = {1, 1}}).
+class Conv2d : public ModuleHolder<Conv2dImpl> {
+ public:
+  using ModuleHolder::ModuleHolder;
+  Conv2d(int64_t in, int64_t out, int64_t kernel, Conv2dOptions o = {})
+      : ModuleHolder(std::make_shared<Conv2dImpl>(in, out, kernel, o)) {}
+  Conv2d(int64_t in, int64_t out, std::array<int64_t, 2> kernel, Conv2dOptions o = {})
+      : ModuleHolder(std::make_shared<Conv2dImpl>(in, out, kernel, o)) {}
+};
 
 }  // namespace weft::nn

@@ -30,7 +30,12 @@ class MaxPool2dImpl : public Cloneable<MaxPool2dImpl> {
   std::array<int64_t, 2> kernel;
   PoolOptions options;
 };
-using MaxPool2d = ModuleHolder<MaxPool2dImpl>;
+class MaxPool2d : public ModuleHolder<MaxPool2dImpl> {
+ public:
+  using ModuleHolder::ModuleHolder;
+  explicit MaxPool2d(int64_t kernel, PoolOptions o = {})
+      : ModuleHolder(std::make_shared<MaxPool2dImpl>(kernel, o)) {}
+};
 
 class AvgPool2dImpl : public Cloneable<AvgPool2dImpl> {
  public:
@@ -47,7 +52,12 @@ class AvgPool2dImpl : public Cloneable<AvgPool2dImpl> {
   std::array<int64_t, 2> kernel;
   PoolOptions options;
 };
-using AvgPool2d = ModuleHolder<AvgPool2dImpl>;
+class AvgPool2d : public ModuleHolder<AvgPool2dImpl> {
+ public:
+  using ModuleHolder::ModuleHolder;
+  explicit AvgPool2d(int64_t kernel, PoolOptions o = {})
+      : ModuleHolder(std::make_shared<AvgPool2dImpl>(kernel, o)) {}
+};
 
 class AdaptiveAvgPool2dImpl : public Cloneable<AdaptiveAvgPool2dImpl> {
  public:
