@@ -617,6 +617,45 @@ def _():
         "num_classes": 3})
 
 
+# ---------------------------------------------------------------- channel shuffle
+
+def _shuffle(name, shape, groups, channels_last=False):
+    x = torch.randn(*shape)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    x = x.detach().requires_grad_(True)
+    # torch 1.13's native channel_shuffle has no backward: take the gradient through the
+    # view/transpose definition, and check it agrees with nn.ChannelShuffle's forward.
+    n, c = shape[0], shape[1]
+    out = x.reshape(n, groups, c // groups, *shape[2:]).transpose(1, 2).reshape(*shape)
+    assert torch.equal(out, nn.ChannelShuffle(groups)(x.detach()))
+    gout = torch.randn(out.shape)
+    out.backward(gout)
+    write(name, {"in.0": x, "out": out, "gout": gout, "grad.in.0": x.grad},
+          {"module": "ChannelShuffle", "groups": groups, "input_shape": list(shape),
+           "channels_last": channels_last})
+
+
+@case("channel_shuffle_g4")
+def _():
+    _shuffle("channel_shuffle_g4", (2, 8, 3, 3), 4)
+
+
+@case("channel_shuffle_3d")
+def _():
+    _shuffle("channel_shuffle_3d", (2, 6, 5), 3)
+
+
+@case("channel_shuffle_5d")
+def _():
+    _shuffle("channel_shuffle_5d", (1, 6, 2, 2, 2), 2)
+
+
+@case("channel_shuffle_channels_last")
+def _():
+    _shuffle("channel_shuffle_channels_last", (2, 12, 3, 4), 3, channels_last=True)
+
+
 # --------------------------------------------------------------------------- main
 
 def main(argv):

@@ -3,6 +3,7 @@
 
 #include "weft/nn/activation.h"
 #include "weft/nn/batchnorm.h"
+#include "weft/nn/channel_shuffle.h"
 #include "weft/nn/container.h"
 #include "weft/nn/conv.h"
 #include "weft/nn/functional.h"

@@ -1,0 +1,98 @@
+#include "weft/nn/channel_shuffle.h"
+
+#include <cstring>
+
+#include "../../ops/cpu/parallel.h"
+#include "weft/autograd.h"
+#include "weft/ops.h"
+
+namespace weft::nn {
+
+bool is_channels_last(const Tensor& t) {
+  if (t.dim() != 4) return false;
+  const int64_t C = t.size(1), H = t.size(2), W = t.size(3);
+  return t.stride(1) == 1 && t.stride(3) == C && t.stride(2) == W * C && t.stride(0) == H * W * C &&
+         C > 1;
+}
+
+Tensor to_channels_last(const Tensor& t) {
+  WEFT_CHECK(t.dim() == 4, "to_channels_last expects a 4-D tensor, got ", t.str());
+  // NHWC storage viewed back as NCHW: permute a contiguous NHWC tensor.
+  Tensor nhwc = t.permute({0, 2, 3, 1}).contiguous();
+  return nhwc.permute({0, 3, 1, 2});
+}
+
+namespace {
+
+// Shuffles `in` (same layout as out) into `out`. Layouts: NC* contiguous, where each channel
+// is a contiguous plane of `inner` elements; or channels-last, where each pixel holds C
+// contiguous channels.
+void shuffle_kernel(const float* in, float* out, int64_t N, int64_t C, int64_t inner,
+                    int64_t groups, bool channels_last) {
+  const int64_t cpg = C / groups;
+  if (!channels_last) {
+    const size_t plane = (size_t)inner * sizeof(float);
+    cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(inner, 1)),
+                      [&](int64_t r0, int64_t r1) {
+                        for (int64_t r = r0; r < r1; ++r) {
+                          const int64_t n = r / C, o = r % C;
+                          const int64_t i = o / groups, j = o % groups;  // o = i*groups + j
+                          std::memcpy(out + r * inner, in + (n * C + j * cpg + i) * inner, plane);
+                        }
+                      });
+    return;
+  }
+  cpu::parallel_for(0, N * inner, std::max<int64_t>(1, cpu::kGrainSize / C),
+                    [&](int64_t p0, int64_t p1) {
+                      for (int64_t p = p0; p < p1; ++p) {
+                        const float* src = in + p * C;
+                        float* dst = out + p * C;
+                        for (int64_t i = 0; i < cpg; ++i)
+                          for (int64_t j = 0; j < groups; ++j) dst[i * groups + j] = src[j * cpg + i];
+                      }
+                    });
+}
+
+Tensor shuffle(const Tensor& x, int64_t groups) {
+  const int64_t N = x.size(0), C = x.size(1);
+  if (x.numel() == 0) return make_empty(x.sizes(), kFloat32, x.device());
+  const int64_t inner = x.numel() / (N * C);
+  if (is_channels_last(x)) {
+    Tensor out = to_channels_last(make_empty(x.sizes(), kFloat32, x.device()));
+    shuffle_kernel(static_cast<const float*>(x.raw_data()), static_cast<float*>(out.raw_data()), N, C,
+                   inner, groups, true);
+    return out;
+  }
+  Tensor xc = x.contiguous();
+  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
+  shuffle_kernel(xc.data_ptr<float>(), out.data_ptr<float>(), N, C, inner, groups, false);
+  return out;
+}
+
+}  // namespace
+
+namespace functional {
+
+Tensor channel_shuffle(const Tensor& input, int64_t groups) {
+  WEFT_CHECK(input.dim() >= 3, "channel_shuffle expects an input of rank >= 3 [N, C, *], got ",
+             input.str());
+  WEFT_CHECK(input.dtype() == kFloat32, "channel_shuffle expects float32, got ", input.str());
+  WEFT_CHECK(groups > 0, "channel_shuffle: groups must be positive, got ", groups);
+  const int64_t C = input.size(1);
+  WEFT_CHECK(C % groups == 0, "channel_shuffle: number of channels ", C,
+             " must be divisible by groups ", groups);
+  Tensor out = shuffle(input, groups);
+  // The inverse of shuffling with g groups is shuffling with C/g groups.
+  autograd::record("ChannelShuffleBackward", {&input}, out, [groups, C](std::vector<Tensor>& g) {
+    return std::vector<Tensor>{shuffle(g[0], C / groups)};
+  });
+  return out;
+}
+
+}  // namespace functional
+
+ChannelShuffleImpl::ChannelShuffleImpl(int64_t groups) : Cloneable("ChannelShuffle"), groups(groups) {
+  WEFT_CHECK(groups > 0, "ChannelShuffle: groups must be positive, got ", groups);
+}
+
+}  // namespace weft::nn

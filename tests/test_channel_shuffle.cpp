@@ -1,0 +1,57 @@
+// ChannelShuffle against PyTorch goldens (forward and gradient), layouts and errors.
+#include "golden.h"
+#include "gradcheck.h"
+#include "weft/autograd.h"
+#include "weft/nn.h"
+
+using namespace weft;
+using weft::test::close;
+using weft::test::Golden;
+namespace F = weft::nn::functional;
+
+TEST(ChannelShuffle, MatchesPyTorch) {
+  const std::pair<const char*, int64_t> cases[] = {
+      {"channel_shuffle_g4", 4}, {"channel_shuffle_3d", 3}, {"channel_shuffle_5d", 2}};
+  for (auto [name, groups] : cases) {
+    SCOPED_TRACE(name);
+    Golden g(name);
+    Tensor x = g.input(0);
+    nn::ChannelShuffle cs(groups);
+    Tensor out = cs(x);
+    EXPECT_TRUE(close(out, g["out"], 0, "out"));  // a permutation: exact
+    out.backward(g["gout"]);
+    EXPECT_TRUE(close(x.grad(), g["grad.in.0"], 0, "grad"));
+  }
+}
+
+TEST(ChannelShuffle, ChannelsLastStaysChannelsLast) {
+  Golden g("channel_shuffle_channels_last");
+  Tensor x = nn::to_channels_last(g["in.0"]).detach();
+  ASSERT_TRUE(nn::is_channels_last(x));
+  x.requires_grad_(true);
+  Tensor out = F::channel_shuffle(x, 3);
+  EXPECT_TRUE(nn::is_channels_last(out));
+  EXPECT_TRUE(close(out, g["out"], 0, "out"));
+  out.backward(nn::to_channels_last(g["gout"]));
+  EXPECT_TRUE(close(x.grad(), g["grad.in.0"], 0, "grad"));
+}
+
+TEST(ChannelShuffle, EdgeGroupsAndErrors) {
+  Tensor x = randn({2, 6, 3, 3});
+  EXPECT_TRUE(allclose(F::channel_shuffle(x, 1), x, 0, 0));
+  EXPECT_TRUE(allclose(F::channel_shuffle(x, 6), x, 0, 0));
+  // Shuffling with g then C/g groups is the identity.
+  EXPECT_TRUE(allclose(F::channel_shuffle(F::channel_shuffle(x, 2), 3), x, 0, 0));
+  try {
+    F::channel_shuffle(x, 4);
+    FAIL();
+  } catch (const Error& e) {
+    std::string m = e.what();
+    EXPECT_NE(m.find("6"), std::string::npos);
+    EXPECT_NE(m.find("4"), std::string::npos);
+  }
+  EXPECT_THROW(F::channel_shuffle(randn({6, 2}), 2), Error);
+  EXPECT_THROW(nn::ChannelShuffle(0), Error);
+  EXPECT_TRUE(weft::test::gradcheck([](auto& v) { return F::channel_shuffle(v[0], 2); },
+                                    {randn({1, 4, 2, 2})}));
+}
