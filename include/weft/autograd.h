@@ -3,8 +3,10 @@
 //
 // Post-accumulate-grad hooks (DDP's bucketing stands on them): a hook registered on a leaf
 // fires once per backward pass, right after that leaf's .grad has been accumulated (so it
-// sees the sum over every path to the leaf), on the thread that called backward(), before
-// backward() returns. Order: the engine runs ready nodes latest-created first (PyTorch's
+// sees the sum over every path to the leaf), before backward() returns. Thread: when the
+// whole graph is on one device (always so under DDP), the thread that called backward();
+// a graph spanning several devices (DataParallel) runs each device's nodes on a worker of
+// its own, the caller serving the first root's device, and a hook runs on its leaf's. Order: the engine runs ready nodes latest-created first (PyTorch's
 // sequence-number order) and runs a leaf's accumulation as soon as all of its incoming
 // gradients are in, so hooks fire roughly in reverse order of use in the forward pass.
 #pragma once
@@ -37,6 +39,7 @@ struct Node {
   std::vector<Edge> next_edges;
   uint64_t sequence_nr;
   uint32_t num_outputs = 1;
+  Device device;  // where its outputs live; the engine runs it on that device's worker
 };
 
 // Sink for a leaf: adds the incoming gradient into leaf.grad, then fires its hooks.

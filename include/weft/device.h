@@ -26,4 +26,19 @@ struct Device {
 
 inline std::ostream& operator<<(std::ostream& os, const Device& d) { return os << d.str(); }
 
+// The thread's current device: where factories put tensors when no device is given (as
+// CUDA's current device in PyTorch). DataParallel replicas and the backward engine's
+// per-device workers set it, so that kernels' temporaries land on the right device.
+Device current_device();
+class DeviceGuard {
+ public:
+  explicit DeviceGuard(Device d);
+  ~DeviceGuard();
+  DeviceGuard(const DeviceGuard&) = delete;
+  DeviceGuard& operator=(const DeviceGuard&) = delete;
+
+ private:
+  Device prev_;
+};
+
 }  // namespace weft

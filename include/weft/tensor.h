@@ -63,7 +63,7 @@ struct TensorImpl {
 
 struct TensorOptions {
   DType dtype = DType::Float32;
-  Device device = Device::CPU();
+  Device device = current_device();
   bool requires_grad = false;
 };
 
@@ -196,7 +196,7 @@ Tensor operator/(double a, const Tensor& b);
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Internal: a tensor over fresh storage, and a view sharing another tensor's storage.
-Tensor make_empty(const Shape& shape, DType dtype = kFloat32, Device device = Device::CPU());
+Tensor make_empty(const Shape& shape, DType dtype = kFloat32, Device device = current_device());
 Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset);
 Shape contiguous_strides(const Shape& sizes);
 int64_t shape_numel(const Shape& s);

@@ -1,8 +1,12 @@
 // The backward engine: counts dependencies from the roots, then runs nodes whose inputs
 // are complete, latest-created first; AccumulateGrad nodes jump the queue (so DDP hooks
 // fire as early as possible). Runs on the caller's thread.
+#include <algorithm>
 #include <atomic>
+#include <condition_variable>
+#include <mutex>
 #include <queue>
+#include <thread>
 #include <unordered_map>
 #include <unordered_set>
 
@@ -29,6 +33,7 @@ std::vector<Tensor> FunctionNode::apply(std::vector<Tensor>&& grads) {
 
 AccumulateGrad::AccumulateGrad(Tensor l) : leaf(std::move(l)) {
   sequence_nr = UINT64_MAX;  // run as soon as ready
+  device = leaf.device();
 }
 
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
@@ -86,20 +91,117 @@ void record(const std::string& name, std::initializer_list<const Tensor*> inputs
   node->next_edges.reserve(inputs.size());
   for (const Tensor* t : inputs) node->next_edges.push_back(t ? gradient_edge(*t) : Edge{});
   node->num_outputs = (uint32_t)outputs.size();
+  for (Tensor* o : outputs)
+    if (o && o->defined()) {
+      node->device = o->device();
+      break;
+    }
   for (uint32_t i = 0; i < outputs.size(); ++i)
     if (outputs[i] && outputs[i]->defined()) set_gradient_edge(*outputs[i], {node, i});
 }
+
+namespace {
+
+struct Pending {
+  std::vector<Tensor> grads;
+  int deps = 0;
+};
+
+void add_grad(Pending& p, const Edge& e, Tensor g) {
+  if (p.grads.size() < e.fn->num_outputs) p.grads.resize(e.fn->num_outputs);
+  Tensor& slot = p.grads[e.input_nr];
+  if (!g.defined()) return;
+  if (!slot.defined()) slot = std::move(g);
+  else slot = slot + g;
+}
+
+std::vector<Tensor> run_node(Node& node, std::vector<Tensor>&& in, bool retain_graph) {
+  in.resize(node.num_outputs);
+  std::vector<Tensor> out = node.apply(std::move(in));
+  if (!retain_graph) node.release();
+  WEFT_CHECK(out.size() == node.next_edges.size() || dynamic_cast<AccumulateGrad*>(&node),
+             node.name(), " returned ", out.size(), " gradients for ", node.next_edges.size(),
+             " inputs");
+  return out;
+}
+
+struct ByPriority {
+  bool operator()(const std::shared_ptr<Node>& a, const std::shared_ptr<Node>& b) const {
+    return a->sequence_nr < b->sequence_nr;
+  }
+};
+using ReadyQueue = std::priority_queue<std::shared_ptr<Node>, std::vector<std::shared_ptr<Node>>, ByPriority>;
+
+// A graph whose nodes live on several devices: one worker per device (the caller serves
+// the first root's), so DataParallel replicas' backward passes run concurrently.
+void run_multi_device(std::unordered_map<Node*, Pending>& pending, std::vector<Device> devices,
+                      std::vector<std::shared_ptr<Node>> ready_roots, size_t remaining,
+                      bool retain_graph) {
+  std::mutex mu;
+  std::condition_variable cv;
+  std::vector<ReadyQueue> queues(devices.size());
+  auto queue_of = [&](const Node& n) {
+    for (size_t i = 0; i < devices.size(); ++i)
+      if (devices[i] == n.device) return i;
+    return size_t(0);
+  };
+  for (auto& r : ready_roots) queues[queue_of(*r)].push(r);
+  std::exception_ptr error;
+  const int caller_threads = get_num_threads();
+  const int per_worker = std::max(1, caller_threads / (int)devices.size());
+  auto worker = [&](size_t qi) {
+    DeviceGuard dg(devices[qi]);
+    NoGradGuard ng;
+    set_num_threads(per_worker);
+    while (true) {
+      std::shared_ptr<Node> node;
+      std::vector<Tensor> in;
+      {
+        std::unique_lock<std::mutex> lk(mu);
+        cv.wait(lk, [&] { return !queues[qi].empty() || remaining == 0 || error; });
+        if (error || remaining == 0) return;
+        node = queues[qi].top();
+        queues[qi].pop();
+        auto it = pending.find(node.get());
+        in = std::move(it->second.grads);
+        pending.erase(it);
+      }
+      std::vector<Tensor> out;
+      try {
+        out = run_node(*node, std::move(in), retain_graph);
+      } catch (...) {
+        std::lock_guard<std::mutex> lk(mu);
+        if (!error) error = std::current_exception();
+        cv.notify_all();
+        return;
+      }
+      std::lock_guard<std::mutex> lk(mu);
+      for (size_t i = 0; i < node->next_edges.size(); ++i) {
+        const Edge& e = node->next_edges[i];
+        if (!e.valid()) continue;
+        Pending& p = pending[e.fn.get()];
+        add_grad(p, e, i < out.size() ? std::move(out[i]) : Tensor());
+        if (--p.deps == 0) queues[queue_of(*e.fn)].push(e.fn);
+      }
+      --remaining;
+      cv.notify_all();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < devices.size(); ++i) threads.emplace_back(worker, i);
+  worker(0);
+  for (auto& t : threads) t.join();
+  set_num_threads(caller_threads);
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace
 
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
               bool retain_graph) {
   WEFT_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ",
              grads.size(), " gradients");
-  struct Pending {
-    std::vector<Tensor> grads;
-    int deps = 0;
-  };
   std::unordered_map<Node*, Pending> pending;
-  std::vector<std::shared_ptr<Node>> root_nodes;
   std::vector<std::pair<Edge, Tensor>> seeds;
   for (size_t i = 0; i < roots.size(); ++i) {
     const Tensor& r = roots[i];
@@ -109,58 +211,49 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     if (!g.defined()) {
       WEFT_CHECK(r.numel() == 1, "grad can be implicitly created only for scalar outputs, got ",
                  r.str());
-      g = ones(r.sizes());
+      g = ones(r.sizes(), {.device = r.device()});
     } else {
       WEFT_CHECK(g.sizes() == r.sizes(), "backward: gradient ", g.str(), " does not match ",
                  r.str());
     }
     seeds.emplace_back(gradient_edge(r), g);
   }
-  // Count dependencies over the reachable graph.
+  // Count dependencies over the reachable graph and note the devices it spans.
   std::vector<Node*> stack;
   std::unordered_set<Node*> seen;
+  std::vector<Device> devices{seeds[0].first.fn->device};
   for (auto& [e, g] : seeds)
     if (seen.insert(e.fn.get()).second) stack.push_back(e.fn.get());
   while (!stack.empty()) {
     Node* n = stack.back();
     stack.pop_back();
+    if (std::find(devices.begin(), devices.end(), n->device) == devices.end())
+      devices.push_back(n->device);
     for (const Edge& e : n->next_edges) {
       if (!e.valid()) continue;
       pending[e.fn.get()].deps++;
       if (seen.insert(e.fn.get()).second) stack.push_back(e.fn.get());
     }
   }
-  auto cmp = [](const std::shared_ptr<Node>& a, const std::shared_ptr<Node>& b) {
-    return a->sequence_nr < b->sequence_nr;
-  };
-  std::priority_queue<std::shared_ptr<Node>, std::vector<std::shared_ptr<Node>>, decltype(cmp)>
-      ready(cmp);
-  auto add_grad = [&](Pending& p, const Edge& e, Tensor g) {
-    if (p.grads.size() < e.fn->num_outputs) p.grads.resize(e.fn->num_outputs);
-    Tensor& slot = p.grads[e.input_nr];
-    if (!g.defined()) return;
-    if (!slot.defined()) slot = std::move(g);
-    else slot = slot + g;
-  };
-  for (auto& [e, g] : seeds) {
-    Pending& p = pending[e.fn.get()];
-    add_grad(p, e, g);
-  }
+  const size_t total = seen.size();
+  for (auto& [e, g] : seeds) add_grad(pending[e.fn.get()], e, g);
+  std::vector<std::shared_ptr<Node>> ready_roots;
   for (auto& [e, g] : seeds)
-    if (pending[e.fn.get()].deps == 0 && seen.erase(e.fn.get())) ready.push(e.fn);
+    if (pending[e.fn.get()].deps == 0 && seen.erase(e.fn.get())) ready_roots.push_back(e.fn);
   NoGradGuard no_grad;  // gradients are not themselves recorded (no double backward)
+  if (devices.size() > 1) {
+    run_multi_device(pending, devices, std::move(ready_roots), total, retain_graph);
+    return;
+  }
+  ReadyQueue ready;
+  for (auto& r : ready_roots) ready.push(r);
   while (!ready.empty()) {
     std::shared_ptr<Node> node = ready.top();
     ready.pop();
     auto it = pending.find(node.get());
     std::vector<Tensor> in = std::move(it->second.grads);
     pending.erase(it);
-    in.resize(node->num_outputs);
-    std::vector<Tensor> out = node->apply(std::move(in));
-    if (!retain_graph) node->release();
-    WEFT_CHECK(out.size() == node->next_edges.size() || dynamic_cast<AccumulateGrad*>(node.get()),
-               node->name(), " returned ", out.size(), " gradients for ", node->next_edges.size(),
-               " inputs");
+    std::vector<Tensor> out = run_node(*node, std::move(in), retain_graph);
     for (size_t i = 0; i < node->next_edges.size(); ++i) {
       const Edge& e = node->next_edges[i];
       if (!e.valid()) continue;

@@ -119,7 +119,7 @@ std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
   int64_t m = rows.numel() / n;
   Shape keep = x.sizes();
   keep[d] = 1;
-  Tensor vals = make_empty({m}, kFloat32), idx = make_empty({m}, kInt64);
+  Tensor vals = make_empty({m}, kFloat32, device()), idx = make_empty({m}, kInt64, device());
   const float* pr = rows.data_ptr<float>();
   float* pv = vals.data_ptr<float>();
   int64_t* pi = idx.data_ptr<int64_t>();
@@ -169,7 +169,7 @@ Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
   Tensor x = self.dim() == 0 ? self.reshape({1}) : self;
   int64_t n = x.size(d);
   Tensor rows = rows_along(x, d);
-  Tensor out = make_empty(rows.sizes(), kFloat32);
+  Tensor out = make_empty(rows.sizes(), kFloat32, self.device());
   const float* pr = rows.data_ptr<float>();
   float* po = out.data_ptr<float>();
   int64_t m = n ? rows.numel() / n : 0;

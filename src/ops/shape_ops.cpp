@@ -43,6 +43,7 @@ Tensor cat(const std::vector<Tensor>& ts, int64_t dim) {
     auto node = std::make_shared<FunctionNode>("CatBackward", [parts, dim](std::vector<Tensor>& g) {
       return g[0].split_with_sizes(parts, dim);
     });
+    node->device = out.device();
     for (const Tensor& t : ts) node->next_edges.push_back(autograd::gradient_edge(t));
     autograd::set_gradient_edge(out, {node, 0});
   }

@@ -15,6 +15,13 @@
 
 namespace weft {
 
+namespace {
+thread_local Device t_current_device = Device::CPU();
+}
+Device current_device() { return t_current_device; }
+DeviceGuard::DeviceGuard(Device d) : prev_(t_current_device) { t_current_device = d; }
+DeviceGuard::~DeviceGuard() { t_current_device = prev_; }
+
 Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
   WEFT_CHECK(d.is_cpu(), "device ", d, " is not available in this build (CPU only)");
   data = cpu_alloc(n);

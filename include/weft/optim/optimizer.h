@@ -16,12 +16,12 @@ namespace weft::optim {
 // Hyperparameters common to the optimizers in weft; each optimizer reads the ones it uses.
 struct ParamGroupOptions {
   double lr = 1e-3;
-  double momentum = 0.0;      // SGD
-  double dampening = 0.0;     // SGD
-  bool nesterov = false;      // SGD
-  double weight_decay = 0.0;  // SGD, Adam (L2), AdamW (decoupled)
+  double momentum = 0.0;                          // SGD
+  double dampening = 0.0;                         // SGD
+  bool nesterov = false;                          // SGD
+  double weight_decay = 0.0;                      // SGD, Adam (L2), AdamW (decoupled)
   double beta1 = 0.9, beta2 = 0.999, eps = 1e-8;  // Adam/AdamW
-  bool amsgrad = false;                          // Adam/AdamW
+  bool amsgrad = false;                           // Adam/AdamW
 };
 
 struct ParamGroup {
@@ -55,6 +55,10 @@ class Optimizer {
     OrderedDict<Tensor> buffers;
   };
   ParamState& state_of(size_t flat_index) { return state_[flat_index]; }
+  // The step loops read float data directly: checks that the parameter and its gradient are
+  // contiguous float32 CPU tensors of the same shape, naming the parameter otherwise.
+  static void check_step_tensors(const Tensor& param, const Tensor& grad, size_t flat_index,
+                                 const char* optimizer);
   std::vector<ParamGroup> groups_;
   std::vector<ParamState> state_;  // indexed by flat parameter index across groups
 };

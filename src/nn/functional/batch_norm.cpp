@@ -29,7 +29,7 @@ const float* opt_ptr(const Tensor& t) { return t.defined() ? t.contiguous().data
 ChannelStats batch_norm_stats(const Tensor& x0) {
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
-  Tensor mean = empty({C}), var = empty({C});
+  Tensor mean = empty({C}, {.device = x.device()}), var = empty({C}, {.device = x.device()});
   const float* px = x.data_ptr<float>();
   float* pm = mean.data_ptr<float>();
   float* pv = var.data_ptr<float>();
@@ -65,7 +65,7 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
                         const Tensor& weight, const Tensor& bias) {
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
-  Tensor out = make_empty(x.sizes());
+  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();
   Tensor mc = mean.contiguous(), ic = invstd.contiguous();
@@ -92,7 +92,7 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Te
                                                      const Tensor& mean) {
   Tensor x = x0.contiguous(), dy = dy0.contiguous();
   auto [N, C, S] = layout_of(x);
-  Tensor sdy = empty({C}), sdyx = empty({C});
+  Tensor sdy = empty({C}, {.device = x.device()}), sdyx = empty({C}, {.device = x.device()});
   const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
   Tensor mc = mean.contiguous();
   const float* pm = mc.data_ptr<float>();
@@ -124,7 +124,7 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
                                  const Tensor& sum_dy_xmu, int64_t count) {
   Tensor x = x0.contiguous(), dy = dy0.contiguous();
   auto [N, C, S] = layout_of(x);
-  Tensor dx = make_empty(x.sizes());
+  Tensor dx = make_empty(x.sizes(), kFloat32, x.device());
   const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
   float* po = dx.data_ptr<float>();
   Tensor mc = mean.contiguous(), ic = invstd.contiguous(), s1 = sum_dy.contiguous(),

@@ -108,7 +108,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   Tensor x = input.contiguous(), w = weight.contiguous();
   Tensor out = make_empty({g.N, g.K, g.Ho, g.Wo}, kFloat32, input.device());
   const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
-  Tensor col = g.pointwise() ? Tensor() : make_empty({R, HWo});
+  Tensor col = g.pointwise() ? Tensor() : make_empty({R, HWo}, kFloat32, input.device());
   const float* px = x.data_ptr<float>();
   const float* pw = w.data_ptr<float>();
   float* po = out.data_ptr<float>();

@@ -81,7 +81,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
   }
   Tensor lpc = lp.contiguous();
   const float* pl = lpc.data_ptr<float>();
-  Tensor per = make_empty({N});
+  Tensor per = make_empty({N}, kFloat32, log_probs.device());
   float* pp = per.data_ptr<float>();
   for (int64_t i = 0; i < N; ++i) pp[i] = pt[i] == ignore_index ? 0.0f : -pl[i * C + pt[i]];
   Tensor out;
@@ -91,7 +91,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
     double s = 0;
     for (int64_t i = 0; i < N; ++i) s += pp[i];
     if (r == Reduction::Mean) s = count ? s / count : NAN;
-    out = scalar_tensor(s);
+    out = scalar_tensor(s, {.device = log_probs.device()});
   }
   Shape in_shape = log_probs.sizes();
   autograd::record("NllLossBackward", {&log_probs}, out,

@@ -37,8 +37,8 @@ Tensor max_pool2d(const Tensor& input, std::array<int64_t, 2> k, std::array<int6
   const int64_t Ho = pooled_size(H, k[0], s[0], p[0], ceil_mode);
   const int64_t Wo = pooled_size(W, k[1], s[1], p[1], ceil_mode);
   WEFT_CHECK(Ho > 0 && Wo > 0, "max_pool2d: output size is empty for input ", x.str());
-  Tensor out = make_empty({N, C, Ho, Wo});
-  Tensor idx = make_empty({N, C, Ho, Wo}, kInt64);
+  Tensor out = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
+  Tensor idx = make_empty({N, C, Ho, Wo}, kInt64, x.device());
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();
   int64_t* pi = idx.data_ptr<int64_t>();
@@ -88,7 +88,7 @@ struct AvgWindows {
 
 Tensor avg_pool_apply(const Tensor& x, const AvgWindows& win, int64_t Ho, int64_t Wo) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
-  Tensor out = make_empty({N, C, Ho, Wo});
+  Tensor out = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();
   for (int64_t nc = 0; nc < N * C; ++nc) {

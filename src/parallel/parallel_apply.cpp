@@ -1,0 +1,49 @@
+#include "weft/nn/parallel/parallel_apply.h"
+
+#include <exception>
+#include <thread>
+
+#include "weft/autograd.h"
+#include "weft/ops.h"
+
+namespace weft::nn::parallel {
+
+std::vector<std::vector<Tensor>> parallel_apply(const std::vector<std::shared_ptr<Module>>& replicas,
+                                                const std::vector<std::vector<Tensor>>& inputs,
+                                                const std::vector<Device>& devices,
+                                                int threads_per_replica) {
+  const size_t n = inputs.size();
+  WEFT_CHECK(replicas.size() >= n && devices.size() >= n, "parallel_apply: ", n, " inputs but ",
+             replicas.size(), " replicas and ", devices.size(), " devices");
+  std::vector<std::vector<Tensor>> results(n);
+  std::vector<std::exception_ptr> errors(n);
+  const bool grad_mode = GradMode::is_enabled();
+  const int caller_threads = get_num_threads();
+  auto run = [&](size_t i) {
+    try {
+      GradMode::set_enabled(grad_mode);
+      DeviceGuard dg(devices[i]);
+      set_num_threads(threads_per_replica);
+      results[i] = replicas[i]->forward_multi(inputs[i]);
+    } catch (...) {
+      errors[i] = std::current_exception();
+    }
+  };
+  std::vector<std::thread> threads;
+  for (size_t i = 1; i < n; ++i) threads.emplace_back(run, i);
+  run(0);
+  for (auto& t : threads) t.join();
+  GradMode::set_enabled(grad_mode);
+  set_num_threads(caller_threads);
+  for (size_t i = 0; i < n; ++i) {
+    if (!errors[i]) continue;
+    try {
+      std::rethrow_exception(errors[i]);
+    } catch (const std::exception& e) {
+      WEFT_ERROR("in replica ", i, " on device ", devices[i], ": ", e.what());
+    }
+  }
+  return results;
+}
+
+}  // namespace weft::nn::parallel
