@@ -3,7 +3,8 @@
 // background threads build batches ahead, yet the batches arrive in exactly the order and with
 // exactly the content of num_workers = 0; an exception thrown by the dataset or collate is
 // re-thrown (same type and message) in the iterating thread when its batch is reached; leaving
-// the loop early, starting a new epoch or destroying the loader stops and joins the workers.
+// the loop early (the last iterator of an epoch destroyed) or destroying the loader stops and
+// joins that epoch's workers. A loader is iterated from one thread at a time.
 #pragma once
 
 #include <cstddef>
@@ -24,11 +25,11 @@ struct Batch {
   Tensor target;
 };
 
-using CollateFn = std::function<Batch(std::vector<Example>&)>;
+using CollateFn = std::function<Batch(const std::vector<Example>&)>;
 
 // Stacks the samples' data along a new dim 0 (weft::stack), and their targets likewise; the
 // batch target stays undefined when the samples have none. Throws weft::Error on mixed shapes.
-Batch default_collate(std::vector<Example>& examples);
+Batch default_collate(const std::vector<Example>& examples);
 
 // Field order allows designated initializers in the common order:
 // {.batch_size = 64, .shuffle = true, .sampler = &s, .drop_last = true, .num_workers = 2}.
@@ -49,7 +50,7 @@ struct DataLoaderOptions {
   // memory and this is a no-op; a CUDA build may allocate page-locked memory here.
   bool pin_memory = false;
   // Empty means default_collate. Called from worker threads when num_workers > 0.
-  CollateFn collate;
+  CollateFn collate = {};
 };
 
 namespace detail {
@@ -79,6 +80,7 @@ class DataLoader {
     Iterator& operator++();
     // Only comparison with end() (or between iterators of the same epoch) is meaningful.
     bool operator==(const Iterator& other) const;
+    // Advancing an iterator whose epoch was stopped (its loader destroyed) throws weft::Error.
 
    private:
     friend class DataLoader;
@@ -87,10 +89,11 @@ class DataLoader {
     std::shared_ptr<detail::EpochRun> run_;  // null for end()
   };
 
-  // Starts an epoch: stops a previous epoch still in progress, takes the sampler's indices for
-  // the current epoch and returns an iterator at the first batch. With shuffle and no sampler,
-  // each begin() uses the next epoch number (0, 1, 2, ... or from set_epoch) so every epoch is
-  // shuffled differently, yet reproducibly.
+  // Starts an epoch: takes the sampler's indices for the current epoch, starts the workers and
+  // returns an iterator at the first batch (so an error in batch 0 is thrown here). Epochs
+  // started earlier and still referenced by iterators keep running independently. With shuffle and
+  // no sampler, each begin() uses the next epoch number (0, 1, 2, ... or from set_epoch) so every
+  // epoch is shuffled differently, yet reproducibly.
   Iterator begin();
   Iterator end() { return Iterator(); }
 
@@ -107,8 +110,10 @@ class DataLoader {
   DataLoaderOptions options_;
   std::unique_ptr<Sampler> own_sampler_;  // when options_.sampler is null
   Sampler* sampler_;
-  int64_t next_epoch_ = 0;                 // for own_sampler_ only
-  std::shared_ptr<detail::EpochRun> run_;  // the epoch in progress, stopped by begin()/~DataLoader
+  int64_t next_epoch_ = 0;  // for own_sampler_ only
+  // Epochs owned by their iterators; the loader only stops those still alive when destroyed,
+  // so that no worker outlives the loader (and, usually, the dataset next to it).
+  std::vector<std::weak_ptr<detail::EpochRun>> runs_;
 };
 
 }  // namespace weft::data
