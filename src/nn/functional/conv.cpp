@@ -2,6 +2,7 @@
 // recomputes the columns instead of keeping them: a little compute for a lot of memory.
 #include <cblas.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "weft/autograd.h"
@@ -20,6 +21,13 @@ struct ConvGeom {
   bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
 };
 
+// The output columns ow whose input column ow*sw + off lies inside [0, W): [lo, hi).
+inline void valid_range(int64_t off, int64_t W, int64_t Wo, int64_t sw, int64_t* lo, int64_t* hi) {
+  *lo = off >= 0 ? 0 : std::min(Wo, (-off + sw - 1) / sw);
+  *hi = (W - 1 - off) < 0 ? 0 : std::min(Wo, (W - 1 - off) / sw + 1);
+  if (*hi < *lo) *hi = *lo;
+}
+
 // col[(c*kh + i)*kw + j][oh*Wo + ow] = x[c][oh*sh - ph + i*dh][ow*sw - pw + j*dw] (0 outside).
 void im2col(const float* x, const ConvGeom& g, float* col) {
   const int64_t HWo = g.Ho * g.Wo;
@@ -28,6 +36,9 @@ void im2col(const float* x, const ConvGeom& g, float* col) {
       for (int64_t j = 0; j < g.kw; ++j) {
         float* dst = col + ((c * g.kh + i) * g.kw + j) * HWo;
         const float* src = x + c * g.H * g.W;
+        const int64_t off = j * g.dw - g.pw;
+        int64_t lo, hi;
+        valid_range(off, g.W, g.Wo, g.sw, &lo, &hi);
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + i * g.dh;
           float* d = dst + oh * g.Wo;
@@ -35,11 +46,14 @@ void im2col(const float* x, const ConvGeom& g, float* col) {
             std::memset(d, 0, g.Wo * sizeof(float));
             continue;
           }
-          const float* s = src + ih * g.W;
-          for (int64_t ow = 0; ow < g.Wo; ++ow) {
-            const int64_t iw = ow * g.sw - g.pw + j * g.dw;
-            d[ow] = (iw >= 0 && iw < g.W) ? s[iw] : 0.0f;
+          const float* s = src + ih * g.W + off;
+          for (int64_t ow = 0; ow < lo; ++ow) d[ow] = 0.0f;
+          if (g.sw == 1) {
+            std::memcpy(d + lo, s + lo, (hi - lo) * sizeof(float));
+          } else {
+            for (int64_t ow = lo; ow < hi; ++ow) d[ow] = s[ow * g.sw];
           }
+          for (int64_t ow = hi; ow < g.Wo; ++ow) d[ow] = 0.0f;
         }
       }
 }
@@ -52,15 +66,15 @@ void col2im(const float* col, const ConvGeom& g, float* x) {
       for (int64_t j = 0; j < g.kw; ++j) {
         const float* src = col + ((c * g.kh + i) * g.kw + j) * HWo;
         float* dst = x + c * g.H * g.W;
+        const int64_t off = j * g.dw - g.pw;
+        int64_t lo, hi;
+        valid_range(off, g.W, g.Wo, g.sw, &lo, &hi);
         for (int64_t oh = 0; oh < g.Ho; ++oh) {
           const int64_t ih = oh * g.sh - g.ph + i * g.dh;
           if (ih < 0 || ih >= g.H) continue;
           const float* s = src + oh * g.Wo;
-          float* d = dst + ih * g.W;
-          for (int64_t ow = 0; ow < g.Wo; ++ow) {
-            const int64_t iw = ow * g.sw - g.pw + j * g.dw;
-            if (iw >= 0 && iw < g.W) d[iw] += s[ow];
-          }
+          float* d = dst + ih * g.W + off;
+          for (int64_t ow = lo; ow < hi; ++ow) d[ow * g.sw] += s[ow];
         }
       }
 }
