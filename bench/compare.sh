@@ -1,0 +1,57 @@
+#!/usr/bin/env bash
+# compare.sh [--threads N] [--steps S] [--warmup W] [workloads...]
+# Builds bench/weft_step (Release, in $WEFT_BENCH_BUILD or build-bench/) if needed, then for each
+# workload runs weft, PyTorch as installed, and PyTorch with glibc told to keep memory
+# (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_, see DESIGN.md), and prints a table of median
+# step times, ratios (weft / PyTorch; lower is better) and peak RSS. Raw JSON lines go to stderr.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(dirname "$here")"
+build="${WEFT_BENCH_BUILD:-$root/build-bench}"
+python="${PYTHON:-/usr/bin/python3}"
+threads=1 steps=50 warmup=5
+workloads=()
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --threads) threads="$2"; shift 2 ;;
+    --steps) steps="$2"; shift 2 ;;
+    --warmup) warmup="$2"; shift 2 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    -*) echo "compare.sh: unknown flag $1" >&2; exit 2 ;;
+    *) workloads+=("$1"); shift ;;
+  esac
+done
+[[ ${#workloads[@]} -eq 0 ]] && workloads=(linear convbn mlp25m)
+
+if [[ ! -f "$build/CMakeCache.txt" ]]; then
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=ON >&2
+fi
+make -C "$build" weft_step -j"${JOBS:-2}" >&2
+weft_step="$build/bench/weft_step"
+
+common=(--threads "$threads" --steps "$steps" --warmup "$warmup")
+results=()
+for w in "${workloads[@]}"; do
+  r1=$("$weft_step" --workload "$w" "${common[@]}")
+  r2=$("$python" "$here/torch_step.py" --workload "$w" "${common[@]}")
+  r3=$(MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=4294967295 \
+       "$python" "$here/torch_step.py" --workload "$w" "${common[@]}")
+  printf '%s\n%s\n%s\n' "$r1" "$r2" "$r3" >&2
+  results+=("$r1|$r2|$r3")
+done
+
+printf '%s\n' "${results[@]}" | "$python" -c '
+import json, sys
+print(f"threads={sys.argv[1]} steps={sys.argv[2]} (median step ms; ratio = weft/torch, lower is better)")
+hdr = ("workload", "weft ms", "torch ms", "tuned ms", "weft/torch", "weft/tuned",
+       "weft MB", "torch MB", "tuned MB")
+print("| " + " | ".join(hdr) + " |")
+print("|" + "|".join("---" for _ in hdr) + "|")
+for line in sys.stdin:
+    a, b, c = (json.loads(s) for s in line.strip().split("|"))
+    row = [a["workload"]] + ["%.3f" % r["median_ms"] for r in (a, b, c)]
+    row += ["%.3f" % (a["median_ms"] / r["median_ms"]) for r in (b, c)]
+    row += ["%.0f" % r["peak_rss_mb"] for r in (a, b, c)]
+    print("| " + " | ".join(row) + " |")
+' "$threads" "$steps"

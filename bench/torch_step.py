@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""torch_step.py: the PyTorch side of bench/compare.sh.
+
+Times the same training step as weft_step (zero_grad, forward, loss, backward, SGD step with
+lr 0.01 and momentum 0.9) on DESIGN.md's workloads and prints one line of JSON:
+  torch_step.py --workload linear|convbn|mlp25m --threads N --steps S --warmup W [--batch B]
+"""
+import argparse
+import json
+import resource
+import time
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+
+def make_workload(name, batch):
+    if name == "linear":
+        batch = batch or 30
+        model = nn.Linear(5, 2)
+        x, y = torch.randn(batch, 5), torch.randn(batch, 2)
+        loss = F.mse_loss
+    elif name == "convbn":
+        batch = batch or 32
+        model = nn.Sequential(
+            nn.Conv2d(3, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+            nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+            nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10))
+        x, y = torch.randn(batch, 3, 32, 32), torch.randint(0, 10, (batch,))
+        loss = F.cross_entropy
+    elif name == "mlp25m":
+        batch = batch or 16
+        model = nn.Sequential(
+            nn.Linear(1024, 2048), nn.ReLU(), nn.Linear(2048, 4096), nn.ReLU(),
+            nn.Linear(4096, 2048), nn.ReLU(), nn.Linear(2048, 1024))
+        x, y = torch.randn(batch, 1024), torch.randn(batch, 1024)
+        loss = F.mse_loss
+    else:
+        raise SystemExit(f"unknown workload {name}")
+    return model, x, y, loss
+
+
+def percentile(v, p):
+    v = sorted(v)
+    idx = p * (len(v) - 1)
+    lo = int(idx)
+    hi = min(lo + 1, len(v) - 1)
+    return v[lo] + (idx - lo) * (v[hi] - v[lo])
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--workload", required=True, choices=["linear", "convbn", "mlp25m"])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--steps", type=int, default=50)
+    ap.add_argument("--warmup", type=int, default=5)
+    ap.add_argument("--batch", type=int, default=0)
+    a = ap.parse_args()
+
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)
+    model, x, y, loss_fn = make_workload(a.workload, a.batch)
+    model.train()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+
+    ms = []
+    for s in range(a.warmup + a.steps):
+        t0 = time.perf_counter()
+        opt.zero_grad()
+        loss = loss_fn(model(x), y)
+        loss.backward()
+        opt.step()
+        t1 = time.perf_counter()
+        if s >= a.warmup:
+            ms.append((t1 - t0) * 1e3)
+    loss.item()
+
+    rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+    print(json.dumps({"impl": "torch", "workload": a.workload, "threads": a.threads,
+                      "median_ms": round(percentile(ms, 0.5), 4),
+                      "p10_ms": round(percentile(ms, 0.1), 4),
+                      "p90_ms": round(percentile(ms, 0.9), 4),
+                      "peak_rss_mb": round(rss_mb, 1)}, separators=(",", ":")))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+// weft_step: times one training step (zero_grad, forward, loss, backward, SGD step with
+// lr 0.01 and momentum 0.9) of DESIGN.md's benchmark workloads and prints one line of JSON.
+//   weft_step --workload linear|convbn|mlp25m --threads N --steps S --warmup W [--batch B]
+//             [--breakdown]
+// --breakdown also prints, to stderr, the median ms of each phase (zero_grad, forward, loss,
+// backward, step) as a second JSON line; the phase clocks add a few ns to each step.
+// bench/torch_step.py does the same in PyTorch; bench/compare.sh runs both.
+#include <sys/resource.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "weft/generator.h"
+#include "weft/nn.h"
+#include "weft/ops.h"
+#include "weft/optim/sgd.h"
+#include "weft/tensor.h"
+
+namespace {
+
+namespace F = weft::nn::functional;
+
+[[noreturn]] void usage(const char* msg) {
+  std::fprintf(stderr,
+               "weft_step: %s\nusage: weft_step --workload linear|convbn|mlp25m --threads N "
+               "--steps S --warmup W [--batch B] [--breakdown]\n",
+               msg);
+  std::exit(2);
+}
+
+int64_t parse_int(const char* flag, const char* s) {
+  char* end = nullptr;
+  long long v = std::strtoll(s, &end, 10);
+  if (end == s || *end != '\0' || v < 0) usage((std::string("bad value for ") + flag).c_str());
+  return v;
+}
+
+struct Workload {
+  std::shared_ptr<weft::nn::Module> model;
+  weft::Tensor input, target;
+  std::function<weft::Tensor(const weft::Tensor&, const weft::Tensor&)> loss;
+};
+
+Workload make_workload(const std::string& name, int64_t batch) {
+  using namespace weft::nn;
+  Workload w;
+  if (name == "linear") {
+    if (batch <= 0) batch = 30;
+    w.model = Linear(5, 2).ptr();
+    w.input = weft::randn({batch, 5});
+    w.target = weft::randn({batch, 2});
+    w.loss = [](const weft::Tensor& y, const weft::Tensor& t) { return F::mse_loss(y, t); };
+  } else if (name == "convbn") {
+    if (batch <= 0) batch = 32;
+    Conv2dOptions pad1;
+    pad1.padding = {1, 1};
+    w.model = Sequential{Conv2d(3, 32, 3, pad1), BatchNorm2d(32), ReLU(), Conv2d(32, 64, 3, pad1),
+                         BatchNorm2d(64), ReLU(), AdaptiveAvgPool2d(1), Flatten(), Linear(64, 10)}
+                  .ptr();
+    w.input = weft::randn({batch, 3, 32, 32});
+    w.target = weft::randint(0, 10, {batch});
+    w.loss = [](const weft::Tensor& y, const weft::Tensor& t) { return F::cross_entropy(y, t); };
+  } else if (name == "mlp25m") {
+    if (batch <= 0) batch = 16;
+    w.model = Sequential{Linear(1024, 2048), ReLU(), Linear(2048, 4096), ReLU(),
+                         Linear(4096, 2048), ReLU(), Linear(2048, 1024)}
+                  .ptr();
+    w.input = weft::randn({batch, 1024});
+    w.target = weft::randn({batch, 1024});
+    w.loss = [](const weft::Tensor& y, const weft::Tensor& t) { return F::mse_loss(y, t); };
+  } else {
+    usage(("unknown workload " + name).c_str());
+  }
+  return w;
+}
+
+double percentile(std::vector<double> v, double p) {
+  std::sort(v.begin(), v.end());
+  if (v.empty()) return 0.0;
+  double idx = p * (double)(v.size() - 1);
+  size_t lo = (size_t)idx, hi = std::min(lo + 1, v.size() - 1);
+  return v[lo] + (idx - (double)lo) * (v[hi] - v[lo]);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string workload;
+  int64_t threads = 1, steps = 50, warmup = 5, batch = 0;
+  bool breakdown = false;
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "-h" || a == "--help") usage("help");
+    if (a == "--breakdown") {
+      breakdown = true;
+      continue;
+    }
+    if (i + 1 >= argc) usage(("missing value for " + a).c_str());
+    const char* v = argv[++i];
+    if (a == "--workload") workload = v;
+    else if (a == "--threads") threads = parse_int("--threads", v);
+    else if (a == "--steps") steps = parse_int("--steps", v);
+    else if (a == "--warmup") warmup = parse_int("--warmup", v);
+    else if (a == "--batch") batch = parse_int("--batch", v);
+    else usage(("unknown flag " + a).c_str());
+  }
+  if (workload.empty()) usage("--workload is required");
+  if (threads < 1 || steps < 1) usage("--threads and --steps must be at least 1");
+
+  weft::set_num_threads((int)threads);
+  weft::manual_seed(0);
+  Workload w = make_workload(workload, batch);
+  w.model->train();
+  weft::optim::SGD opt(w.model->parameters(), {.lr = 0.01, .momentum = 0.9});
+
+  using clock = std::chrono::steady_clock;
+  auto ms_between = [](clock::time_point a, clock::time_point b) {
+    return std::chrono::duration<double, std::milli>(b - a).count();
+  };
+  const char* phase_names[] = {"zero_grad", "forward", "loss", "backward", "step"};
+  std::vector<double> ms;
+  std::vector<double> phase_ms[5];
+  ms.reserve((size_t)steps);
+  volatile float sink = 0;
+  for (int64_t s = 0; s < warmup + steps; ++s) {
+    clock::time_point t[6];
+    t[0] = clock::now();
+    opt.zero_grad();
+    if (breakdown) t[1] = clock::now();
+    weft::Tensor out = w.model->forward(w.input);
+    if (breakdown) t[2] = clock::now();
+    weft::Tensor loss = w.loss(out, w.target);
+    if (breakdown) t[3] = clock::now();
+    loss.backward();
+    if (breakdown) t[4] = clock::now();
+    opt.step();
+    t[5] = clock::now();
+    if (s >= warmup) {
+      ms.push_back(ms_between(t[0], t[5]));
+      if (breakdown)
+        for (int k = 0; k < 5; ++k) phase_ms[k].push_back(ms_between(t[k], t[k + 1]));
+    }
+    if (s + 1 == warmup + steps) sink = loss.item<float>();
+  }
+  (void)sink;
+  if (breakdown) {
+    std::fprintf(stderr, "{\"impl\":\"weft\",\"workload\":\"%s\",\"breakdown_median_ms\":{",
+                 workload.c_str());
+    for (int k = 0; k < 5; ++k)
+      std::fprintf(stderr, "%s\"%s\":%.4f", k ? "," : "", phase_names[k],
+                   percentile(phase_ms[k], 0.5));
+    std::fprintf(stderr, "}}\n");
+  }
+
+  rusage ru{};
+  getrusage(RUSAGE_SELF, &ru);
+  std::printf(
+      "{\"impl\":\"weft\",\"workload\":\"%s\",\"threads\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,"
+      "\"p90_ms\":%.4f,\"peak_rss_mb\":%.1f}\n",
+      workload.c_str(), (long long)threads, percentile(ms, 0.5), percentile(ms, 0.1),
+      percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
+  return 0;
+}
