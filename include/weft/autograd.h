@@ -101,5 +101,12 @@ inline void record(const std::string& name, std::initializer_list<const Tensor*>
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
               bool retain_graph = false);
 
+// Called from inside a backward pass (e.g. from a hook): runs `fn` on the thread that
+// called backward(), after every node of the pass has run and before backward() returns
+// (PyTorch's queue_callback; DDP waits for its all-reduces there). An exception from `fn`
+// propagates out of backward().
+void queue_callback(std::function<void()> fn);
+bool in_backward();
+
 }  // namespace autograd
 }  // namespace weft

@@ -4,6 +4,7 @@
 
 #include "weft/data/dataloader.h"
 #include "weft/data/dataset.h"
+#include "weft/data/distributed_sampler.h"
 #include "weft/data/idx_format.h"
 #include "weft/data/mnist.h"
 #include "weft/data/sampler.h"

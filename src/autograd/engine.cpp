@@ -102,6 +102,9 @@ void record(const std::string& name, std::initializer_list<const Tensor*> inputs
 
 namespace {
 
+// The running backward pass's final callbacks; workers of a multi-device pass share it.
+thread_local std::vector<std::function<void()>>* t_callbacks = nullptr;
+
 struct Pending {
   std::vector<Tensor> grads;
   int deps = 0;
@@ -149,7 +152,9 @@ void run_multi_device(std::unordered_map<Node*, Pending>& pending, std::vector<D
   std::exception_ptr error;
   const int caller_threads = get_num_threads();
   const int per_worker = std::max(1, caller_threads / (int)devices.size());
+  auto* callbacks = t_callbacks;
   auto worker = [&](size_t qi) {
+    t_callbacks = callbacks;
     DeviceGuard dg(devices[qi]);
     NoGradGuard ng;
     set_num_threads(per_worker);
@@ -197,8 +202,38 @@ void run_multi_device(std::unordered_map<Node*, Pending>& pending, std::vector<D
 
 }  // namespace
 
+void queue_callback(std::function<void()> fn) {
+  WEFT_CHECK(t_callbacks, "queue_callback can only be called during a backward pass");
+  t_callbacks->push_back(std::move(fn));
+}
+
+bool in_backward() { return t_callbacks != nullptr; }
+
+namespace {
+void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
+               bool retain_graph);
+}
+
 void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
               bool retain_graph) {
+  std::vector<std::function<void()>> callbacks;
+  auto* outer = t_callbacks;
+  t_callbacks = &callbacks;
+  struct Restore {
+    std::vector<std::function<void()>>* prev;
+    ~Restore() { t_callbacks = prev; }
+  } restore{outer};
+  run_graph(roots, grads, retain_graph);
+  // Callbacks may queue more callbacks; run until none are left.
+  for (size_t i = 0; i < callbacks.size(); ++i) {
+    auto fn = std::move(callbacks[i]);
+    fn();
+  }
+}
+
+namespace {
+void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
+               bool retain_graph) {
   WEFT_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ",
              grads.size(), " gradients");
   std::unordered_map<Node*, Pending> pending;
@@ -263,6 +298,8 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
     }
   }
 }
+
+}  // namespace
 
 }  // namespace autograd
 }  // namespace weft

@@ -1,8 +1,10 @@
 // Tensor factories, random fills and the intra-op thread setting.
 #include <omp.h>
 
+#include <atomic>
 #include <cblas.h>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 
 #include "weft/autograd.h"
@@ -54,7 +56,7 @@ Tensor tensor(const std::vector<float>& v, const Shape& shape, TensorOptions o) 
   WEFT_CHECK((int64_t)v.size() == shape_numel(shape), "tensor: ", v.size(),
              " values for shape ", shape_str(shape));
   Tensor t = make_empty(shape, kFloat32, o.device);
-  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(float));
   return finish(o.dtype == kFloat32 ? t : t.to(o.dtype), o);
 }
 
@@ -62,13 +64,13 @@ Tensor tensor(const std::vector<int64_t>& v, const Shape& shape) {
   WEFT_CHECK((int64_t)v.size() == shape_numel(shape), "tensor: ", v.size(),
              " values for shape ", shape_str(shape));
   Tensor t = make_empty(shape, kInt64);
-  std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int64_t));
+  if (!v.empty()) std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int64_t));
   return t;
 }
 
 Tensor from_blob(const void* data, const Shape& shape, DType dtype) {
   Tensor t = make_empty(shape, dtype);
-  std::memcpy(t.raw_data(), data, t.nbytes());
+  if (t.nbytes() > 0) std::memcpy(t.raw_data(), data, t.nbytes());
   return t;
 }
 
@@ -119,10 +121,21 @@ Tensor randperm(int64_t n, Generator* gen) {
   return t;
 }
 
+// weft links OpenBLAS's OpenMP build (openblas_get_parallel() == 2), whose kernels run on the
+// calling thread's libgomp team like weft's own: one pool, sized by omp_set_num_threads (which
+// OpenBLAS re-reads on every call). Its pthread build (1) keeps a second pool of its own that
+// spins against libgomp's; it then gets the same count, and a warning once when n > 1.
 void set_num_threads(int n) {
   WEFT_CHECK(n >= 1, "set_num_threads: need at least 1 thread, got ", n);
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
+  static std::atomic<bool> warned{false};
+  if (n > 1 && openblas_get_parallel() != 2 && !warned.exchange(true)) {
+    std::fprintf(stderr,
+                 "weft: warning: OpenBLAS is not its OpenMP build (openblas_get_parallel() = %d); "
+                 "its threads will compete with weft's\n",
+                 openblas_get_parallel());
+  }
 }
 
 int get_num_threads() { return omp_get_max_threads(); }
