@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Builds the safetensors and IDX fuzzers with clang's libFuzzer + ASan + UBSan and runs each for
-# the given number of seconds, starting from the seed corpora in fuzz/corpus/ (copied, so new
-# inputs land in the build dir). Exits non-zero when a fuzzer finds a crash, leak or UB report.
+# Builds the safetensors, IDX and store-protocol fuzzers with clang's libFuzzer + ASan + UBSan
+# and runs each for the given number of seconds, starting from the seed corpora in fuzz/corpus/
+# (copied, so new inputs land in the build dir). Exits non-zero when a fuzzer finds a crash, leak
+# or UB report.
 # Usage: fuzz/run_fuzz.sh <build-dir> <seconds>
 set -euo pipefail
 
@@ -23,12 +24,16 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
   "$root/src/serialize/safetensors_format.cpp" "$root/src/tensor/error.cpp"
 "$CXX" "${flags[@]}" -o "$build/fuzz_idx" "$root/fuzz/fuzz_idx.cpp" \
   "$root/src/data/idx_format.cpp" "$root/src/tensor/error.cpp" -lz
+"$CXX" "${flags[@]}" -o "$build/fuzz_store_protocol" "$root/fuzz/fuzz_store_protocol.cpp" \
+  "$root/src/dist/store/store_protocol.cpp" "$root/src/tensor/error.cpp"
 
 status=0
-for name in safetensors idx; do
+for name in safetensors idx store_protocol; do
   corpus="$build/corpus_$name"
   mkdir -p "$corpus" "$build/artifacts_$name"
-  cp -n "$root/fuzz/corpus/$name/"* "$corpus/" 2>/dev/null || true
+  seeds=$name
+  [[ $name == store_protocol ]] && seeds=store
+  cp -n "$root/fuzz/corpus/$seeds/"* "$corpus/" 2>/dev/null || true
   echo "== fuzz_$name for ${seconds}s"
   if ! (cd "$build" && UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
         "./fuzz_$name" -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=2048 \
