@@ -1,10 +1,12 @@
 // Reductions (sum, mean, max/argmax) and softmax/log_softmax along a dim. Sums accumulate in
-// double so results sit within float rounding of the exact value whatever the order.
+// double (contiguous runs in vectorised float lanes first, see cpu/reduce_lanes.h), so results
+// sit within float rounding of the exact value whatever the order.
 #include <cmath>
 #include <limits>
 
 #include "cpu/loops.h"
 #include "cpu/parallel.h"
+#include "cpu/reduce_lanes.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -44,10 +46,16 @@ Tensor sum_kernel(const Tensor& x, const std::vector<bool>& mask) {
   double* pa = acc.data();
   cpu::for_each_run<2>(x.sizes(), {&acc_strides, &x.strides()}, {0, x.storage_offset()},
                        [&](std::array<int64_t, 2> o, int64_t n, std::array<int64_t, 2> st) {
-                         if (st[0] == 0) {
+                         if (st[0] == 0 && st[1] == 1) {
+                           pa[o[0]] += cpu::lane_sum(px + o[1], n);
+                         } else if (st[0] == 0) {
                            double s = 0;
                            for (int64_t i = 0; i < n; ++i) s += px[o[1] + i * st[1]];
                            pa[o[0]] += s;
+                         } else if (st[0] == 1 && st[1] == 1) {
+                           double* __restrict a = pa + o[0];
+                           const float* __restrict v = px + o[1];
+                           for (int64_t i = 0; i < n; ++i) a[i] += v[i];
                          } else {
                            for (int64_t i = 0; i < n; ++i) pa[o[0] + i * st[0]] += px[o[1] + i * st[1]];
                          }

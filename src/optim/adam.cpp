@@ -1,15 +1,56 @@
 // Adam/AdamW step as torch.optim's _single_tensor_adam(w) (foreach=False): moments and the
 // update in float, bias corrections in double (Python floats there). The multiply-adds use
-// std::fma where PyTorch's vectorized CPU add/addcmul do, to match it bit for bit.
+// std::fma where PyTorch's vectorized CPU add/addcmul do, to match it bit for bit. The
+// options are template parameters, so the element loop is branch-free and vectorises (the
+// same operations per element either way), and large tensors are split across threads.
 #include "weft/optim/adam.h"
 
 #include <cmath>
 
+#include "../ops/cpu/parallel.h"
 #include "weft/ops.h"
 
 namespace weft::optim {
 
 namespace {
+
+struct AdamScalars {
+  float b1, b2, one_minus_b1, one_minus_b2, wd, eps, decay, neg_step_size, bc2_sqrt;
+};
+
+template <bool kL2, bool kDecay, bool kAmsgrad>
+void adam_range(float* __restrict pd, const float* __restrict gd, float* __restrict m,
+                float* __restrict v, float* __restrict vmax, int64_t n, AdamScalars k) {
+#pragma omp simd
+  for (int64_t j = 0; j < n; ++j) {
+    float g = gd[j];
+    float p = pd[j];
+    if constexpr (kL2) g = std::fma(k.wd, p, g);
+    if constexpr (kDecay) p = p * k.decay;
+    const float mj = std::fma(k.one_minus_b1, g, m[j] * k.b1);
+    const float vj = std::fma(k.one_minus_b2 * g, g, v[j] * k.b2);
+    m[j] = mj;
+    v[j] = vj;
+    float s = vj;
+    if constexpr (kAmsgrad) {
+      // torch.maximum propagates NaN from either side.
+      const float vm = vmax[j];
+      s = (vj > vm || std::isnan(vj)) ? vj : vm;
+      vmax[j] = s;
+    }
+    const float denom = std::sqrt(s) / k.bc2_sqrt + k.eps;
+    pd[j] = p + (k.neg_step_size * mj) / denom;
+  }
+}
+
+template <bool kL2, bool kDecay, bool kAmsgrad>
+void adam_update(float* pd, const float* gd, float* m, float* v, float* vmax, int64_t n,
+                 const AdamScalars& k) {
+  cpu::parallel_for(0, n, 2 * cpu::kGrainSize, [&](int64_t b, int64_t e) {
+    adam_range<kL2, kDecay, kAmsgrad>(pd + b, gd + b, m + b, v + b, vmax ? vmax + b : nullptr,
+                                      e - b, k);
+  });
+}
 
 void validate(const ParamGroupOptions& o, size_t g, const char* who) {
   WEFT_CHECK(std::isfinite(o.lr) && o.lr >= 0, who, ": invalid learning rate ", o.lr, " (group ", g,
@@ -77,20 +118,34 @@ void Adam::step() {
       float* pd = p.data_ptr<float>();
       const float* gd = grad.data_ptr<float>();
       const int64_t n = p.numel();
-      for (int64_t j = 0; j < n; ++j) {
-        float g = gd[j];
-        if (l2) g = std::fma(wd, pd[j], g);
-        if (decay_p) pd[j] = pd[j] * decay;
-        m[j] = std::fma(one_minus_b1, g, m[j] * b1);
-        v[j] = std::fma(one_minus_b2 * g, g, v[j] * b2);
-        float s = v[j];
-        if (vmax) {
-          // torch.maximum propagates NaN from either side.
-          if (s > vmax[j] || std::isnan(s)) vmax[j] = s;
-          s = vmax[j];
-        }
-        const float denom = std::sqrt(s) / bc2_sqrt + eps;
-        pd[j] = pd[j] + (neg_step_size * m[j]) / denom;
+      const AdamScalars k{b1,  b2,    one_minus_b1,  one_minus_b2, wd,
+                          eps, decay, neg_step_size, bc2_sqrt};
+      const int sel = (l2 ? 4 : 0) | (decay_p ? 2 : 0) | (vmax ? 1 : 0);
+      switch (sel) {
+        case 0:
+          adam_update<false, false, false>(pd, gd, m, v, vmax, n, k);
+          break;
+        case 1:
+          adam_update<false, false, true>(pd, gd, m, v, vmax, n, k);
+          break;
+        case 2:
+          adam_update<false, true, false>(pd, gd, m, v, vmax, n, k);
+          break;
+        case 3:
+          adam_update<false, true, true>(pd, gd, m, v, vmax, n, k);
+          break;
+        case 4:
+          adam_update<true, false, false>(pd, gd, m, v, vmax, n, k);
+          break;
+        case 5:
+          adam_update<true, false, true>(pd, gd, m, v, vmax, n, k);
+          break;
+        case 6:
+          adam_update<true, true, false>(pd, gd, m, v, vmax, n, k);
+          break;
+        default:
+          adam_update<true, true, true>(pd, gd, m, v, vmax, n, k);
+          break;
       }
     }
   }

@@ -16,6 +16,21 @@ struct BatchNormOptions {
   bool track_running_stats = true;
 };
 
+// How a synchronised BatchNorm combines per-replica quantities across processes. nn only
+// knows this interface; weft::dist implements it over a ProcessGroup (SyncBatchNorm), so
+// the nn layer does not depend on the distributed one.
+class BatchNormSync {
+ public:
+  virtual ~BatchNormSync() = default;
+  // Number of participating replicas; 1 means "behave as plain BatchNorm".
+  virtual int world_size() const = 0;
+  // In: this replica's element count per channel, mean and biased variance ([C] each).
+  // Out: the same for the union of all replicas' batches. One collective.
+  virtual void combine_stats(int64_t& count, Tensor& mean, Tensor& var) = 0;
+  // In-place sum over replicas of the two backward reductions. One collective.
+  virtual void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) = 0;
+};
+
 class BatchNormImplBase : public Module {
  public:
   BatchNormImplBase(std::string type_name, int64_t num_features, BatchNormOptions options,
@@ -33,6 +48,9 @@ class BatchNormImplBase : public Module {
   int64_t num_features;
   BatchNormOptions options;
   Tensor weight, bias, running_mean, running_var, num_batches_tracked;
+  // Set by SyncBatchNorm / convert_sync_batchnorm: training statistics span all replicas.
+  std::shared_ptr<BatchNormSync> sync;
+  void mark_as_sync_batchnorm() { type_name_ = "SyncBatchNorm"; }
 
  private:
   int min_dim_, max_dim_;

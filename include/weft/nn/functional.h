@@ -9,6 +9,10 @@
 #include "weft/generator.h"
 #include "weft/tensor.h"
 
+namespace weft::nn {
+class BatchNormSync;
+}
+
 namespace weft::nn::functional {
 
 enum class Reduction { None, Mean, Sum };
@@ -22,6 +26,11 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Te
 Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum,
                   double eps);
+// Training-mode batch norm whose statistics and backward reductions are combined across
+// replicas through `sync` (SyncBatchNorm's kernel).
+Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
+                       const Tensor& weight, const Tensor& bias, double momentum, double eps,
+                       nn::BatchNormSync& sync);
 Tensor max_pool2d(const Tensor& input, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,
                   std::array<int64_t, 2> padding = {0, 0}, bool ceil_mode = false);
 Tensor avg_pool2d(const Tensor& input, std::array<int64_t, 2> kernel, std::array<int64_t, 2> stride,

@@ -1,8 +1,11 @@
 // Batch normalisation kernels over contiguous [N, C, S] data and the differentiable
 // functional::batch_norm built from them. Channel statistics accumulate in double.
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../../ops/cpu/parallel.h"
+#include "../../ops/cpu/reduce_lanes.h"
 #include "weft/autograd.h"
 #include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/functional.h"
@@ -26,6 +29,20 @@ Layout layout_of(const Tensor& x) {
 const float* opt_ptr(const Tensor& t) { return t.defined() ? t.contiguous().data_ptr<float>() : nullptr; }
 }  // namespace
 
+// Per-channel reductions over [N, C, S]. Rows of S >= kLanes values (conv feature maps) are
+// reduced one at a time by the lane kernels, each row while it sits in L1, and the rows of a
+// channel are combined in double; short rows (BatchNorm1d: S == 1) are reduced across n with
+// one double accumulator per (c, s), vectorised over the contiguous c*S positions.
+namespace {
+bool long_rows(int64_t S) { return S >= cpu::kLanes; }
+
+// For short rows: calls f(j0, j1) over ranges of the C*S positions, split across threads.
+template <typename F>
+void over_positions(int64_t N, int64_t CS, F&& f) {
+  cpu::parallel_for(0, CS, std::max<int64_t>(64, cpu::kGrainSize / std::max<int64_t>(N, 1)), f);
+}
+}  // namespace
+
 ChannelStats batch_norm_stats(const Tensor& x0) {
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
@@ -34,30 +51,61 @@ ChannelStats batch_norm_stats(const Tensor& x0) {
   float* pm = mean.data_ptr<float>();
   float* pv = var.data_ptr<float>();
   const int64_t M = N * S;
-  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      double sum = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const float* row = px + (n * C + c) * S;
-        float part = 0;
-        for (int64_t i = 0; i < S; ++i) part += row[i];
-        sum += part;
-      }
-      double mu = M ? sum / M : 0.0;
-      double sq = 0;
-      for (int64_t n = 0; n < N; ++n) {
-        const float* row = px + (n * C + c) * S;
-        double part = 0;
-        for (int64_t i = 0; i < S; ++i) {
-          double d = row[i] - mu;
-          part += d * d;
+  if (long_rows(S)) {
+    cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        // Each row's mean and centred sum of squares, merged into the channel's (Chan et al.).
+        double mu = 0, m2 = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          const float* row = px + (n * C + c) * S;
+          const double row_shift = cpu::lane_sum(row, S) / (double)S;
+          double s1, s2;
+          cpu::lane_centered_moments(row, S, (float)row_shift, &s1, &s2);
+          const double row_mean = (float)row_shift + s1 / (double)S;
+          const double row_m2 = s2 - s1 * s1 / (double)S;
+          const double before = (double)(n * S), after = before + (double)S;
+          const double delta = row_mean - mu;
+          mu += delta * (double)S / after;
+          m2 += row_m2 + delta * delta * before * (double)S / after;
         }
-        sq += part;
+        pm[c] = (float)mu;
+        pv[c] = M ? (float)(std::max(m2, 0.0) / (double)M) : 0.0f;
       }
-      pm[c] = (float)mu;
-      pv[c] = M ? (float)(sq / M) : 0.0f;
+    });
+    return {mean, var, M};
+  }
+  const int64_t CS = C * S;
+  std::vector<double> acc(CS, 0.0), mu_of(CS);
+  double* pa = acc.data();
+  over_positions(N, CS, [&](int64_t j0, int64_t j1) {
+    for (int64_t n = 0; n < N; ++n) {
+      const float* row = px + n * CS;
+      for (int64_t j = j0; j < j1; ++j) pa[j] += row[j];
     }
   });
+  for (int64_t c = 0; c < C; ++c) {
+    double sum = 0;
+    for (int64_t s = 0; s < S; ++s) sum += pa[c * S + s];
+    const double mu = M ? sum / (double)M : 0.0;
+    pm[c] = (float)mu;
+    for (int64_t s = 0; s < S; ++s) mu_of[c * S + s] = mu;
+  }
+  const double* pmu = mu_of.data();
+  over_positions(N, CS, [&](int64_t j0, int64_t j1) {
+    for (int64_t j = j0; j < j1; ++j) pa[j] = 0;
+    for (int64_t n = 0; n < N; ++n) {
+      const float* row = px + n * CS;
+      for (int64_t j = j0; j < j1; ++j) {
+        const double d = row[j] - pmu[j];
+        pa[j] += d * d;
+      }
+    }
+  });
+  for (int64_t c = 0; c < C; ++c) {
+    double sq = 0;
+    for (int64_t s = 0; s < S; ++s) sq += pa[c * S + s];
+    pv[c] = M ? (float)(sq / (double)M) : 0.0f;
+  }
   return {mean, var, M};
 }
 
@@ -97,25 +145,48 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Te
   Tensor mc = mean.contiguous();
   const float* pm = mc.data_ptr<float>();
   float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
-  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-    for (int64_t c = c0; c < c1; ++c) {
-      double a = 0, b = 0;
-      const float mu = pm[c];
-      for (int64_t n = 0; n < N; ++n) {
-        const float* xr = px + (n * C + c) * S;
-        const float* dr = pd + (n * C + c) * S;
-        float pa = 0, pb = 0;
-        for (int64_t i = 0; i < S; ++i) {
-          pa += dr[i];
-          pb += dr[i] * (xr[i] - mu);
+  if (long_rows(S)) {
+    cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
+      for (int64_t c = c0; c < c1; ++c) {
+        double a = 0, b = 0;
+        for (int64_t n = 0; n < N; ++n) {
+          double ra, rb;
+          cpu::lane_sum_dot_centered(pd + (n * C + c) * S, px + (n * C + c) * S, S, pm[c], &ra,
+                                     &rb);
+          a += ra;
+          b += rb;
         }
-        a += pa;
-        b += pb;
+        p1[c] = (float)a;
+        p2[c] = (float)b;
       }
-      p1[c] = (float)a;
-      p2[c] = (float)b;
+    });
+    return {sdy, sdyx};
+  }
+  const int64_t CS = C * S;
+  std::vector<double> acc1(CS, 0.0), acc2(CS, 0.0);
+  std::vector<float> mu_of(CS);
+  for (int64_t j = 0; j < CS; ++j) mu_of[j] = pm[j / S];
+  double *pa = acc1.data(), *pb = acc2.data();
+  const float* pmu = mu_of.data();
+  over_positions(N, CS, [&](int64_t j0, int64_t j1) {
+    for (int64_t n = 0; n < N; ++n) {
+      const float* xr = px + n * CS;
+      const float* dr = pd + n * CS;
+      for (int64_t j = j0; j < j1; ++j) {
+        pa[j] += dr[j];
+        pb[j] += (double)dr[j] * (double)(xr[j] - pmu[j]);
+      }
     }
   });
+  for (int64_t c = 0; c < C; ++c) {
+    double a = 0, b = 0;
+    for (int64_t s = 0; s < S; ++s) {
+      a += pa[c * S + s];
+      b += pb[c * S + s];
+    }
+    p1[c] = (float)a;
+    p2[c] = (float)b;
+  }
   return {sdy, sdyx};
 }
 

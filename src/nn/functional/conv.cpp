@@ -1,5 +1,9 @@
-// conv2d as im2col + SGEMM per image and group (1x1 stride-1 convs skip im2col). Backward
-// recomputes the columns instead of keeping them: a little compute for a lot of memory.
+// conv2d: oneDNN's convolutions where oneDNN takes the shape (conv_onednn.cpp), else im2col +
+// SGEMM per image and group (1x1 stride-1 convs skip im2col; also the reference the tests
+// check oneDNN against). Backward recomputes the columns instead of keeping them: a little
+// compute for a lot of memory.
+#include "../../ops/cpu/conv.h"
+
 #include <cblas.h>
 
 #include <algorithm>
@@ -13,13 +17,7 @@ namespace weft::nn::functional {
 
 namespace {
 
-struct ConvGeom {
-  int64_t N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, G, Ho, Wo;
-  int64_t Cg() const { return C / G; }
-  int64_t Kg() const { return K / G; }
-  int64_t rows() const { return Cg() * kh * kw; }  // im2col rows per group
-  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
-};
+using cpu::ConvGeom;
 
 // The output columns ow whose input column ow*sw + off lies inside [0, W): [lo, hi).
 inline void valid_range(int64_t off, int64_t W, int64_t Wo, int64_t sw, int64_t* lo, int64_t* hi) {
@@ -86,6 +84,10 @@ void sgemm(bool ta, bool tb, int64_t M, int64_t N, int64_t K, const float* A, in
               (blasint)ldc);
 }
 
+void conv2d_im2col(const ConvGeom& g, const float* px, const float* pw, const float* pb, float* po);
+void conv2d_backward_im2col(const ConvGeom& g, const float* px, const float* pw, const float* pdy,
+                            float* pdx, float* pdw);
+
 }  // namespace
 
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
@@ -101,16 +103,28 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   WEFT_CHECK(groups > 0 && input.size(1) % groups == 0 && weight.size(0) % groups == 0,
              "conv2d: groups=", groups, " must divide in_channels ", input.size(1),
              " and out_channels ", weight.size(0));
-  WEFT_CHECK(weight.size(1) * groups == input.size(1), "conv2d: weight ",
-             shape_str(weight.sizes()), " with groups=", groups, " expects ",
-             weight.size(1) * groups, " input channels, but input ", shape_str(input.sizes()),
-             " has ", input.size(1));
+  WEFT_CHECK(weight.size(1) * groups == input.size(1), "conv2d: weight ", shape_str(weight.sizes()),
+             " with groups=", groups, " expects ", weight.size(1) * groups,
+             " input channels, but input ", shape_str(input.sizes()), " has ", input.size(1));
   WEFT_CHECK(stride[0] > 0 && stride[1] > 0 && dilation[0] > 0 && dilation[1] > 0 &&
                  padding[0] >= 0 && padding[1] >= 0,
              "conv2d: stride and dilation must be positive and padding non-negative");
-  ConvGeom g{input.size(0), input.size(1), input.size(2), input.size(3), weight.size(0),
-             weight.size(2), weight.size(3), stride[0], stride[1], padding[0], padding[1],
-             dilation[0], dilation[1], groups, 0, 0};
+  ConvGeom g{input.size(0),
+             input.size(1),
+             input.size(2),
+             input.size(3),
+             weight.size(0),
+             weight.size(2),
+             weight.size(3),
+             stride[0],
+             stride[1],
+             padding[0],
+             padding[1],
+             dilation[0],
+             dilation[1],
+             groups,
+             0,
+             0};
   g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
   g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
   WEFT_CHECK(g.Ho > 0 && g.Wo > 0, "conv2d: kernel ", shape_str({g.kh, g.kw}),
@@ -120,13 +134,49 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                " does not match ", g.K, " output channels");
 
   Tensor x = input.contiguous(), w = weight.contiguous();
+  Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   Tensor out = make_empty({g.N, g.K, g.Ho, g.Wo}, kFloat32, input.device());
-  const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
-  Tensor col = g.pointwise() ? Tensor() : make_empty({R, HWo}, kFloat32, input.device());
   const float* px = x.data_ptr<float>();
   const float* pw = w.data_ptr<float>();
   float* po = out.data_ptr<float>();
-  const float* pb = bias.defined() ? bias.contiguous().data_ptr<float>() : nullptr;
+  const float* pb = b.defined() ? b.data_ptr<float>() : nullptr;
+  const bool use_onednn = cpu::conv_backend() != cpu::ConvBackend::kIm2col;
+  if (!use_onednn || !cpu::onednn_conv_forward(g, px, pw, pb, po)) conv2d_im2col(g, px, pw, pb, po);
+
+  if (autograd::any_requires_grad({&input, &weight, &bias})) {
+    bool gx = input.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
+    Tensor xs = x.detach(), ws = w.detach();
+    autograd::record(
+        "ConvolutionBackward", {&input, &weight, &bias}, out,
+        [g, xs, ws, gx, gw, gb, use_onednn](std::vector<Tensor>& grads) {
+          Tensor dy = grads[0].contiguous();
+          Tensor dx = gx ? make_empty({g.N, g.C, g.H, g.W}) : Tensor();
+          Tensor dw = gw ? make_empty({g.K, g.Cg(), g.kh, g.kw}) : Tensor();
+          // oneDNN's backward-weights sums db on the way; alone, dy.sum does.
+          Tensor db = gb ? make_empty({g.K}) : Tensor();
+          auto ptr = [](Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
+          if (!use_onednn || !cpu::onednn_conv_backward(g, xs.data_ptr<float>(),
+                                                        ws.data_ptr<float>(), dy.data_ptr<float>(),
+                                                        ptr(dx), ptr(dw), gw ? ptr(db) : nullptr)) {
+            if (gx) dx.zero_();
+            conv2d_backward_im2col(g, xs.data_ptr<float>(), ws.data_ptr<float>(),
+                                   dy.data_ptr<float>(), ptr(dx), ptr(dw));
+            if (gb) db = dy.sum({0, 2, 3});
+          } else if (gb && !gw) {
+            db = dy.sum({0, 2, 3});
+          }
+          return std::vector<Tensor>{dx, dw, db};
+        });
+  }
+  return out;
+}
+
+namespace {
+
+void conv2d_im2col(const ConvGeom& g, const float* px, const float* pw, const float* pb,
+                   float* po) {
+  const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
+  Tensor col = g.pointwise() ? Tensor() : make_empty({R, HWo});
   for (int64_t n = 0; n < g.N; ++n)
     for (int64_t gi = 0; gi < g.G; ++gi) {
       const float* xin = px + (n * g.C + gi * g.Cg()) * HW;
@@ -144,54 +194,42 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
       }
       sgemm(false, false, g.Kg(), HWo, R, pw + gi * g.Kg() * R, R, cols, HWo, beta, o, HWo);
     }
-
-  if (autograd::any_requires_grad({&input, &weight, &bias})) {
-    bool gx = input.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
-    Tensor xs = x.detach(), ws = w.detach();
-    autograd::record("ConvolutionBackward", {&input, &weight, &bias}, out,
-                     [g, xs, ws, gx, gw, gb](std::vector<Tensor>& grads) {
-                       Tensor dy = grads[0].contiguous();
-                       const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
-                       Tensor dx = gx ? zeros({g.N, g.C, g.H, g.W}) : Tensor();
-                       Tensor dw = gw ? zeros({g.K, g.Cg(), g.kh, g.kw}) : Tensor();
-                       Tensor db = gb ? dy.sum({0, 2, 3}) : Tensor();
-                       Tensor col = make_empty({R, HWo});
-                       const float* pdy = dy.data_ptr<float>();
-                       const float* px = xs.data_ptr<float>();
-                       const float* pw = ws.data_ptr<float>();
-                       float* pc = col.data_ptr<float>();
-                       for (int64_t n = 0; n < g.N; ++n)
-                         for (int64_t gi = 0; gi < g.G; ++gi) {
-                           const float* d = pdy + (n * g.K + gi * g.Kg()) * HWo;
-                           const float* xin = px + (n * g.C + gi * g.Cg()) * HW;
-                           if (gw) {
-                             const float* cols = xin;
-                             if (!g.pointwise()) {
-                               im2col(xin, g, pc);
-                               cols = pc;
-                             }
-                             // dW_g[Kg, R] += dy[Kg, HWo] @ cols[R, HWo]^T
-                             sgemm(false, true, g.Kg(), R, HWo, d, HWo, cols, HWo, 1.0f,
-                                   dw.data_ptr<float>() + gi * g.Kg() * R, R);
-                           }
-                           if (gx) {
-                             float* dxin = dx.data_ptr<float>() + (n * g.C + gi * g.Cg()) * HW;
-                             // dcols[R, HWo] = W_g[Kg, R]^T @ dy[Kg, HWo]
-                             if (g.pointwise()) {
-                               sgemm(true, false, R, HWo, g.Kg(), pw + gi * g.Kg() * R, R, d, HWo,
-                                     0.0f, dxin, HWo);
-                             } else {
-                               sgemm(true, false, R, HWo, g.Kg(), pw + gi * g.Kg() * R, R, d, HWo,
-                                     0.0f, pc, HWo);
-                               col2im(pc, g, dxin);
-                             }
-                           }
-                         }
-                       return std::vector<Tensor>{dx, dw, db};
-                     });
-  }
-  return out;
 }
+
+// dx (zeroed by the caller) and dw, either may be null.
+void conv2d_backward_im2col(const ConvGeom& g, const float* px, const float* pw, const float* pdy,
+                            float* pdx, float* pdw) {
+  const int64_t HWo = g.Ho * g.Wo, HW = g.H * g.W, R = g.rows();
+  if (pdw) std::memset(pdw, 0, sizeof(float) * g.K * R);
+  Tensor col = make_empty({R, HWo});
+  float* pc = col.data_ptr<float>();
+  for (int64_t n = 0; n < g.N; ++n)
+    for (int64_t gi = 0; gi < g.G; ++gi) {
+      const float* d = pdy + (n * g.K + gi * g.Kg()) * HWo;
+      const float* xin = px + (n * g.C + gi * g.Cg()) * HW;
+      if (pdw) {
+        const float* cols = xin;
+        if (!g.pointwise()) {
+          im2col(xin, g, pc);
+          cols = pc;
+        }
+        // dW_g[Kg, R] += dy[Kg, HWo] @ cols[R, HWo]^T
+        sgemm(false, true, g.Kg(), R, HWo, d, HWo, cols, HWo, 1.0f, pdw + gi * g.Kg() * R, R);
+      }
+      if (pdx) {
+        float* dxin = pdx + (n * g.C + gi * g.Cg()) * HW;
+        // dcols[R, HWo] = W_g[Kg, R]^T @ dy[Kg, HWo]
+        if (g.pointwise()) {
+          sgemm(true, false, R, HWo, g.Kg(), pw + gi * g.Kg() * R, R, d, HWo, 0.0f, dxin, HWo);
+        } else {
+          sgemm(true, false, R, HWo, g.Kg(), pw + gi * g.Kg() * R, R, d, HWo, 0.0f, pc, HWo);
+          col2im(pc, g, dxin);
+        }
+      }
+    }
+}
+
+}  // namespace
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());

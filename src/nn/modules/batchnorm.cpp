@@ -56,6 +56,9 @@ Tensor BatchNormImplBase::forward(const Tensor& input) {
   check_input_dim(input);
   double factor = next_momentum_factor();
   bool use_batch_stats = training_ || !options.track_running_stats;
+  if (use_batch_stats && sync && sync->world_size() > 1)
+    return functional::sync_batch_norm(input, running_mean, running_var, weight, bias, factor,
+                                       options.eps, *sync);
   return functional::batch_norm(input, use_batch_stats && !training_ ? Tensor() : running_mean,
                                 use_batch_stats && !training_ ? Tensor() : running_var, weight,
                                 bias, use_batch_stats, factor, options.eps);

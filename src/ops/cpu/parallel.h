@@ -24,9 +24,10 @@ void parallel_for(int64_t begin, int64_t end, int64_t grain, F&& f) {
   nt = (int)std::min<int64_t>(nt, (n + grain - 1) / grain);
 #pragma omp parallel num_threads(nt)
   {
-    int tid = omp_get_thread_num();
-    int64_t chunk = (n + nt - 1) / nt;
-    int64_t b = begin + tid * chunk, e = std::min(end, b + chunk);
+    // The team may be smaller than asked for (OMP_DYNAMIC, thread limits): split by its size.
+    const int tid = omp_get_thread_num(), team = omp_get_num_threads();
+    const int64_t chunk = (n + team - 1) / team;
+    const int64_t b = begin + tid * chunk, e = std::min(end, b + chunk);
     if (b < e) f(b, e);
   }
 }

@@ -1,0 +1,314 @@
+// conv2d's oneDNN backend (see ops/cpu/conv.h). Each convolution shape gets its primitives
+// once (creating a primitive descriptor costs far more than a small convolution), kept in a
+// cache keyed by shape. The primitives pick their own (blocked) layouts; weft's plain NCHW
+// tensors are reordered into them and back around each call, into buffers from weft's caching
+// allocator. Scratchpads are ours too (scratchpad_mode::user), so that a primitive may run on
+// any thread, and on several at once.
+#include <array>
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <oneapi/dnnl/dnnl.hpp>
+#include <optional>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "../../ops/cpu/conv.h"
+#include "weft/tensor.h"
+
+namespace weft::cpu {
+
+namespace {
+
+using dnnl::memory;
+using tag = memory::format_tag;
+
+std::atomic<int> g_backend{-1};
+
+const dnnl::engine& engine() {
+  static const dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  return eng;
+}
+
+dnnl::stream& stream() {
+  thread_local dnnl::stream s(engine());
+  return s;
+}
+
+// One primitive and how to feed it: per argument, the user's plain layout, the primitive's
+// layout, and the reorder between them when they differ.
+struct Arg {
+  int arg;
+  bool input;
+  memory::desc user, inner;
+  std::optional<dnnl::reorder> reo;
+};
+
+struct Op {
+  dnnl::primitive prim;
+  std::vector<Arg> args;
+  memory::desc scratch;
+};
+
+Arg make_arg(int arg, bool input, const memory::desc& user, const memory::desc& inner) {
+  Arg a{arg, input, user, inner, std::nullopt};
+  if (user != inner)
+    a.reo = input ? dnnl::reorder(dnnl::reorder::primitive_desc(engine(), user, engine(), inner))
+                  : dnnl::reorder(dnnl::reorder::primitive_desc(engine(), inner, engine(), user));
+  return a;
+}
+
+Op finish(const dnnl::primitive& prim, std::vector<Arg> args, const memory::desc& scratch) {
+  return Op{prim, std::move(args), scratch};
+}
+
+// The plain memory descriptors of one convolution shape.
+struct Plain {
+  memory::desc src, wei, bias, dst;
+  memory::dims strides, dilates, pad_l, pad_r;
+  explicit Plain(const ConvGeom& g) {
+    src = memory::desc({g.N, g.C, g.H, g.W}, memory::data_type::f32, tag::nchw);
+    dst = memory::desc({g.N, g.K, g.Ho, g.Wo}, memory::data_type::f32, tag::nchw);
+    wei = g.G == 1
+              ? memory::desc({g.K, g.C, g.kh, g.kw}, memory::data_type::f32, tag::oihw)
+              : memory::desc({g.G, g.Kg(), g.Cg(), g.kh, g.kw}, memory::data_type::f32, tag::goihw);
+    bias = memory::desc({g.K}, memory::data_type::f32, tag::x);
+    strides = {g.sh, g.sw};
+    dilates = {g.dh - 1, g.dw - 1};
+    pad_l = {g.ph, g.pw};
+    // The right/bottom padding that gives exactly Ho x Wo (PyTorch floors the division).
+    pad_r = {(g.Ho - 1) * g.sh + (g.kh - 1) * g.dh + 1 - g.H - g.ph,
+             (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw + 1 - g.W - g.pw};
+  }
+  static memory::desc any(const memory::desc& d) {
+    return memory::desc(d.dims(), memory::data_type::f32, tag::any);
+  }
+};
+
+// A shape's primitives, each made on first use; an empty slot after a failed attempt means
+// oneDNN can't run it.
+struct Entry {
+  dnnl::algorithm alg = dnnl::algorithm::convolution_direct;
+  std::optional<dnnl::convolution_forward::primitive_desc> fwd_pd[2];  // [has bias]
+  std::optional<Op> fwd[2], bwd_data, bwd_w[2];
+  bool tried_fwd[2] = {false, false}, tried_bwd_data = false, tried_bwd_w[2] = {false, false};
+};
+
+using Key = std::array<int64_t, 15>;
+
+Key key_of(const ConvGeom& g, bool wino) {
+  return {g.N, g.C, g.H, g.W, g.K, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.G, wino};
+}
+
+std::mutex g_mutex;
+std::map<Key, std::shared_ptr<Entry>> g_cache;
+
+std::shared_ptr<Entry> entry_for(const ConvGeom& g, bool wino) {
+  // Held by the caller's g_mutex.
+  if (g_cache.size() > 256) g_cache.clear();  // shapes that keep changing: start over
+  auto& e = g_cache[key_of(g, wino)];
+  if (!e) {
+    e = std::make_shared<Entry>();
+    if (wino) e->alg = dnnl::algorithm::convolution_winograd;
+  }
+  return e;
+}
+
+const dnnl::convolution_forward::primitive_desc* fwd_pd(Entry& e, const ConvGeom& g, bool bias) {
+  if (!e.fwd_pd[bias]) {
+    Plain p(g);
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    dnnl::convolution_forward::desc d(dnnl::prop_kind::forward_training, e.alg, Plain::any(p.src),
+                                      Plain::any(p.wei), bias ? p.bias : memory::desc(),
+                                      Plain::any(p.dst), p.strides, p.dilates, p.pad_l, p.pad_r);
+    e.fwd_pd[bias].emplace(d, attr, engine());
+  }
+  return &*e.fwd_pd[bias];
+}
+
+const Op* get_fwd(Entry& e, const ConvGeom& g, bool bias) {
+  if (!e.tried_fwd[bias]) {
+    e.tried_fwd[bias] = true;
+    try {
+      Plain p(g);
+      const auto& pd = *fwd_pd(e, g, bias);
+      std::vector<Arg> args{make_arg(DNNL_ARG_SRC, true, p.src, pd.src_desc()),
+                            make_arg(DNNL_ARG_WEIGHTS, true, p.wei, pd.weights_desc()),
+                            make_arg(DNNL_ARG_DST, false, p.dst, pd.dst_desc())};
+      if (bias) args.push_back(make_arg(DNNL_ARG_BIAS, true, p.bias, pd.bias_desc()));
+      e.fwd[bias] = finish(dnnl::convolution_forward(pd), std::move(args), pd.scratchpad_desc());
+    } catch (const dnnl::error&) {
+    }
+  }
+  return e.fwd[bias] ? &*e.fwd[bias] : nullptr;
+}
+
+const Op* get_bwd_data(Entry& e, const ConvGeom& g) {
+  if (!e.tried_bwd_data) {
+    e.tried_bwd_data = true;
+    try {
+      Plain p(g);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      dnnl::convolution_backward_data::desc d(e.alg, Plain::any(p.src), Plain::any(p.wei),
+                                              Plain::any(p.dst), p.strides, p.dilates, p.pad_l,
+                                              p.pad_r);
+      dnnl::convolution_backward_data::primitive_desc pd(d, attr, engine(), *fwd_pd(e, g, false));
+      std::vector<Arg> args{make_arg(DNNL_ARG_DIFF_DST, true, p.dst, pd.diff_dst_desc()),
+                            make_arg(DNNL_ARG_WEIGHTS, true, p.wei, pd.weights_desc()),
+                            make_arg(DNNL_ARG_DIFF_SRC, false, p.src, pd.diff_src_desc())};
+      e.bwd_data =
+          finish(dnnl::convolution_backward_data(pd), std::move(args), pd.scratchpad_desc());
+    } catch (const dnnl::error&) {
+    }
+  }
+  return e.bwd_data ? &*e.bwd_data : nullptr;
+}
+
+const Op* get_bwd_w(Entry& e, const ConvGeom& g, bool bias) {
+  if (!e.tried_bwd_w[bias]) {
+    e.tried_bwd_w[bias] = true;
+    try {
+      Plain p(g);
+      dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+      dnnl::convolution_backward_weights::desc d(e.alg, Plain::any(p.src), Plain::any(p.wei),
+                                                 bias ? p.bias : memory::desc(), Plain::any(p.dst),
+                                                 p.strides, p.dilates, p.pad_l, p.pad_r);
+      dnnl::convolution_backward_weights::primitive_desc pd(d, attr, engine(), *fwd_pd(e, g, bias));
+      std::vector<Arg> args{make_arg(DNNL_ARG_DIFF_DST, true, p.dst, pd.diff_dst_desc()),
+                            make_arg(DNNL_ARG_SRC, true, p.src, pd.src_desc()),
+                            make_arg(DNNL_ARG_DIFF_WEIGHTS, false, p.wei, pd.diff_weights_desc())};
+      if (bias) args.push_back(make_arg(DNNL_ARG_DIFF_BIAS, false, p.bias, pd.diff_bias_desc()));
+      e.bwd_w[bias] =
+          finish(dnnl::convolution_backward_weights(pd), std::move(args), pd.scratchpad_desc());
+    } catch (const dnnl::error&) {
+    }
+  }
+  return e.bwd_w[bias] ? &*e.bwd_w[bias] : nullptr;
+}
+
+// Runs ops one after another on the user's plain buffers (ptrs[i][arg]). Inputs are
+// reordered into the primitive's layout once per (buffer, layout) and shared between the ops.
+class Runner {
+ public:
+  void run(const Op& op, const std::map<int, void*>& ptrs) {
+    std::unordered_map<int, memory> margs;
+    std::vector<std::pair<const Arg*, memory>> outs;
+    for (const Arg& a : op.args) {
+      void* user = ptrs.at(a.arg);
+      if (!a.reo) {
+        margs.emplace(a.arg, memory(a.inner, engine(), user));
+        continue;
+      }
+      if (a.input) {
+        margs.emplace(a.arg, converted(a, user));
+      } else {
+        memory inner = scratch(a.inner);
+        margs.emplace(a.arg, inner);
+        outs.emplace_back(&a, memory(a.user, engine(), user));
+      }
+    }
+    if (op.scratch.get_size() > 0) margs.emplace(DNNL_ARG_SCRATCHPAD, scratch(op.scratch));
+    op.prim.execute(stream(), margs);
+    for (auto& [a, user] : outs) a->reo->execute(stream(), margs.at(a->arg), user);
+    stream().wait();
+  }
+
+ private:
+  memory scratch(const memory::desc& d) {
+    bufs_.push_back(make_empty({(int64_t)((d.get_size() + 3) / 4)}));
+    return memory(d, engine(), bufs_.back().data_ptr<float>());
+  }
+  memory converted(const Arg& a, void* user) {
+    for (auto& [p, m] : converted_)
+      if (p == user && m.get_desc() == a.inner) return m;
+    memory m = scratch(a.inner);
+    memory src(a.user, engine(), user);
+    a.reo->execute(stream(), src, m);
+    converted_.emplace_back(user, m);
+    return m;
+  }
+  std::vector<Tensor> bufs_;
+  std::vector<std::pair<void*, memory>> converted_;
+};
+
+bool try_winograd(const ConvGeom& g) {
+  return conv_backend() == ConvBackend::kOneDnnWinograd && g.Cg() >= 16 && g.Kg() >= 16;
+}
+
+}  // namespace
+
+void set_conv_backend(ConvBackend b) { g_backend.store((int)b); }
+
+ConvBackend conv_backend() {
+  int b = g_backend.load(std::memory_order_relaxed);
+  if (b < 0) {
+    const char* env = std::getenv("WEFT_CONV_BACKEND");
+    ConvBackend v = ConvBackend::kAuto;
+    if (env && std::strcmp(env, "im2col") == 0) v = ConvBackend::kIm2col;
+    if (env && std::strcmp(env, "onednn") == 0) v = ConvBackend::kOneDnn;
+    if (env && std::strcmp(env, "winograd") == 0) v = ConvBackend::kOneDnnWinograd;
+    int expected = -1;
+    g_backend.compare_exchange_strong(expected, (int)v);
+    b = g_backend.load();
+  }
+  return (ConvBackend)b;
+}
+
+bool onednn_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b,
+                         float* y) {
+  std::shared_ptr<Entry> e;
+  const Op* op = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (try_winograd(g)) {
+      e = entry_for(g, true);
+      op = get_fwd(*e, g, b != nullptr);
+    }
+    if (!op) {
+      e = entry_for(g, false);
+      op = get_fwd(*e, g, b != nullptr);
+    }
+  }
+  if (!op) return false;
+  std::map<int, void*> ptrs{
+      {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DST, y}};
+  if (b) ptrs[DNNL_ARG_BIAS] = (void*)b;
+  Runner().run(*op, ptrs);
+  return true;
+}
+
+bool onednn_conv_backward(const ConvGeom& g, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* db) {
+  std::shared_ptr<Entry> e;
+  const Op *bd = nullptr, *bw = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto get = [&](bool wino) {
+      e = entry_for(g, wino);
+      bd = dx ? get_bwd_data(*e, g) : nullptr;
+      bw = dw ? get_bwd_w(*e, g, db != nullptr) : nullptr;
+      return (!dx || bd) && (!dw || bw);
+    };
+    if (!(try_winograd(g) && get(true)) && !get(false)) return false;
+  }
+  Runner r;
+  if (bd)
+    r.run(*bd,
+          {{DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DIFF_SRC, dx}});
+  if (bw) {
+    std::map<int, void*> ptrs{
+        {DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
+    if (db) ptrs[DNNL_ARG_DIFF_BIAS] = db;
+    r.run(*bw, ptrs);
+  }
+  return true;
+}
+
+}  // namespace weft::cpu

@@ -1,0 +1,37 @@
+// Internal: conv2d's CPU backends. conv2d (src/nn/functional/conv.cpp) runs oneDNN's
+// convolutions (conv_onednn.cpp) where oneDNN takes the shape, and im2col + SGEMM otherwise,
+// or when told to (set_conv_backend, or WEFT_CONV_BACKEND=im2col|onednn|winograd in the
+// environment, read once). All tensors are plain contiguous NCHW / [K, C/G, kh, kw].
+#pragma once
+
+#include <cstdint>
+
+namespace weft::cpu {
+
+struct ConvGeom {
+  int64_t N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, G, Ho, Wo;
+  int64_t Cg() const { return C / G; }
+  int64_t Kg() const { return K / G; }
+  int64_t rows() const { return Cg() * kh * kw; }  // im2col rows per group
+  bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
+};
+
+// kAuto (the default) and kOneDnn: oneDNN's direct convolution where oneDNN takes the shape.
+// kOneDnnWinograd: oneDNN's Winograd F(4x4, 3x3) where it offers it (3x3, stride 1) and there
+// are >= 16 channels per group in and out, else as kAuto. Measured ~1.4x faster than direct on
+// convbn's 32x32 maps, slower on the example's 28x28 ones; ~4x direct's rounding error. Opt-in.
+// kIm2col: always im2col + SGEMM.
+enum class ConvBackend { kAuto, kIm2col, kOneDnn, kOneDnnWinograd };
+void set_conv_backend(ConvBackend b);
+ConvBackend conv_backend();
+
+// y = conv(x, w) + b (b may be null). False if oneDNN can't run this convolution; nothing
+// has been written then.
+bool onednn_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b,
+                         float* y);
+// Any of dx, dw may be null (not wanted); db (null or not) only with dw. Those given are
+// overwritten. False as above.
+bool onednn_conv_backward(const ConvGeom& g, const float* x, const float* w, const float* dy,
+                          float* dx, float* dw, float* db);
+
+}  // namespace weft::cpu

@@ -1,0 +1,134 @@
+// The fast CPU kernels against their references: conv2d's oneDNN backends against im2col +
+// SGEMM on random shapes (groups, stride, dilation, padding), and the vectorised batch-norm
+// reductions against double-precision sums, including data whose mean dwarfs its spread.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <vector>
+
+#include "../src/ops/cpu/conv.h"
+#include "weft/generator.h"
+#include "weft/nn/batch_norm_kernels.h"
+#include "weft/nn/functional.h"
+#include "weft/ops.h"
+
+namespace F = weft::nn::functional;
+using weft::Tensor;
+using weft::cpu::ConvBackend;
+
+namespace {
+
+struct ConvCase {
+  int64_t N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, G;
+  bool bias, grad_input;
+};
+
+struct ConvResult {
+  std::vector<float> y, dx, dw, db;
+};
+
+ConvResult run_conv(const ConvCase& c, ConvBackend backend, uint64_t seed) {
+  weft::cpu::set_conv_backend(backend);
+  weft::Generator gen(seed);
+  Tensor x = weft::randn({c.N, c.C, c.H, c.W}, &gen).requires_grad_(c.grad_input);
+  Tensor w = weft::randn({c.K, c.C / c.G, c.kh, c.kw}, &gen).requires_grad_(true);
+  Tensor b = c.bias ? weft::randn({c.K}, &gen).requires_grad_(true) : Tensor();
+  Tensor y = F::conv2d(x, w, b, {c.sh, c.sw}, {c.ph, c.pw}, {c.dh, c.dw}, c.G);
+  Tensor proj = weft::randn(y.sizes(), &gen);
+  (y * proj).sum().backward();
+  ConvResult r;
+  r.y = y.detach().contiguous().to_vector_float();
+  if (c.grad_input) r.dx = x.grad().contiguous().to_vector_float();
+  r.dw = w.grad().contiguous().to_vector_float();
+  if (c.bias) r.db = b.grad().contiguous().to_vector_float();
+  weft::cpu::set_conv_backend(ConvBackend::kAuto);
+  return r;
+}
+
+// Max |a - b| relative to max(1, max |b|).
+double rel_diff(const std::vector<float>& a, const std::vector<float>& b) {
+  EXPECT_EQ(a.size(), b.size());
+  double m = 1, d = 0;
+  for (size_t i = 0; i < a.size() && i < b.size(); ++i) {
+    m = std::max(m, (double)std::fabs(b[i]));
+    d = std::max(d, (double)std::fabs(a[i] - b[i]));
+  }
+  return d / m;
+}
+
+}  // namespace
+
+TEST(FastKernels, ConvOneDnnMatchesIm2col) {
+  std::vector<ConvCase> cases = {
+      {32, 3, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, false},  // convbn's first conv
+      {4, 32, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, true},   // convbn's second, smaller
+      {8, 1, 28, 28, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, false},   // the example's
+      {2, 4, 5, 6, 6, 3, 3, 2, 1, 1, 1, 1, 2, 2, true, true},       // test_autograd's
+      {1, 3, 4, 4, 2, 1, 1, 1, 1, 0, 0, 1, 1, 1, false, true},      // pointwise
+      {3, 8, 9, 7, 12, 3, 2, 2, 3, 2, 0, 2, 1, 4, false, true},     // odd everything
+      {2, 6, 11, 10, 6, 5, 3, 1, 2, 2, 1, 1, 3, 6, true, true},     // depthwise, dilated
+      {2, 16, 8, 8, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, false, true},    // Winograd-eligible
+  };
+  weft::Generator pick(7);
+  for (int i = 0; i < 6; ++i) {  // and random ones
+    auto r = [&](int64_t lo, int64_t hi) { return pick.randint(lo, hi + 1); };
+    ConvCase c{};
+    c.G = r(1, 3);
+    c.C = c.G * r(1, 4);
+    c.K = c.G * r(1, 4);
+    c.N = r(1, 3);
+    c.kh = r(1, 4), c.kw = r(1, 4), c.sh = r(1, 3), c.sw = r(1, 3);
+    c.ph = r(0, 2), c.pw = r(0, 2), c.dh = r(1, 2), c.dw = r(1, 2);
+    c.H = (c.kh - 1) * c.dh + r(1, 9);
+    c.W = (c.kw - 1) * c.dw + r(1, 9);
+    c.bias = r(0, 1), c.grad_input = true;
+    cases.push_back(c);
+  }
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const ConvCase& c = cases[k];
+    ConvResult ref = run_conv(c, ConvBackend::kIm2col, 100 + k);
+    for (ConvBackend be : {ConvBackend::kOneDnn, ConvBackend::kOneDnnWinograd}) {
+      ConvResult got = run_conv(c, be, 100 + k);
+      SCOPED_TRACE(testing::Message() << "case " << k << " backend " << (int)be);
+      EXPECT_LT(rel_diff(got.y, ref.y), 1e-5);
+      EXPECT_LT(rel_diff(got.dx, ref.dx), 1e-5);
+      EXPECT_LT(rel_diff(got.dw, ref.dw), 1e-5);
+      EXPECT_LT(rel_diff(got.db, ref.db), 1e-5);
+    }
+  }
+}
+
+TEST(FastKernels, BatchNormReductionsMatchDouble) {
+  // Long rows (S >= 32, vectorised per row) and short ones (S < 32, across n), data offset by
+  // 1000 with spread 1: a one-pass E[x^2] - E[x]^2 in float would lose the variance entirely.
+  for (auto shape : std::vector<weft::Shape>{{8, 3, 40, 33}, {16, 5, 7}, {64, 4}, {2, 3, 1}}) {
+    weft::Generator gen(3);
+    Tensor x = weft::randn(shape, &gen) + 1000.0;
+    Tensor dy = weft::randn(shape, &gen);
+    const int64_t N = shape[0], C = shape[1], S = x.numel() / (N * C);
+    auto st = weft::nn::detail::batch_norm_stats(x);
+    auto [sdy, sdyx] = weft::nn::detail::batch_norm_backward_reduce(dy, x, st.mean);
+    auto xv = x.to_vector_float(), dv = dy.to_vector_float();
+    auto mv = st.mean.to_vector_float(), vv = st.var.to_vector_float();
+    auto s1 = sdy.to_vector_float(), s2 = sdyx.to_vector_float();
+    for (int64_t c = 0; c < C; ++c) {
+      double sum = 0, sq = 0, a = 0, b = 0;
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t s = 0; s < S; ++s) sum += xv[(n * C + c) * S + s];
+      const double mu = sum / (double)(N * S);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t s = 0; s < S; ++s) {
+          const int64_t i = (n * C + c) * S + s;
+          sq += (xv[i] - mu) * (xv[i] - mu);
+          a += dv[i];
+          b += dv[i] * (xv[i] - (double)mv[c]);
+        }
+      const double var = sq / (double)(N * S);
+      SCOPED_TRACE(testing::Message() << "shape " << weft::shape_str(shape) << " c " << c);
+      EXPECT_NEAR(mv[c], mu, 1e-6 * std::fabs(mu));
+      EXPECT_NEAR(vv[c], var, 1e-5 * var);
+      EXPECT_NEAR(s1[c], a, 1e-5 * (1 + std::fabs(a)));
+      EXPECT_NEAR(s2[c], b, 1e-5 * (1 + std::fabs(b)));
+    }
+  }
+}

@@ -1,0 +1,321 @@
+// weft-run (tools/weft_run.cpp) against real processes: per-rank environment, whole prefixed
+// lines, exit-code and signal propagation, stopping the other ranks, restarts, signal
+// forwarding and option errors. The launcher and tests/launcher/weft_run_helper are found in
+// build/tools/, next to this binary's build/tests/.
+#include <fcntl.h>
+#include <gtest/gtest.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <map>
+#include <regex>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace fs = std::filesystem;
+using Clock = std::chrono::steady_clock;
+
+namespace {
+
+Clock::time_point after(double seconds) {
+  return Clock::now() +
+         std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(seconds));
+}
+
+fs::path tools_dir() {
+  return fs::read_symlink("/proc/self/exe").parent_path().parent_path() / "tools";
+}
+std::string launcher() { return (tools_dir() / "weft-run").string(); }
+std::string helper() { return (tools_dir() / "weft_run_helper").string(); }
+
+// A running weft-run with its stdout and stderr captured; lets a test act on output mid-run.
+class Launch {
+ public:
+  explicit Launch(std::vector<std::string> args) {
+    args.insert(args.begin(), launcher());
+    std::vector<char*> argv;
+    for (auto& a : args) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    int po[2], pe[2];
+    EXPECT_EQ(pipe2(po, O_CLOEXEC), 0);
+    EXPECT_EQ(pipe2(pe, O_CLOEXEC), 0);
+    start_ = Clock::now();
+    pid_ = fork();
+    if (pid_ == 0) {  // only async-signal-safe calls: the test binary may have threads
+      dup2(po[1], 1);
+      dup2(pe[1], 2);
+      execv(argv[0], argv.data());
+      _exit(126);
+    }
+    close(po[1]);
+    close(pe[1]);
+    fd_[0] = po[0];
+    fd_[1] = pe[0];
+  }
+  ~Launch() {
+    if (pid_ > 0 && !done_) {
+      kill(pid_, SIGKILL);
+      waitpid(pid_, nullptr, 0);
+    }
+    for (int fd : fd_)
+      if (fd >= 0) close(fd);
+  }
+
+  // Reads until stdout contains `needle` (true) or the timeout passes / output ends (false).
+  bool wait_for(const std::string& needle, double seconds = 5) {
+    auto deadline = after(seconds);
+    while (out.find(needle) == std::string::npos) {
+      if (Clock::now() >= deadline || !pump(deadline)) return out.find(needle) != std::string::npos;
+    }
+    return true;
+  }
+
+  // Reads both streams to EOF and reaps weft-run; returns its exit code (-1 on timeout).
+  int finish(double seconds = 10) {
+    auto deadline = after(seconds);
+    while (pump(deadline)) {
+    }
+    if (fd_[0] >= 0 || fd_[1] >= 0) return -1;  // timed out; the destructor kills it
+    int status = 0;
+    waitpid(pid_, &status, 0);
+    done_ = true;
+    elapsed = std::chrono::duration<double>(Clock::now() - start_).count();
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+
+  pid_t pid() const { return pid_; }
+  std::string out, err;
+  double elapsed = 0;
+
+ private:
+  // One poll round; false once both streams hit EOF or the deadline passed.
+  bool pump(Clock::time_point deadline) {
+    std::vector<pollfd> fds;
+    for (int fd : fd_)
+      if (fd >= 0) fds.push_back({fd, POLLIN, 0});
+    if (fds.empty()) return false;
+    auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - Clock::now());
+    if (ms.count() <= 0) return false;
+    if (poll(fds.data(), fds.size(), static_cast<int>(ms.count())) <= 0) return errno == EINTR;
+    for (const auto& p : fds) {
+      if (!(p.revents & (POLLIN | POLLHUP | POLLERR))) continue;
+      int k = p.fd == fd_[0] ? 0 : 1;
+      char buf[65536];
+      ssize_t n = read(fd_[k], buf, sizeof buf);
+      if (n > 0) {
+        (k == 0 ? out : err).append(buf, static_cast<size_t>(n));
+      } else if (n == 0) {
+        close(fd_[k]);
+        fd_[k] = -1;
+      }
+    }
+    return true;
+  }
+  pid_t pid_ = -1;
+  int fd_[2] = {-1, -1};
+  bool done_ = false;
+  Clock::time_point start_;
+};
+
+std::vector<std::string> lines(const std::string& s) {
+  std::vector<std::string> v;
+  std::istringstream in(s);
+  for (std::string l; std::getline(in, l);) v.push_back(l);
+  return v;
+}
+
+// Pids printed as "[rankR]: <word> PID" lines, by rank.
+std::map<int, pid_t> pids(const std::string& out, const std::string& word) {
+  std::map<int, pid_t> m;
+  std::regex re("^\\[rank(\\d+)\\]: " + word + " (\\d+)$");
+  for (const auto& l : lines(out)) {
+    std::smatch sm;
+    if (std::regex_match(l, sm, re)) m[std::stoi(sm[1])] = std::stoi(sm[2]);
+  }
+  return m;
+}
+
+// Dead once it no longer exists or is a zombie (orphans wait for init to reap them).
+bool gone(pid_t pid, double seconds = 2) {
+  auto deadline = after(seconds);
+  while (Clock::now() < deadline) {
+    if (kill(pid, 0) != 0 && errno == ESRCH) return true;
+    std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+    std::string line;
+    std::getline(stat, line);
+    auto close_paren = line.rfind(')');  // state follows "pid (comm) "
+    if (close_paren != std::string::npos && line.size() > close_paren + 2 &&
+        line[close_paren + 2] == 'Z')
+      return true;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return false;
+}
+
+}  // namespace
+
+TEST(Launcher, EnvironmentPerRank) {
+  Launch l({"--nproc_per_node=3", "--nnodes", "2", "--node-rank=1", "--master-addr", "10.1.2.3",
+            "--master_port", "1234", "--rdzv-timeout", "7", helper(), "env", "--lr=0.1", "x y"});
+  ASSERT_EQ(l.finish(), 0) << l.err;
+  for (int local = 0; local < 3; ++local) {
+    int rank = 3 + local;
+    std::string p = "[rank" + std::to_string(rank) + "]: ";
+    for (const std::string& kv : std::vector<std::string>{
+             "MASTER_ADDR=10.1.2.3", "MASTER_PORT=1234", "WORLD_SIZE=6",
+             "RANK=" + std::to_string(rank), "LOCAL_RANK=" + std::to_string(local),
+             "LOCAL_WORLD_SIZE=3", "GROUP_RANK=1", "TORCHELASTIC_RESTART_COUNT=0",
+             "WEFT_RESTART_COUNT=0", "WEFT_RDZV_TIMEOUT=7", "ARG0=--lr=0.1", "ARG1=x y"})
+      EXPECT_NE(l.out.find(p + kv + "\n"), std::string::npos) << p << kv << "\n" << l.out;
+  }
+  EXPECT_EQ(lines(l.out).size(), 36u);
+}
+
+TEST(Launcher, Defaults) {
+  Launch l({helper(), "env"});
+  ASSERT_EQ(l.finish(), 0) << l.err;
+  for (const char* kv : {"MASTER_ADDR=127.0.0.1", "MASTER_PORT=29500", "WORLD_SIZE=1", "RANK=0",
+                         "LOCAL_RANK=0", "LOCAL_WORLD_SIZE=1", "GROUP_RANK=0"})
+    EXPECT_NE(l.out.find(std::string("[rank0]: ") + kv + "\n"), std::string::npos) << kv;
+  EXPECT_EQ(l.err, "");
+}
+
+TEST(Launcher, WholePrefixedLinesNoInterleaving) {
+  const int kRanks = 4, kLines = 3000;
+  Launch l({"--nproc-per-node", std::to_string(kRanks), helper(), "spam", std::to_string(kLines)});
+  ASSERT_EQ(l.finish(), 0) << l.err.substr(0, 2000);
+  for (auto [text, tag] : {std::pair{&l.out, "out"}, std::pair{&l.err, "err"}}) {
+    std::regex re(std::string("^\\[rank(\\d)\\]: ") + tag + " (\\d) (\\d+) ([a-z]+)$");
+    std::vector<int> next(kRanks, 0);
+    for (const auto& line : lines(*text)) {
+      std::smatch m;
+      ASSERT_TRUE(std::regex_match(line, m, re)) << tag << ": '" << line << "'";
+      int r = std::stoi(m[1]);
+      ASSERT_EQ(std::stoi(m[2]), r) << line;
+      ASSERT_EQ(std::stoi(m[3]), next[r]++) << line;  // each rank's lines in order, none lost
+      ASSERT_EQ(m[4].str(), std::string(40, static_cast<char>('a' + r))) << line;
+    }
+    for (int r = 0; r < kRanks; ++r) EXPECT_EQ(next[r], kLines) << tag << " rank " << r;
+  }
+}
+
+TEST(Launcher, PartialLastLineIsFlushed) {
+  Launch l({"--nproc-per-node", "2", helper(), "tail"});
+  ASSERT_EQ(l.finish(), 0) << l.err;
+  for (const char* r : {"[rank0]: ", "[rank1]: "}) {
+    EXPECT_NE(l.out.find(std::string(r) + "complete\n"), std::string::npos) << l.out;
+    EXPECT_NE(l.out.find(std::string(r) + "no newline\n"), std::string::npos) << l.out;
+  }
+  Launch np({"--no-prefix", helper(), "tail"});
+  ASSERT_EQ(np.finish(), 0);
+  EXPECT_EQ(np.out, "complete\nno newline\n");
+}
+
+TEST(Launcher, ExitCodeAndFailedRankAreReported) {
+  Launch l({"--nproc-per-node", "3", helper(), "exit-rank", "1", "3"});
+  EXPECT_EQ(l.finish(), 3);
+  EXPECT_LT(l.elapsed, 4.0);  // the sleeping ranks were stopped, not waited for
+  std::regex re("weft-run: failed: rank 1 \\(local 1, pid \\d+\\) exited with code 3\n");
+  EXPECT_TRUE(std::regex_search(l.err, re)) << l.err;
+}
+
+TEST(Launcher, KilledRankStopsTheOthers) {
+  Launch l({"--nproc-per-node", "3", helper(), "sleep"});
+  ASSERT_TRUE(l.wait_for("[rank0]: pid") && l.wait_for("[rank1]: pid") &&
+              l.wait_for("[rank2]: pid"))
+      << l.out << l.err;
+  auto p = pids(l.out, "pid");
+  ASSERT_EQ(p.size(), 3u);
+  ASSERT_EQ(kill(p[1], SIGKILL), 0);
+  EXPECT_EQ(l.finish(5), 128 + SIGKILL);
+  EXPECT_NE(l.err.find("rank 1 (local 1, pid " + std::to_string(p[1]) +
+                       ") was killed by signal 9 (SIGKILL)"),
+            std::string::npos)
+      << l.err;
+  EXPECT_TRUE(gone(p[0]));
+  EXPECT_TRUE(gone(p[2]));
+}
+
+TEST(Launcher, SigkillAfterGracePeriod) {
+  // Rank 1 ignores SIGTERM; the launcher must escalate after --grace-period.
+  Launch l({"--nproc-per-node", "2", "--grace-period", "0.5", helper(), "ignore-term"});
+  ASSERT_TRUE(l.wait_for("[rank0]: pid") && l.wait_for("[rank1]: pid")) << l.out << l.err;
+  auto p = pids(l.out, "pid");
+  ASSERT_EQ(kill(p[0], SIGKILL), 0);
+  EXPECT_EQ(l.finish(5), 128 + SIGKILL);
+  EXPECT_GE(l.elapsed, 0.4);
+  EXPECT_LT(l.elapsed, 3.0);
+  EXPECT_TRUE(gone(p[1]));
+}
+
+TEST(Launcher, GrandchildrenAreStopped) {
+  Launch l({"--nproc-per-node", "2", helper(), "grandchild", "1", "2"});
+  EXPECT_EQ(l.finish(5), 2) << l.err;
+  auto g = pids(l.out, "grandchild");
+  ASSERT_EQ(g.size(), 2u) << l.out;
+  for (auto [rank, pid] : g) EXPECT_TRUE(gone(pid)) << "grandchild of rank " << rank;
+}
+
+TEST(Launcher, MaxRestarts) {
+  Launch ok({"--nproc-per-node", "2", "--max-restarts", "2", helper(), "fail-until", "2"});
+  EXPECT_EQ(ok.finish(), 0) << ok.err;
+  EXPECT_NE(ok.out.find("[rank0]: restart 2 ok\n"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.out.find("[rank1]: restart 2 ok\n"), std::string::npos) << ok.out;
+  EXPECT_NE(ok.err.find("restart 2 of 2"), std::string::npos) << ok.err;
+
+  Launch fail({"--max-restarts", "1", helper(), "fail-until", "2"});
+  EXPECT_EQ(fail.finish(), 1);
+  EXPECT_NE(fail.err.find("restart 1 of 1"), std::string::npos) << fail.err;
+  EXPECT_NE(fail.err.find("failed: rank 0"), std::string::npos) << fail.err;
+}
+
+TEST(Launcher, ForwardsSigterm) {
+  Launch l({"--nproc-per-node", "2", helper(), "sleep"});
+  ASSERT_TRUE(l.wait_for("[rank0]: pid") && l.wait_for("[rank1]: pid")) << l.out << l.err;
+  auto p = pids(l.out, "pid");
+  ASSERT_EQ(kill(l.pid(), SIGTERM), 0);
+  EXPECT_EQ(l.finish(5), 128 + SIGTERM);
+  EXPECT_LT(l.elapsed, 4.0);
+  EXPECT_NE(l.err.find("got SIGTERM"), std::string::npos) << l.err;
+  for (auto [rank, pid] : p) EXPECT_TRUE(gone(pid)) << "rank " << rank;
+}
+
+TEST(Launcher, MissingProgram) {
+  Launch l({"--nproc-per-node", "2", "/nonexistent/weft-program"});
+  EXPECT_EQ(l.finish(), 127);
+  EXPECT_NE(l.err.find("cannot execute '/nonexistent/weft-program'"), std::string::npos) << l.err;
+}
+
+TEST(Launcher, OptionErrors) {
+  const std::vector<std::pair<std::vector<std::string>, std::string>> cases = {
+      {{"--nproc-per-node", "abc", "x"}, "--nproc-per-node expects an integer, got 'abc'"},
+      {{"--nproc-per-node", "0", "x"}, "--nproc-per-node must be in [1,"},
+      {{"--nnodes", "2", "--node-rank", "2", "x"}, "--node-rank 2 must be less than --nnodes 2"},
+      {{"--nnodes", "1:4", "x"}, "--nnodes 1:4: elastic ranges are not supported"},
+      {{"--master-port", "70000", "x"}, "--master-port must be in [1, 65535]"},
+      {{"--max-restarts", "-1", "x"}, "--max-restarts must be in [0,"},
+      {{"--grace-period", "soon", "x"}, "--grace-period expects a non-negative number"},
+      {{"--bogus", "x"}, "unknown option '--bogus'"},
+      {{"--no-prefix=1", "x"}, "--no-prefix takes no value"},
+      {{"--nnodes"}, "--nnodes needs a value"},
+      {{"--nproc-per-node", "2"}, "missing PROGRAM"},
+      {{}, "missing PROGRAM"},
+  };
+  for (const auto& [args, msg] : cases) {
+    Launch l(args);
+    EXPECT_EQ(l.finish(), 2) << msg;
+    EXPECT_NE(l.err.find("weft-run: error: " + msg), std::string::npos) << l.err;
+    EXPECT_EQ(l.out, "");
+  }
+  Launch h({"--help"});
+  EXPECT_EQ(h.finish(), 0);
+  EXPECT_EQ(h.out.rfind("usage: weft-run", 0), 0u) << h.out;
+}
