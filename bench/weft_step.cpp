@@ -60,8 +60,9 @@ Workload make_workload(const std::string& name, int64_t batch) {
     if (batch <= 0) batch = 32;
     Conv2dOptions pad1;
     pad1.padding = {1, 1};
-    w.model = Sequential{Conv2d(3, 32, 3, pad1), BatchNorm2d(32), ReLU(), Conv2d(32, 64, 3, pad1),
-                         BatchNorm2d(64), ReLU(), AdaptiveAvgPool2d(1), Flatten(), Linear(64, 10)}
+    w.model = Sequential{Conv2d(3, 32, 3, pad1),  BatchNorm2d(32), ReLU(),
+                         Conv2d(32, 64, 3, pad1), BatchNorm2d(64), ReLU(),
+                         AdaptiveAvgPool2d(1),    Flatten(),       Linear(64, 10)}
                   .ptr();
     w.input = weft::randn({batch, 3, 32, 32});
     w.target = weft::randint(0, 10, {batch});
@@ -103,12 +104,18 @@ int main(int argc, char** argv) {
     }
     if (i + 1 >= argc) usage(("missing value for " + a).c_str());
     const char* v = argv[++i];
-    if (a == "--workload") workload = v;
-    else if (a == "--threads") threads = parse_int("--threads", v);
-    else if (a == "--steps") steps = parse_int("--steps", v);
-    else if (a == "--warmup") warmup = parse_int("--warmup", v);
-    else if (a == "--batch") batch = parse_int("--batch", v);
-    else usage(("unknown flag " + a).c_str());
+    if (a == "--workload")
+      workload = v;
+    else if (a == "--threads")
+      threads = parse_int("--threads", v);
+    else if (a == "--steps")
+      steps = parse_int("--steps", v);
+    else if (a == "--warmup")
+      warmup = parse_int("--warmup", v);
+    else if (a == "--batch")
+      batch = parse_int("--batch", v);
+    else
+      usage(("unknown flag " + a).c_str());
   }
   if (workload.empty()) usage("--workload is required");
   if (threads < 1 || steps < 1) usage("--threads and --steps must be at least 1");

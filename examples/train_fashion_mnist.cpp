@@ -18,10 +18,11 @@ namespace F = weft::nn::functional;
 namespace {
 
 nn::Sequential make_cnn() {
-  return nn::Sequential({
-      nn::Conv2d(1, 32, 3, {.padding = {1, 1}}), nn::BatchNorm2d(32), nn::ReLU(), nn::MaxPool2d(2),
-      nn::Conv2d(32, 64, 3, {.padding = {1, 1}}), nn::BatchNorm2d(64), nn::ReLU(), nn::MaxPool2d(2),
-      nn::Flatten(), nn::Linear(64 * 7 * 7, 128), nn::ReLU(), nn::Dropout(0.25), nn::Linear(128, 10)});
+  return nn::Sequential({nn::Conv2d(1, 32, 3, {.padding = {1, 1}}), nn::BatchNorm2d(32), nn::ReLU(),
+                         nn::MaxPool2d(2), nn::Conv2d(32, 64, 3, {.padding = {1, 1}}),
+                         nn::BatchNorm2d(64), nn::ReLU(), nn::MaxPool2d(2), nn::Flatten(),
+                         nn::Linear(64 * 7 * 7, 128), nn::ReLU(), nn::Dropout(0.25),
+                         nn::Linear(128, 10)});
 }
 
 double evaluate(nn::Sequential& model, const data::MNIST& test, double* loss_out) {
@@ -61,14 +62,22 @@ int main(int argc, char** argv) {
       if (i + 1 >= argc) usage(2);
       return argv[++i];
     };
-    if (a == "--help" || a == "-h") usage(0);
-    else if (a == "--data") data_dir = next();
-    else if (a == "--epochs") epochs = std::atoi(next().c_str());
-    else if (a == "--batch-size") batch = std::atoll(next().c_str());
-    else if (a == "--lr") lr = std::atof(next().c_str());
-    else if (a == "--threads") threads = std::atoi(next().c_str());
-    else if (a == "--limit") limit = std::atoll(next().c_str());
-    else if (a == "--out") out_dir = next();
+    if (a == "--help" || a == "-h")
+      usage(0);
+    else if (a == "--data")
+      data_dir = next();
+    else if (a == "--epochs")
+      epochs = std::atoi(next().c_str());
+    else if (a == "--batch-size")
+      batch = std::atoll(next().c_str());
+    else if (a == "--lr")
+      lr = std::atof(next().c_str());
+    else if (a == "--threads")
+      threads = std::atoi(next().c_str());
+    else if (a == "--limit")
+      limit = std::atoll(next().c_str());
+    else if (a == "--out")
+      out_dir = next();
     else {
       std::fprintf(stderr, "unknown option %s\n", a.c_str());
       usage(2);
@@ -89,8 +98,9 @@ int main(int argc, char** argv) {
     auto model = make_cnn();
     optim::SGD opt(model->parameters(), {.lr = lr, .momentum = 0.9, .weight_decay = 5e-4});
     optim::CosineAnnealingLR sched(opt, epochs);
-    data::DataLoader loader(train, {.batch_size = batch, .shuffle = true, .seed = 0,
-                                    .drop_last = true, .num_workers = 1});
+    data::DataLoader loader(
+        train,
+        {.batch_size = batch, .shuffle = true, .seed = 0, .drop_last = true, .num_workers = 1});
     std::filesystem::create_directories(out_dir);
     for (int epoch = 0; epoch < epochs; ++epoch) {
       loader.set_epoch(epoch);
@@ -109,9 +119,10 @@ int main(int argc, char** argv) {
       double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       double test_loss = 0;
       double acc = evaluate(model, test, &test_loss);
-      std::printf("epoch %d/%d  train loss %.4f  test loss %.4f  test accuracy %.2f%%  %.0f images/s\n",
-                  epoch + 1, epochs, running / (double)steps, test_loss, 100 * acc,
-                  (double)(steps * batch) / secs);
+      std::printf(
+          "epoch %d/%d  train loss %.4f  test loss %.4f  test accuracy %.2f%%  %.0f images/s\n",
+          epoch + 1, epochs, running / (double)steps, test_loss, 100 * acc,
+          (double)(steps * batch) / secs);
       std::fflush(stdout);
       save(model->state_dict(), out_dir + "/fashion_mnist_cnn.safetensors",
            {{"epoch", std::to_string(epoch + 1)}, {"test_accuracy", std::to_string(acc)}});

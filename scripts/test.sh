@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # The test command: installs dependencies, builds with -Wall -Wextra -Werror, runs the test
-# suite, then an ASan+UBSan build of the tests, a bounded fuzz run of the file parsers, and a
-# downstream find_package(weft) consumer build against the installed library.
+# suite, a downstream find_package(weft) consumer build against the installed library, an
+# ASan+UBSan build of the tests, a TSan build of the threaded parts, and a bounded fuzz run
+# of the file and store-message parsers.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 JOBS=${JOBS:-2}
 bash scripts/setup.sh
+
+echo "== clang-format"
+git ls-files '*.h' '*.cpp' | xargs clang-format --dry-run -Werror
 
 echo "== release build and tests"
 cmake -S . -B build -DCMAKE_BUILD_TYPE=Release -DWEFT_WERROR=ON -DCMAKE_INSTALL_PREFIX="$PWD/build/install" >/dev/null
@@ -22,6 +26,17 @@ echo "== sanitizer build (ASan + UBSan) and tests"
 cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DWEFT_SANITIZE=ON -DWEFT_WERROR=ON -DWEFT_BUILD_BENCH=OFF >/dev/null
 cmake --build build-asan -j"$JOBS"
 (cd build-asan && ASAN_OPTIONS=detect_leaks=0 ctest --output-on-failure -j"$JOBS" --timeout 900)
+
+echo "== thread sanitizer build of the threaded parts"
+# OpenMP's runtime is not instrumented, so kernels run single-threaded here; the threads
+# under test are weft's own (data loader workers, DataParallel replicas, the multi-device
+# backward engine, the store server).
+cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWEFT_WERROR=ON -DWEFT_BUILD_BENCH=OFF \
+  -DCMAKE_CXX_FLAGS="-fsanitize=thread -O1" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
+  -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
+cmake --build build-tsan -j"$JOBS" --target weft_tests
+OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/weft_tests \
+  --gtest_filter='Store*:TCPStore*:FileStore*:DataLoader*:DataParallel*:Autograd*:Threads*' --gtest_brief=1
 
 echo "== bounded fuzz run of the file parsers"
 bash fuzz/run_fuzz.sh build-fuzz "${FUZZ_SECONDS:-30}"

@@ -14,7 +14,8 @@ namespace weft::test {
 
 struct Golden {
   explicit Golden(const std::string& name) : name(name) {
-    tensors = load(std::string(WEFT_GOLDEN_DIR) + "/" + name + ".safetensors", Device::CPU(), &meta);
+    tensors =
+        load(std::string(WEFT_GOLDEN_DIR) + "/" + name + ".safetensors", Device::CPU(), &meta);
   }
   Tensor operator[](const std::string& key) const {
     const Tensor* t = tensors.find(key);
@@ -38,14 +39,13 @@ inline ::testing::AssertionResult close(const Tensor& actual, const Tensor& expe
                                         const std::string& what = "") {
   if (!actual.defined()) return ::testing::AssertionFailure() << what << ": result is undefined";
   if (actual.sizes() != expected.sizes())
-    return ::testing::AssertionFailure()
-           << what << ": shape " << shape_str(actual.sizes()) << " vs expected "
-           << shape_str(expected.sizes());
+    return ::testing::AssertionFailure() << what << ": shape " << shape_str(actual.sizes())
+                                         << " vs expected " << shape_str(expected.sizes());
   double r = max_rel_diff(actual, expected, rtol, rtol * 0.1);
   if (r <= 1.0) return ::testing::AssertionSuccess();
-  return ::testing::AssertionFailure() << what << ": max relative error " << r * rtol
-                                       << " exceeds " << rtol << "\nactual:   " << actual
-                                       << "\nexpected: " << expected;
+  return ::testing::AssertionFailure()
+         << what << ": max relative error " << r * rtol << " exceeds " << rtol
+         << "\nactual:   " << actual << "\nexpected: " << expected;
 }
 
 constexpr double kRtol = 1e-5;

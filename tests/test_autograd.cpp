@@ -26,8 +26,8 @@ TEST(Autograd, ExplicitGradientArgument) {
   y.backward(tensor(std::vector<float>{1, 2, 3, 4}, {2, 2}));
   EXPECT_EQ(x.grad().to_vector_float(), (std::vector<float>{2, 4, 6, 8}));
   Tensor z = x * 2.0;
-  EXPECT_THROW(z.backward(), Error);              // non-scalar needs a gradient
-  EXPECT_THROW(z.backward(ones({3})), Error);     // wrong shape
+  EXPECT_THROW(z.backward(), Error);           // non-scalar needs a gradient
+  EXPECT_THROW(z.backward(ones({3})), Error);  // wrong shape
 }
 
 TEST(Autograd, SecondBackwardNeedsRetainGraph) {
@@ -96,7 +96,8 @@ TEST(Autograd, HooksFireInReverseOrderOfUse) {
   std::vector<Tensor> ws;
   for (int i = 0; i < 3; ++i) ws.push_back(full({1}, 1.0 + i, {.requires_grad = true}));
   std::vector<int> order;
-  for (int i = 0; i < 3; ++i) ws[i].register_post_accumulate_grad_hook([&, i](Tensor&) { order.push_back(i); });
+  for (int i = 0; i < 3; ++i)
+    ws[i].register_post_accumulate_grad_hook([&, i](Tensor&) { order.push_back(i); });
   Tensor h = ones({1});
   for (auto& w : ws) h = (h * w).tanh();
   h.sum().backward();
@@ -143,10 +144,14 @@ TEST(Autograd, GradcheckReductionsAndShapes) {
 }
 
 TEST(Autograd, GradcheckMatmul) {
-  EXPECT_TRUE(gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({3, 4}), randn({4, 2})}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return matmul(x[0], x[1].t()); }, {randn({3, 4}), randn({2, 4})}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({2, 3, 4}), randn({2, 4, 2})}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({2, 3, 4}), randn({4, 2})}));
+  EXPECT_TRUE(
+      gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({3, 4}), randn({4, 2})}));
+  EXPECT_TRUE(
+      gradcheck([](auto& x) { return matmul(x[0], x[1].t()); }, {randn({3, 4}), randn({2, 4})}));
+  EXPECT_TRUE(
+      gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({2, 3, 4}), randn({2, 4, 2})}));
+  EXPECT_TRUE(
+      gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({2, 3, 4}), randn({4, 2})}));
   EXPECT_TRUE(gradcheck([](auto& x) { return matmul(x[0], x[1]); }, {randn({4}), randn({4, 2})}));
 }
 
@@ -154,19 +159,34 @@ TEST(Autograd, GradcheckNNFunctional) {
   EXPECT_TRUE(gradcheck([](auto& x) { return F::linear(x[0], x[1], x[2]); },
                         {randn({3, 4}), randn({2, 4}), randn({2})}));
   EXPECT_TRUE(gradcheck(
-      [](auto& x) { return F::conv2d(x[0], x[1], x[2], {2, 1}, {1, 1}, {1, 2}, 2); },
+      [](auto& x) {
+        return F::conv2d(x[0], x[1], x[2], {2, 1}, {1, 1}, {1, 2}, 2);
+      },
       {randn({2, 4, 5, 6}), randn({6, 2, 3, 3}), randn({6})}));
   EXPECT_TRUE(gradcheck([](auto& x) { return F::conv2d(x[0], x[1]); },
                         {randn({1, 3, 4, 4}), randn({2, 3, 1, 1})}));
   EXPECT_TRUE(gradcheck(
       [](auto& x) { return F::batch_norm(x[0], Tensor(), Tensor(), x[1], x[2], true, 0.1, 1e-5); },
       {randn({4, 3, 2, 2}), randn({3}), randn({3})}, 1e-2, 5e-2));
-  EXPECT_TRUE(gradcheck([](auto& x) { return F::max_pool2d(x[0], {2, 2}, {2, 2}); }, {randn({2, 2, 4, 4})}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return F::avg_pool2d(x[0], {3, 3}, {2, 2}, {1, 1}); }, {randn({1, 2, 5, 5})}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return F::adaptive_avg_pool2d(x[0], {3, 2}); }, {randn({1, 2, 7, 5})}));
+  EXPECT_TRUE(gradcheck(
+      [](auto& x) {
+        return F::max_pool2d(x[0], {2, 2}, {2, 2});
+      },
+      {randn({2, 2, 4, 4})}));
+  EXPECT_TRUE(gradcheck(
+      [](auto& x) {
+        return F::avg_pool2d(x[0], {3, 3}, {2, 2}, {1, 1});
+      },
+      {randn({1, 2, 5, 5})}));
+  EXPECT_TRUE(gradcheck(
+      [](auto& x) {
+        return F::adaptive_avg_pool2d(x[0], {3, 2});
+      },
+      {randn({1, 2, 7, 5})}));
   Tensor target = tensor(std::vector<int64_t>{0, 2, 1}, {3});
   EXPECT_TRUE(gradcheck([&](auto& x) { return F::cross_entropy(x[0], target); }, {randn({3, 4})}));
-  EXPECT_TRUE(gradcheck([](auto& x) { return F::mse_loss(x[0], x[1]); }, {randn({3, 2}), randn({3, 2})}));
+  EXPECT_TRUE(
+      gradcheck([](auto& x) { return F::mse_loss(x[0], x[1]); }, {randn({3, 2}), randn({3, 2})}));
   EXPECT_TRUE(gradcheck([](auto& x) { return F::binary_cross_entropy_with_logits(x[0], x[1]); },
                         {randn({5}), rand({5})}));
   EXPECT_TRUE(gradcheck([](auto& x) { return F::binary_cross_entropy(x[0], x[1]); },

@@ -89,7 +89,8 @@ TEST(Checkpoint, PythonReadsWhatWeftWrites) {
   std::string path = (dir / "w.safetensors").string();
   Tensor a = arange(0, 6, 1).reshape({2, 3}) * 0.5;
   save({{"a", a}, {"n", arange(4)}}, path, {{"k", "v"}});
-  std::string out = run("/usr/bin/python3 " WEFT_SOURCE_DIR "/scripts/check_safetensors.py read " + path);
+  std::string out =
+      run("/usr/bin/python3 " WEFT_SOURCE_DIR "/scripts/check_safetensors.py read " + path);
   EXPECT_EQ(out, "a F32 [2,3] 7.5\nn I64 [4] 6\n__metadata__ k v\n");
   fs::remove_all(dir);
 }
@@ -98,7 +99,8 @@ TEST(Checkpoint, WeftReadsWhatPythonWrites) {
   if (!have_python_torch()) GTEST_SKIP() << "/usr/bin/python3 with torch is not installed";
   auto dir = temp_dir();
   std::string path = (dir / "py.safetensors").string();
-  ASSERT_EQ(run("/usr/bin/python3 " WEFT_SOURCE_DIR "/scripts/check_safetensors.py write " + path), "");
+  ASSERT_EQ(run("/usr/bin/python3 " WEFT_SOURCE_DIR "/scripts/check_safetensors.py write " + path),
+            "");
   std::map<std::string, std::string> meta;
   TensorDict t = load(path, Device::CPU(), &meta);
   auto a = t.at("a").to_vector_float();

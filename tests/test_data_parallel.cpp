@@ -103,10 +103,11 @@ TEST(DataParallel, ConvBatchNormTrainFollowsPyTorchSemantics) {
   EXPECT_TRUE(close(out, ref, 1e-5, "output"));
   out.sum().backward();
   ref.sum().backward();
-  auto ps = src->named_parameters(), p0 = plain->named_parameters(), p1 = second->named_parameters();
+  auto ps = src->named_parameters(), p0 = plain->named_parameters(),
+       p1 = second->named_parameters();
   for (size_t i = 0; i < ps.size(); ++i)
-    EXPECT_TRUE(close(ps[i].second.grad(), p0[i].second.grad() + p1[i].second.grad(), 1e-4,
-                      ps[i].first));
+    EXPECT_TRUE(
+        close(ps[i].second.grad(), p0[i].second.grad() + p1[i].second.grad(), 1e-4, ps[i].first));
   auto bs = src->named_buffers(), b0 = plain->named_buffers();
   for (size_t i = 0; i < bs.size(); ++i)
     EXPECT_TRUE(close(bs[i].second.to(kFloat32), b0[i].second.to(kFloat32), 1e-6, bs[i].first));

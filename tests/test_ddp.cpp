@@ -17,7 +17,8 @@ namespace {
 
 RunResult launch(int nproc, const std::string& worker, const std::string& args, int seconds = 120,
                  const std::string& env = "") {
-  std::string cmd = (env.empty() ? "" : "env " + env + " ") + build_dir() + "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
+  std::string cmd = (env.empty() ? "" : "env " + env + " ") + build_dir() +
+                    "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
                     " --master-port " + std::to_string(free_port()) + " " + build_dir() +
                     "/tests/dist/" + worker + " " + args;
   return run_command(cmd, seconds);
@@ -108,9 +109,8 @@ TEST(SyncBatchNorm, MatchesBatchNormOnConcatenatedBatch) {
     std::string sizes;
     int spatial;
   };
-  for (const Case& c : {Case{2, "2,2", 2}, Case{3, "3,1,2", 2}, Case{4, "2,2,2,2", 1}, Case{3, "4,0,1", 2},
-                        Case{2, "1,3", 0}, Case{2, "2,3", 3}})
-  {
+  for (const Case& c : {Case{2, "2,2", 2}, Case{3, "3,1,2", 2}, Case{4, "2,2,2,2", 1},
+                        Case{3, "4,0,1", 2}, Case{2, "1,3", 0}, Case{2, "2,3", 3}}) {
     auto r = launch(c.n, "sbn_worker", "equiv " + c.sizes + " " + std::to_string(c.spatial));
     EXPECT_EQ(r.code, 0) << c.sizes << " spatial " << c.spatial << "\n" << r.output;
   }

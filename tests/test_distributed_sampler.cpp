@@ -11,10 +11,13 @@ using namespace weft;
 using namespace weft::data;
 
 namespace {
-std::vector<std::vector<int64_t>> shards(size_t n, int world, bool shuffle, bool drop_last, int64_t epoch) {
+std::vector<std::vector<int64_t>> shards(size_t n, int world, bool shuffle, bool drop_last,
+                                         int64_t epoch) {
   std::vector<std::vector<int64_t>> out;
   for (int r = 0; r < world; ++r) {
-    DistributedSampler s(n, {.num_replicas = world, .rank = r, .shuffle = shuffle, .seed = 7, .drop_last = drop_last});
+    DistributedSampler s(
+        n,
+        {.num_replicas = world, .rank = r, .shuffle = shuffle, .seed = 7, .drop_last = drop_last});
     s.set_epoch(epoch);
     out.push_back(s.indices());
     EXPECT_EQ(out.back().size(), s.size());

@@ -24,8 +24,9 @@ std::vector<std::string> names(const std::vector<std::pair<std::string, Tensor>>
 
 TEST(Module, NamesInRegistrationOrder) {
   auto net = make_net();
-  EXPECT_EQ(names(net->named_parameters()),
-            (std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias", "5.weight", "5.bias"}));
+  EXPECT_EQ(
+      names(net->named_parameters()),
+      (std::vector<std::string>{"0.weight", "0.bias", "1.weight", "1.bias", "5.weight", "5.bias"}));
   EXPECT_EQ(names(net->named_buffers()),
             (std::vector<std::string>{"1.running_mean", "1.running_var", "1.num_batches_tracked"}));
   EXPECT_EQ(net->state_dict().keys().size(), 9u);
@@ -52,7 +53,8 @@ TEST(Module, StateDictRoundTripAndErrors) {
     b->load_state_dict(sd);
     FAIL();
   } catch (const Error& e) {
-    EXPECT_NE(std::string(e.what()).find("Missing key(s): \"5.bias\""), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("Missing key(s): \"5.bias\""), std::string::npos)
+        << e.what();
   }
   auto res = b->load_state_dict(sd, /*strict=*/false);
   EXPECT_EQ(res.missing_keys, (std::vector<std::string>{"5.bias"}));
@@ -131,7 +133,8 @@ TEST(Module, DefaultInitialisationBounds) {
   EXPECT_LE(fc->weight.abs().max().item<float>(), bound);
   EXPECT_GT(fc->weight.abs().max().item<float>(), 0.95 * bound);
   // U(-b, b) has variance b^2/3.
-  EXPECT_NEAR((fc->weight * fc->weight).mean().item<float>(), bound * bound / 3, 0.05 * bound * bound);
+  EXPECT_NEAR((fc->weight * fc->weight).mean().item<float>(), bound * bound / 3,
+              0.05 * bound * bound);
   nn::Conv2d conv(8, 16, 3);
   double cb = 1.0 / std::sqrt(8.0 * 9.0);
   EXPECT_LE(conv->weight.abs().max().item<float>(), cb);
@@ -169,8 +172,10 @@ TEST(Module, DropoutScalesAndZeroes) {
   auto v = y.to_vector_float();
   int zeros_count = 0;
   for (float f : v) {
-    if (f == 0) ++zeros_count;
-    else EXPECT_FLOAT_EQ(f, 1.0f / 0.75f);
+    if (f == 0)
+      ++zeros_count;
+    else
+      EXPECT_FLOAT_EQ(f, 1.0f / 0.75f);
   }
   EXPECT_NEAR(zeros_count / 10000.0, 0.25, 0.02);
   d->eval();

@@ -11,7 +11,8 @@ using namespace weft;
 
 TEST(SyncBatchNormLocal, ConvertKeepsStateAndIdentity) {
   manual_seed(0);
-  nn::Sequential model({nn::Conv2d(2, 3, 3), nn::BatchNorm2d(3), nn::ReLU(), nn::Flatten(), nn::Linear(12, 2)});
+  nn::Sequential model(
+      {nn::Conv2d(2, 3, 3), nn::BatchNorm2d(3), nn::ReLU(), nn::Flatten(), nn::Linear(12, 2)});
   model(randn({4, 2, 4, 4}));  // running stats move
   (*model)[1]->eval();
   auto bn = std::dynamic_pointer_cast<nn::BatchNorm2dImpl>((*model)[1]);
@@ -28,7 +29,8 @@ TEST(SyncBatchNormLocal, ConvertKeepsStateAndIdentity) {
   EXPECT_FALSE((*model)[1]->is_training());
   auto after = model->state_dict();
   ASSERT_EQ(before.keys(), after.keys());
-  for (auto& [k, t] : before) EXPECT_TRUE(allclose(t.to(kFloat32), after.at(k).to(kFloat32), 0, 0)) << k;
+  for (auto& [k, t] : before)
+    EXPECT_TRUE(allclose(t.to(kFloat32), after.at(k).to(kFloat32), 0, 0)) << k;
 }
 
 TEST(SyncBatchNormLocal, WithoutProcessGroupIsBatchNorm) {
@@ -42,7 +44,8 @@ TEST(SyncBatchNormLocal, WithoutProcessGroupIsBatchNorm) {
     Tensor x = randn(shape);
     Tensor a = sbn(x), b = ref->forward(x);
     EXPECT_TRUE(allclose(a, b, 0, 0)) << "rank " << shape.size();
-    EXPECT_TRUE(allclose(sbn->running_var, std::dynamic_pointer_cast<nn::BatchNormImplBase>(ref)->running_var, 0, 0));
+    EXPECT_TRUE(allclose(sbn->running_var,
+                         std::dynamic_pointer_cast<nn::BatchNormImplBase>(ref)->running_var, 0, 0));
   }
   nn::SyncBatchNorm sbn(4);
   EXPECT_THROW(sbn(randn({2, 5, 3})), Error);  // wrong number of features

@@ -33,7 +33,7 @@ TEST(Tensor, ViewsShareStorage) {
   EXPECT_EQ(a.unsqueeze(0).squeeze().sizes(), (Shape{3, 4}));
   EXPECT_EQ(a.permute({1, 0}).sizes(), (Shape{4, 3}));
   EXPECT_EQ(a.view({-1}).numel(), 12);
-  EXPECT_THROW(a.t().view({12}), Error);  // not viewable: needs reshape
+  EXPECT_THROW(a.t().view({12}), Error);                       // not viewable: needs reshape
   EXPECT_EQ(a.t().reshape({12}).to_vector_float()[1], -1.0f);  // a[1][0], filled above
   EXPECT_THROW(a.view({5, -1}), Error);
 }

@@ -27,8 +27,9 @@ namespace {
 const char* kData = "/usr/share/datasets/fashion-mnist";
 
 std::string train_cmd(const std::string& dir, int epochs, const std::string& extra = "") {
-  return build_dir() + "/tools/weft-run --nproc-per-node 2 --master-port " + std::to_string(free_port()) +
-         " " + build_dir() + "/tools/weft-train --limit-train 1536 --limit-test 500 --batch-size 32 --epochs " +
+  return build_dir() + "/tools/weft-run --nproc-per-node 2 --master-port " +
+         std::to_string(free_port()) + " " + build_dir() +
+         "/tools/weft-train --limit-train 1536 --limit-test 500 --batch-size 32 --epochs " +
          std::to_string(epochs) + " --checkpoint-dir " + dir + " --no-progress " + extra;
 }
 
@@ -58,13 +59,15 @@ fs::path fresh_dir(const std::string& name) {
 }  // namespace
 
 TEST(WeftTrain, TwoRanksLearn) {
-  if (!fs::exists(kData)) GTEST_SKIP() << kData << " is missing (Debian package dataset-fashion-mnist)";
+  if (!fs::exists(kData))
+    GTEST_SKIP() << kData << " is missing (Debian package dataset-fashion-mnist)";
   auto dir = fresh_dir("learn");
   auto r = run_command(train_cmd(dir.string(), 1), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   auto rows = csv_rows((dir / "metrics.csv").string());
   ASSERT_EQ(rows.size(), 1u) << r.output;
-  double acc = std::stod(rows[0].substr(rows[0].find(',', rows[0].find(',', rows[0].find(',') + 1) + 1) + 1));
+  double acc = std::stod(
+      rows[0].substr(rows[0].find(',', rows[0].find(',', rows[0].find(',') + 1) + 1) + 1));
   EXPECT_GT(acc, 0.5) << "chance is 0.1\n" << r.output;
   // Progress lines report the running loss: it falls during the epoch.
   std::vector<double> losses;
@@ -72,7 +75,8 @@ TEST(WeftTrain, TwoRanksLearn) {
   std::string line;
   while (std::getline(ss, line)) {
     auto p = line.find(" loss ");
-    if (line.find("step ") != std::string::npos && p != std::string::npos) losses.push_back(std::stod(line.substr(p + 6)));
+    if (line.find("step ") != std::string::npos && p != std::string::npos)
+      losses.push_back(std::stod(line.substr(p + 6)));
   }
   ASSERT_GE(losses.size(), 2u) << r.output;
   EXPECT_LT(losses.back(), losses.front()) << r.output;
@@ -82,7 +86,8 @@ TEST(WeftTrain, TwoRanksLearn) {
 }
 
 TEST(WeftTrain, KilledRunResumesExactly) {
-  if (!fs::exists(kData)) GTEST_SKIP() << kData << " is missing (Debian package dataset-fashion-mnist)";
+  if (!fs::exists(kData))
+    GTEST_SKIP() << kData << " is missing (Debian package dataset-fashion-mnist)";
   auto ref_dir = fresh_dir("ref"), dir = fresh_dir("killed");
   auto ref = run_command(train_cmd(ref_dir.string(), 3), 300);
   ASSERT_EQ(ref.code, 0) << ref.output;
@@ -108,7 +113,8 @@ TEST(WeftTrain, KilledRunResumesExactly) {
   auto resumed = run_command(train_cmd(dir.string(), 3, "--resume"), 300);
   ASSERT_EQ(resumed.code, 0) << resumed.output;
   EXPECT_NE(resumed.output.find("resuming after epoch"), std::string::npos) << resumed.output;
-  auto a = csv_rows((ref_dir / "metrics.csv").string()), b = csv_rows((dir / "metrics.csv").string());
+  auto a = csv_rows((ref_dir / "metrics.csv").string()),
+       b = csv_rows((dir / "metrics.csv").string());
   ASSERT_EQ(a.size(), 3u);
   ASSERT_EQ(b.size(), 3u) << resumed.output;
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(metrics_only(a[i]), metrics_only(b[i]));

@@ -72,8 +72,10 @@ T parse_number(const std::string& flag, const std::string& v) {
   try {
     size_t pos = 0;
     T out;
-    if constexpr (std::is_floating_point_v<T>) out = (T)std::stod(v, &pos);
-    else out = (T)std::stoll(v, &pos);
+    if constexpr (std::is_floating_point_v<T>)
+      out = (T)std::stod(v, &pos);
+    else
+      out = (T)std::stoll(v, &pos);
     if (pos != v.size()) throw std::invalid_argument(v);
     return out;
   } catch (const std::exception&) {
@@ -106,34 +108,54 @@ Config parse(int argc, char** argv) {
       if (i + 1 >= argc) bad_option("option " + a + " needs a value");
       v = argv[++i];
     }
-    if (a == "--model") c.model = v;
-    else if (a == "--data") c.data = v;
-    else if (a == "--epochs") c.epochs = parse_number<int>(a, v);
-    else if (a == "--batch-size") c.batch_size = parse_number<int64_t>(a, v);
-    else if (a == "--lr") c.lr = parse_number<double>(a, v), lr_given = true;
-    else if (a == "--optimizer") c.optimizer = v;
-    else if (a == "--weight-decay") c.weight_decay = parse_number<double>(a, v);
-    else if (a == "--scheduler") c.scheduler = v;
-    else if (a == "--seed") c.seed = parse_number<uint64_t>(a, v);
-    else if (a == "--threads") c.threads = parse_number<int>(a, v);
-    else if (a == "--workers") c.workers = parse_number<int>(a, v);
-    else if (a == "--device") c.device = v;
-    else if (a == "--checkpoint-dir") c.checkpoint_dir = v;
-    else if (a == "--metrics") c.metrics = v;
-    else if (a == "--limit-train") c.limit_train = parse_number<int64_t>(a, v);
-    else if (a == "--limit-test") c.limit_test = parse_number<int64_t>(a, v);
-    else bad_option("unknown option " + a);
+    if (a == "--model")
+      c.model = v;
+    else if (a == "--data")
+      c.data = v;
+    else if (a == "--epochs")
+      c.epochs = parse_number<int>(a, v);
+    else if (a == "--batch-size")
+      c.batch_size = parse_number<int64_t>(a, v);
+    else if (a == "--lr")
+      c.lr = parse_number<double>(a, v), lr_given = true;
+    else if (a == "--optimizer")
+      c.optimizer = v;
+    else if (a == "--weight-decay")
+      c.weight_decay = parse_number<double>(a, v);
+    else if (a == "--scheduler")
+      c.scheduler = v;
+    else if (a == "--seed")
+      c.seed = parse_number<uint64_t>(a, v);
+    else if (a == "--threads")
+      c.threads = parse_number<int>(a, v);
+    else if (a == "--workers")
+      c.workers = parse_number<int>(a, v);
+    else if (a == "--device")
+      c.device = v;
+    else if (a == "--checkpoint-dir")
+      c.checkpoint_dir = v;
+    else if (a == "--metrics")
+      c.metrics = v;
+    else if (a == "--limit-train")
+      c.limit_train = parse_number<int64_t>(a, v);
+    else if (a == "--limit-test")
+      c.limit_test = parse_number<int64_t>(a, v);
+    else
+      bad_option("unknown option " + a);
   }
-  if (c.model != "cnn" && c.model != "shufflenet" && c.model != "mlp") bad_option("unknown --model " + c.model);
+  if (c.model != "cnn" && c.model != "shufflenet" && c.model != "mlp")
+    bad_option("unknown --model " + c.model);
   if (c.optimizer != "sgd" && c.optimizer != "adam" && c.optimizer != "adamw")
     bad_option("unknown --optimizer " + c.optimizer);
   if (c.scheduler != "cosine" && c.scheduler != "step" && c.scheduler != "none")
     bad_option("unknown --scheduler " + c.scheduler);
   if (c.device != "cpu")
-    bad_option("--device " + c.device + " is not available: this build of weft has no CUDA backend");
+    bad_option("--device " + c.device +
+               " is not available: this build of weft has no CUDA backend");
   if (c.epochs < 1 || c.batch_size < 1 || c.threads < 1 || c.workers < 0 || c.lr <= 0 ||
       c.limit_train < 0 || c.limit_test < 0 || c.weight_decay < 0)
-    bad_option("epochs, batch size, threads and lr must be positive; limits and workers non-negative");
+    bad_option(
+        "epochs, batch size, threads and lr must be positive; limits and workers non-negative");
   if (!lr_given && c.optimizer != "sgd") c.lr = 1e-3;
   if (c.metrics.empty()) c.metrics = c.checkpoint_dir + "/metrics.csv";
   return c;
@@ -196,8 +218,10 @@ std::optional<Checkpoint> load_latest(const Config& c) {
       Checkpoint ck;
       TensorDict all = load(checkpoint_path(c, e), Device::CPU(), &ck.meta);
       for (auto& [k, t] : all) {
-        if (k.rfind("model.", 0) == 0) ck.model.insert(k.substr(6), t);
-        else if (k.rfind("optim.", 0) == 0) ck.optim.tensors.insert(k.substr(6), t);
+        if (k.rfind("model.", 0) == 0)
+          ck.model.insert(k.substr(6), t);
+        else if (k.rfind("optim.", 0) == 0)
+          ck.optim.tensors.insert(k.substr(6), t);
       }
       for (auto& [k, v] : ck.meta)
         if (k.rfind("optim.", 0) == 0) ck.optim.scalars[k.substr(6)] = v;
@@ -207,7 +231,8 @@ std::optional<Checkpoint> load_latest(const Config& c) {
       return ck;
     } catch (const std::exception& ex) {
       if (dist::get_rank() == 0)
-        std::fprintf(stderr, "weft-train: checkpoint %s is unusable (%s); trying the previous one\n",
+        std::fprintf(stderr,
+                     "weft-train: checkpoint %s is unusable (%s); trying the previous one\n",
                      checkpoint_path(c, e).c_str(), ex.what());
     }
   }
@@ -219,7 +244,10 @@ std::optional<Checkpoint> load_latest(const Config& c) {
 class Progress {
  public:
   Progress(bool enabled, int epoch, int epochs, int64_t steps)
-      : tty_(enabled && isatty(STDOUT_FILENO)), epoch_(epoch), epochs_(epochs), steps_(steps),
+      : tty_(enabled && isatty(STDOUT_FILENO)),
+        epoch_(epoch),
+        epochs_(epochs),
+        steps_(steps),
         t0_(std::chrono::steady_clock::now()) {}
   void update(int64_t step, double running_loss, int64_t images) {
     if (!tty_) {
@@ -305,14 +333,20 @@ int run(const Config& c) {
   }
   std::unique_ptr<optim::Optimizer> opt;
   if (c.optimizer == "sgd")
-    opt = std::make_unique<optim::SGD>(model->parameters(), optim::SGDOptions{.lr = c.lr, .momentum = 0.9, .weight_decay = c.weight_decay});
+    opt = std::make_unique<optim::SGD>(
+        model->parameters(),
+        optim::SGDOptions{.lr = c.lr, .momentum = 0.9, .weight_decay = c.weight_decay});
   else if (c.optimizer == "adam")
-    opt = std::make_unique<optim::Adam>(model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+    opt = std::make_unique<optim::Adam>(
+        model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
   else
-    opt = std::make_unique<optim::AdamW>(model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+    opt = std::make_unique<optim::AdamW>(
+        model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
   std::unique_ptr<optim::LRScheduler> sched;
-  if (c.scheduler == "cosine") sched = std::make_unique<optim::CosineAnnealingLR>(*opt, c.epochs);
-  else if (c.scheduler == "step") sched = std::make_unique<optim::StepLR>(*opt, std::max(1, c.epochs / 3), 0.1);
+  if (c.scheduler == "cosine")
+    sched = std::make_unique<optim::CosineAnnealingLR>(*opt, c.epochs);
+  else if (c.scheduler == "step")
+    sched = std::make_unique<optim::StepLR>(*opt, std::max(1, c.epochs / 3), 0.1);
 
   int start_epoch = 0;
   if (lead) fs::create_directories(c.checkpoint_dir);
@@ -323,18 +357,27 @@ int run(const Config& c) {
       opt->load_state_dict(ck->optim);
       start_epoch = ck->epoch;
       if (sched) sched->set_last_epoch(start_epoch);
-      if (lead) std::printf("resuming after epoch %d from %s\n", start_epoch, c.checkpoint_dir.c_str());
+      if (lead)
+        std::printf("resuming after epoch %d from %s\n", start_epoch, c.checkpoint_dir.c_str());
     } else if (lead) {
       std::printf("no checkpoint in %s: starting from scratch\n", c.checkpoint_dir.c_str());
     }
   }
   if (lead) {
-    std::printf("weft-train: model %s, %lld parameters, %d process%s x batch %lld, %zu training and %zu test images\n",
-                c.model.c_str(), (long long)[&] { int64_t n = 0; for (auto& p : model->parameters()) n += p.numel(); return n; }(),
-                world, world > 1 ? "es" : "", (long long)c.batch_size, train.size(), test.size());
+    std::printf(
+        "weft-train: model %s, %lld parameters, %d process%s x batch %lld, %zu training and %zu "
+        "test images\n",
+        c.model.c_str(),
+        (long long)[&] {
+          int64_t n = 0;
+          for (auto& p : model->parameters()) n += p.numel();
+          return n;
+        }(),
+        world, world > 1 ? "es" : "", (long long)c.batch_size, train.size(), test.size());
     // Keep the rows of the epochs the checkpoint covers (a killed run may have written one
     // more), then append.
-    std::vector<std::string> rows{"epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds"};
+    std::vector<std::string> rows{
+        "epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds"};
     if (start_epoch > 0) {
       std::ifstream in(c.metrics);
       std::string line;
@@ -345,8 +388,13 @@ int run(const Config& c) {
     std::ofstream out(c.metrics, std::ios::trunc);
     for (auto& r : rows) out << r << "\n";
   }
-  data::DistributedSampler sampler(train, {.num_replicas = world, .rank = rank, .shuffle = true, .seed = c.seed, .drop_last = true});
-  data::DataLoader loader(train, {.batch_size = c.batch_size, .sampler = &sampler, .drop_last = true, .num_workers = c.workers});
+  data::DistributedSampler sampler(
+      train,
+      {.num_replicas = world, .rank = rank, .shuffle = true, .seed = c.seed, .drop_last = true});
+  data::DataLoader loader(train, {.batch_size = c.batch_size,
+                                  .sampler = &sampler,
+                                  .drop_last = true,
+                                  .num_workers = c.workers});
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
     sampler.set_epoch(epoch);
     // Dropout draws from a stream fixed by (seed, epoch, rank): a resumed run repeats it.
@@ -374,15 +422,19 @@ int run(const Config& c) {
     double ips = (double)(steps * c.batch_size * world) / secs;
     if (lead) {
       char row[256];
-      std::snprintf(row, sizeof row, "%d,%.6f,%.6f,%.6f,%.1f,%.2f", epoch + 1, train_loss, test_loss, acc, ips, secs);
-      std::printf("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.0f images/s\n",
-                  epoch + 1, c.epochs, train_loss, test_loss, 100 * acc, ips);
+      std::snprintf(row, sizeof row, "%d,%.6f,%.6f,%.6f,%.1f,%.2f", epoch + 1, train_loss,
+                    test_loss, acc, ips, secs);
+      std::printf(
+          "epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.0f images/s\n",
+          epoch + 1, c.epochs, train_loss, test_loss, 100 * acc, ips);
       std::fflush(stdout);
       std::ofstream(c.metrics, std::ios::app) << row << "\n";
       save_checkpoint(c, epoch + 1, *model, *opt, row);
     }
   }
-  if (lead) std::printf("done: metrics in %s, checkpoints in %s\n", c.metrics.c_str(), c.checkpoint_dir.c_str());
+  if (lead)
+    std::printf("done: metrics in %s, checkpoints in %s\n", c.metrics.c_str(),
+                c.checkpoint_dir.c_str());
   if (dist::is_initialized()) dist::destroy_process_group();
   return 0;
 }

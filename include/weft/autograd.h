@@ -6,9 +6,10 @@
 // sees the sum over every path to the leaf), before backward() returns. Thread: when the
 // whole graph is on one device (always so under DDP), the thread that called backward();
 // a graph spanning several devices (DataParallel) runs each device's nodes on a worker of
-// its own, the caller serving the first root's device, and a hook runs on its leaf's. Order: the engine runs ready nodes latest-created first (PyTorch's
-// sequence-number order) and runs a leaf's accumulation as soon as all of its incoming
-// gradients are in, so hooks fire roughly in reverse order of use in the forward pass.
+// its own, the caller serving the first root's device, and a hook runs on its leaf's. Order: the
+// engine runs ready nodes latest-created first (PyTorch's sequence-number order) and runs a leaf's
+// accumulation as soon as all of its incoming gradients are in, so hooks fire roughly in reverse
+// order of use in the forward pass.
 #pragma once
 
 #include <cstdint>

@@ -17,20 +17,27 @@ inline constexpr DType kInt64 = DType::Int64;
 
 inline size_t itemsize(DType t) {
   switch (t) {
-    case DType::Float32: return 4;
-    case DType::Int64: return 8;
+    case DType::Float32:
+      return 4;
+    case DType::Int64:
+      return 8;
     case DType::BFloat16:
-    case DType::Float16: return 2;
+    case DType::Float16:
+      return 2;
   }
   return 0;
 }
 
 inline const char* dtype_name(DType t) {
   switch (t) {
-    case DType::Float32: return "float32";
-    case DType::Int64: return "int64";
-    case DType::BFloat16: return "bfloat16";
-    case DType::Float16: return "float16";
+    case DType::Float32:
+      return "float32";
+    case DType::Int64:
+      return "int64";
+    case DType::BFloat16:
+      return "bfloat16";
+    case DType::Float16:
+      return "float16";
   }
   return "?";
 }

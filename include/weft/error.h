@@ -26,10 +26,11 @@ std::string concat(const Args&... args) {
 
 }  // namespace weft
 
-#define WEFT_CHECK(cond, ...)                                                        \
-  do {                                                                               \
-    if (!(cond)) [[unlikely]]                                                        \
+#define WEFT_CHECK(cond, ...)                                                               \
+  do {                                                                                      \
+    if (!(cond)) [[unlikely]]                                                               \
       ::weft::detail::throw_error(__FILE__, __LINE__, ::weft::detail::concat(__VA_ARGS__)); \
   } while (0)
 
-#define WEFT_ERROR(...) ::weft::detail::throw_error(__FILE__, __LINE__, ::weft::detail::concat(__VA_ARGS__))
+#define WEFT_ERROR(...) \
+  ::weft::detail::throw_error(__FILE__, __LINE__, ::weft::detail::concat(__VA_ARGS__))

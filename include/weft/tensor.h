@@ -164,8 +164,8 @@ class Tensor {
   Tensor& requires_grad_(bool r = true);
   bool is_leaf() const { return !impl_ || !impl_->autograd || !impl_->autograd->grad_fn; }
   const std::shared_ptr<Node>& grad_fn() const;
-  Tensor grad() const;            // undefined Tensor when no gradient yet
-  Tensor& mutable_grad();         // the slot itself, for optimizers and DDP
+  Tensor grad() const;     // undefined Tensor when no gradient yet
+  Tensor& mutable_grad();  // the slot itself, for optimizers and DDP
   void set_grad(const Tensor& g);
   void backward(const Tensor& gradient = Tensor(), bool retain_graph = false) const;
   // Fires after this leaf's .grad has been accumulated in a backward pass (see autograd.h).

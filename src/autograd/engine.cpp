@@ -114,8 +114,10 @@ void add_grad(Pending& p, const Edge& e, Tensor g) {
   if (p.grads.size() < e.fn->num_outputs) p.grads.resize(e.fn->num_outputs);
   Tensor& slot = p.grads[e.input_nr];
   if (!g.defined()) return;
-  if (!slot.defined()) slot = std::move(g);
-  else slot = slot + g;
+  if (!slot.defined())
+    slot = std::move(g);
+  else
+    slot = slot + g;
 }
 
 std::vector<Tensor> run_node(Node& node, std::vector<Tensor>&& in, bool retain_graph) {
@@ -133,7 +135,8 @@ struct ByPriority {
     return a->sequence_nr < b->sequence_nr;
   }
 };
-using ReadyQueue = std::priority_queue<std::shared_ptr<Node>, std::vector<std::shared_ptr<Node>>, ByPriority>;
+using ReadyQueue =
+    std::priority_queue<std::shared_ptr<Node>, std::vector<std::shared_ptr<Node>>, ByPriority>;
 
 // A graph whose nodes live on several devices: one worker per device (the caller serves
 // the first root's), so DataParallel replicas' backward passes run concurrently.
@@ -234,14 +237,14 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
 namespace {
 void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
                bool retain_graph) {
-  WEFT_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ",
-             grads.size(), " gradients");
+  WEFT_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(),
+             " gradients");
   std::unordered_map<Node*, Pending> pending;
   std::vector<std::pair<Edge, Tensor>> seeds;
   for (size_t i = 0; i < roots.size(); ++i) {
     const Tensor& r = roots[i];
-    WEFT_CHECK(r.requires_grad(),
-               "element ", i, " of tensors does not require grad and does not have a grad_fn");
+    WEFT_CHECK(r.requires_grad(), "element ", i,
+               " of tensors does not require grad and does not have a grad_fn");
     Tensor g = grads[i];
     if (!g.defined()) {
       WEFT_CHECK(r.numel() == 1, "grad can be implicitly created only for scalar outputs, got ",

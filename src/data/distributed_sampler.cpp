@@ -27,12 +27,15 @@ DistributedSampler::DistributedSampler(size_t n, DistributedSamplerOptions o)
     if (num_replicas_ < 0) num_replicas_ = world.first;
     if (rank_ < 0) rank_ = world.second;
   }
-  WEFT_CHECK(num_replicas_ >= 1, "DistributedSampler: num_replicas must be >= 1, got ", num_replicas_);
+  WEFT_CHECK(num_replicas_ >= 1, "DistributedSampler: num_replicas must be >= 1, got ",
+             num_replicas_);
   WEFT_CHECK(rank_ >= 0 && rank_ < num_replicas_, "DistributedSampler: invalid rank ", rank_,
              ", rank should be in the interval [0, ", num_replicas_ - 1, "]");
   const size_t R = (size_t)num_replicas_;
-  if (o.drop_last && n_ % R != 0) num_samples_ = n_ >= R ? (n_ - R + R - 1) / R : 0;
-  else num_samples_ = (n_ + R - 1) / R;
+  if (o.drop_last && n_ % R != 0)
+    num_samples_ = n_ >= R ? (n_ - R + R - 1) / R : 0;
+  else
+    num_samples_ = (n_ + R - 1) / R;
   total_size_ = num_samples_ * R;
 }
 
@@ -54,7 +57,8 @@ std::vector<int64_t> DistributedSampler::indices() const {
   }
   std::vector<int64_t> mine;
   mine.reserve(num_samples_);
-  for (size_t i = (size_t)rank_; i < total_size_; i += (size_t)num_replicas_) mine.push_back(all[i]);
+  for (size_t i = (size_t)rank_; i < total_size_; i += (size_t)num_replicas_)
+    mine.push_back(all[i]);
   return mine;
 }
 

@@ -1,12 +1,11 @@
 #include "weft/dist/distributed.h"
 
-#include "weft/data/distributed_sampler.h"
-
 #include <algorithm>
 #include <cstdlib>
 #include <mutex>
 #include <thread>
 
+#include "weft/data/distributed_sampler.h"
 #include "weft/dist/file_store.h"
 #include "weft/dist/process_group_gloo.h"
 #include "weft/dist/process_group_mpi.h"
@@ -165,7 +164,9 @@ void init_process_group(InitOptions o) {
   }
   // DistributedSampler's defaults come from the default group (the data layer does not
   // depend on this one, so it is told).
-  data::set_default_replica_provider([] { return std::pair<int, int>{get_world_size(), get_rank()}; });
+  data::set_default_replica_provider([] {
+    return std::pair<int, int>{get_world_size(), get_rank()};
+  });
 }
 
 namespace {

@@ -24,14 +24,17 @@ void ShuffleUnitImpl::reset() {
       "branch_main",
       std::make_shared<nn::SequentialImpl>(std::initializer_list<std::shared_ptr<nn::Module>>{
           Conv2d(main_in, half, 1, {.bias = false}), BatchNorm2d(half), ReLU(),
-          Conv2d(half, half, 3, {.stride = {stride, stride}, .padding = {1, 1}, .groups = half, .bias = false}),
+          Conv2d(half, half, 3,
+                 {.stride = {stride, stride}, .padding = {1, 1}, .groups = half, .bias = false}),
           BatchNorm2d(half), Conv2d(half, half, 1, {.bias = false}), BatchNorm2d(half), ReLU()}));
   if (stride == 2) {
     branch_proj_ = register_module(
         "branch_proj",
         std::make_shared<nn::SequentialImpl>(std::initializer_list<std::shared_ptr<nn::Module>>{
-            Conv2d(in_channels, in_channels, 3, {.stride = {2, 2}, .padding = {1, 1}, .groups = in_channels, .bias = false}),
-            BatchNorm2d(in_channels), Conv2d(in_channels, half, 1, {.bias = false}), BatchNorm2d(half), ReLU()}));
+            Conv2d(in_channels, in_channels, 3,
+                   {.stride = {2, 2}, .padding = {1, 1}, .groups = in_channels, .bias = false}),
+            BatchNorm2d(in_channels), Conv2d(in_channels, half, 1, {.bias = false}),
+            BatchNorm2d(half), ReLU()}));
   } else {
     branch_proj_ = nullptr;
   }
@@ -52,17 +55,18 @@ Tensor ShuffleUnitImpl::forward(const Tensor& x) {
 }
 
 nn::Sequential shufflenet_small(int64_t num_classes) {
-  return nn::Sequential({Conv2d(1, 24, 3, {.padding = {1, 1}, .bias = false}), BatchNorm2d(24), ReLU(),
-                         ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1), ShuffleUnit(48, 96, 2),
-                         ShuffleUnit(96, 96, 1), Conv2d(96, 192, 1, {.bias = false}), BatchNorm2d(192), ReLU(),
+  return nn::Sequential({Conv2d(1, 24, 3, {.padding = {1, 1}, .bias = false}), BatchNorm2d(24),
+                         ReLU(), ShuffleUnit(24, 48, 2), ShuffleUnit(48, 48, 1),
+                         ShuffleUnit(48, 96, 2), ShuffleUnit(96, 96, 1),
+                         Conv2d(96, 192, 1, {.bias = false}), BatchNorm2d(192), ReLU(),
                          nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(192, num_classes)});
 }
 
 nn::Sequential simple_cnn(int64_t num_classes) {
-  return nn::Sequential({Conv2d(1, 32, 3, {.padding = {1, 1}}), BatchNorm2d(32), ReLU(), nn::MaxPool2d(2),
-                         Conv2d(32, 64, 3, {.padding = {1, 1}}), BatchNorm2d(64), ReLU(), nn::MaxPool2d(2),
-                         nn::Flatten(), nn::Linear(64 * 7 * 7, 128), ReLU(), nn::Dropout(0.25),
-                         nn::Linear(128, num_classes)});
+  return nn::Sequential({Conv2d(1, 32, 3, {.padding = {1, 1}}), BatchNorm2d(32), ReLU(),
+                         nn::MaxPool2d(2), Conv2d(32, 64, 3, {.padding = {1, 1}}), BatchNorm2d(64),
+                         ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(64 * 7 * 7, 128),
+                         ReLU(), nn::Dropout(0.25), nn::Linear(128, num_classes)});
 }
 
 nn::Sequential mlp(int64_t num_classes) {

@@ -18,8 +18,8 @@ std::vector<Tensor> Module::forward_multi(const std::vector<Tensor>& inputs) {
 }
 
 Tensor& Module::register_parameter(const std::string& name, Tensor t, bool requires_grad) {
-  WEFT_CHECK(!name.empty() && name.find('.') == std::string::npos,
-             "parameter name '", name, "' must be non-empty and contain no '.'");
+  WEFT_CHECK(!name.empty() && name.find('.') == std::string::npos, "parameter name '", name,
+             "' must be non-empty and contain no '.'");
   WEFT_CHECK(!buffers_.contains(name) && !children_.contains(name), "attribute '", name,
              "' already exists in ", type_name_);
   if (t.defined() && t.requires_grad() != requires_grad) t.requires_grad_(requires_grad);
@@ -27,8 +27,8 @@ Tensor& Module::register_parameter(const std::string& name, Tensor t, bool requi
 }
 
 Tensor& Module::register_buffer(const std::string& name, Tensor t) {
-  WEFT_CHECK(!name.empty() && name.find('.') == std::string::npos,
-             "buffer name '", name, "' must be non-empty and contain no '.'");
+  WEFT_CHECK(!name.empty() && name.find('.') == std::string::npos, "buffer name '", name,
+             "' must be non-empty and contain no '.'");
   WEFT_CHECK(!params_.contains(name) && !children_.contains(name), "attribute '", name,
              "' already exists in ", type_name_);
   return buffers_.insert_or_assign(name, std::move(t));
@@ -190,13 +190,15 @@ LoadResult Module::load_state_dict(const StateDict& state, bool strict) {
     bool prefixed = !res.unexpected_keys.empty();
     for (auto& k : res.unexpected_keys) prefixed = prefixed && k.rfind("module.", 0) == 0;
     if (prefixed && strip_module_prefix(state).size() == state.size())
-      msg += " The checkpoint's keys carry a 'module.' prefix (saved from DataParallel or "
-             "DistributedDataParallel): load weft::nn::strip_module_prefix(state) instead.";
+      msg +=
+          " The checkpoint's keys carry a 'module.' prefix (saved from DataParallel or "
+          "DistributedDataParallel): load weft::nn::strip_module_prefix(state) instead.";
     bool own_prefixed = !res.missing_keys.empty();
     for (auto& k : res.missing_keys) own_prefixed = own_prefixed && k.rfind("module.", 0) == 0;
     if (own_prefixed)
-      msg += " This model expects a 'module.' prefix (it is a DataParallel/DDP wrapper): load "
-             "weft::nn::add_module_prefix(state), or load into its ->module().";
+      msg +=
+          " This model expects a 'module.' prefix (it is a DataParallel/DDP wrapper): load "
+          "weft::nn::add_module_prefix(state), or load into its ->module().";
     WEFT_ERROR(msg);
   }
   NoGradGuard ng;

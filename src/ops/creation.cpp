@@ -1,8 +1,8 @@
 // Tensor factories, random fills and the intra-op thread setting.
+#include <cblas.h>
 #include <omp.h>
 
 #include <atomic>
-#include <cblas.h>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -53,16 +53,16 @@ Tensor arange(double start, double end, double step, TensorOptions o) {
 }
 
 Tensor tensor(const std::vector<float>& v, const Shape& shape, TensorOptions o) {
-  WEFT_CHECK((int64_t)v.size() == shape_numel(shape), "tensor: ", v.size(),
-             " values for shape ", shape_str(shape));
+  WEFT_CHECK((int64_t)v.size() == shape_numel(shape), "tensor: ", v.size(), " values for shape ",
+             shape_str(shape));
   Tensor t = make_empty(shape, kFloat32, o.device);
   if (!v.empty()) std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(float));
   return finish(o.dtype == kFloat32 ? t : t.to(o.dtype), o);
 }
 
 Tensor tensor(const std::vector<int64_t>& v, const Shape& shape) {
-  WEFT_CHECK((int64_t)v.size() == shape_numel(shape), "tensor: ", v.size(),
-             " values for shape ", shape_str(shape));
+  WEFT_CHECK((int64_t)v.size() == shape_numel(shape), "tensor: ", v.size(), " values for shape ",
+             shape_str(shape));
   Tensor t = make_empty(shape, kInt64);
   if (!v.empty()) std::memcpy(t.raw_data(), v.data(), v.size() * sizeof(int64_t));
   return t;
@@ -75,7 +75,8 @@ Tensor from_blob(const void* data, const Shape& shape, DType dtype) {
 }
 
 Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
-  WEFT_CHECK(t.dtype() == kFloat32 && t.is_contiguous(), "uniform_ needs a contiguous float32 tensor, got ", t.str());
+  WEFT_CHECK(t.dtype() == kFloat32 && t.is_contiguous(),
+             "uniform_ needs a contiguous float32 tensor, got ", t.str());
   Generator& g = gen_or_default(gen);
   std::lock_guard<std::mutex> lock(g.mutex());
   float* p = t.data_ptr<float>();
@@ -85,7 +86,8 @@ Tensor& uniform_(Tensor& t, double low, double high, Generator* gen) {
 }
 
 Tensor& normal_(Tensor& t, double mean, double std, Generator* gen) {
-  WEFT_CHECK(t.dtype() == kFloat32 && t.is_contiguous(), "normal_ needs a contiguous float32 tensor, got ", t.str());
+  WEFT_CHECK(t.dtype() == kFloat32 && t.is_contiguous(),
+             "normal_ needs a contiguous float32 tensor, got ", t.str());
   Generator& g = gen_or_default(gen);
   std::lock_guard<std::mutex> lock(g.mutex());
   float* p = t.data_ptr<float>();

@@ -122,10 +122,10 @@ Tensor arith(const Tensor& a0, const Tensor& b0, const char* op, F f) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
-  Tensor out = alpha == 1.0 ? arith(a, b, "add", [](auto x, auto y) { return x + y; })
-                            : arith(a, b, "add", [alpha](auto x, auto y) {
-                                return x + (decltype(x))(alpha * y);
-                              });
+  Tensor out =
+      alpha == 1.0
+          ? arith(a, b, "add", [](auto x, auto y) { return x + y; })
+          : arith(a, b, "add", [alpha](auto x, auto y) { return x + (decltype(x))(alpha * y); });
   Shape sa = a.sizes(), sb = b.sizes();
   autograd::record("AddBackward", {&a, &b}, out, [sa, sb, alpha](std::vector<Tensor>& g) {
     return std::vector<Tensor>{sum_to(g[0], sa), sum_to(alpha == 1.0 ? g[0] : g[0] * alpha, sb)};
@@ -192,69 +192,83 @@ Tensor unary_op(const Tensor& a, const char* name, F f, D dfn) {
 }  // namespace
 
 Tensor operator+(const Tensor& a, double b) {
-  return unary_op(a, "AddScalarBackward", [b](float x) { return x + (float)b; },
-                  [](float g, float, float) { return g; });
+  return unary_op(
+      a, "AddScalarBackward", [b](float x) { return x + (float)b; },
+      [](float g, float, float) { return g; });
 }
 Tensor operator-(const Tensor& a, double b) { return a + (-b); }
 Tensor operator*(const Tensor& a, double b) {
-  return unary_op(a, "MulScalarBackward", [b](float x) { return x * (float)b; },
-                  [b](float g, float, float) { return g * (float)b; });
+  return unary_op(
+      a, "MulScalarBackward", [b](float x) { return x * (float)b; },
+      [b](float g, float, float) { return g * (float)b; });
 }
 Tensor operator/(const Tensor& a, double b) {
-  return unary_op(a, "DivScalarBackward", [b](float x) { return x / (float)b; },
-                  [b](float g, float, float) { return g / (float)b; });
+  return unary_op(
+      a, "DivScalarBackward", [b](float x) { return x / (float)b; },
+      [b](float g, float, float) { return g / (float)b; });
 }
 Tensor operator-(double a, const Tensor& b) {
-  return unary_op(b, "RsubBackward", [a](float x) { return (float)a - x; },
-                  [](float g, float, float) { return -g; });
+  return unary_op(
+      b, "RsubBackward", [a](float x) { return (float)a - x; },
+      [](float g, float, float) { return -g; });
 }
 Tensor operator/(double a, const Tensor& b) {
-  return unary_op(b, "RdivBackward", [a](float x) { return (float)a / x; },
-                  [](float g, float x, float y) { return -g * y / x; });
+  return unary_op(
+      b, "RdivBackward", [a](float x) { return (float)a / x; },
+      [](float g, float x, float y) { return -g * y / x; });
 }
 
 Tensor Tensor::operator-() const {
-  return unary_op(*this, "NegBackward", [](float x) { return -x; },
-                  [](float g, float, float) { return -g; });
+  return unary_op(
+      *this, "NegBackward", [](float x) { return -x; }, [](float g, float, float) { return -g; });
 }
 Tensor Tensor::exp() const {
-  return unary_op(*this, "ExpBackward", [](float x) { return std::exp(x); },
-                  [](float g, float, float y) { return g * y; });
+  return unary_op(
+      *this, "ExpBackward", [](float x) { return std::exp(x); },
+      [](float g, float, float y) { return g * y; });
 }
 Tensor Tensor::log() const {
-  return unary_op(*this, "LogBackward", [](float x) { return std::log(x); },
-                  [](float g, float x, float) { return g / x; });
+  return unary_op(
+      *this, "LogBackward", [](float x) { return std::log(x); },
+      [](float g, float x, float) { return g / x; });
 }
 Tensor Tensor::sqrt() const {
-  return unary_op(*this, "SqrtBackward", [](float x) { return std::sqrt(x); },
-                  [](float g, float, float y) { return g / (2.0f * y); });
+  return unary_op(
+      *this, "SqrtBackward", [](float x) { return std::sqrt(x); },
+      [](float g, float, float y) { return g / (2.0f * y); });
 }
 Tensor Tensor::abs() const {
-  return unary_op(*this, "AbsBackward", [](float x) { return std::fabs(x); },
-                  [](float g, float x, float) { return x > 0 ? g : (x < 0 ? -g : 0.0f); });
+  return unary_op(
+      *this, "AbsBackward", [](float x) { return std::fabs(x); },
+      [](float g, float x, float) { return x > 0 ? g : (x < 0 ? -g : 0.0f); });
 }
 Tensor Tensor::pow(double e) const {
-  return unary_op(*this, "PowBackward", [e](float x) { return (float)std::pow((double)x, e); },
-                  [e](float g, float x, float) {
-                    return e == 0 ? 0.0f : (float)(g * e * std::pow((double)x, e - 1));
-                  });
+  return unary_op(
+      *this, "PowBackward", [e](float x) { return (float)std::pow((double)x, e); },
+      [e](float g, float x, float) {
+        return e == 0 ? 0.0f : (float)(g * e * std::pow((double)x, e - 1));
+      });
 }
 Tensor Tensor::relu() const {
-  return unary_op(*this, "ReluBackward", [](float x) { return x > 0 ? x : 0.0f; },
-                  [](float g, float, float y) { return y > 0 ? g : 0.0f; });
+  return unary_op(
+      *this, "ReluBackward", [](float x) { return x > 0 ? x : 0.0f; },
+      [](float g, float, float y) { return y > 0 ? g : 0.0f; });
 }
 Tensor Tensor::sigmoid() const {
-  return unary_op(*this, "SigmoidBackward", [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
-                  [](float g, float, float y) { return g * y * (1.0f - y); });
+  return unary_op(
+      *this, "SigmoidBackward", [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
+      [](float g, float, float y) { return g * y * (1.0f - y); });
 }
 Tensor Tensor::tanh() const {
-  return unary_op(*this, "TanhBackward", [](float x) { return std::tanh(x); },
-                  [](float g, float, float y) { return g * (1.0f - y * y); });
+  return unary_op(
+      *this, "TanhBackward", [](float x) { return std::tanh(x); },
+      [](float g, float, float y) { return g * (1.0f - y * y); });
 }
 Tensor Tensor::clamp(std::optional<double> mn, std::optional<double> mx) const {
   float lo = mn ? (float)*mn : -INFINITY, hi = mx ? (float)*mx : INFINITY;
-  return unary_op(*this, "ClampBackward", [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
-                  [lo, hi](float g, float x, float) { return x >= lo && x <= hi ? g : 0.0f; });
+  return unary_op(
+      *this, "ClampBackward", [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
+      [lo, hi](float g, float x, float) { return x >= lo && x <= hi ? g : 0.0f; });
 }
 
 Tensor Tensor::eq(const Tensor& other) const {
@@ -288,20 +302,22 @@ void inplace_binary(Tensor& self, const Tensor& other, F f) {
     });
     return;
   }
-  cpu::for_each_run<2>(self.sizes(), {&self.strides(), &o.strides()},
-                       {self.storage_offset(), o.storage_offset()},
-                       [&](std::array<int64_t, 2> off, int64_t m, std::array<int64_t, 2> st) {
-                         for (int64_t i = 0; i < m; ++i)
-                           ps[off[0] + i * st[0]] = f(ps[off[0] + i * st[0]], po[off[1] + i * st[1]]);
-                       });
+  cpu::for_each_run<2>(
+      self.sizes(), {&self.strides(), &o.strides()}, {self.storage_offset(), o.storage_offset()},
+      [&](std::array<int64_t, 2> off, int64_t m, std::array<int64_t, 2> st) {
+        for (int64_t i = 0; i < m; ++i)
+          ps[off[0] + i * st[0]] = f(ps[off[0] + i * st[0]], po[off[1] + i * st[1]]);
+      });
 }
 }  // namespace
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace(*this, "add_");
   float a = (float)alpha;
-  if (alpha == 1.0) inplace_binary(*this, other, [](float x, float y) { return x + y; });
-  else inplace_binary(*this, other, [a](float x, float y) { return x + a * y; });
+  if (alpha == 1.0)
+    inplace_binary(*this, other, [](float x, float y) { return x + y; });
+  else
+    inplace_binary(*this, other, [a](float x, float y) { return x + a * y; });
   return *this;
 }
 

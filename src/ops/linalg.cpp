@@ -70,8 +70,10 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
                      [sa, sb, ga, gb, trans_a, trans_b](std::vector<Tensor>& g) {
                        Tensor da, db;
                        // out = A' B' with A' = op(a), B' = op(b): dA' = g B'^T, dB' = A'^T g.
-                       if (ga) da = trans_a ? mm(sb, g[0], trans_b, true) : mm(g[0], sb, false, !trans_b);
-                       if (gb) db = trans_b ? mm(g[0], sa, true, trans_a) : mm(sa, g[0], !trans_a, false);
+                       if (ga)
+                         da = trans_a ? mm(sb, g[0], trans_b, true) : mm(g[0], sb, false, !trans_b);
+                       if (gb)
+                         db = trans_b ? mm(g[0], sa, true, trans_a) : mm(sa, g[0], !trans_a, false);
                        return std::vector<Tensor>{da, db};
                      });
   }
@@ -113,7 +115,8 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   if (autograd::any_requires_grad({&a3, &b3})) {
     Tensor sa = a3.detach(), sb = b3.detach();
     autograd::record("BmmBackward", {&a3, &b3}, out, [sa, sb](std::vector<Tensor>& g) {
-      return std::vector<Tensor>{matmul(g[0], sb.transpose(1, 2)), matmul(sa.transpose(1, 2), g[0])};
+      return std::vector<Tensor>{matmul(g[0], sb.transpose(1, 2)),
+                                 matmul(sa.transpose(1, 2), g[0])};
     });
   }
   Shape out_shape = batch;

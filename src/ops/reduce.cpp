@@ -27,8 +27,10 @@ std::vector<bool> reduce_mask(const std::vector<int64_t>& dims, int64_t ndim) {
 Shape reduced_shape(const Shape& s, const std::vector<bool>& mask, bool keepdim) {
   Shape out;
   for (size_t i = 0; i < s.size(); ++i) {
-    if (!mask[i]) out.push_back(s[i]);
-    else if (keepdim) out.push_back(1);
+    if (!mask[i])
+      out.push_back(s[i]);
+    else if (keepdim)
+      out.push_back(1);
   }
   return out;
 }
@@ -57,7 +59,8 @@ Tensor sum_kernel(const Tensor& x, const std::vector<bool>& mask) {
                            const float* __restrict v = px + o[1];
                            for (int64_t i = 0; i < n; ++i) a[i] += v[i];
                          } else {
-                           for (int64_t i = 0; i < n; ++i) pa[o[0] + i * st[0]] += px[o[1] + i * st[1]];
+                           for (int64_t i = 0; i < n; ++i)
+                             pa[o[0] + i * st[0]] += px[o[1] + i * st[1]];
                          }
                        });
   Tensor out = make_empty(keep, kFloat32, x.device());
@@ -145,21 +148,22 @@ std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
   idx = idx.view(out_shape);
   Shape in_shape = sizes();
   Tensor saved_idx = idx;
-  autograd::record("MaxBackward", {this}, vals, [in_shape, keep, d, n, saved_idx](std::vector<Tensor>& g) {
-    Tensor gx = zeros(in_shape);
-    Tensor gc = g[0].contiguous();
-    const float* pg = gc.data_ptr<float>();
-    const int64_t* pi = saved_idx.data_ptr<int64_t>();
-    float* po = gx.data_ptr<float>();
-    // Element r of the reduced output sits at (outer, inner) around dim d.
-    int64_t inner = 1;
-    for (size_t i = d + 1; i < keep.size(); ++i) inner *= keep[i];
-    for (int64_t r = 0; r < gc.numel(); ++r) {
-      int64_t outer = r / inner, in = r % inner;
-      po[(outer * n + pi[r]) * inner + in] += pg[r];
-    }
-    return std::vector<Tensor>{gx};
-  });
+  autograd::record("MaxBackward", {this}, vals,
+                   [in_shape, keep, d, n, saved_idx](std::vector<Tensor>& g) {
+                     Tensor gx = zeros(in_shape);
+                     Tensor gc = g[0].contiguous();
+                     const float* pg = gc.data_ptr<float>();
+                     const int64_t* pi = saved_idx.data_ptr<int64_t>();
+                     float* po = gx.data_ptr<float>();
+                     // Element r of the reduced output sits at (outer, inner) around dim d.
+                     int64_t inner = 1;
+                     for (size_t i = d + 1; i < keep.size(); ++i) inner *= keep[i];
+                     for (int64_t r = 0; r < gc.numel(); ++r) {
+                       int64_t outer = r / inner, in = r % inner;
+                       po[(outer * n + pi[r]) * inner + in] += pg[r];
+                     }
+                     return std::vector<Tensor>{gx};
+                   });
   return {vals, idx};
 }
 

@@ -21,8 +21,7 @@ Tensor cat(const std::vector<Tensor>& ts, int64_t dim) {
                first.dim());
     for (int64_t d = 0; d < t.dim(); ++d)
       WEFT_CHECK(d == dim || t.size(d) == shape[d], "cat: sizes must match except in dim ", dim,
-                 "; tensor ", i, " is ", shape_str(t.sizes()), ", tensor 0 is ",
-                 shape_str(shape));
+                 "; tensor ", i, " is ", shape_str(t.sizes()), ", tensor 0 is ", shape_str(shape));
     total += t.size(dim);
   }
   shape[dim] = total;

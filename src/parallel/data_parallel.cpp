@@ -17,11 +17,15 @@ DataParallelImpl::DataParallelImpl(std::shared_ptr<Module> module, DataParallelO
                  options_.device_ids[i], " is listed twice in device_ids");
   const Device src = options_.device_ids[0];
   for (const auto& [name, t] : module_->named_parameters())
-    WEFT_CHECK(t.device() == src, "DataParallel: module must have its parameters and buffers on "
-               "device_ids[0] (", src, ") but found parameter ", name, " on ", t.device());
+    WEFT_CHECK(t.device() == src,
+               "DataParallel: module must have its parameters and buffers on "
+               "device_ids[0] (",
+               src, ") but found parameter ", name, " on ", t.device());
   for (const auto& [name, t] : module_->named_buffers())
-    WEFT_CHECK(t.device() == src, "DataParallel: module must have its parameters and buffers on "
-               "device_ids[0] (", src, ") but found buffer ", name, " on ", t.device());
+    WEFT_CHECK(t.device() == src,
+               "DataParallel: module must have its parameters and buffers on "
+               "device_ids[0] (",
+               src, ") but found buffer ", name, " on ", t.device());
   register_module("module", module_);
 }
 

@@ -8,10 +8,10 @@
 
 namespace weft::nn::parallel {
 
-std::vector<std::vector<Tensor>> parallel_apply(const std::vector<std::shared_ptr<Module>>& replicas,
-                                                const std::vector<std::vector<Tensor>>& inputs,
-                                                const std::vector<Device>& devices,
-                                                int threads_per_replica) {
+std::vector<std::vector<Tensor>> parallel_apply(
+    const std::vector<std::shared_ptr<Module>>& replicas,
+    const std::vector<std::vector<Tensor>>& inputs, const std::vector<Device>& devices,
+    int threads_per_replica) {
   const size_t n = inputs.size();
   WEFT_CHECK(replicas.size() >= n && devices.size() >= n, "parallel_apply: ", n, " inputs but ",
              replicas.size(), " replicas and ", devices.size(), " devices");

@@ -41,15 +41,16 @@ std::vector<std::shared_ptr<Module>> Replicator::replicate(const std::shared_ptr
   // source's device and hand the sum to the parameter's accumulator.
   std::vector<std::shared_ptr<FunctionNode>> nodes;
   for (const Tensor& p : src_params) {
-    auto node = std::make_shared<FunctionNode>("BroadcastBackward", [src_device](std::vector<Tensor>& g) {
-      Tensor sum;
-      for (Tensor& gi : g) {
-        if (!gi.defined()) continue;
-        Tensor moved = gi.to(src_device);
-        sum = sum.defined() ? sum + moved : moved;
-      }
-      return std::vector<Tensor>{sum};
-    });
+    auto node =
+        std::make_shared<FunctionNode>("BroadcastBackward", [src_device](std::vector<Tensor>& g) {
+          Tensor sum;
+          for (Tensor& gi : g) {
+            if (!gi.defined()) continue;
+            Tensor moved = gi.to(src_device);
+            sum = sum.defined() ? sum + moved : moved;
+          }
+          return std::vector<Tensor>{sum};
+        });
     node->device = src_device;
     node->num_outputs = (uint32_t)devices.size();
     node->next_edges.push_back(autograd::gradient_edge(p));
@@ -65,14 +66,18 @@ std::vector<std::shared_ptr<Module>> Replicator::replicate(const std::shared_ptr
     for (size_t j = 0; j < params.size(); ++j) {
       Tensor& r = params[j];
       r.impl()->autograd.reset();  // forget last iteration's edge and grad
-      if (devices[i] == src_params[j].device()) share_storage(r, src_params[j]);
-      else r.copy_(src_params[j]);
+      if (devices[i] == src_params[j].device())
+        share_storage(r, src_params[j]);
+      else
+        r.copy_(src_params[j]);
       if (wire && src_params[j].requires_grad())
         autograd::set_gradient_edge(r, {nodes[j], (uint32_t)i});
     }
     for (size_t j = 0; j < buffers.size(); ++j) {
-      if (devices[i] == src_buffers[j].device()) share_storage(buffers[j], src_buffers[j]);
-      else buffers[j].copy_(src_buffers[j]);
+      if (devices[i] == src_buffers[j].device())
+        share_storage(buffers[j], src_buffers[j]);
+      else
+        buffers[j].copy_(src_buffers[j]);
     }
     out[i]->train(source->is_training());
   }

@@ -31,8 +31,10 @@ Tensor gather(const std::vector<Tensor>& outputs, Device target, int64_t dim) {
   WEFT_CHECK(!outputs.empty(), "gather: no outputs given");
   std::vector<Tensor> moved;
   for (const Tensor& o : outputs) {
-    WEFT_CHECK(o.dim() > 0, "gather: outputs must have at least 1 dim (got a scalar); "
-               "DataParallel gathers along dim ", dim);
+    WEFT_CHECK(o.dim() > 0,
+               "gather: outputs must have at least 1 dim (got a scalar); "
+               "DataParallel gathers along dim ",
+               dim);
     moved.push_back(o.to(target));
   }
   return moved.size() == 1 ? moved[0] : cat(moved, dim);

@@ -12,10 +12,14 @@ namespace {
 
 const char* st_dtype(DType t) {
   switch (t) {
-    case DType::Float32: return "F32";
-    case DType::Int64: return "I64";
-    case DType::BFloat16: return "BF16";
-    case DType::Float16: return "F16";
+    case DType::Float32:
+      return "F32";
+    case DType::Int64:
+      return "I64";
+    case DType::BFloat16:
+      return "BF16";
+    case DType::Float16:
+      return "F16";
   }
   return "?";
 }
@@ -33,7 +37,8 @@ Tensor from_view(const serialize::TensorView& v) {
   const std::string& d = v.dtype;
   if (d == "F32") return from_blob(v.data, shape, kFloat32);
   if (d == "I64") return from_blob(v.data, shape, kInt64);
-  if (d == "BF16" || d == "F16") return from_blob(v.data, shape, d == "BF16" ? DType::BFloat16 : DType::Float16);
+  if (d == "BF16" || d == "F16")
+    return from_blob(v.data, shape, d == "BF16" ? DType::BFloat16 : DType::Float16);
   if (d == "F64") {
     Tensor t = make_empty(shape, kFloat32);
     float* o = t.data_ptr<float>();
@@ -44,13 +49,20 @@ Tensor from_view(const serialize::TensorView& v) {
   int64_t* o = t.data_ptr<int64_t>();
   for (int64_t i = 0; i < n; ++i) {
     const uint8_t* p = v.data + i * serialize::dtype_itemsize(d);
-    if (d == "I32") o[i] = read_le<int32_t>(p);
-    else if (d == "U32") o[i] = read_le<uint32_t>(p);
-    else if (d == "I16") o[i] = read_le<int16_t>(p);
-    else if (d == "U16") o[i] = read_le<uint16_t>(p);
-    else if (d == "I8") o[i] = read_le<int8_t>(p);
-    else if (d == "U8" || d == "BOOL") o[i] = p[0];
-    else WEFT_ERROR("tensor '", v.name, "' has dtype ", d, ", which weft cannot load");
+    if (d == "I32")
+      o[i] = read_le<int32_t>(p);
+    else if (d == "U32")
+      o[i] = read_le<uint32_t>(p);
+    else if (d == "I16")
+      o[i] = read_le<int16_t>(p);
+    else if (d == "U16")
+      o[i] = read_le<uint16_t>(p);
+    else if (d == "I8")
+      o[i] = read_le<int8_t>(p);
+    else if (d == "U8" || d == "BOOL")
+      o[i] = p[0];
+    else
+      WEFT_ERROR("tensor '", v.name, "' has dtype ", d, ", which weft cannot load");
   }
   return t;
 }
@@ -73,17 +85,19 @@ void save(const TensorDict& tensors, const std::string& path,
     WEFT_CHECK(t.defined(), "save: tensor '", name, "' is undefined");
     Tensor c = t.detach().to(Device::CPU()).contiguous();
     keep.push_back(c);
-    views.push_back({name, st_dtype(c.dtype()), c.sizes(), static_cast<const uint8_t*>(c.raw_data()),
-                     c.nbytes()});
+    views.push_back({name, st_dtype(c.dtype()), c.sizes(),
+                     static_cast<const uint8_t*>(c.raw_data()), c.nbytes()});
   }
   serialize::write_safetensors(path, views, metadata);
 }
 
-TensorDict load(const std::string& path, Device device, std::map<std::string, std::string>* metadata) {
+TensorDict load(const std::string& path, Device device,
+                std::map<std::string, std::string>* metadata) {
   return to_dict(serialize::SafetensorsFile::read(path), device, metadata);
 }
 
-TensorDict load_from_bytes(std::vector<uint8_t> bytes, std::map<std::string, std::string>* metadata) {
+TensorDict load_from_bytes(std::vector<uint8_t> bytes,
+                           std::map<std::string, std::string>* metadata) {
   return to_dict(serialize::SafetensorsFile::parse(std::move(bytes)), Device::CPU(), metadata);
 }
 

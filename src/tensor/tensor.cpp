@@ -106,9 +106,13 @@ void* Tensor::raw_data() const {
 template <typename T>
 static constexpr DType dtype_of();
 template <>
-constexpr DType dtype_of<float>() { return DType::Float32; }
+constexpr DType dtype_of<float>() {
+  return DType::Float32;
+}
 template <>
-constexpr DType dtype_of<int64_t>() { return DType::Int64; }
+constexpr DType dtype_of<int64_t>() {
+  return DType::Int64;
+}
 
 template <typename T>
 T* Tensor::data_ptr() const {
@@ -149,9 +153,8 @@ namespace {
 Tensor view_result(const Tensor& self, Tensor out, const char* name,
                    std::function<Tensor(const Tensor&)> fn) {
   if (autograd::any_requires_grad({&self})) {
-    autograd::record(name, {&self}, out, [fn](std::vector<Tensor>& g) {
-      return std::vector<Tensor>{fn(g[0])};
-    });
+    autograd::record(name, {&self}, out,
+                     [fn](std::vector<Tensor>& g) { return std::vector<Tensor>{fn(g[0])}; });
   }
   return out;
 }
@@ -355,8 +358,8 @@ std::vector<Tensor> Tensor::split_with_sizes(const std::vector<int64_t>& parts, 
   d = wrap_dim(d, dim());
   int64_t total = 0;
   for (int64_t p : parts) total += p;
-  WEFT_CHECK(total == sizes()[d], "split_with_sizes: sizes sum to ", total, " but dim ", d,
-             " of ", str(), " has ", sizes()[d]);
+  WEFT_CHECK(total == sizes()[d], "split_with_sizes: sizes sum to ", total, " but dim ", d, " of ",
+             str(), " has ", sizes()[d]);
   std::vector<Tensor> out;
   int64_t start = 0;
   for (int64_t p : parts) {
@@ -411,11 +414,16 @@ Tensor& Tensor::copy_(const Tensor& src) {
              "a leaf tensor that requires grad is used in an in-place copy_; use NoGradGuard");
   Tensor s = src.sizes() == sizes() ? src : src.expand(sizes());
   DType dt = dtype(), st = s.dtype();
-  if (dt == kFloat32 && st == kFloat32) copy_kernel<float, float>(*this, s);
-  else if (dt == kFloat32 && st == kInt64) copy_kernel<float, int64_t>(*this, s);
-  else if (dt == kInt64 && st == kFloat32) copy_kernel<int64_t, float>(*this, s);
-  else if (dt == kInt64 && st == kInt64) copy_kernel<int64_t, int64_t>(*this, s);
-  else WEFT_ERROR("copy_: unsupported dtypes ", dt, " <- ", st);
+  if (dt == kFloat32 && st == kFloat32)
+    copy_kernel<float, float>(*this, s);
+  else if (dt == kFloat32 && st == kInt64)
+    copy_kernel<float, int64_t>(*this, s);
+  else if (dt == kInt64 && st == kFloat32)
+    copy_kernel<int64_t, float>(*this, s);
+  else if (dt == kInt64 && st == kInt64)
+    copy_kernel<int64_t, int64_t>(*this, s);
+  else
+    WEFT_ERROR("copy_: unsupported dtypes ", dt, " <- ", st);
   return *this;
 }
 
@@ -430,9 +438,12 @@ Tensor& Tensor::fill_(double value) {
                            for (int64_t i = 0; i < n; ++i) d[o[0] + i * st[0]] = v;
                          });
   };
-  if (dtype() == kFloat32) run((float)value);
-  else if (dtype() == kInt64) run((int64_t)value);
-  else WEFT_ERROR("fill_: unsupported dtype ", dtype());
+  if (dtype() == kFloat32)
+    run((float)value);
+  else if (dtype() == kInt64)
+    run((int64_t)value);
+  else
+    WEFT_ERROR("fill_: unsupported dtype ", dtype());
   return *this;
 }
 
@@ -455,9 +466,7 @@ Tensor Tensor::clone() const {
   return view_result(*this, out, "CloneBackward", [](const Tensor& g) { return g; });
 }
 
-Tensor Tensor::detach() const {
-  return make_view(*this, sizes(), strides(), storage_offset());
-}
+Tensor Tensor::detach() const { return make_view(*this, sizes(), strides(), storage_offset()); }
 
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
@@ -475,7 +484,8 @@ Tensor Tensor::to(Device d) const {
     out.copy_(*this);
   }
   Device from = device();
-  return view_result(*this, out, "ToDeviceBackward", [from](const Tensor& g) { return g.to(from); });
+  return view_result(*this, out, "ToDeviceBackward",
+                     [from](const Tensor& g) { return g.to(from); });
 }
 
 // ---------------- autograd accessors ----------------
@@ -539,8 +549,10 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   const bool is_float = c.dtype() == kFloat32;
   auto elem = [&](int64_t i) {
     std::ostringstream e;
-    if (is_float) e << std::setprecision(4) << std::fixed << c.data_ptr<float>()[i];
-    else e << c.data_ptr<int64_t>()[i];
+    if (is_float)
+      e << std::setprecision(4) << std::fixed << c.data_ptr<float>()[i];
+    else
+      e << c.data_ptr<int64_t>()[i];
     return e.str();
   };
   const Shape& sz = c.sizes();
@@ -568,7 +580,8 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   rec(0, 0, 7);
   if (t.dtype() != kFloat32) os << ", dtype=" << t.dtype();
   if (t.device() != Device::CPU()) os << ", device=" << t.device();
-  if (t.requires_grad()) os << (t.is_leaf() ? ", requires_grad=True" : ", grad_fn=<" + t.grad_fn()->name() + ">");
+  if (t.requires_grad())
+    os << (t.is_leaf() ? ", requires_grad=True" : ", grad_fn=<" + t.grad_fn()->name() + ">");
   return os << ")";
 }
 

@@ -19,7 +19,8 @@ namespace {
 int g_rank = 0, g_world = 1;
 
 nn::Sequential make_mlp() {
-  return nn::Sequential({nn::Linear(8, 16), nn::ReLU(), nn::Linear(16, 16), nn::Tanh(), nn::Linear(16, 4)});
+  return nn::Sequential(
+      {nn::Linear(8, 16), nn::ReLU(), nn::Linear(16, 16), nn::Tanh(), nn::Linear(16, 4)});
 }
 
 // The global batch of step t, identical on every rank; rank r trains on rows [r*B, (r+1)*B).
@@ -38,7 +39,8 @@ std::unique_ptr<optim::Optimizer> make_opt(const std::string& kind, std::vector<
 double max_diff(nn::Module& a, nn::Module& b) {
   auto pa = a.parameters(), pb = b.parameters();
   double worst = 0;
-  for (size_t i = 0; i < pa.size(); ++i) worst = std::max(worst, max_rel_diff(pa[i], pb[i], 1e-5, 1e-6));
+  for (size_t i = 0; i < pa.size(); ++i)
+    worst = std::max(worst, max_rel_diff(pa[i], pb[i], 1e-5, 1e-6));
   return worst;
 }
 
@@ -46,7 +48,8 @@ double max_diff(nn::Module& a, nn::Module& b) {
 int equivalence(const std::string& opt_kind, double bucket_mb, bool as_view, bool fp16_hook) {
   manual_seed(100 + g_rank);  // different init per rank: DDP must broadcast rank 0's
   auto model = make_mlp();
-  nn::DistributedDataParallel ddp(model.ptr(), {.bucket_cap_mb = bucket_mb, .gradient_as_bucket_view = as_view});
+  nn::DistributedDataParallel ddp(model.ptr(),
+                                  {.bucket_cap_mb = bucket_mb, .gradient_as_bucket_view = as_view});
   if (fp16_hook) ddp->register_comm_hook(dist::fp16_compress_hook());
   auto reference = std::dynamic_pointer_cast<nn::SequentialImpl>(model->clone());
   auto opt = make_opt(opt_kind, ddp->parameters());
@@ -88,7 +91,8 @@ int no_sync() {
   }
   auto a = model->parameters(), b = reference->parameters();
   double worst = 0;
-  for (size_t i = 0; i < a.size(); ++i) worst = std::max(worst, max_rel_diff(a[i].grad(), b[i].grad(), 1e-5, 1e-6));
+  for (size_t i = 0; i < a.size(); ++i)
+    worst = std::max(worst, max_rel_diff(a[i].grad(), b[i].grad(), 1e-5, 1e-6));
   std::printf("rank %d: no_sync gradient difference %.3g\n", g_rank, worst);
   return worst <= 1.0 ? 0 : 1;
 }
@@ -101,7 +105,9 @@ class TwoHeadsImpl : public nn::Cloneable<TwoHeadsImpl> {
     a = register_module("a", std::make_shared<nn::LinearImpl>(4, 2));
     b = register_module("b", std::make_shared<nn::LinearImpl>(4, 2));
   }
-  Tensor forward(const Tensor& x) override { return use_b ? a->forward(x) + b->forward(x) : a->forward(x); }
+  Tensor forward(const Tensor& x) override {
+    return use_b ? a->forward(x) + b->forward(x) : a->forward(x);
+  }
   std::shared_ptr<nn::LinearImpl> a, b;
   bool use_b = false;
 };
@@ -147,7 +153,8 @@ int uneven() {
   pg->allreduce({mx}, dist::ReduceOp::MAX)->wait();
   pg->allreduce({mn}, dist::ReduceOp::MIN)->wait();
   bool same = allclose(mx, mn, 0, 0);
-  std::printf("rank %d: joined after %d steps, parameters identical across ranks: %d\n", g_rank, steps, (int)same);
+  std::printf("rank %d: joined after %d steps, parameters identical across ranks: %d\n", g_rank,
+              steps, (int)same);
   return same ? 0 : 1;
 }
 
@@ -191,23 +198,35 @@ int main(int argc, char** argv) {
   std::string mode = argc > 1 ? argv[1] : "equiv";
   try {
     dist::InitOptions init;
-    if (const char* t = std::getenv("WEFT_TEST_TIMEOUT_MS")) init.timeout = dist::Duration(std::atoi(t));
+    if (const char* t = std::getenv("WEFT_TEST_TIMEOUT_MS"))
+      init.timeout = dist::Duration(std::atoi(t));
     dist::init_process_group(init);
     g_rank = dist::get_rank();
     g_world = dist::get_world_size();
     set_num_threads(1);
     int rc = 1;
-    if (mode == "equiv") rc = equivalence(argc > 2 ? argv[2] : "sgd", 25, false, false);
-    else if (mode == "equiv_buckets") rc = equivalence(argc > 2 ? argv[2] : "sgd", 0.0005, false, false);
-    else if (mode == "equiv_view") rc = equivalence("sgd", 0.0005, true, false);
-    else if (mode == "fp16") rc = equivalence("sgd", 0.0005, false, true);
-    else if (mode == "nosync") rc = no_sync();
-    else if (mode == "unused") rc = unused(false);
-    else if (mode == "unused_flag") rc = unused(true);
-    else if (mode == "uneven") rc = uneven();
-    else if (mode == "mismatch") rc = mismatch();
-    else if (mode == "kill") rc = fault(false);
-    else if (mode == "stall") rc = fault(true);
+    if (mode == "equiv")
+      rc = equivalence(argc > 2 ? argv[2] : "sgd", 25, false, false);
+    else if (mode == "equiv_buckets")
+      rc = equivalence(argc > 2 ? argv[2] : "sgd", 0.0005, false, false);
+    else if (mode == "equiv_view")
+      rc = equivalence("sgd", 0.0005, true, false);
+    else if (mode == "fp16")
+      rc = equivalence("sgd", 0.0005, false, true);
+    else if (mode == "nosync")
+      rc = no_sync();
+    else if (mode == "unused")
+      rc = unused(false);
+    else if (mode == "unused_flag")
+      rc = unused(true);
+    else if (mode == "uneven")
+      rc = uneven();
+    else if (mode == "mismatch")
+      rc = mismatch();
+    else if (mode == "kill")
+      rc = fault(false);
+    else if (mode == "stall")
+      rc = fault(true);
     std::fflush(stdout);
     if (rc != 2) dist::destroy_process_group();
     return rc;

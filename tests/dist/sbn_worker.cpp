@@ -33,9 +33,13 @@ std::vector<int64_t> parse_sizes(const std::string& s) {
 
 // Rank r holds rows [start_r, start_r + sizes[r]) of a global batch; sync_bn vs BatchNorm
 // on all of it: output, running stats, dx, and the rank-sum of weight/bias gradients.
-int equivalence(const std::vector<int64_t>& sizes, Shape tail, std::shared_ptr<dist::ProcessGroup> pg,
-                int rank_in_group, int first_global_rank) {
-  const int64_t C = 3, total = [&] { int64_t t = 0; for (auto s : sizes) t += s; return t; }();
+int equivalence(const std::vector<int64_t>& sizes, Shape tail,
+                std::shared_ptr<dist::ProcessGroup> pg, int rank_in_group, int first_global_rank) {
+  const int64_t C = 3, total = [&] {
+    int64_t t = 0;
+    for (auto s : sizes) t += s;
+    return t;
+  }();
   Shape shape{total, C};
   shape.insert(shape.end(), tail.begin(), tail.end());
   Generator g(42 + first_global_rank);
@@ -83,8 +87,8 @@ int equivalence(const std::vector<int64_t>& sizes, Shape tail, std::shared_ptr<d
 
 nn::Sequential conv_bn() {
   return nn::Sequential({nn::Conv2d(3, 4, 3, {.padding = {1, 1}}), nn::BatchNorm2d(4), nn::ReLU(),
-                         nn::Conv2d(4, 4, 3, {.padding = {1, 1}, .groups = 2}), nn::BatchNorm2d(4), nn::ReLU(),
-                         nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(4, 3)});
+                         nn::Conv2d(4, 4, 3, {.padding = {1, 1}, .groups = 2}), nn::BatchNorm2d(4),
+                         nn::ReLU(), nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(4, 3)});
 }
 
 // A converted conv+BN model under DDP equals one process training on the whole batch.

@@ -13,10 +13,10 @@
 namespace weft::dist {
 
 struct InitOptions {
-  std::string backend = "";          // "gloo" (CPU default), "mpi"; "" picks mpi under mpirun
+  std::string backend = "";            // "gloo" (CPU default), "mpi"; "" picks mpi under mpirun
   std::string init_method = "env://";  // or "file:///path/to/shared/file"
-  int world_size = -1;                // -1: from the environment
-  int rank = -1;                      // -1: from the environment
+  int world_size = -1;                 // -1: from the environment
+  int rank = -1;                       // -1: from the environment
   Duration timeout = kDefaultTimeout;
 };
 
@@ -24,9 +24,9 @@ void init_process_group(InitOptions options = {});
 bool is_initialized();
 void destroy_process_group();
 std::shared_ptr<ProcessGroup> default_group();  // throws if not initialized
-int get_rank();        // 0 when not initialized
-int get_world_size();  // 1 when not initialized
-int get_local_rank();  // LOCAL_RANK, or 0
+int get_rank();                                 // 0 when not initialized
+int get_world_size();                           // 1 when not initialized
+int get_local_rank();                           // LOCAL_RANK, or 0
 // A group of the given global ranks; every rank must call it (as in PyTorch), ranks
 // outside `ranks` get nullptr.
 std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks,

@@ -37,7 +37,8 @@ class ProcessGroup {
   int size() const { return size_; }
   virtual std::string backend_name() const = 0;
 
-  virtual std::shared_ptr<Work> allreduce(std::vector<Tensor> tensors, ReduceOp op = ReduceOp::SUM) = 0;
+  virtual std::shared_ptr<Work> allreduce(std::vector<Tensor> tensors,
+                                          ReduceOp op = ReduceOp::SUM) = 0;
   virtual std::shared_ptr<Work> broadcast(std::vector<Tensor> tensors, int root = 0) = 0;
   // output[i] receives rank i's input; every output has the input's shape.
   virtual std::shared_ptr<Work> allgather(std::vector<Tensor> outputs, Tensor input) = 0;

@@ -63,8 +63,8 @@ class Reducer {
 
  private:
   struct Bucket {
-    std::vector<size_t> params;        // indices into params_
-    std::vector<int64_t> offsets;      // element offset of each param in buffer
+    std::vector<size_t> params;    // indices into params_
+    std::vector<int64_t> offsets;  // element offset of each param in buffer
     Tensor buffer;
     size_t pending = 0;
     std::shared_ptr<Work> work;

@@ -33,7 +33,8 @@ class Store {
   virtual int64_t add(const std::string& key, int64_t delta) = 0;
   // Sets key to `desired` if its current value equals `expected` (or it is absent and
   // expected is empty); returns the value after the operation.
-  virtual std::vector<uint8_t> compare_set(const std::string& key, const std::vector<uint8_t>& expected,
+  virtual std::vector<uint8_t> compare_set(const std::string& key,
+                                           const std::vector<uint8_t>& expected,
                                            const std::vector<uint8_t>& desired) = 0;
   virtual bool check(const std::vector<std::string>& keys) = 0;  // all exist, no waiting
   virtual bool delete_key(const std::string& key) = 0;
@@ -60,7 +61,9 @@ class PrefixStore : public Store {
  public:
   PrefixStore(std::string prefix, std::shared_ptr<Store> store)
       : Store(store->timeout()), prefix_(std::move(prefix)), store_(std::move(store)) {}
-  void set(const std::string& key, const std::vector<uint8_t>& value) override { store_->set(k(key), value); }
+  void set(const std::string& key, const std::vector<uint8_t>& value) override {
+    store_->set(k(key), value);
+  }
   std::vector<uint8_t> get(const std::string& key) override { return store_->get(k(key)); }
   int64_t add(const std::string& key, int64_t delta) override { return store_->add(k(key), delta); }
   std::vector<uint8_t> compare_set(const std::string& key, const std::vector<uint8_t>& expected,
@@ -69,7 +72,9 @@ class PrefixStore : public Store {
   }
   bool check(const std::vector<std::string>& keys) override { return store_->check(ks(keys)); }
   bool delete_key(const std::string& key) override { return store_->delete_key(k(key)); }
-  void wait(const std::vector<std::string>& keys, Duration timeout) override { store_->wait(ks(keys), timeout); }
+  void wait(const std::vector<std::string>& keys, Duration timeout) override {
+    store_->wait(ks(keys), timeout);
+  }
   int64_t num_keys() override { return store_->num_keys(); }
   const std::shared_ptr<Store>& underlying() const { return store_; }
   using Store::set;

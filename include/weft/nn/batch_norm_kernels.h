@@ -8,9 +8,9 @@
 namespace weft::nn::detail {
 
 struct ChannelStats {
-  Tensor mean;     // [C]
-  Tensor var;      // [C], biased (divided by count)
-  int64_t count;   // elements per channel = N * prod(spatial)
+  Tensor mean;    // [C]
+  Tensor var;     // [C], biased (divided by count)
+  int64_t count;  // elements per channel = N * prod(spatial)
 };
 ChannelStats batch_norm_stats(const Tensor& x);
 // y = (x - mean) * invstd * weight + bias; weight/bias may be undefined.

@@ -16,7 +16,9 @@ class ChannelShuffleImpl : public Cloneable<ChannelShuffleImpl> {
  public:
   explicit ChannelShuffleImpl(int64_t groups);
   void reset() override {}
-  Tensor forward(const Tensor& input) override { return functional::channel_shuffle(input, groups); }
+  Tensor forward(const Tensor& input) override {
+    return functional::channel_shuffle(input, groups);
+  }
   std::string extra_repr() const override { return "groups=" + std::to_string(groups); }
   int64_t groups;
 };

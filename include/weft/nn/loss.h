@@ -23,7 +23,9 @@ class LossImpl : public Module {
 class MSELossImpl : public LossImpl {
  public:
   explicit MSELossImpl(Reduction r = Reduction::Mean) : LossImpl("MSELoss", r) {}
-  Tensor forward(const Tensor& x, const Tensor& y) override { return functional::mse_loss(x, y, reduction); }
+  Tensor forward(const Tensor& x, const Tensor& y) override {
+    return functional::mse_loss(x, y, reduction);
+  }
 };
 class BCELossImpl : public LossImpl {
  public:

@@ -109,7 +109,8 @@ template <typename Impl>
 class ModuleHolder {
  public:
   template <typename... Args>
-  explicit ModuleHolder(Args&&... args) : impl_(std::make_shared<Impl>(std::forward<Args>(args)...)) {}
+  explicit ModuleHolder(Args&&... args)
+      : impl_(std::make_shared<Impl>(std::forward<Args>(args)...)) {}
   ModuleHolder(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
   Impl* operator->() const { return impl_.get(); }
   Impl& operator*() const { return *impl_; }

@@ -61,11 +61,14 @@ class AvgPool2d : public ModuleHolder<AvgPool2dImpl> {
 
 class AdaptiveAvgPool2dImpl : public Cloneable<AdaptiveAvgPool2dImpl> {
  public:
-  explicit AdaptiveAvgPool2dImpl(int64_t size) : AdaptiveAvgPool2dImpl(std::array<int64_t, 2>{size, size}) {}
+  explicit AdaptiveAvgPool2dImpl(int64_t size)
+      : AdaptiveAvgPool2dImpl(std::array<int64_t, 2>{size, size}) {}
   explicit AdaptiveAvgPool2dImpl(std::array<int64_t, 2> size)
       : Cloneable("AdaptiveAvgPool2d"), output_size(size) {}
   void reset() override {}
-  Tensor forward(const Tensor& x) override { return functional::adaptive_avg_pool2d(x, output_size); }
+  Tensor forward(const Tensor& x) override {
+    return functional::adaptive_avg_pool2d(x, output_size);
+  }
   std::array<int64_t, 2> output_size;
 };
 using AdaptiveAvgPool2d = ModuleHolder<AdaptiveAvgPool2dImpl>;

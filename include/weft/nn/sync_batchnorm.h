@@ -37,8 +37,8 @@ std::shared_ptr<BatchNormSync> make_process_group_sync(std::shared_ptr<dist::Pro
 // children in member pointers, which a swapped registry entry would leave pointing at the
 // old module; converting in place keeps every reference valid. Converted modules report
 // type_name() "SyncBatchNorm". Returns `module`.
-std::shared_ptr<Module> convert_sync_batchnorm(std::shared_ptr<Module> module,
-                                               std::shared_ptr<dist::ProcessGroup> process_group = nullptr);
+std::shared_ptr<Module> convert_sync_batchnorm(
+    std::shared_ptr<Module> module, std::shared_ptr<dist::ProcessGroup> process_group = nullptr);
 bool is_sync_batchnorm(const Module& m);
 
 }  // namespace weft::nn

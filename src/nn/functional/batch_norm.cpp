@@ -26,7 +26,9 @@ Layout layout_of(const Tensor& x) {
   for (int64_t i = 2; i < x.dim(); ++i) s *= x.size(i);
   return {x.size(0), x.size(1), s};
 }
-const float* opt_ptr(const Tensor& t) { return t.defined() ? t.contiguous().data_ptr<float>() : nullptr; }
+const float* opt_ptr(const Tensor& t) {
+  return t.defined() ? t.contiguous().data_ptr<float>() : nullptr;
+}
 }  // namespace
 
 // Per-channel reductions over [N, C, S]. Rows of S >= kLanes values (conv feature maps) are
@@ -250,10 +252,10 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
   using namespace detail;
   const int64_t C = input.dim() >= 2 ? input.size(1) : -1;
   WEFT_CHECK(input.dim() >= 2, "batch_norm expects [N, C, ...], got ", input.str());
-  for (const Tensor* t : std::initializer_list<const Tensor*>{&running_mean, &running_var, &weight, &bias})
-    WEFT_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C),
-               "batch_norm: input has ", C, " channels but a parameter/buffer has shape ",
-               shape_str(t->sizes()));
+  for (const Tensor* t :
+       std::initializer_list<const Tensor*>{&running_mean, &running_var, &weight, &bias})
+    WEFT_CHECK(!t->defined() || (t->dim() == 1 && t->size(0) == C), "batch_norm: input has ", C,
+               " channels but a parameter/buffer has shape ", shape_str(t->sizes()));
   Tensor mean, var, invstd;
   int64_t count = input.numel() / std::max<int64_t>(C, 1);
   if (training) {
@@ -262,7 +264,8 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
     ChannelStats st = batch_norm_stats(input);
     mean = st.mean;
     var = st.var;
-    if (running_mean.defined()) update_running_stats(running_mean, running_var, mean, var, count, momentum);
+    if (running_mean.defined())
+      update_running_stats(running_mean, running_var, mean, var, count, momentum);
   } else {
     WEFT_CHECK(running_mean.defined(), "batch_norm in eval mode needs running statistics");
     mean = running_mean.detach().clone();
@@ -273,19 +276,19 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
   if (autograd::any_requires_grad({&input, &weight, &bias})) {
     Tensor x = input.detach(), w = weight.defined() ? weight.detach() : Tensor();
     bool gw = weight.requires_grad(), gb = bias.requires_grad();
-    autograd::record("BatchNormBackward", {&input, &weight, &bias}, out,
-                     [x, w, mean, invstd, training, count, gw, gb](std::vector<Tensor>& g) {
-                       auto [sdy, sdyx] = batch_norm_backward_reduce(g[0], x, mean);
-                       Tensor dx;
-                       if (training) {
-                         dx = batch_norm_backward_elemt(g[0], x, mean, invstd, w, sdy, sdyx, count);
-                       } else {
-                         Tensor scale = w.defined() ? invstd * w : invstd;
-                         dx = batch_norm_elemt(g[0], zeros_like(mean), scale, Tensor(), Tensor());
-                       }
-                       return std::vector<Tensor>{dx, gw ? sdyx * invstd : Tensor(),
-                                                  gb ? sdy : Tensor()};
-                     });
+    autograd::record(
+        "BatchNormBackward", {&input, &weight, &bias}, out,
+        [x, w, mean, invstd, training, count, gw, gb](std::vector<Tensor>& g) {
+          auto [sdy, sdyx] = batch_norm_backward_reduce(g[0], x, mean);
+          Tensor dx;
+          if (training) {
+            dx = batch_norm_backward_elemt(g[0], x, mean, invstd, w, sdy, sdyx, count);
+          } else {
+            Tensor scale = w.defined() ? invstd * w : invstd;
+            dx = batch_norm_elemt(g[0], zeros_like(mean), scale, Tensor(), Tensor());
+          }
+          return std::vector<Tensor>{dx, gw ? sdyx * invstd : Tensor(), gb ? sdy : Tensor()};
+        });
   }
   return out;
 }

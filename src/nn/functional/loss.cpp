@@ -11,9 +11,12 @@ namespace weft::nn::functional {
 namespace {
 Tensor reduce(const Tensor& loss, Reduction r) {
   switch (r) {
-    case Reduction::None: return loss;
-    case Reduction::Sum: return loss.sum();
-    case Reduction::Mean: return loss.mean();
+    case Reduction::None:
+      return loss;
+    case Reduction::Sum:
+      return loss.sum();
+    case Reduction::Mean:
+      return loss.mean();
   }
   return loss;
 }
@@ -48,8 +51,7 @@ Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& targe
                                         const Tensor& pos_weight) {
   check_same_shape(input, target, "binary_cross_entropy_with_logits");
   // loss = (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), with a stable log1p(exp(-x)).
-  Tensor softplus_neg = (-input).clamp(0.0, std::nullopt) +
-                        ((-input.abs()).exp() + 1.0).log();
+  Tensor softplus_neg = (-input).clamp(0.0, std::nullopt) + ((-input.abs()).exp() + 1.0).log();
   Tensor l;
   if (pos_weight.defined()) {
     Tensor lw = (pos_weight - 1.0) * target + 1.0;
@@ -103,7 +105,7 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
                      const int64_t* pt = t.data_ptr<int64_t>();
                      for (int64_t i = 0; i < N; ++i) {
                        if (pt[i] == ignore_index) continue;
-                       float gi = r == Reduction::None ? pg[i]
+                       float gi = r == Reduction::None  ? pg[i]
                                   : r == Reduction::Sum ? pg[0]
                                                         : pg[0] / (float)count;
                        pd[i * C + pt[i]] = -gi;

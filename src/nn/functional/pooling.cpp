@@ -46,42 +46,44 @@ Tensor max_pool2d(const Tensor& input, std::array<int64_t, 2> k, std::array<int6
   const int64_t kh = k[0], kw = k[1], sh = s[0], sw = s[1], ph = p[0], pw = p[1];
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(H * W, 1)),
                     [&](int64_t r0, int64_t r1) {
-    for (int64_t nc = r0; nc < r1; ++nc) {
-      const float* plane = px + nc * H * W;
-      float* o = po + nc * Ho * Wo;
-      int64_t* oi = pi + nc * Ho * Wo;
-      for (int64_t oh = 0; oh < Ho; ++oh) {
-        const int64_t h0 = oh * sh - ph;
-        const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + kh, H);
-        float* ob = o + oh * Wo;
-        int64_t* ib = oi + oh * Wo;
-        for (int64_t ow = 0; ow < Wo; ++ow) {
-          ob[ow] = -INFINITY;
-          ib[ow] = hs * W + std::max<int64_t>(ow * sw - pw, 0);
-        }
-        // Window offsets outermost, output columns innermost: straight-line, vectorisable
-        // loops, visiting each window in row-major order so the first maximum wins.
-        for (int64_t i = hs; i < he; ++i)
-          for (int64_t j = 0; j < kw; ++j) {
-            const int64_t off = j - pw;
-            const int64_t lo = off >= 0 ? 0 : std::min(Wo, (-off + sw - 1) / sw);
-            const int64_t hi = std::max(lo, (W - 1 - off) < 0 ? 0 : std::min(Wo, (W - 1 - off) / sw + 1));
-            const float* __restrict row = plane + i * W + off;
-            float* __restrict obr = ob;
-            int64_t* __restrict ibr = ib;
-            const int64_t base = i * W + off;
-            for (int64_t ow = lo; ow < hi; ++ow) {
-              const float v = row[ow * sw], cur = obr[ow];
-              // NaN propagates as in PyTorch: a NaN is always taken. Bitwise | keeps it
-              // branch-free so the loop vectorises.
-              const bool take = (v > cur) | (v != v);
-              obr[ow] = take ? v : cur;
-              ibr[ow] = take ? base + ow * sw : ibr[ow];
-            }
-          }
-      }
-    }
-  });
+                      for (int64_t nc = r0; nc < r1; ++nc) {
+                        const float* plane = px + nc * H * W;
+                        float* o = po + nc * Ho * Wo;
+                        int64_t* oi = pi + nc * Ho * Wo;
+                        for (int64_t oh = 0; oh < Ho; ++oh) {
+                          const int64_t h0 = oh * sh - ph;
+                          const int64_t hs = std::max<int64_t>(h0, 0), he = std::min(h0 + kh, H);
+                          float* ob = o + oh * Wo;
+                          int64_t* ib = oi + oh * Wo;
+                          for (int64_t ow = 0; ow < Wo; ++ow) {
+                            ob[ow] = -INFINITY;
+                            ib[ow] = hs * W + std::max<int64_t>(ow * sw - pw, 0);
+                          }
+                          // Window offsets outermost, output columns innermost: straight-line,
+                          // vectorisable loops, visiting each window in row-major order so the
+                          // first maximum wins.
+                          for (int64_t i = hs; i < he; ++i)
+                            for (int64_t j = 0; j < kw; ++j) {
+                              const int64_t off = j - pw;
+                              const int64_t lo = off >= 0 ? 0 : std::min(Wo, (-off + sw - 1) / sw);
+                              const int64_t hi = std::max(
+                                  lo, (W - 1 - off) < 0 ? 0 : std::min(Wo, (W - 1 - off) / sw + 1));
+                              const float* __restrict row = plane + i * W + off;
+                              float* __restrict obr = ob;
+                              int64_t* __restrict ibr = ib;
+                              const int64_t base = i * W + off;
+                              for (int64_t ow = lo; ow < hi; ++ow) {
+                                const float v = row[ow * sw], cur = obr[ow];
+                                // NaN propagates as in PyTorch: a NaN is always taken. Bitwise |
+                                // keeps it branch-free so the loop vectorises.
+                                const bool take = (v > cur) | (v != v);
+                                obr[ow] = take ? v : cur;
+                                ibr[ow] = take ? base + ow * sw : ibr[ow];
+                              }
+                            }
+                        }
+                      }
+                    });
   Shape in_shape = x.sizes();
   autograd::record("MaxPool2dBackward", {&input}, out, [idx, in_shape](std::vector<Tensor>& g) {
     Tensor dy = g[0].contiguous();

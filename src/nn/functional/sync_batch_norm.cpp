@@ -20,7 +20,8 @@ Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_
   sync.combine_stats(count, mean, var);
   WEFT_CHECK(count > 1, "Expected more than 1 value per channel when training, got ", count,
              " over all replicas (local input ", input.str(), ")");
-  if (running_mean.defined()) update_running_stats(running_mean, running_var, mean, var, count, momentum);
+  if (running_mean.defined())
+    update_running_stats(running_mean, running_var, mean, var, count, momentum);
   Tensor invstd = (var + eps).pow(-0.5);
   Tensor out = batch_norm_elemt(input, mean, invstd, weight, bias);
   if (autograd::any_requires_grad({&input, &weight, &bias})) {
@@ -37,7 +38,8 @@ Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_
                        Tensor both = cat({sdy, sdyx});
                        Tensor s1 = both.narrow(0, 0, C), s2 = both.narrow(0, C, C);
                        s->reduce_grads(s1, s2);
-                       Tensor dx = batch_norm_backward_elemt(g[0], x, mean, invstd, w, s1, s2, count);
+                       Tensor dx =
+                           batch_norm_backward_elemt(g[0], x, mean, invstd, w, s1, s2, count);
                        return std::vector<Tensor>{dx, gweight, gbias};
                      });
   }

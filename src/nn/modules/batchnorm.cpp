@@ -8,8 +8,11 @@ namespace weft::nn {
 
 BatchNormImplBase::BatchNormImplBase(std::string type_name, int64_t num_features,
                                      BatchNormOptions options, int min_dim, int max_dim)
-    : Module(std::move(type_name)), num_features(num_features), options(options),
-      min_dim_(min_dim), max_dim_(max_dim) {
+    : Module(std::move(type_name)),
+      num_features(num_features),
+      options(options),
+      min_dim_(min_dim),
+      max_dim_(max_dim) {
   WEFT_CHECK(num_features > 0, type_name_, ": num_features must be positive, got ", num_features);
   reset_state();
 }
@@ -36,8 +39,9 @@ void BatchNormImplBase::reset_running_stats() {
 
 void BatchNormImplBase::check_input_dim(const Tensor& input) const {
   WEFT_CHECK(input.dim() >= min_dim_ && input.dim() <= max_dim_, type_name_, ": expected ",
-             min_dim_ == max_dim_ ? std::to_string(min_dim_) + "D"
-                                  : std::to_string(min_dim_) + "D or " + std::to_string(max_dim_) + "D",
+             min_dim_ == max_dim_
+                 ? std::to_string(min_dim_) + "D"
+                 : std::to_string(min_dim_) + "D or " + std::to_string(max_dim_) + "D",
              " input, got ", input.str());
   WEFT_CHECK(input.size(1) == num_features, type_name_, ": expected ", num_features,
              " channels (dim 1), got input ", shape_str(input.sizes()));
@@ -65,8 +69,8 @@ Tensor BatchNormImplBase::forward(const Tensor& input) {
 }
 
 std::string BatchNormImplBase::extra_repr() const {
-  return std::to_string(num_features) + ", eps=" + std::to_string(options.eps) + ", momentum=" +
-         (options.momentum ? std::to_string(*options.momentum) : "None") +
+  return std::to_string(num_features) + ", eps=" + std::to_string(options.eps) +
+         ", momentum=" + (options.momentum ? std::to_string(*options.momentum) : "None") +
          ", affine=" + (options.affine ? "True" : "False") +
          ", track_running_stats=" + (options.track_running_stats ? "True" : "False");
 }

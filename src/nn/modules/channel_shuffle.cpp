@@ -48,7 +48,8 @@ void shuffle_kernel(const float* in, float* out, int64_t N, int64_t C, int64_t i
                         const float* src = in + p * C;
                         float* dst = out + p * C;
                         for (int64_t i = 0; i < cpg; ++i)
-                          for (int64_t j = 0; j < groups; ++j) dst[i * groups + j] = src[j * cpg + i];
+                          for (int64_t j = 0; j < groups; ++j)
+                            dst[i * groups + j] = src[j * cpg + i];
                       }
                     });
 }
@@ -59,8 +60,8 @@ Tensor shuffle(const Tensor& x, int64_t groups) {
   const int64_t inner = x.numel() / (N * C);
   if (is_channels_last(x)) {
     Tensor out = to_channels_last(make_empty(x.sizes(), kFloat32, x.device()));
-    shuffle_kernel(static_cast<const float*>(x.raw_data()), static_cast<float*>(out.raw_data()), N, C,
-                   inner, groups, true);
+    shuffle_kernel(static_cast<const float*>(x.raw_data()), static_cast<float*>(out.raw_data()), N,
+                   C, inner, groups, true);
     return out;
   }
   Tensor xc = x.contiguous();
@@ -91,7 +92,8 @@ Tensor channel_shuffle(const Tensor& input, int64_t groups) {
 
 }  // namespace functional
 
-ChannelShuffleImpl::ChannelShuffleImpl(int64_t groups) : Cloneable("ChannelShuffle"), groups(groups) {
+ChannelShuffleImpl::ChannelShuffleImpl(int64_t groups)
+    : Cloneable("ChannelShuffle"), groups(groups) {
   WEFT_CHECK(groups > 0, "ChannelShuffle: groups must be positive, got ", groups);
 }
 

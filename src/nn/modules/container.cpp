@@ -34,8 +34,8 @@ std::shared_ptr<Module> SequentialImpl::clone() const {
 }
 
 std::shared_ptr<Module> SequentialImpl::operator[](size_t i) const {
-  WEFT_CHECK(i < children_.size(), "Sequential index ", i, " out of range (size ",
-             children_.size(), ")");
+  WEFT_CHECK(i < children_.size(), "Sequential index ", i, " out of range (size ", children_.size(),
+             ")");
   return children_.begin()[(std::ptrdiff_t)i].second;
 }
 

@@ -20,8 +20,8 @@ Conv2dImpl::Conv2dImpl(int64_t in, int64_t out, std::array<int64_t, 2> k, Conv2d
 }
 
 void Conv2dImpl::reset() {
-  weight = register_parameter(
-      "weight", empty({out_channels, in_channels / options.groups, kernel_size[0], kernel_size[1]}));
+  weight = register_parameter("weight", empty({out_channels, in_channels / options.groups,
+                                               kernel_size[0], kernel_size[1]}));
   init::kaiming_uniform_(weight, std::sqrt(5.0));
   if (options.bias) {
     auto [fan_in, fan_out] = init::calculate_fan_in_and_fan_out(weight);
@@ -34,8 +34,8 @@ void Conv2dImpl::reset() {
 }
 
 Tensor Conv2dImpl::forward(const Tensor& input) {
-  return functional::conv2d(input, weight, bias, options.stride, options.padding,
-                            options.dilation, options.groups);
+  return functional::conv2d(input, weight, bias, options.stride, options.padding, options.dilation,
+                            options.groups);
 }
 
 std::string Conv2dImpl::extra_repr() const {

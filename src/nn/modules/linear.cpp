@@ -31,7 +31,8 @@ Tensor LinearImpl::forward(const Tensor& input) { return functional::linear(inpu
 
 std::string LinearImpl::extra_repr() const {
   return "in_features=" + std::to_string(in_features) +
-         ", out_features=" + std::to_string(out_features) + ", bias=" + (has_bias ? "True" : "False");
+         ", out_features=" + std::to_string(out_features) +
+         ", bias=" + (has_bias ? "True" : "False");
 }
 
 }  // namespace weft::nn

@@ -39,7 +39,9 @@ class DistributedDataParallelImpl : public Module {
   // communicate; the next synchronised backward averages the accumulated gradients.
   class NoSyncGuard {
    public:
-    explicit NoSyncGuard(DistributedDataParallelImpl& d) : d_(d), prev_(d.sync_) { d.sync_ = false; }
+    explicit NoSyncGuard(DistributedDataParallelImpl& d) : d_(d), prev_(d.sync_) {
+      d.sync_ = false;
+    }
     ~NoSyncGuard() { d_.sync_ = prev_; }
     NoSyncGuard(const NoSyncGuard&) = delete;
     NoSyncGuard& operator=(const NoSyncGuard&) = delete;
@@ -77,7 +79,8 @@ class DistributedDataParallel : public ModuleHolder<DistributedDataParallelImpl>
   using ModuleHolder::ModuleHolder;
   explicit DistributedDataParallel(std::shared_ptr<Module> module,
                                    DistributedDataParallelOptions options = {})
-      : ModuleHolder(std::make_shared<DistributedDataParallelImpl>(std::move(module), std::move(options))) {}
+      : ModuleHolder(
+            std::make_shared<DistributedDataParallelImpl>(std::move(module), std::move(options))) {}
 };
 
 }  // namespace weft::nn

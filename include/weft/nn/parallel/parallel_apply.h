@@ -11,9 +11,9 @@
 
 namespace weft::nn::parallel {
 
-std::vector<std::vector<Tensor>> parallel_apply(const std::vector<std::shared_ptr<Module>>& replicas,
-                                                const std::vector<std::vector<Tensor>>& inputs,
-                                                const std::vector<Device>& devices,
-                                                int threads_per_replica = 1);
+std::vector<std::vector<Tensor>> parallel_apply(
+    const std::vector<std::shared_ptr<Module>>& replicas,
+    const std::vector<std::vector<Tensor>>& inputs, const std::vector<Device>& devices,
+    int threads_per_replica = 1);
 
 }  // namespace weft::nn::parallel
