@@ -133,3 +133,11 @@ TEST(SyncBatchNorm, UnderMpirun) {
   auto r = mpirun(3, "sbn_worker", "equiv 3,1,2 2");
   EXPECT_EQ(r.code, 0) << r.output;
 }
+
+TEST(DDP, TwoHostsInNetworkNamespaces) {
+  auto r = run_command(
+      "bash " WEFT_SOURCE_DIR "/tests/dist/multihost.sh " + build_dir() + " equiv sgd", 150);
+  if (r.code == 77) GTEST_SKIP() << r.output;
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("[rank3]: rank 3:"), std::string::npos) << r.output;
+}

@@ -12,6 +12,7 @@
 #include <limits>
 
 #include "weft/error.h"
+#include "weft/read_file.h"
 
 namespace weft::data {
 namespace {
@@ -139,24 +140,7 @@ IdxArray parse_idx(const uint8_t* bytes, size_t n, size_t max_decompressed_bytes
 }
 
 IdxArray read_idx(const std::string& path, size_t max_decompressed_bytes) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  WEFT_CHECK(fd >= 0, "idx: cannot open '", path, "': ", std::strerror(errno));
-  std::vector<uint8_t> bytes;
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) bytes.reserve(static_cast<size_t>(st.st_size));
-  uint8_t buf[1 << 16];
-  for (;;) {
-    const ssize_t r = ::read(fd, buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const std::string why = std::strerror(errno);
-      ::close(fd);
-      WEFT_ERROR("idx: cannot read '", path, "': ", why);
-    }
-    if (r == 0) break;
-    bytes.insert(bytes.end(), buf, buf + r);
-  }
-  ::close(fd);
+  std::vector<uint8_t> bytes = read_file(path, "idx");
   try {
     return parse_idx(bytes.data(), bytes.size(), max_decompressed_bytes);
   } catch (const Error& e) {

@@ -325,16 +325,7 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather(std::vector<Tensor> outputs, T
 std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                        ReduceOp op) {
   const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
-  detail::check_cpu_tensor(impl_->what(name), output, "output");
-  if (static_cast<int>(inputs.size()) != size_) {
-    throw DistError(impl_->what(name) + ": " + std::to_string(inputs.size()) +
-                    " input tensors for a group of size " + std::to_string(size_));
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const std::string which = "input " + std::to_string(i);
-    detail::check_cpu_tensor(impl_->what(name), inputs[i], which);
-    detail::check_like(impl_->what(name), output, "the output", inputs[i], which);
-  }
+  detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   const int rank = rank_;

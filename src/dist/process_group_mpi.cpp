@@ -263,16 +263,7 @@ std::shared_ptr<Work> ProcessGroupMPI::allgather(std::vector<Tensor> outputs, Te
 std::shared_ptr<Work> ProcessGroupMPI::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                       ReduceOp op) {
   const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
-  detail::check_cpu_tensor(impl_->what(name), output, "output");
-  if (static_cast<int>(inputs.size()) != size_) {
-    throw DistError(impl_->what(name) + ": " + std::to_string(inputs.size()) +
-                    " input tensors for a group of size " + std::to_string(size_));
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const std::string which = "input " + std::to_string(i);
-    detail::check_cpu_tensor(impl_->what(name), inputs[i], which);
-    detail::check_like(impl_->what(name), output, "the output", inputs[i], which);
-  }
+  detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
   count_of(impl_->what(name), output, size_);
   auto c = impl_->c;
   const int size = size_;

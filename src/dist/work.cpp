@@ -58,6 +58,20 @@ void check_like(const std::string& op, const Tensor& ref, const std::string& ref
   }
 }
 
+void check_reduce_scatter_args(const std::string& op, const Tensor& output,
+                               const std::vector<Tensor>& inputs, int group_size) {
+  check_cpu_tensor(op, output, "output");
+  if (static_cast<int>(inputs.size()) != group_size) {
+    throw DistError(op + ": " + std::to_string(inputs.size()) +
+                    " input tensors for a group of size " + std::to_string(group_size));
+  }
+  for (size_t i = 0; i < inputs.size(); ++i) {
+    const std::string which = "input " + std::to_string(i);
+    check_cpu_tensor(op, inputs[i], which);
+    check_like(op, output, "the output", inputs[i], which);
+  }
+}
+
 void divide_by(void* data, DType dtype, size_t n, int divisor) {
   if (dtype == kFloat32) {
     float* p = static_cast<float*>(data);

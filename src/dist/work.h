@@ -86,6 +86,9 @@ void check_cpu_tensor(const std::string& op, const Tensor& t, const std::string&
 // Throws DistError unless t has ref's dtype and number of elements.
 void check_like(const std::string& op, const Tensor& ref, const std::string& ref_name,
                 const Tensor& t, const std::string& which);
+// reduce_scatter's arguments: a valid output and one input like it per rank of the group.
+void check_reduce_scatter_args(const std::string& op, const Tensor& output,
+                               const std::vector<Tensor>& inputs, int group_size);
 // AVG as SUM then this: float32 divides, int64 divides with truncation (as NCCL's ncclAvg).
 void divide_by(void* data, DType dtype, size_t n, int divisor);
 

@@ -14,6 +14,7 @@
 #include <utility>
 
 #include "weft/error.h"
+#include "weft/read_file.h"
 
 namespace weft::serialize {
 namespace {
@@ -104,24 +105,7 @@ size_t dtype_itemsize(const std::string& dtype) {
 }
 
 SafetensorsFile SafetensorsFile::read(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  WEFT_CHECK(fd >= 0, "safetensors: cannot open '", path, "': ", errno_text());
-  std::vector<uint8_t> bytes;
-  struct stat st {};
-  if (::fstat(fd, &st) == 0 && S_ISREG(st.st_mode)) bytes.reserve(static_cast<size_t>(st.st_size));
-  uint8_t buf[1 << 16];
-  for (;;) {
-    const ssize_t r = ::read(fd, buf, sizeof buf);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const std::string why = errno_text();
-      ::close(fd);
-      WEFT_ERROR("safetensors: cannot read '", path, "': ", why);
-    }
-    if (r == 0) break;
-    bytes.insert(bytes.end(), buf, buf + r);
-  }
-  ::close(fd);
+  std::vector<uint8_t> bytes = read_file(path, "safetensors");
   try {
     return parse(std::move(bytes));
   } catch (const Error& e) {

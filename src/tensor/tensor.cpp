@@ -9,6 +9,7 @@
 #include <sstream>
 
 #include "../ops/cpu/loops.h"
+#include "../ops/cpu/parallel.h"
 #include "weft/allocator.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
@@ -414,6 +415,15 @@ Tensor& Tensor::copy_(const Tensor& src) {
              "a leaf tensor that requires grad is used in an in-place copy_; use NoGradGuard");
   Tensor s = src.sizes() == sizes() ? src : src.expand(sizes());
   DType dt = dtype(), st = s.dtype();
+  if (dt == st && is_contiguous() && s.is_contiguous()) {
+    // One flat copy, split across the intra-op threads when it is big.
+    char* d = static_cast<char*>(raw_data());
+    const char* p = static_cast<const char*>(s.raw_data());
+    const int64_t bytes = (int64_t)nbytes();
+    cpu::parallel_for(0, bytes, (int64_t)1 << 20,
+                      [&](int64_t b, int64_t e) { std::memcpy(d + b, p + b, (size_t)(e - b)); });
+    return *this;
+  }
   if (dt == kFloat32 && st == kFloat32)
     copy_kernel<float, float>(*this, s);
   else if (dt == kFloat32 && st == kInt64)

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# DataParallel, ChannelShuffle and SyncBatchNorm benchmarks, with PyTorch's ChannelShuffle
+# beside weft's. Usage: bench/parallel.sh   (builds bench/weft_parallel into build-bench)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF >/dev/null
+cmake --build build-bench -j2 --target weft_parallel weft-run >/dev/null
+export OMP_WAIT_POLICY=passive
+B=build-bench/bench/weft_parallel
+for t in 1 2; do
+  $B shuffle --threads $t
+  /usr/bin/python3 - "$t" <<'PY'
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+x = torch.randn(64, 232, 28, 28)
+def med(f):
+    f(); f(); ts = []
+    for _ in range(20):
+        t0 = time.perf_counter(); f(); ts.append(time.perf_counter() - t0)
+    return sorted(ts)[10]
+gb = 2 * x.numel() * 4 / 1e9
+c = med(lambda: x.clone()); s = med(lambda: torch.nn.functional.channel_shuffle(x, 4))
+print('{"bench":"torch_channel_shuffle","threads":%s,"copy_gbps":%.1f,"shuffle_gbps":%.1f,"ratio":%.3f}' % (sys.argv[1], gb / c, gb / s, c / s))
+PY
+done
+$B dp --devices 2
+$B bn --threads 1
+build-bench/tools/weft-run --nproc-per-node 2 --master-port 29611 --no-prefix $B bn --threads 1

@@ -1,0 +1,46 @@
+// Internal: a copy with non-temporal (streaming) stores for large, write-once outputs.
+// Regular stores first read each destination line into cache (read-for-ownership), which
+// costs a third of the bandwidth of a copy; glibc's memcpy streams above a size threshold,
+// so kernels that copy many mid-sized runs (ChannelShuffle planes) stream too, to keep up.
+#pragma once
+
+#include <immintrin.h>
+
+#include <cstdint>
+#include <cstring>
+
+namespace weft::cpu {
+
+inline void stream_copy(float* dst, const float* src, int64_t n) {
+#if defined(__AVX512F__) || defined(__AVX__)
+#if defined(__AVX512F__)
+  constexpr int64_t kLanes = 16;
+#else
+  constexpr int64_t kLanes = 8;
+#endif
+  int64_t i = 0;
+  while (i < n && (reinterpret_cast<uintptr_t>(dst + i) % (kLanes * 4)) != 0) {
+    dst[i] = src[i];
+    ++i;
+  }
+  for (; i + kLanes <= n; i += kLanes) {
+#if defined(__AVX512F__)
+    _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+#else
+    _mm256_stream_ps(dst + i, _mm256_loadu_ps(src + i));
+#endif
+  }
+  for (; i < n; ++i) dst[i] = src[i];
+#else
+  std::memcpy(dst, src, (size_t)n * sizeof(float));
+#endif
+}
+
+// Orders streamed stores before later loads/stores of other threads (call once at the end).
+inline void stream_fence() {
+#if defined(__AVX512F__) || defined(__AVX__)
+  _mm_sfence();
+#endif
+}
+
+}  // namespace weft::cpu
