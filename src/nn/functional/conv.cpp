@@ -231,22 +231,4 @@ void conv2d_backward_im2col(const ConvGeom& g, const float* px, const float* pw,
 
 }  // namespace
 
-Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
-  WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());
-  WEFT_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ",
-             shape_str(input.sizes()), " does not match weight ", shape_str(weight.sizes()),
-             " (in_features ", weight.size(1), ")");
-  Tensor x2 = input.dim() == 2 ? input : input.reshape({-1, input.size(-1)});
-  Tensor out = mm(x2, weight, false, true);
-  if (bias.defined()) {
-    WEFT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", bias.str(),
-               " does not match ", weight.size(0), " out_features");
-    out = out + bias;
-  }
-  if (input.dim() == 2) return out;
-  Shape s = input.sizes();
-  s.back() = weight.size(0);
-  return out.view(s);
-}
-
 }  // namespace weft::nn::functional

@@ -28,8 +28,37 @@ void check_same_shape(const Tensor& input, const Tensor& target, const char* op)
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
   check_same_shape(input, target, "mse_loss");
-  Tensor d = input - target;
-  return reduce(d * d, r);
+  if (r == Reduction::None || input.dtype() != kFloat32 || target.dtype() != kFloat32) {
+    Tensor d = input - target;
+    return reduce(d * d, r);
+  }
+  // Mean/sum fused into one pass and one backward node (the loss of overhead-bound steps).
+  WEFT_CHECK(input.device() == target.device(), "mse_loss: input on ", input.device(),
+             " but target on ", target.device());
+  Tensor x = input.detach().contiguous(), y = target.detach().contiguous();
+  const float* px = x.data_ptr<float>();
+  const float* py = y.data_ptr<float>();
+  const int64_t n = x.numel();
+  double s = 0;
+  for (int64_t i = 0; i < n; ++i) {
+    const double d = (double)px[i] - py[i];
+    s += d * d;
+  }
+  const double scale = r == Reduction::Mean ? 1.0 / (double)n : 1.0;
+  Tensor out =
+      scalar_tensor(n == 0 && r == Reduction::Mean ? NAN : s * scale, {.device = input.device()});
+  bool gi = input.requires_grad(), gt = target.requires_grad();
+  autograd::record("MseLossBackward", {&input, &target}, out,
+                   [x, y, scale, gi, gt](std::vector<Tensor>& g) {
+                     const float k = (float)(2.0 * scale) * g[0].item<float>();
+                     Tensor dx = make_empty(x.sizes(), kFloat32, x.device());
+                     float* pd = dx.data_ptr<float>();
+                     const float* px = x.data_ptr<float>();
+                     const float* py = y.data_ptr<float>();
+                     for (int64_t i = 0; i < x.numel(); ++i) pd[i] = k * (px[i] - py[i]);
+                     return std::vector<Tensor>{gi ? dx : Tensor(), gt ? -dx : Tensor()};
+                   });
+  return out;
 }
 
 Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction r) {

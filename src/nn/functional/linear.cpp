@@ -1,0 +1,56 @@
+// linear as one fused op (PyTorch's addmm): the bias initialises the output and one SGEMM
+// accumulates x W^T into it; one backward node yields dx, dW and db. Fewer tensors and
+// nodes than mm + add matter for small, overhead-bound layers.
+#include <cblas.h>
+
+#include "weft/autograd.h"
+#include "weft/nn/functional.h"
+#include "weft/ops.h"
+
+namespace weft::nn::functional {
+
+Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+  WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());
+  WEFT_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ",
+             shape_str(input.sizes()), " does not match weight ", shape_str(weight.sizes()),
+             " (in_features ", weight.size(1), ")");
+  Tensor x2 = input.dim() == 2 ? input : input.reshape({-1, input.size(-1)});
+  Shape out_shape = input.sizes();
+  out_shape.back() = weight.size(0);
+  if (!bias.defined()) {
+    Tensor out = mm(x2, weight, false, true);
+    return input.dim() == 2 ? out : out.view(out_shape);
+  }
+  WEFT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", bias.str(),
+             " does not match ", weight.size(0), " out_features");
+  WEFT_CHECK(input.dtype() == kFloat32 && weight.dtype() == kFloat32 && bias.dtype() == kFloat32,
+             "linear expects float32 tensors, got ", input.str(), ", ", weight.str(), ", ",
+             bias.str());
+  WEFT_CHECK(input.device() == weight.device() && bias.device() == weight.device(),
+             "linear: input on ", input.device(), ", weight on ", weight.device(), ", bias on ",
+             bias.device());
+  const int64_t M = x2.size(0), N = weight.size(0), K = weight.size(1);
+  Tensor x = x2.contiguous(), w = weight.contiguous(), b = bias.contiguous();
+  Tensor out = make_empty({M, N}, kFloat32, input.device());
+  float* po = out.data_ptr<float>();
+  const float* pb = b.data_ptr<float>();
+  for (int64_t m = 0; m < M; ++m)
+    for (int64_t n = 0; n < N; ++n) po[m * N + n] = pb[n];
+  if (M > 0 && N > 0 && K > 0)
+    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)K, 1.0f,
+                x.data_ptr<float>(), (blasint)K, w.data_ptr<float>(), (blasint)K, 1.0f, po,
+                (blasint)N);
+  if (autograd::any_requires_grad({&x2, &weight, &bias})) {
+    bool gx = x2.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
+    Tensor xs = x.detach(), ws = w.detach();
+    autograd::record("AddmmBackward", {&x2, &weight, &bias}, out,
+                     [xs, ws, gx, gw, gb](std::vector<Tensor>& g) {
+                       return std::vector<Tensor>{gx ? mm(g[0], ws) : Tensor(),
+                                                  gw ? mm(g[0], xs, true, false) : Tensor(),
+                                                  gb ? g[0].sum({0}) : Tensor()};
+                     });
+  }
+  return input.dim() == 2 ? out : out.view(out_shape);
+}
+
+}  // namespace weft::nn::functional
