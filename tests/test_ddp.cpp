@@ -55,6 +55,13 @@ TEST(DDP, ManyBucketsAndBucketViews) {
   EXPECT_EQ(r.code, 0) << r.output;
 }
 
+TEST(DDP, CommunicationHooks) {
+  for (std::string mode : {"fp16", "bf16", "custom_hook"}) {
+    auto r = launch(2, "ddp_worker", mode);
+    EXPECT_EQ(r.code, 0) << mode << "\n" << r.output;
+  }
+}
+
 TEST(DDP, NoSyncAccumulationEqualsOneBigBatch) {
   auto r = launch(2, "ddp_worker", "nosync");
   EXPECT_EQ(r.code, 0) << r.output;

@@ -4,6 +4,7 @@
 
 #include "weft/autograd.h"
 #include "weft/dist/distributed.h"
+#include "weft/half.h"
 #include "weft/ops.h"
 
 namespace weft::nn {
@@ -231,26 +232,15 @@ CommHook half_hook(DType dtype) {
 }
 
 struct Fp16 {
-  _Float16 v;
-  static Fp16 from_float(float f) { return {(_Float16)f}; }
-  float to_float() const { return (float)v; }
+  uint16_t bits;
+  static Fp16 from_float(float f) { return {float_to_fp16(f)}; }
+  float to_float() const { return fp16_to_float(bits); }
 };
 
 struct Bf16 {
   uint16_t bits;
-  static Bf16 from_float(float f) {
-    uint32_t u;
-    std::memcpy(&u, &f, 4);
-    if ((u & 0x7fffffff) > 0x7f800000) return {(uint16_t)((u >> 16) | 0x40)};  // quiet NaN
-    u += 0x7fff + ((u >> 16) & 1);  // round to nearest even
-    return {(uint16_t)(u >> 16)};
-  }
-  float to_float() const {
-    uint32_t u = (uint32_t)bits << 16;
-    float f;
-    std::memcpy(&f, &u, 4);
-    return f;
-  }
+  static Bf16 from_float(float f) { return {float_to_bf16(f)}; }
+  float to_float() const { return bf16_to_float(bits); }
 };
 
 }  // namespace

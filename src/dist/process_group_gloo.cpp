@@ -14,12 +14,14 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <cstdlib>
 #include <cstring>
 #include <sstream>
 
+#include "weft/half.h"
 #include "work.h"
 
 namespace weft::dist {
@@ -110,6 +112,43 @@ gloo::AllreduceOptions::Func reduce_fn(ReduceOp op) {
   return static_cast<F>(&gloo::sum<T>);
 }
 
+// Half-precision reductions for the compression hooks: Gloo runs its own algorithm and
+// calls this elementwise combiner; fp16 and bf16 values are combined in float and rounded
+// back (to nearest even).
+float half_to_float(uint16_t h, bool bf16) { return bf16 ? bf16_to_float(h) : fp16_to_float(h); }
+uint16_t float_to_half(float f, bool bf16) { return bf16 ? float_to_bf16(f) : float_to_fp16(f); }
+
+template <bool BF16>
+void half_reduce(void* c, const void* a, const void* b, size_t n, ReduceOp op) {
+  auto* pc = static_cast<uint16_t*>(c);
+  auto* pa = static_cast<const uint16_t*>(a);
+  auto* pb = static_cast<const uint16_t*>(b);
+  for (size_t i = 0; i < n; ++i) {
+    const float x = half_to_float(pa[i], BF16), y = half_to_float(pb[i], BF16);
+    const float r = op == ReduceOp::MAX   ? std::max(x, y)
+                    : op == ReduceOp::MIN ? std::min(x, y)
+                                          : x + y;
+    pc[i] = float_to_half(r, BF16);
+  }
+}
+
+template <bool BF16, ReduceOp Op>
+void half_reduce_fn(void* c, const void* a, const void* b, size_t n) {
+  half_reduce<BF16>(c, a, b, n, Op);
+}
+
+template <bool BF16>
+gloo::AllreduceOptions::Func half_fn(ReduceOp op) {
+  switch (op) {
+    case ReduceOp::MAX:
+      return &half_reduce_fn<BF16, ReduceOp::MAX>;
+    case ReduceOp::MIN:
+      return &half_reduce_fn<BF16, ReduceOp::MIN>;
+    default:
+      return &half_reduce_fn<BF16, ReduceOp::SUM>;
+  }
+}
+
 }  // namespace
 
 GlooOptions resolve_gloo_options(GlooOptions o, const std::string& peer_host) {
@@ -173,12 +212,24 @@ void allreduce_one(const Ctx& ctx, const Tensor& t, ReduceOp op, uint32_t tag, D
   if (t.dtype() == kFloat32) {
     opts.setOutput(static_cast<float*>(t.raw_data()), n);
     opts.setReduceFunction(reduce_fn<float>(op));
+  } else if (t.dtype() == DType::Float16 || t.dtype() == DType::BFloat16) {
+    opts.setOutput(static_cast<gloo::float16*>(t.raw_data()), n);  // 2-byte elements
+    opts.setReduceFunction(t.dtype() == DType::BFloat16 ? half_fn<true>(op) : half_fn<false>(op));
   } else {
     opts.setOutput(static_cast<int64_t*>(t.raw_data()), n);
     opts.setReduceFunction(reduce_fn<int64_t>(op));
   }
   gloo::allreduce(opts);
-  if (op == ReduceOp::AVG) detail::divide_by(t.raw_data(), t.dtype(), n, ctx->size);
+  if (op == ReduceOp::AVG) {
+    if (t.dtype() == DType::Float16 || t.dtype() == DType::BFloat16) {
+      auto* p = static_cast<uint16_t*>(t.raw_data());
+      const bool bf = t.dtype() == DType::BFloat16;
+      for (size_t i = 0; i < n; ++i)
+        p[i] = float_to_half(half_to_float(p[i], bf) / (float)ctx->size, bf);
+    } else {
+      detail::divide_by(t.raw_data(), t.dtype(), n, ctx->size);
+    }
+  }
 }
 
 }  // namespace
@@ -242,7 +293,11 @@ std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, R
   std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
   if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
-    detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
+    const Tensor& x = tensors[i];
+    // fp16/bf16 are reduced by allreduce only (DDP's compression hooks).
+    const bool half = x.defined() && (x.dtype() == DType::Float16 || x.dtype() == DType::BFloat16);
+    if (half && x.device().is_cpu() && x.is_contiguous()) continue;
+    detail::check_cpu_tensor(impl_->what(name), x, "tensor " + std::to_string(i));
   }
   name = std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
          detail::shape_dtype_str(tensors[0]) + (tensors.size() > 1 ? ", ..." : "") + ")";
