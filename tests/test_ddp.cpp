@@ -72,6 +72,8 @@ TEST(DDP, UnusedParameters) {
   EXPECT_NE(without.output.find("find_unused_parameters"), std::string::npos) << without.output;
   auto with = launch(2, "ddp_worker", "unused_flag");
   EXPECT_EQ(with.code, 0) << with.output;
+  auto stat = launch(2, "ddp_worker", "static_graph");
+  EXPECT_EQ(stat.code, 0) << stat.output;
 }
 
 TEST(DDP, UnevenInputsWithJoin) {

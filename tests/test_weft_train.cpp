@@ -149,3 +149,22 @@ TEST(WeftTrain, BadOptionsAndData) {
   EXPECT_EQ(r.code, 0);
   EXPECT_NE(r.output.find("--nproc-per-node"), std::string::npos);
 }
+
+TEST(WeftTrain, UnderMpirun) {
+  if (!fs::exists(kData))
+    GTEST_SKIP() << kData << " is missing (Debian package dataset-fashion-mnist)";
+  if (!weft::test::have_mpirun()) GTEST_SKIP() << "mpirun (openmpi-bin) is not installed";
+  auto dir = fresh_dir("mpi");
+  auto r = run_command(
+      "mpirun --allow-run-as-root --oversubscribe -n 2 --mca btl self,tcp --mca btl_tcp_if_include "
+      "lo " +
+          build_dir() +
+          "/tools/weft-train --limit-train 1024 --limit-test 200 --epochs 1 --no-progress "
+          "--checkpoint-dir " +
+          dir.string(),
+      300);
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("2 processes"), std::string::npos) << r.output;
+  EXPECT_EQ(csv_rows((dir / "metrics.csv").string()).size(), 1u) << r.output;
+  fs::remove_all(dir);
+}

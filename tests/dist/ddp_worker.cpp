@@ -124,6 +124,19 @@ class TwoHeadsImpl : public nn::Cloneable<TwoHeadsImpl> {
   bool use_b = false;
 };
 
+// static_graph: head b is never used, and without find_unused_parameters the first
+// iteration's graph walk tells DDP so; training runs and b keeps no gradient.
+int static_graph() {
+  manual_seed(1);
+  auto model = std::make_shared<TwoHeadsImpl>();
+  nn::DistributedDataParallel ddp(model, {.static_graph = true});
+  for (int t = 0; t < 3; ++t) ddp(randn({3, 4})).sum().backward();
+  bool ok = model->a->weight.grad().defined() && !model->b->weight.grad().defined();
+  std::printf("rank %d: static graph trained, unused head left without grad: %d\n", g_rank,
+              (int)ok);
+  return ok ? 0 : 1;
+}
+
 int unused(bool flag) {
   manual_seed(1);
   auto model = std::make_shared<TwoHeadsImpl>();
@@ -235,6 +248,8 @@ int main(int argc, char** argv) {
       rc = unused(false);
     else if (mode == "unused_flag")
       rc = unused(true);
+    else if (mode == "static_graph")
+      rc = static_graph();
     else if (mode == "uneven")
       rc = uneven();
     else if (mode == "mismatch")
