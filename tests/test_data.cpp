@@ -17,9 +17,12 @@
 #include <thread>
 #include <vector>
 
+#include "idx_bytes.h"
 #include "weft/data.h"
 #include "weft/error.h"
 #include "weft/ops.h"
+
+using weft::test::idx_bytes;
 
 namespace fs = std::filesystem;
 using namespace weft;
@@ -348,15 +351,6 @@ TEST(DataLoader, DefaultCollateAndOptionErrors) {
 // --- MNIST ---
 
 namespace {
-
-std::vector<uint8_t> idx_bytes(uint8_t type, const std::vector<uint32_t>& dims,
-                               const std::vector<uint8_t>& payload) {
-  std::vector<uint8_t> out = {0, 0, type, static_cast<uint8_t>(dims.size())};
-  for (uint32_t d : dims)
-    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(d >> s));
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
 
 std::vector<uint8_t> gzip(const std::vector<uint8_t>& in) {
   z_stream zs{};

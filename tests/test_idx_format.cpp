@@ -10,8 +10,11 @@
 #include <string>
 #include <vector>
 
+#include "idx_bytes.h"
 #include "weft/data/idx_format.h"
 #include "weft/error.h"
+
+using weft::test::idx_bytes;
 
 namespace fs = std::filesystem;
 using weft::data::IdxArray;
@@ -19,16 +22,6 @@ using weft::data::parse_idx;
 using weft::data::read_idx;
 
 namespace {
-
-// Header for `type` and `dims`, followed by `payload` (already big-endian).
-std::vector<uint8_t> idx_bytes(uint8_t type, const std::vector<uint32_t>& dims,
-                               const std::vector<uint8_t>& payload) {
-  std::vector<uint8_t> out = {0, 0, type, static_cast<uint8_t>(dims.size())};
-  for (uint32_t d : dims)
-    for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<uint8_t>(d >> s));
-  out.insert(out.end(), payload.begin(), payload.end());
-  return out;
-}
 
 std::vector<uint8_t> gzip(const std::vector<uint8_t>& in, int level = 6) {
   z_stream zs{};

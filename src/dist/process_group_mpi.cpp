@@ -229,16 +229,7 @@ std::shared_ptr<Work> ProcessGroupMPI::broadcast(std::vector<Tensor> tensors, in
 
 std::shared_ptr<Work> ProcessGroupMPI::allgather(std::vector<Tensor> outputs, Tensor input) {
   const std::string name = "allgather";
-  detail::check_cpu_tensor(impl_->what(name), input, "input");
-  if (static_cast<int>(outputs.size()) != size_) {
-    throw DistError(impl_->what(name) + ": " + std::to_string(outputs.size()) +
-                    " output tensors for a group of size " + std::to_string(size_));
-  }
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const std::string which = "output " + std::to_string(i);
-    detail::check_cpu_tensor(impl_->what(name), outputs[i], which);
-    detail::check_like(impl_->what(name), input, "the input", outputs[i], which);
-  }
+  detail::check_allgather_args(impl_->what(name), outputs, input, size_);
   count_of(impl_->what(name), input, size_);
   auto c = impl_->c;
   return impl_->queue->enqueue(

@@ -58,6 +58,20 @@ void check_like(const std::string& op, const Tensor& ref, const std::string& ref
   }
 }
 
+void check_allgather_args(const std::string& op, const std::vector<Tensor>& outputs,
+                          const Tensor& input, int group_size) {
+  check_cpu_tensor(op, input, "input");
+  if (static_cast<int>(outputs.size()) != group_size) {
+    throw DistError(op + ": " + std::to_string(outputs.size()) +
+                    " output tensors for a group of size " + std::to_string(group_size));
+  }
+  for (size_t i = 0; i < outputs.size(); ++i) {
+    const std::string which = "output " + std::to_string(i);
+    check_cpu_tensor(op, outputs[i], which);
+    check_like(op, input, "the input", outputs[i], which);
+  }
+}
+
 void check_reduce_scatter_args(const std::string& op, const Tensor& output,
                                const std::vector<Tensor>& inputs, int group_size) {
   check_cpu_tensor(op, output, "output");

@@ -86,6 +86,9 @@ void check_cpu_tensor(const std::string& op, const Tensor& t, const std::string&
 // Throws DistError unless t has ref's dtype and number of elements.
 void check_like(const std::string& op, const Tensor& ref, const std::string& ref_name,
                 const Tensor& t, const std::string& which);
+// allgather's arguments: a valid input and one output like it per rank of the group.
+void check_allgather_args(const std::string& op, const std::vector<Tensor>& outputs,
+                          const Tensor& input, int group_size);
 // reduce_scatter's arguments: a valid output and one input like it per rank of the group.
 void check_reduce_scatter_args(const std::string& op, const Tensor& output,
                                const std::vector<Tensor>& inputs, int group_size);
