@@ -315,6 +315,12 @@ def _():
     _conv("conv2d_1x1", 8, 4, 1, (2, 8, 5, 5))
 
 
+@case("conv2d_winograd")
+def _():
+    # 3x3, stride 1, >= 16 channels in and out: weft runs it on oneDNN's Winograd kernels.
+    _conv("conv2d_winograd", 16, 16, 3, (2, 16, 8, 8), padding=1)
+
+
 def _bn_init(m):
     """Non-trivial weight/bias/running stats; num_batches_tracked stays 0."""
     with torch.no_grad():

@@ -64,6 +64,8 @@ TEST(GoldenNN, Conv2d) {
   check_module("conv2d_depthwise", *dw, kConvRtol);
   nn::Conv2d pw(8, 4, 1);
   check_module("conv2d_1x1", *pw, kConvRtol);
+  nn::Conv2d wino(16, 16, 3, {.padding = {1, 1}});
+  check_module("conv2d_winograd", *wino, kConvRtol);
 }
 
 TEST(GoldenNN, BatchNorm) {

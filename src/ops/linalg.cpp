@@ -1,7 +1,9 @@
-// Matrix products on OpenBLAS SGEMM. Transposed operands are passed to BLAS as flags, never
-// copied; batched and broadcast matmul loop SGEMM over the batch.
+// Matrix products on OpenBLAS SGEMM (skinny products on weft's own kernels, cpu/skinny_gemm.h).
+// Transposed operands are passed to BLAS as flags, never copied; batched and broadcast matmul loop
+// SGEMM over the batch.
 #include <cblas.h>
 
+#include "cpu/skinny_gemm.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -37,10 +39,13 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float b
     if (beta == 0) c.zero_();
     return;
   }
-  cblas_sgemm(CblasRowMajor, (ta != va.trans) ? CblasTrans : CblasNoTrans,
-              (tb != vb.trans) ? CblasTrans : CblasNoTrans, (blasint)M, (blasint)N, (blasint)K,
-              1.0f, va.data, (blasint)va.ld, vb.data, (blasint)vb.ld, beta, c.data_ptr<float>(),
-              (blasint)std::max<int64_t>(N, 1));
+  const bool eff_ta = ta != va.trans, eff_tb = tb != vb.trans;
+  if (cpu::skinny_sgemm(eff_ta, eff_tb, M, N, K, va.data, va.ld, vb.data, vb.ld, beta,
+                        c.data_ptr<float>(), N))
+    return;
+  cblas_sgemm(CblasRowMajor, eff_ta ? CblasTrans : CblasNoTrans, eff_tb ? CblasTrans : CblasNoTrans,
+              (blasint)M, (blasint)N, (blasint)K, 1.0f, va.data, (blasint)va.ld, vb.data,
+              (blasint)vb.ld, beta, c.data_ptr<float>(), (blasint)std::max<int64_t>(N, 1));
 }
 
 void check_float(const Tensor& t, const char* op) {

@@ -239,7 +239,9 @@ class Runner {
 };
 
 bool try_winograd(const ConvGeom& g) {
-  return conv_backend() == ConvBackend::kOneDnnWinograd && g.Cg() >= 16 && g.Kg() >= 16;
+  const ConvBackend b = conv_backend();
+  return (b == ConvBackend::kAuto || b == ConvBackend::kOneDnnWinograd) && g.Cg() >= 16 &&
+         g.Kg() >= 16;
 }
 
 }  // namespace

@@ -3,6 +3,7 @@
 // nodes than mm + add matter for small, overhead-bound layers.
 #include <cblas.h>
 
+#include "../../ops/cpu/skinny_gemm.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -36,7 +37,9 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   const float* pb = b.data_ptr<float>();
   for (int64_t m = 0; m < M; ++m)
     for (int64_t n = 0; n < N; ++n) po[m * N + n] = pb[n];
-  if (M > 0 && N > 0 && K > 0)
+  if (M > 0 && N > 0 && K > 0 &&
+      !cpu::skinny_sgemm(false, true, M, N, K, x.data_ptr<float>(), K, w.data_ptr<float>(), K, 1.0f,
+                         po, N))
     cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)K, 1.0f,
                 x.data_ptr<float>(), (blasint)K, w.data_ptr<float>(), (blasint)K, 1.0f, po,
                 (blasint)N);

@@ -2,6 +2,7 @@
 #include <cmath>
 
 #include "../../ops/cpu/parallel.h"
+#include "../../ops/cpu/reduce_lanes.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -107,11 +108,26 @@ struct AvgWindows {
   std::vector<double> div;  // [Ho * Wo]
 };
 
+// One window covering the whole plane (global pooling, as in classifier heads): a plain
+// vectorised sum per plane forward, a fill per plane backward.
+bool is_global(const AvgWindows& win, int64_t H, int64_t W) {
+  return win.div.size() == 1 && win.h0[0] == 0 && win.h1[0] == H && win.w0[0] == 0 &&
+         win.w1[0] == W;
+}
+
 Tensor avg_pool_apply(const Tensor& x, const AvgWindows& win, int64_t Ho, int64_t Wo) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor out = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();
+  if (is_global(win, H, W)) {
+    cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / (H * W)),
+                      [&](int64_t b, int64_t e) {
+                        for (int64_t nc = b; nc < e; ++nc)
+                          po[nc] = (float)(cpu::lane_sum(px + nc * H * W, H * W) / win.div[0]);
+                      });
+    return out;
+  }
   for (int64_t nc = 0; nc < N * C; ++nc) {
     const float* plane = px + nc * H * W;
     for (int64_t oh = 0; oh < Ho; ++oh)
@@ -127,9 +143,19 @@ Tensor avg_pool_apply(const Tensor& x, const AvgWindows& win, int64_t Ho, int64_
 
 Tensor avg_pool_backward(const Tensor& g, const AvgWindows& win, const Shape& in_shape) {
   Tensor dy = g.contiguous();
-  Tensor dx = zeros(in_shape);
   const int64_t H = in_shape[2], W = in_shape[3], Ho = dy.size(2), Wo = dy.size(3);
   const float* pd = dy.data_ptr<float>();
+  if (is_global(win, H, W)) {
+    Tensor dx = make_empty(in_shape, kFloat32, g.device());
+    float* px = dx.data_ptr<float>();
+    cpu::parallel_for(0, in_shape[0] * in_shape[1], std::max<int64_t>(1, cpu::kGrainSize / (H * W)),
+                      [&](int64_t b, int64_t e) {
+                        for (int64_t nc = b; nc < e; ++nc)
+                          std::fill_n(px + nc * H * W, H * W, (float)(pd[nc] / win.div[0]));
+                      });
+    return dx;
+  }
+  Tensor dx = zeros(in_shape);
   float* px = dx.data_ptr<float>();
   for (int64_t nc = 0; nc < in_shape[0] * in_shape[1]; ++nc) {
     float* plane = px + nc * H * W;
