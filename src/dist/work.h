@@ -5,6 +5,7 @@
 // "broken": later ops fail fast with the first error instead of mismatching with the peers.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -40,6 +41,7 @@ class WorkImpl : public Work {
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;
+  std::atomic<bool> done_flag_{false};  // done_, readable without the lock (wait's spin)
   std::exception_ptr error_;
   std::vector<std::function<void(std::exception_ptr)>> callbacks_;
 };
