@@ -6,6 +6,7 @@
 
 #include "../../ops/cpu/parallel.h"
 #include "../../ops/cpu/reduce_lanes.h"
+#include "../../ops/cpu/stream_copy.h"
 #include "weft/autograd.h"
 #include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/functional.h"
@@ -37,6 +38,9 @@ const float* opt_ptr(const Tensor& t) {
 // one double accumulator per (c, s), vectorised over the contiguous c*S positions.
 namespace {
 bool long_rows(int64_t S) { return S >= cpu::kLanes; }
+// Outputs of 16 MB and more bypass the cache (half the last-level cache of these machines):
+// nothing reads them back before they would have been evicted anyway.
+bool stream_output(const Tensor& out) { return out.nbytes() >= (size_t(16) << 20); }
 
 // For short rows: calls f(j0, j1) over ranges of the C*S positions, split across threads.
 template <typename F>
@@ -124,6 +128,7 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
   Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
   const float* pw = opt_ptr(wc);
   const float* pb = opt_ptr(bc);
+  const bool stream = stream_output(out);
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
                     [&](int64_t r0, int64_t r1) {
                       for (int64_t r = r0; r < r1; ++r) {
@@ -132,8 +137,13 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
                         float shift = (pb ? pb[c] : 0.0f) - pm[c] * scale;
                         const float* a = px + r * S;
                         float* o = po + r * S;
-                        for (int64_t i = 0; i < S; ++i) o[i] = a[i] * scale + shift;
+                        if (stream)
+                          cpu::stream_store_fn(o, S,
+                                               [&](int64_t i) { return a[i] * scale + shift; });
+                        else
+                          for (int64_t i = 0; i < S; ++i) o[i] = a[i] * scale + shift;
                       }
+                      if (stream) cpu::stream_fence();
                     });
   return out;
 }
@@ -206,6 +216,7 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
   const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>(), *pw = opt_ptr(wc);
   const float *ps1 = s1.data_ptr<float>(), *ps2 = s2.data_ptr<float>();
   const double inv_count = count ? 1.0 / (double)count : 0.0;
+  const bool stream = stream_output(dx);
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
                     [&](int64_t r0, int64_t r1) {
                       for (int64_t r = r0; r < r1; ++r) {
@@ -220,9 +231,15 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
                         const float* xr = px + r * S;
                         const float* dr = pd + r * S;
                         float* o = po + r * S;
-                        for (int64_t i = 0; i < S; ++i)
-                          o[i] = scale * (dr[i] - mdy - (xr[i] - mu) * k);
+                        auto f = [&](int64_t i) {
+                          return scale * (dr[i] - mdy - (xr[i] - mu) * k);
+                        };
+                        if (stream)
+                          cpu::stream_store_fn(o, S, f);
+                        else
+                          for (int64_t i = 0; i < S; ++i) o[i] = f(i);
                       }
+                      if (stream) cpu::stream_fence();
                     });
   return dx;
 }

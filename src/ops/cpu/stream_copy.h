@@ -36,6 +36,26 @@ inline void stream_copy(float* dst, const float* src, int64_t n) {
 #endif
 }
 
+// o[i] = f(i) for i in [0, n), the 64-byte-aligned blocks of 16 written with streaming stores:
+// for outputs larger than the last-level cache, where reading each line in first (the
+// read-for-ownership of a plain store) would add a third to the memory traffic.
+template <typename F>
+inline void stream_store_fn(float* o, int64_t n, F f) {
+  int64_t i = 0;
+#if defined(__AVX512F__)
+  while (i < n && (reinterpret_cast<uintptr_t>(o + i) % 64) != 0) {
+    o[i] = f(i);
+    ++i;
+  }
+  for (; i + 16 <= n; i += 16) {
+    alignas(64) float v[16];
+    for (int l = 0; l < 16; ++l) v[l] = f(i + l);
+    _mm512_stream_ps(o + i, _mm512_load_ps(v));
+  }
+#endif
+  for (; i < n; ++i) o[i] = f(i);
+}
+
 // Orders streamed stores before later loads/stores of other threads (call once at the end).
 inline void stream_fence() {
 #if defined(__AVX512F__) || defined(__AVX__)
