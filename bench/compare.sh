@@ -25,7 +25,7 @@ done
 [[ ${#workloads[@]} -eq 0 ]] && workloads=(linear convbn mlp25m)
 
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=ON >&2
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=ON -DWEFT_CUDA=OFF >&2
 fi
 make -C "$build" weft_step -j"${JOBS:-2}" >&2
 weft_step="$build/bench/weft_step"

@@ -3,7 +3,7 @@
 # beside weft's. Usage: bench/parallel.sh   (builds bench/weft_parallel into build-bench)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF >/dev/null
+cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_CUDA=OFF >/dev/null
 cmake --build build-bench -j2 --target weft_parallel weft-run >/dev/null
 export OMP_WAIT_POLICY=passive
 B=build-bench/bench/weft_parallel
