@@ -27,23 +27,24 @@ class ProcessGroupSync : public BatchNormSync {
     const int64_t C = mean.numel();
     // One all-gather of [count_hi, count_lo, mean[C], var[C]]; the count is split in two
     // 24-bit halves so float32 carries it exactly.
-    Tensor mine = empty({2 + 2 * C}, {.device = mean.device()});
+    // The combination runs on the host: for CUDA tensors the C-sized statistics are copied
+    // there and back (the collective itself stays on the device).
+    const Device dev = mean.device(), host = dev.is_cuda() ? Device::CPU() : dev;
+    NoGradGuard ng;
+    Tensor mine = empty({2 + 2 * C}, {.device = host});
     float* pm = mine.data_ptr<float>();
     pm[0] = (float)(count >> 24);
     pm[1] = (float)(count & 0xffffff);
-    {
-      NoGradGuard ng;
-      mine.narrow(0, 2, C).copy_(mean);
-      mine.narrow(0, 2 + C, C).copy_(var);
-    }
+    mine.narrow(0, 2, C).copy_(mean);
+    mine.narrow(0, 2 + C, C).copy_(var);
     std::vector<Tensor> all;
-    for (int r = 0; r < g->size(); ++r)
-      all.push_back(empty({2 + 2 * C}, {.device = mean.device()}));
-    g->allgather(all, mine)->wait();
+    for (int r = 0; r < g->size(); ++r) all.push_back(empty({2 + 2 * C}, {.device = dev}));
+    g->allgather(all, mine.to(dev))->wait();
     // Chan et al.: combine (n_i, mean_i, M2_i) pairwise-stably, in double.
     std::vector<double> mu(C, 0.0), m2(C, 0.0);
     double n = 0;
-    for (const Tensor& t : all) {
+    for (const Tensor& dt : all) {
+      const Tensor t = dt.to(host);
       const float* p = t.data_ptr<float>();
       const double ni = (double)(((int64_t)p[0] << 24) + (int64_t)p[1]);
       if (ni == 0) continue;
@@ -57,16 +58,15 @@ class ProcessGroupSync : public BatchNormSync {
       n = total;
     }
     count = (int64_t)n;
-    Tensor new_mean = empty({C}, {.device = mean.device()}),
-           new_var = empty({C}, {.device = mean.device()});
+    Tensor new_mean = empty({C}, {.device = host}), new_var = empty({C}, {.device = host});
     float* om = new_mean.data_ptr<float>();
     float* ov = new_var.data_ptr<float>();
     for (int64_t c = 0; c < C; ++c) {
       om[c] = (float)mu[c];
       ov[c] = n > 0 ? (float)(m2[c] / n) : 0.0f;
     }
-    mean = new_mean;
-    var = new_var;
+    mean = new_mean.to(dev);
+    var = new_var.to(dev);
   }
 
   void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) override {

@@ -7,6 +7,9 @@
 #include "../../ops/cpu/parallel.h"
 #include "../../ops/cpu/reduce_lanes.h"
 #include "../../ops/cpu/stream_copy.h"
+#ifdef WEFT_WITH_CUDA
+#include "../../ops/cuda/nn_ops.h"
+#endif
 #include "weft/autograd.h"
 #include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/functional.h"
@@ -50,6 +53,14 @@ void over_positions(int64_t N, int64_t CS, F&& f) {
 }  // namespace
 
 ChannelStats batch_norm_stats(const Tensor& x0) {
+#ifdef WEFT_WITH_CUDA
+  if (x0.device().is_cuda()) {
+    Tensor x = x0.contiguous();
+    auto [N, C, S] = layout_of(x);
+    auto [mean, var] = cuda::nn::batch_norm_stats(x);
+    return {mean, var, N * S};
+  }
+#endif
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
   Tensor mean = empty({C}, {.device = x.device()}), var = empty({C}, {.device = x.device()});
@@ -117,6 +128,12 @@ ChannelStats batch_norm_stats(const Tensor& x0) {
 
 Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invstd,
                         const Tensor& weight, const Tensor& bias) {
+#ifdef WEFT_WITH_CUDA
+  if (x0.device().is_cuda())
+    return cuda::nn::batch_norm_elemt(x0.contiguous(), mean.contiguous(), invstd.contiguous(),
+                                      weight.defined() ? weight.contiguous() : Tensor(),
+                                      bias.defined() ? bias.contiguous() : Tensor());
+#endif
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
   Tensor out = make_empty(x.sizes(), kFloat32, x.device());
@@ -150,6 +167,11 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
 
 std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Tensor& x0,
                                                      const Tensor& mean) {
+#ifdef WEFT_WITH_CUDA
+  if (x0.device().is_cuda())
+    return cuda::nn::batch_norm_backward_reduce(dy0.contiguous(), x0.contiguous(),
+                                                mean.contiguous());
+#endif
   Tensor x = x0.contiguous(), dy = dy0.contiguous();
   auto [N, C, S] = layout_of(x);
   Tensor sdy = empty({C}, {.device = x.device()}), sdyx = empty({C}, {.device = x.device()});
@@ -205,6 +227,13 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Te
 Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tensor& mean,
                                  const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
                                  const Tensor& sum_dy_xmu, int64_t count) {
+#ifdef WEFT_WITH_CUDA
+  if (x0.device().is_cuda())
+    return cuda::nn::batch_norm_backward_elemt(dy0.contiguous(), x0.contiguous(), mean.contiguous(),
+                                               invstd.contiguous(),
+                                               weight.defined() ? weight.contiguous() : Tensor(),
+                                               sum_dy.contiguous(), sum_dy_xmu.contiguous(), count);
+#endif
   Tensor x = x0.contiguous(), dy = dy0.contiguous();
   auto [N, C, S] = layout_of(x);
   Tensor dx = make_empty(x.sizes(), kFloat32, x.device());
@@ -246,6 +275,13 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
 
 void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
                           const Tensor& var, int64_t count, double momentum) {
+#ifdef WEFT_WITH_CUDA
+  if (mean.device().is_cuda()) {
+    cuda::nn::update_running_stats(running_mean, running_var, mean.contiguous(), var.contiguous(),
+                                   count, momentum);
+    return;
+  }
+#endif
   NoGradGuard ng;
   const float m = (float)momentum;
   const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;

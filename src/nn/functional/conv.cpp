@@ -1,8 +1,11 @@
 // conv2d: oneDNN's convolutions where oneDNN takes the shape (conv_onednn.cpp), else im2col +
 // SGEMM per image and group (1x1 stride-1 convs skip im2col; also the reference the tests
 // check oneDNN against). Backward recomputes the columns instead of keeping them: a little
-// compute for a lot of memory.
+// compute for a lot of memory. CUDA tensors go to cuDNN (src/ops/cuda/cudnn_conv.cpp).
 #include "../../ops/cpu/conv.h"
+#ifdef WEFT_WITH_CUDA
+#include "../../ops/cuda/nn_ops.h"
+#endif
 
 #include <cblas.h>
 
@@ -90,6 +93,28 @@ void conv2d_backward_im2col(const ConvGeom& g, const float* px, const float* pw,
 
 }  // namespace
 
+#ifdef WEFT_WITH_CUDA
+namespace {
+// CUDA tensors: cuDNN's convolutions (src/ops/cuda/cudnn_conv.cpp), the same autograd node.
+Tensor conv2d_cuda(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                   const ConvGeom& g) {
+  const cuda::nn::ConvParams p{g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.G};
+  Tensor x = input.contiguous(), w = weight.contiguous();
+  Tensor out = cuda::nn::conv2d(x, w, bias.defined() ? bias.contiguous() : Tensor(), p);
+  if (autograd::any_requires_grad({&input, &weight, &bias})) {
+    bool gx = input.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
+    Tensor xs = x.detach(), ws = w.detach();
+    autograd::record("ConvolutionBackward", {&input, &weight, &bias}, out,
+                     [xs, ws, p, gx, gw, gb](std::vector<Tensor>& grads) {
+                       auto r = cuda::nn::conv2d_backward(xs, ws, grads[0], p, gx, gw, gb);
+                       return std::vector<Tensor>{r.dx, r.dw, r.db};
+                     });
+  }
+  return out;
+}
+}  // namespace
+#endif
+
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
               std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
               std::array<int64_t, 2> dilation, int64_t groups) {
@@ -133,6 +158,9 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
     WEFT_CHECK(bias.dim() == 1 && bias.size(0) == g.K, "conv2d: bias ", bias.str(),
                " does not match ", g.K, " output channels");
 
+#ifdef WEFT_WITH_CUDA
+  if (input.device().is_cuda()) return conv2d_cuda(input, weight, bias, g);
+#endif
   Tensor x = input.contiguous(), w = weight.contiguous();
   Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   Tensor out = make_empty({g.N, g.K, g.Ho, g.Wo}, kFloat32, input.device());

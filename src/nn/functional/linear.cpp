@@ -30,6 +30,12 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   WEFT_CHECK(input.device() == weight.device() && bias.device() == weight.device(),
              "linear: input on ", input.device(), ", weight on ", weight.device(), ", bias on ",
              bias.device());
+#ifdef WEFT_WITH_CUDA
+  if (input.device().is_cuda()) {  // cuBLAS through mm; the bias added by broadcasting
+    Tensor out = mm(x2, weight, false, true) + bias;
+    return input.dim() == 2 ? out : out.view(out_shape);
+  }
+#endif
   const int64_t M = x2.size(0), N = weight.size(0), K = weight.size(1);
   Tensor x = x2.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   Tensor out = make_empty({M, N}, kFloat32, input.device());

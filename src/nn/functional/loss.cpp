@@ -2,6 +2,9 @@
 // log-softmax + NLL with its own backward (softmax - onehot), the hot path of training.
 #include <cmath>
 
+#ifdef WEFT_WITH_CUDA
+#include "../../ops/cuda/nn_ops.h"
+#endif
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -28,7 +31,8 @@ void check_same_shape(const Tensor& input, const Tensor& target, const char* op)
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
   check_same_shape(input, target, "mse_loss");
-  if (r == Reduction::None || input.dtype() != kFloat32 || target.dtype() != kFloat32) {
+  if (r == Reduction::None || input.dtype() != kFloat32 || target.dtype() != kFloat32 ||
+      !input.device().is_cpu()) {
     Tensor d = input - target;
     return reduce(d * d, r);
   }
@@ -63,12 +67,12 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
 
 Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction r) {
   check_same_shape(input, target, "binary_cross_entropy");
-  {
-    Tensor c = input.detach().contiguous();
-    const float* p = c.data_ptr<float>();
-    for (int64_t i = 0; i < c.numel(); ++i)
-      WEFT_CHECK(p[i] >= 0.0f && p[i] <= 1.0f,
-                 "binary_cross_entropy: all input elements must be in [0, 1], found ", p[i]);
+  if (input.numel() > 0) {  // two reductions, so that it reads the same on every device
+    NoGradGuard ng;
+    const float hi = input.max().item<float>(), lo = -(-input).max().item<float>();
+    WEFT_CHECK(lo >= 0.0f && hi <= 1.0f,
+               "binary_cross_entropy: all input elements must be in [0, 1], found values in [", lo,
+               ", ", hi, "]");
   }
   // PyTorch clamps each log term at -100 so that 0 and 1 inputs give finite losses.
   Tensor l = -(target * input.log().clamp(-100.0, std::nullopt) +
@@ -91,6 +95,54 @@ Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& targe
   return reduce(l, r);
 }
 
+namespace {
+// Counts the samples that are not ignored and checks every class index (on the host).
+int64_t count_targets(const Tensor& t, int64_t C, int64_t ignore_index) {
+  const int64_t* pt = t.data_ptr<int64_t>();
+  int64_t count = 0;
+  for (int64_t i = 0; i < t.numel(); ++i) {
+    if (pt[i] == ignore_index) continue;
+    WEFT_CHECK(pt[i] >= 0 && pt[i] < C, "Target ", pt[i], " is out of bounds: ", C,
+               " classes (sample ", i, ")");
+    ++count;
+  }
+  return count;
+}
+
+#ifdef WEFT_WITH_CUDA
+// CUDA: per-sample losses and the gradient from kernels (src/ops/cuda/nn_kernels.cu); the
+// targets are checked on a host copy, as the CPU path checks them.
+Tensor nll_loss_cuda(const Tensor& log_probs, const Tensor& lp, const Tensor& t, Reduction r,
+                     int64_t ignore_index) {
+  const int64_t C = lp.size(1);
+  WEFT_CHECK(t.device() == lp.device(), "nll_loss: target on ", t.device(), " but input on ",
+             lp.device());
+  const int64_t count = count_targets(t.to(Device::CPU()), C, ignore_index);
+  Tensor per = cuda::nn::nll_loss_per_sample(lp.contiguous(), t, ignore_index);
+  Tensor out;
+  double scale = 1.0;
+  {
+    NoGradGuard ng;
+    if (r == Reduction::None) {
+      out = log_probs.dim() == 1 ? per.reshape({}) : per;
+    } else {
+      scale = r == Reduction::Mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
+      out = per.sum() * scale;
+    }
+  }
+  Shape in_shape = log_probs.sizes();
+  autograd::record(
+      "NllLossBackward", {&log_probs}, out,
+      [t, C, r, scale, ignore_index, in_shape](std::vector<Tensor>& g) {
+        return std::vector<Tensor>{
+            cuda::nn::nll_loss_backward(g[0], r == Reduction::None, scale, t, C, ignore_index)
+                .view(in_shape)};
+      });
+  return out;
+}
+#endif
+}  // namespace
+
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int64_t ignore_index) {
   WEFT_CHECK(log_probs.dim() == 1 || log_probs.dim() == 2,
              "nll_loss expects input [N, C] or [C], got ", log_probs.str());
@@ -102,14 +154,11 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
   WEFT_CHECK(tg.dim() == 1 && tg.size(0) == N, "nll_loss: target ", shape_str(target.sizes()),
              " does not match input ", shape_str(log_probs.sizes()), " (batch ", N, ")");
   Tensor t = tg.contiguous();
+#ifdef WEFT_WITH_CUDA
+  if (lp.device().is_cuda()) return nll_loss_cuda(log_probs, lp, t, r, ignore_index);
+#endif
   const int64_t* pt = t.data_ptr<int64_t>();
-  int64_t count = 0;
-  for (int64_t i = 0; i < N; ++i) {
-    if (pt[i] == ignore_index) continue;
-    WEFT_CHECK(pt[i] >= 0 && pt[i] < C, "Target ", pt[i], " is out of bounds: ", C,
-               " classes (sample ", i, ")");
-    ++count;
-  }
+  const int64_t count = count_targets(t, C, ignore_index);
   Tensor lpc = lp.contiguous();
   const float* pl = lpc.data_ptr<float>();
   Tensor per = make_empty({N}, kFloat32, log_probs.device());
@@ -154,11 +203,16 @@ Tensor dropout(const Tensor& input, double p, bool training, Generator* gen) {
   WEFT_CHECK(p >= 0.0 && p <= 1.0, "dropout probability has to be between 0 and 1, got ", p);
   if (!training || p == 0.0) return input;
   if (p == 1.0) return input * 0.0;
-  Tensor mask = rand(input.sizes(), gen);
+  // The mask is drawn on the host from the CPU generator (the same draws on every device).
+  Tensor mask;
+  {
+    DeviceGuard on_host(input.device().is_cuda() ? Device::CPU() : current_device());
+    mask = rand(input.sizes(), gen);
+  }
   float* pm = mask.data_ptr<float>();
   const float keep = (float)(1.0 - p), scale = 1.0f / keep;
   for (int64_t i = 0; i < mask.numel(); ++i) pm[i] = pm[i] < keep ? scale : 0.0f;
-  return input * mask;
+  return input * mask.to(input.device());
 }
 
 }  // namespace weft::nn::functional

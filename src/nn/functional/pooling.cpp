@@ -3,6 +3,9 @@
 
 #include "../../ops/cpu/parallel.h"
 #include "../../ops/cpu/reduce_lanes.h"
+#ifdef WEFT_WITH_CUDA
+#include "../../ops/cuda/nn_ops.h"
+#endif
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -39,6 +42,16 @@ Tensor max_pool2d(const Tensor& input, std::array<int64_t, 2> k, std::array<int6
   const int64_t Ho = pooled_size(H, k[0], s[0], p[0], ceil_mode);
   const int64_t Wo = pooled_size(W, k[1], s[1], p[1], ceil_mode);
   WEFT_CHECK(Ho > 0 && Wo > 0, "max_pool2d: output size is empty for input ", x.str());
+#ifdef WEFT_WITH_CUDA
+  if (x.device().is_cuda()) {
+    auto [y, ix] = cuda::nn::max_pool2d(x, Ho, Wo, k[0], k[1], s[0], s[1], p[0], p[1]);
+    Shape in_shape = x.sizes();
+    autograd::record("MaxPool2dBackward", {&input}, y, [ix, in_shape](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{cuda::nn::max_pool2d_backward(g[0], ix, in_shape)};
+    });
+    return y;
+  }
+#endif
   Tensor out = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
   Tensor idx = make_empty({N, C, Ho, Wo}, kInt64, x.device());
   const float* px = x.data_ptr<float>();
@@ -172,8 +185,23 @@ Tensor avg_pool_backward(const Tensor& g, const AvgWindows& win, const Shape& in
 Tensor avg_pool_common(const Tensor& input, AvgWindows win, int64_t Ho, int64_t Wo,
                        const char* name) {
   Tensor x = input.contiguous();
-  Tensor out = avg_pool_apply(x, win, Ho, Wo);
   Shape in_shape = x.sizes();
+#ifdef WEFT_WITH_CUDA
+  if (x.device().is_cuda()) {
+    // The windows travel to the device as one int64 tensor: h0, h1, w0, w1, divisors.
+    std::vector<int64_t> packed;
+    for (const auto* v : {&win.h0, &win.h1, &win.w0, &win.w1})
+      packed.insert(packed.end(), v->begin(), v->end());
+    for (double d : win.div) packed.push_back((int64_t)d);
+    Tensor wt = tensor(packed, {(int64_t)packed.size()}).to(x.device());
+    Tensor y = cuda::nn::avg_pool2d(x, wt, Ho, Wo);
+    autograd::record(name, {&input}, y, [wt, in_shape](std::vector<Tensor>& g) {
+      return std::vector<Tensor>{cuda::nn::avg_pool2d_backward(g[0], wt, in_shape)};
+    });
+    return y;
+  }
+#endif
+  Tensor out = avg_pool_apply(x, win, Ho, Wo);
   autograd::record(name, {&input}, out, [win, in_shape](std::vector<Tensor>& g) {
     return std::vector<Tensor>{avg_pool_backward(g[0], win, in_shape)};
   });
