@@ -4,6 +4,9 @@
 #include <cblas.h>
 
 #include "cpu/skinny_gemm.h"
+#ifdef WEFT_WITH_CUDA
+#include "cuda/cuda_ops.h"
+#endif
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -32,6 +35,12 @@ BlasView blas_view(const Tensor& m) {
 
 // C[M,N] (+)= op(A) @ op(B), raw, no autograd.
 void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float beta) {
+#ifdef WEFT_WITH_CUDA
+  if (c.device().is_cuda()) {  // cuBLAS (src/ops/cuda/blas.cpp)
+    cuda::gemm(a, ta, b, tb, c, beta);
+    return;
+  }
+#endif
   BlasView va = blas_view(a), vb = blas_view(b);
   const int64_t M = c.size(0), N = c.size(1), K = ta ? a.size(0) : a.size(1);
   if (M == 0 || N == 0) return;
