@@ -22,12 +22,14 @@ namespace weft {
 using Shape = std::vector<int64_t>;
 std::string shape_str(const Shape& s);
 
-// Raw memory owned by tensors that view it; freed into the caching allocator.
+// Raw memory owned by tensors that view it; freed into the caching allocator of its device
+// (CPU, a CUDA device, or pinned host memory for CPU storage with `pinned`).
 struct Storage {
   void* data = nullptr;
   size_t nbytes = 0;
   Device device;
-  Storage(size_t nbytes, Device device);
+  bool pinned = false;
+  Storage(size_t nbytes, Device device, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
@@ -92,9 +94,14 @@ class Tensor {
   size_t nbytes() const { return (size_t)numel() * itemsize(dtype()); }
   std::string str() const;  // "Tensor[float32, (2, 3)]" for messages
 
+  // Host pointers to the first element: CPU tensors only (a CUDA tensor throws, naming it, so
+  // that a CPU kernel never dereferences device memory).
   template <typename T>
   T* data_ptr() const;
   void* raw_data() const;
+  // The first element's address on the tensor's own device (a device pointer for CUDA).
+  void* device_ptr() const;
+  // item() and to_vector_*() copy from any device.
   template <typename T>
   T item() const;
   std::vector<float> to_vector_float() const;
@@ -124,8 +131,13 @@ class Tensor {
   Tensor clone() const;
   Tensor detach() const;
   Tensor to(DType dtype) const;
-  Tensor to(Device device) const;
-  Tensor& copy_(const Tensor& src);
+  // non_blocking: host<->CUDA copies from/to pinned memory return before they finish (ordered on
+  // the device's current stream), as in PyTorch; otherwise the copy has finished on return.
+  Tensor to(Device device, bool non_blocking = false) const;
+  Tensor& copy_(const Tensor& src, bool non_blocking = false);
+  // A copy of this CPU tensor in page-locked memory (needs CUDA), for asynchronous copies.
+  Tensor pin_memory() const;
+  bool is_pinned() const { return impl_ && impl_->storage->pinned; }
   Tensor& fill_(double value);
   Tensor& zero_() { return fill_(0.0); }
 
@@ -197,6 +209,7 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t);
 
 // Internal: a tensor over fresh storage, and a view sharing another tensor's storage.
 Tensor make_empty(const Shape& shape, DType dtype = kFloat32, Device device = current_device());
+Tensor make_empty_pinned(const Shape& shape, DType dtype);
 Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset);
 Shape contiguous_strides(const Shape& sizes);
 int64_t shape_numel(const Shape& s);

@@ -4,6 +4,7 @@
 
 #include "cpu/loops.h"
 #include "cpu/parallel.h"
+#include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -112,8 +113,12 @@ std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b, const char* 
 }
 
 template <typename F>
-Tensor arith(const Tensor& a0, const Tensor& b0, const char* op, F f) {
+Tensor arith(const Tensor& a0, const Tensor& b0, const char* op,
+             [[maybe_unused]] cuda::BinaryOp cop, [[maybe_unused]] double alpha, F f) {
   auto [a, b] = promote(a0, b0, op);
+#ifdef WEFT_WITH_CUDA
+  if (a.device().is_cuda()) return cuda::binary(cop, a, b, alpha);
+#endif
   if (a.dtype() == kInt64) return binary_kernel<int64_t>(a, b, kInt64, f);
   WEFT_CHECK(a.dtype() == kFloat32, op, ": unsupported dtype ", a.dtype());
   return binary_kernel<float>(a, b, kFloat32, f);
@@ -122,10 +127,11 @@ Tensor arith(const Tensor& a0, const Tensor& b0, const char* op, F f) {
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
-  Tensor out =
-      alpha == 1.0
-          ? arith(a, b, "add", [](auto x, auto y) { return x + y; })
-          : arith(a, b, "add", [alpha](auto x, auto y) { return x + (decltype(x))(alpha * y); });
+  const auto cop = cuda::BinaryOp::Add;
+  Tensor out = alpha == 1.0 ? arith(a, b, "add", cop, alpha, [](auto x, auto y) { return x + y; })
+                            : arith(a, b, "add", cop, alpha, [alpha](auto x, auto y) {
+                                return x + (decltype(x))(alpha * y);
+                              });
   Shape sa = a.sizes(), sb = b.sizes();
   autograd::record("AddBackward", {&a, &b}, out, [sa, sb, alpha](std::vector<Tensor>& g) {
     return std::vector<Tensor>{sum_to(g[0], sa), sum_to(alpha == 1.0 ? g[0] : g[0] * alpha, sb)};
@@ -136,7 +142,7 @@ Tensor add(const Tensor& a, const Tensor& b, double alpha) {
 Tensor sub(const Tensor& a, const Tensor& b) { return add(a, b, -1.0); }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
-  Tensor out = arith(a, b, "mul", [](auto x, auto y) { return x * y; });
+  Tensor out = arith(a, b, "mul", cuda::BinaryOp::Mul, 1.0, [](auto x, auto y) { return x * y; });
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = a.detach(), sb = b.detach();
     bool ga = a.requires_grad(), gb = b.requires_grad();
@@ -150,7 +156,13 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 Tensor div(const Tensor& a, const Tensor& b) {
   auto [fa, fb] = promote(a.to(kFloat32), b.to(kFloat32), "div");
+#ifdef WEFT_WITH_CUDA
+  Tensor out = fa.device().is_cuda()
+                   ? cuda::binary(cuda::BinaryOp::Div, fa, fb)
+                   : binary_kernel<float>(fa, fb, kFloat32, [](float x, float y) { return x / y; });
+#else
   Tensor out = binary_kernel<float>(fa, fb, kFloat32, [](float x, float y) { return x / y; });
+#endif
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = fa.detach(), sb = fb.detach();
     bool gb = b.requires_grad();
@@ -169,13 +181,24 @@ Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 
 namespace {
-// Unary float op with backward gx = dfn(g, x, y) (x input, y output), elementwise.
+// Unary float op with backward gx = dfn(g, x, y) (x input, y output), elementwise. On CUDA the
+// kernels are `cop` with scalars s0, s1 (see cuda/cuda_ops.h), computing the same f and dfn.
 template <typename F, typename D>
-Tensor unary_op(const Tensor& a, const char* name, F f, D dfn) {
+Tensor unary_op(const Tensor& a, const char* name, [[maybe_unused]] cuda::UnaryOp cop,
+                [[maybe_unused]] double s0, [[maybe_unused]] double s1, F f, D dfn) {
+#ifdef WEFT_WITH_CUDA
+  Tensor out =
+      a.defined() && a.device().is_cuda() ? cuda::unary(cop, a, s0, s1) : unary_kernel(a, f);
+#else
   Tensor out = unary_kernel(a, f);
+#endif
   if (autograd::any_requires_grad({&a})) {
     Tensor x = a.detach(), y = out.detach();
-    autograd::record(name, {&a}, out, [x, y, dfn](std::vector<Tensor>& g) {
+    autograd::record(name, {&a}, out, [x, y, dfn, cop, s0, s1](std::vector<Tensor>& g) {
+#ifdef WEFT_WITH_CUDA
+      if (x.device().is_cuda())
+        return std::vector<Tensor>{cuda::unary_backward(cop, g[0], x, y, s0, s1)};
+#endif
       if (g[0].sizes() == x.sizes() && g[0].is_contiguous() && x.is_contiguous() &&
           y.is_contiguous()) {  // the usual case: one pass, no copy of the gradient first
         Tensor gx = make_empty(x.sizes(), kFloat32, x.device());
@@ -204,86 +227,93 @@ Tensor unary_op(const Tensor& a, const char* name, F f, D dfn) {
 
 Tensor operator+(const Tensor& a, double b) {
   return unary_op(
-      a, "AddScalarBackward", [b](float x) { return x + (float)b; },
+      a, "AddScalarBackward", cuda::UnaryOp::AddScalar, b, 0, [b](float x) { return x + (float)b; },
       [](float g, float, float) { return g; });
 }
 Tensor operator-(const Tensor& a, double b) { return a + (-b); }
 Tensor operator*(const Tensor& a, double b) {
   return unary_op(
-      a, "MulScalarBackward", [b](float x) { return x * (float)b; },
+      a, "MulScalarBackward", cuda::UnaryOp::MulScalar, b, 0, [b](float x) { return x * (float)b; },
       [b](float g, float, float) { return g * (float)b; });
 }
 Tensor operator/(const Tensor& a, double b) {
   return unary_op(
-      a, "DivScalarBackward", [b](float x) { return x / (float)b; },
+      a, "DivScalarBackward", cuda::UnaryOp::DivScalar, b, 0, [b](float x) { return x / (float)b; },
       [b](float g, float, float) { return g / (float)b; });
 }
 Tensor operator-(double a, const Tensor& b) {
   return unary_op(
-      b, "RsubBackward", [a](float x) { return (float)a - x; },
+      b, "RsubBackward", cuda::UnaryOp::RSub, a, 0, [a](float x) { return (float)a - x; },
       [](float g, float, float) { return -g; });
 }
 Tensor operator/(double a, const Tensor& b) {
   return unary_op(
-      b, "RdivBackward", [a](float x) { return (float)a / x; },
+      b, "RdivBackward", cuda::UnaryOp::RDiv, a, 0, [a](float x) { return (float)a / x; },
       [](float g, float x, float y) { return -g * y / x; });
 }
 
 Tensor Tensor::operator-() const {
   return unary_op(
-      *this, "NegBackward", [](float x) { return -x; }, [](float g, float, float) { return -g; });
+      *this, "NegBackward", cuda::UnaryOp::Neg, 0, 0, [](float x) { return -x; },
+      [](float g, float, float) { return -g; });
 }
 Tensor Tensor::exp() const {
   return unary_op(
-      *this, "ExpBackward", [](float x) { return std::exp(x); },
+      *this, "ExpBackward", cuda::UnaryOp::Exp, 0, 0, [](float x) { return std::exp(x); },
       [](float g, float, float y) { return g * y; });
 }
 Tensor Tensor::log() const {
   return unary_op(
-      *this, "LogBackward", [](float x) { return std::log(x); },
+      *this, "LogBackward", cuda::UnaryOp::Log, 0, 0, [](float x) { return std::log(x); },
       [](float g, float x, float) { return g / x; });
 }
 Tensor Tensor::sqrt() const {
   return unary_op(
-      *this, "SqrtBackward", [](float x) { return std::sqrt(x); },
+      *this, "SqrtBackward", cuda::UnaryOp::Sqrt, 0, 0, [](float x) { return std::sqrt(x); },
       [](float g, float, float y) { return g / (2.0f * y); });
 }
 Tensor Tensor::abs() const {
   return unary_op(
-      *this, "AbsBackward", [](float x) { return std::fabs(x); },
+      *this, "AbsBackward", cuda::UnaryOp::Abs, 0, 0, [](float x) { return std::fabs(x); },
       [](float g, float x, float) { return x > 0 ? g : (x < 0 ? -g : 0.0f); });
 }
 Tensor Tensor::pow(double e) const {
   return unary_op(
-      *this, "PowBackward", [e](float x) { return (float)std::pow((double)x, e); },
+      *this, "PowBackward", cuda::UnaryOp::Pow, e, 0,
+      [e](float x) { return (float)std::pow((double)x, e); },
       [e](float g, float x, float) {
         return e == 0 ? 0.0f : (float)(g * e * std::pow((double)x, e - 1));
       });
 }
 Tensor Tensor::relu() const {
   return unary_op(
-      *this, "ReluBackward", [](float x) { return x > 0 ? x : 0.0f; },
+      *this, "ReluBackward", cuda::UnaryOp::Relu, 0, 0, [](float x) { return x > 0 ? x : 0.0f; },
       [](float g, float, float y) { return y > 0 ? g : 0.0f; });
 }
 Tensor Tensor::sigmoid() const {
   return unary_op(
-      *this, "SigmoidBackward", [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
+      *this, "SigmoidBackward", cuda::UnaryOp::Sigmoid, 0, 0,
+      [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
       [](float g, float, float y) { return g * y * (1.0f - y); });
 }
 Tensor Tensor::tanh() const {
   return unary_op(
-      *this, "TanhBackward", [](float x) { return std::tanh(x); },
+      *this, "TanhBackward", cuda::UnaryOp::Tanh, 0, 0, [](float x) { return std::tanh(x); },
       [](float g, float, float y) { return g * (1.0f - y * y); });
 }
 Tensor Tensor::clamp(std::optional<double> mn, std::optional<double> mx) const {
   float lo = mn ? (float)*mn : -INFINITY, hi = mx ? (float)*mx : INFINITY;
   return unary_op(
-      *this, "ClampBackward", [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
+      *this, "ClampBackward", cuda::UnaryOp::Clamp, lo, hi,
+      [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
       [lo, hi](float g, float x, float) { return x >= lo && x <= hi ? g : 0.0f; });
 }
 
 Tensor Tensor::eq(const Tensor& other) const {
   auto [a, b] = promote(*this, other, "eq");
+#ifdef WEFT_WITH_CUDA
+  if (a.device().is_cuda()) return cuda::binary(cuda::BinaryOp::Eq, a, b);
+#endif
   if (a.dtype() == kInt64)
     return binary_kernel<int64_t>(a, b, kInt64, [](int64_t x, int64_t y) { return x == y; });
   return binary_kernel<float>(a, b, kInt64, [](float x, float y) { return (int64_t)(x == y); });
@@ -324,6 +354,13 @@ void inplace_binary(Tensor& self, const Tensor& other, F f) {
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
   check_inplace(*this, "add_");
+#ifdef WEFT_WITH_CUDA
+  if (device().is_cuda()) {
+    check_same_device(*this, other, "add_");
+    cuda::binary_(cuda::BinaryOp::Add, *this, other, alpha);
+    return *this;
+  }
+#endif
   float a = (float)alpha;
   if (alpha == 1.0)
     inplace_binary(*this, other, [](float x, float y) { return x + y; });
@@ -334,6 +371,12 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 
 Tensor& Tensor::add_(double value) {
   check_inplace(*this, "add_");
+#ifdef WEFT_WITH_CUDA
+  if (device().is_cuda()) {
+    cuda::scalar_(cuda::UnaryOp::AddScalar, *this, value);
+    return *this;
+  }
+#endif
   float v = (float)value;
   inplace_binary(*this, scalar_tensor(0), [v](float x, float) { return x + v; });
   return *this;
@@ -341,6 +384,12 @@ Tensor& Tensor::add_(double value) {
 
 Tensor& Tensor::mul_(double value) {
   check_inplace(*this, "mul_");
+#ifdef WEFT_WITH_CUDA
+  if (device().is_cuda()) {
+    cuda::scalar_(cuda::UnaryOp::MulScalar, *this, value);
+    return *this;
+  }
+#endif
   float v = (float)value;
   inplace_binary(*this, scalar_tensor(0), [v](float x, float) { return x * v; });
   return *this;
@@ -348,6 +397,13 @@ Tensor& Tensor::mul_(double value) {
 
 Tensor& Tensor::mul_(const Tensor& other) {
   check_inplace(*this, "mul_");
+#ifdef WEFT_WITH_CUDA
+  if (device().is_cuda()) {
+    check_same_device(*this, other, "mul_");
+    cuda::binary_(cuda::BinaryOp::Mul, *this, other);
+    return *this;
+  }
+#endif
   inplace_binary(*this, other, [](float x, float y) { return x * y; });
   return *this;
 }

@@ -3,10 +3,12 @@
 // sit within float rounding of the exact value whatever the order.
 #include <cmath>
 #include <limits>
+#include <tuple>
 
 #include "cpu/loops.h"
 #include "cpu/parallel.h"
 #include "cpu/reduce_lanes.h"
+#include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -93,7 +95,11 @@ Tensor unrows(const Tensor& r, int64_t d, int64_t ndim) {
 Tensor Tensor::sum(std::vector<int64_t> dims, bool keepdim) const {
   auto mask = reduce_mask(dims, dim());
   Tensor x = dtype() == kFloat32 ? *this : to(kFloat32);
+#ifdef WEFT_WITH_CUDA
+  Tensor out = x.device().is_cuda() ? cuda::sum(x, mask) : sum_kernel(x, mask);
+#else
   Tensor out = sum_kernel(x, mask);
+#endif
   Shape out_shape = reduced_shape(sizes(), mask, keepdim);
   if (dim() == 0) out_shape = {};
   out = out.view(out_shape);
@@ -126,30 +132,42 @@ std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
   Tensor x = dim() == 0 ? reshape({1}) : *this;
   int64_t n = x.size(d);
   WEFT_CHECK(n > 0, "max over an empty dim ", d, " of ", str());
-  Tensor rows = rows_along(x, d);
-  int64_t m = rows.numel() / n;
   Shape keep = x.sizes();
   keep[d] = 1;
-  Tensor vals = make_empty({m}, kFloat32, device()), idx = make_empty({m}, kInt64, device());
-  const float* pr = rows.data_ptr<float>();
-  float* pv = vals.data_ptr<float>();
-  int64_t* pi = idx.data_ptr<int64_t>();
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = pr + r * n;
-    int64_t best = 0;
-    for (int64_t i = 1; i < n; ++i)
-      if (row[i] > row[best] || (std::isnan(row[i]) && !std::isnan(row[best]))) best = i;
-    pv[r] = row[best];
-    pi[r] = best;
+  Tensor vals, idx;
+#ifdef WEFT_WITH_CUDA
+  if (x.device().is_cuda()) std::tie(vals, idx) = cuda::max(x, d);
+#endif
+  if (!vals.defined()) {
+    Tensor rows = rows_along(x, d);
+    int64_t m = rows.numel() / n;
+    vals = make_empty({m}, kFloat32, device());
+    idx = make_empty({m}, kInt64, device());
+    const float* pr = rows.data_ptr<float>();
+    float* pv = vals.data_ptr<float>();
+    int64_t* pi = idx.data_ptr<int64_t>();
+    for (int64_t r = 0; r < m; ++r) {
+      const float* row = pr + r * n;
+      int64_t best = 0;
+      for (int64_t i = 1; i < n; ++i)
+        if (row[i] > row[best] || (std::isnan(row[i]) && !std::isnan(row[best]))) best = i;
+      pv[r] = row[best];
+      pi[r] = best;
+    }
   }
   // rows_along's order is keep-shape order with dim d removed: reshape directly.
   Shape out_shape = keepdim ? keep : reduced_shape(x.sizes(), reduce_mask({d}, x.dim()), false);
   vals = vals.view(out_shape);
   idx = idx.view(out_shape);
-  Shape in_shape = sizes();
+  Shape in_shape = sizes(), x_shape = x.sizes();
   Tensor saved_idx = idx;
   autograd::record("MaxBackward", {this}, vals,
-                   [in_shape, keep, d, n, saved_idx](std::vector<Tensor>& g) {
+                   [in_shape, x_shape, keep, d, n, saved_idx](std::vector<Tensor>& g) {
+#ifdef WEFT_WITH_CUDA
+                     if (g[0].device().is_cuda())
+                       return std::vector<Tensor>{
+                           cuda::max_backward(g[0], saved_idx, x_shape, d).view(in_shape)};
+#endif
                      Tensor gx = zeros(in_shape);
                      Tensor gc = g[0].contiguous();
                      const float* pg = gc.data_ptr<float>();
@@ -175,13 +193,10 @@ Tensor Tensor::argmax(int64_t d, bool keepdim) const {
 }
 
 namespace {
-Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
-  WEFT_CHECK(self.dtype() == kFloat32, "softmax expects float32, got ", self.str());
-  d = wrap_dim(d, self.dim());
-  Tensor x = self.dim() == 0 ? self.reshape({1}) : self;
-  int64_t n = x.size(d);
+// The CPU kernel: softmax of `x` along d (of size n), in x's shape.
+Tensor softmax_rows(const Tensor& x, int64_t d, int64_t n, bool log) {
   Tensor rows = rows_along(x, d);
-  Tensor out = make_empty(rows.sizes(), kFloat32, self.device());
+  Tensor out = make_empty(rows.sizes(), kFloat32, x.device());
   const float* pr = rows.data_ptr<float>();
   float* po = out.data_ptr<float>();
   int64_t m = n ? rows.numel() / n : 0;
@@ -199,7 +214,20 @@ Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
       for (int64_t i = 0; i < n; ++i) o[i] = (float)(std::exp((double)row[i] - mx) / s);
     }
   }
-  Tensor result = unrows(out, d, x.dim()).view(self.sizes());
+  return unrows(out, d, x.dim());
+}
+
+Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
+  WEFT_CHECK(self.dtype() == kFloat32, "softmax expects float32, got ", self.str());
+  d = wrap_dim(d, self.dim());
+  Tensor x = self.dim() == 0 ? self.reshape({1}) : self;
+  int64_t n = x.size(d);
+#ifdef WEFT_WITH_CUDA
+  Tensor result = x.device().is_cuda() ? cuda::softmax(x, d, log).view(self.sizes())
+                                       : softmax_rows(x, d, n, log).view(self.sizes());
+#else
+  Tensor result = softmax_rows(x, d, n, log).view(self.sizes());
+#endif
   Tensor y = result.detach();
   autograd::record(log ? "LogSoftmaxBackward" : "SoftmaxBackward", {&self}, result,
                    [y, d, log](std::vector<Tensor>& g) {

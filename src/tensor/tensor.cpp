@@ -13,6 +13,10 @@
 #include "weft/allocator.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
+#ifdef WEFT_WITH_CUDA
+#include "../cuda/allocator.h"
+#include "../ops/cuda/cuda_ops.h"
+#endif
 
 namespace weft {
 
@@ -23,11 +27,35 @@ Device current_device() { return t_current_device; }
 DeviceGuard::DeviceGuard(Device d) : prev_(t_current_device) { t_current_device = d; }
 DeviceGuard::~DeviceGuard() { t_current_device = prev_; }
 
-Storage::Storage(size_t n, Device d) : nbytes(n), device(d) {
-  WEFT_CHECK(d.is_cpu(), "device ", d, " is not available in this build (CPU only)");
+Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pin) {
+#ifdef WEFT_WITH_CUDA
+  if (pin) {
+    WEFT_CHECK(d.is_cpu(), "pinned memory is host memory, not ", d);
+    data = cuda::detail::pinned_alloc(n);
+  } else if (d.is_cuda()) {
+    data = cuda::detail::device_alloc(n, d.index);
+  } else {
+    data = cpu_alloc(n);
+  }
+#else
+  WEFT_CHECK(d.is_cpu(), "device ", d, ": this build of weft has no CUDA backend (configure it ",
+             "where nvcc is found, with -DWEFT_CUDA=ON)");
+  WEFT_CHECK(!pin, "pinned memory: this build of weft has no CUDA backend");
   data = cpu_alloc(n);
+#endif
 }
-Storage::~Storage() { cpu_free(data, nbytes); }
+Storage::~Storage() {
+#ifdef WEFT_WITH_CUDA
+  if (pinned)
+    cuda::detail::pinned_free(data);
+  else if (device.is_cuda())
+    cuda::detail::device_free(data, device.index);
+  else
+    cpu_free(data, nbytes);
+#else
+  cpu_free(data, nbytes);
+#endif
+}
 
 std::string shape_str(const Shape& s) {
   std::string r = "(";
@@ -69,6 +97,16 @@ Tensor make_empty(const Shape& shape, DType dtype, Device device) {
   return Tensor(std::move(impl));
 }
 
+Tensor make_empty_pinned(const Shape& shape, DType dtype) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage =
+      std::make_shared<Storage>((size_t)shape_numel(shape) * itemsize(dtype), Device::CPU(), true);
+  impl->sizes = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
 Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset) {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage = base.impl()->storage;
@@ -100,8 +138,15 @@ std::string Tensor::str() const {
   return std::string("Tensor[") + dtype_name(dtype()) + ", " + shape_str(sizes()) + "]";
 }
 
-void* Tensor::raw_data() const {
+void* Tensor::device_ptr() const {
   return (char*)checked()->storage->data + impl_->offset * (int64_t)itemsize(impl_->dtype);
+}
+
+void* Tensor::raw_data() const {
+  WEFT_CHECK(checked()->storage->device.is_cpu(), "host access to the data of ", str(), " on ",
+             device(),
+             ": this operation has no CUDA kernel (move the tensor with .to(Device::CPU()))");
+  return device_ptr();
 }
 
 template <typename T>
@@ -126,6 +171,7 @@ template int64_t* Tensor::data_ptr<int64_t>() const;
 template <typename T>
 T Tensor::item() const {
   WEFT_CHECK(numel() == 1, "item() needs exactly one element, got ", str());
+  if (!device().is_cpu()) return to(Device::CPU()).item<T>();
   if (dtype() == kFloat32) return (T) * static_cast<float*>(raw_data());
   WEFT_CHECK(dtype() == kInt64, "item() on ", str());
   return (T) * static_cast<int64_t*>(raw_data());
@@ -135,13 +181,13 @@ template double Tensor::item<double>() const;
 template int64_t Tensor::item<int64_t>() const;
 
 std::vector<float> Tensor::to_vector_float() const {
-  Tensor c = to(kFloat32).contiguous();
+  Tensor c = to(kFloat32).to(Device::CPU()).contiguous();
   const float* p = c.data_ptr<float>();
   return std::vector<float>(p, p + c.numel());
 }
 
 std::vector<int64_t> Tensor::to_vector_int64() const {
-  Tensor c = to(kInt64).contiguous();
+  Tensor c = to(kInt64).to(Device::CPU()).contiguous();
   const int64_t* p = c.data_ptr<int64_t>();
   return std::vector<int64_t>(p, p + c.numel());
 }
@@ -264,7 +310,7 @@ Tensor Tensor::slice(int64_t d, int64_t start, int64_t end, int64_t step) const 
   Shape in_shape = sizes();
   return view_result(*this, make_view(*this, sz, st, storage_offset() + start * strides()[d]),
                      "SliceBackward", [in_shape, d, start, end, step](const Tensor& g) {
-                       Tensor r = zeros(in_shape, {.dtype = g.dtype()});
+                       Tensor r = zeros(in_shape, {.dtype = g.dtype(), .device = g.device()});
                        NoGradGuard ng;
                        r.slice(d, start, end, step).copy_(g);
                        return r;
@@ -409,11 +455,19 @@ void copy_kernel(const Tensor& dst, const Tensor& src) {
 }
 }  // namespace
 
-Tensor& Tensor::copy_(const Tensor& src) {
+Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   WEFT_CHECK(src.defined(), "copy_ from an undefined tensor");
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
              "a leaf tensor that requires grad is used in an in-place copy_; use NoGradGuard");
   Tensor s = src.sizes() == sizes() ? src : src.expand(sizes());
+#ifdef WEFT_WITH_CUDA
+  if (device().is_cuda() || s.device().is_cuda()) {
+    cuda::copy_(*this, s, non_blocking);
+    return *this;
+  }
+#else
+  (void)non_blocking;  // only host<->CUDA copies can be asynchronous
+#endif
   DType dt = dtype(), st = s.dtype();
   if (dt == st && is_contiguous() && s.is_contiguous()) {
     // One flat copy, split across the intra-op threads when it is big.
@@ -440,6 +494,12 @@ Tensor& Tensor::copy_(const Tensor& src) {
 Tensor& Tensor::fill_(double value) {
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
              "a leaf tensor that requires grad is used in an in-place fill_; use NoGradGuard");
+#ifdef WEFT_WITH_CUDA
+  if (device().is_cuda()) {
+    cuda::fill_(*this, value);
+    return *this;
+  }
+#endif
   auto run = [&](auto v) {
     using T = decltype(v);
     T* d = static_cast<T*>(impl_->storage->data);
@@ -486,16 +546,26 @@ Tensor Tensor::to(DType t) const {
   return out;
 }
 
-Tensor Tensor::to(Device d) const {
+Tensor Tensor::to(Device d, bool non_blocking) const {
   if (d == device()) return *this;
   Tensor out = make_empty(sizes(), dtype(), d);
   {
     NoGradGuard ng;
-    out.copy_(*this);
+    out.copy_(*this, non_blocking);
   }
   Device from = device();
   return view_result(*this, out, "ToDeviceBackward",
                      [from](const Tensor& g) { return g.to(from); });
+}
+
+Tensor Tensor::pin_memory() const {
+  WEFT_CHECK(device().is_cpu(), "pin_memory: only CPU tensors can be pinned, got ", str(), " on ",
+             device());
+  if (is_pinned()) return *this;
+  Tensor out = make_empty_pinned(sizes(), dtype());
+  NoGradGuard ng;
+  out.copy_(*this);
+  return out;
 }
 
 // ---------------- autograd accessors ----------------
@@ -554,7 +624,7 @@ void Tensor::remove_post_accumulate_grad_hook(int id) {
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "tensor(undefined)";
-  Tensor c = t.detach().contiguous();
+  Tensor c = t.detach().to(Device::CPU()).contiguous();
   const int64_t n = c.numel();
   const bool is_float = c.dtype() == kFloat32;
   auto elem = [&](int64_t i) {

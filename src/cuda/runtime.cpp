@@ -1,0 +1,226 @@
+// CUDA runtime glue: device queries, error translation, DeviceScope, the per-thread current
+// stream of each device, the per-device stream pools, and Event.
+#include <array>
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "cuda_check.h"
+#include "weft/cuda.h"
+
+namespace weft::cuda {
+
+namespace detail {
+
+void throw_cuda_error(cudaError_t err, const char* call, const char* file, int line) {
+  cudaGetLastError();  // clear a sticky launch error so that the next call reports its own
+  ::weft::detail::throw_error(file, line,
+                              std::string("CUDA error: ") + call + " failed: " +
+                                  cudaGetErrorName(err) + ": " + cudaGetErrorString(err));
+}
+
+void throw_cublas_error(cublasStatus_t st, const char* call, const char* file, int line) {
+  ::weft::detail::throw_error(file, line,
+                              std::string("cuBLAS error: ") + call + " failed: " +
+                                  cublasGetStatusName(st) + ": " + cublasGetStatusString(st));
+}
+
+DeviceScope::DeviceScope(int device) {
+  WEFT_CUDA_CHECK(cudaGetDevice(&prev_));
+  if (prev_ != device) WEFT_CUDA_CHECK(cudaSetDevice(device));
+}
+
+DeviceScope::~DeviceScope() {
+  int now = -1;
+  if (cudaGetDevice(&now) == cudaSuccess && now != prev_) cudaSetDevice(prev_);
+}
+
+}  // namespace detail
+
+namespace {
+
+constexpr int kMaxDevices = 64;
+constexpr int kPoolSize = 32;
+
+int count_devices() {
+  int n = 0;
+  // No driver, no device, or a driver too old: CUDA is simply not available.
+  if (cudaGetDeviceCount(&n) != cudaSuccess) {
+    cudaGetLastError();
+    return 0;
+  }
+  return n;
+}
+
+int checked_device(int device) {
+  const int n = device_count();
+  WEFT_CHECK(n > 0, "CUDA is not available (no CUDA device or driver)");
+  if (device < 0) device = current_device();
+  WEFT_CHECK(device < n && device < kMaxDevices, "CUDA device ", device,
+             " does not exist (device_count() is ", n, ")");
+  return device;
+}
+
+// Pools of streams, created on first use of each device and kept for the process's life (as
+// PyTorch's), so that a Stream handle never dangles.
+struct StreamPools {
+  std::mutex mu;
+  std::array<std::vector<cudaStream_t>, kMaxDevices> normal, high;
+  std::array<std::atomic<uint32_t>, kMaxDevices> next_normal{}, next_high{};
+};
+StreamPools& pools() {
+  static StreamPools* p = new StreamPools();  // leaked: streams outlive static destructors
+  return *p;
+}
+
+thread_local std::array<cudaStream_t, kMaxDevices> t_current{};  // null: the default stream
+
+std::atomic<bool> g_allow_tf32{false};
+
+}  // namespace
+
+bool is_available() { return device_count() > 0; }
+
+int device_count() {
+  static const int n = count_devices();
+  return n;
+}
+
+void synchronize(int device) {
+  if (device < 0) {
+    for (int d = 0; d < device_count(); ++d) synchronize(d);
+    return;
+  }
+  detail::DeviceScope scope(checked_device(device));
+  WEFT_CUDA_CHECK(cudaDeviceSynchronize());
+}
+
+void set_allow_tf32(bool allow) { g_allow_tf32 = allow; }
+bool allow_tf32() { return g_allow_tf32; }
+
+int current_device() {
+  int d = 0;
+  WEFT_CUDA_CHECK(cudaGetDevice(&d));
+  return d;
+}
+
+void set_device(int device) { WEFT_CUDA_CHECK(cudaSetDevice(checked_device(device))); }
+
+bool Stream::query() const {
+  detail::DeviceScope scope(device_);
+  const cudaError_t e = cudaStreamQuery(handle_);
+  if (e == cudaErrorNotReady) return false;
+  WEFT_CUDA_CHECK(e);
+  return true;
+}
+
+void Stream::synchronize() const {
+  detail::DeviceScope scope(device_);
+  WEFT_CUDA_CHECK(cudaStreamSynchronize(handle_));
+}
+
+Stream default_stream(int device) { return Stream(checked_device(device), nullptr); }
+
+Stream stream_from_pool(int device, bool high_priority) {
+  device = checked_device(device);
+  StreamPools& p = pools();
+  auto& pool = high_priority ? p.high[device] : p.normal[device];
+  {
+    std::lock_guard<std::mutex> lock(p.mu);
+    if (pool.empty()) {
+      detail::DeviceScope scope(device);
+      int least = 0, greatest = 0;
+      WEFT_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+      for (int i = 0; i < kPoolSize; ++i) {
+        cudaStream_t s = nullptr;
+        WEFT_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking,
+                                                     high_priority ? greatest : least));
+        pool.push_back(s);
+      }
+    }
+  }
+  auto& next = high_priority ? p.next_high[device] : p.next_normal[device];
+  return Stream(device, pool[next++ % kPoolSize]);
+}
+
+Stream current_stream(int device) {
+  device = checked_device(device);
+  return Stream(device, t_current[device]);
+}
+
+void set_current_stream(const Stream& s) { t_current[checked_device(s.device())] = s.handle(); }
+
+StreamGuard::StreamGuard(const Stream& s) : prev_(current_stream(s.device())) {
+  set_current_stream(s);
+}
+StreamGuard::~StreamGuard() { set_current_stream(prev_); }
+
+Event::~Event() {
+  if (event_) {
+    detail::DeviceScope scope(device_);
+    cudaEventDestroy(event_);
+  }
+}
+
+Event::Event(Event&& o) noexcept : timing_(o.timing_), device_(o.device_), event_(o.event_) {
+  o.event_ = nullptr;
+}
+
+Event& Event::operator=(Event&& o) noexcept {
+  if (this != &o) {
+    if (event_) {
+      detail::DeviceScope scope(device_);
+      cudaEventDestroy(event_);
+    }
+    timing_ = o.timing_;
+    device_ = o.device_;
+    event_ = o.event_;
+    o.event_ = nullptr;
+  }
+  return *this;
+}
+
+void Event::record(const Stream& s) {
+  detail::DeviceScope scope(s.device());
+  if (!event_) {
+    WEFT_CUDA_CHECK(
+        cudaEventCreateWithFlags(&event_, timing_ ? cudaEventDefault : cudaEventDisableTiming));
+    device_ = s.device();
+  }
+  WEFT_CHECK(device_ == s.device(), "Event: recorded on cuda:", device_,
+             ", cannot record it on a stream of cuda:", s.device());
+  WEFT_CUDA_CHECK(cudaEventRecord(event_, s.handle()));
+}
+
+void Event::block(const Stream& s) const {
+  if (!event_) return;  // never recorded: nothing to wait for
+  detail::DeviceScope scope(s.device());
+  WEFT_CUDA_CHECK(cudaStreamWaitEvent(s.handle(), event_, 0));
+}
+
+bool Event::query() const {
+  if (!event_) return true;
+  detail::DeviceScope scope(device_);
+  const cudaError_t e = cudaEventQuery(event_);
+  if (e == cudaErrorNotReady) return false;
+  WEFT_CUDA_CHECK(e);
+  return true;
+}
+
+void Event::synchronize() const {
+  if (!event_) return;
+  detail::DeviceScope scope(device_);
+  WEFT_CUDA_CHECK(cudaEventSynchronize(event_));
+}
+
+float Event::elapsed_time(const Event& end) const {
+  WEFT_CHECK(timing_ && end.timing_, "Event::elapsed_time needs events made with enable_timing");
+  WEFT_CHECK(event_ && end.event_, "Event::elapsed_time: both events must have been recorded");
+  float ms = 0;
+  detail::DeviceScope scope(device_);
+  WEFT_CUDA_CHECK(cudaEventElapsedTime(&ms, event_, end.event_));
+  return ms;
+}
+
+}  // namespace weft::cuda

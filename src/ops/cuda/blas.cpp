@@ -1,0 +1,83 @@
+// GEMM on cuBLAS for float32 CUDA tensors. One cuBLAS handle per (thread, device), bound to the
+// current stream at each call. Math mode follows weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH
+// (full float32 products, PyTorch's default) or CUBLAS_TF32_TENSOR_OP_MATH.
+#include <algorithm>
+#include <unordered_map>
+
+#include "../../cuda/cuda_check.h"
+#include "cuda_ops.h"
+
+namespace weft::cuda {
+
+namespace {
+
+cublasHandle_t handle_for(int device) {
+  // Handles live as long as their thread (destroying them at thread exit could race the
+  // CUDA runtime's own teardown at process exit; the driver reclaims them).
+  thread_local std::unordered_map<int, cublasHandle_t> handles;
+  auto it = handles.find(device);
+  if (it != handles.end()) return it->second;
+  cublasHandle_t h = nullptr;
+  WEFT_CUBLAS_CHECK(cublasCreate(&h));
+  handles.emplace(device, h);
+  return h;
+}
+
+// A 2-D operand as cuBLAS sees it: pointer, row-major leading dimension and whether the memory
+// holds the transpose; copied to contiguous when neither layout fits.
+struct BlasView {
+  Tensor keep;
+  const float* data;
+  int64_t ld;
+  bool trans;
+};
+
+BlasView blas_view(const Tensor& m) {
+  const int64_t r = m.size(0), c = m.size(1), s0 = m.stride(0), s1 = m.stride(1);
+  auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.device_ptr()); };
+  if (s1 == 1 && (r <= 1 || s0 >= std::max<int64_t>(c, 1)))
+    return {m, ptr(m), std::max<int64_t>({s0, c, 1}), false};
+  if (s0 == 1 && (c <= 1 || s1 >= std::max<int64_t>(r, 1)))
+    return {m, ptr(m), std::max<int64_t>({s1, r, 1}), true};
+  Tensor cm = m.contiguous();
+  return {cm, ptr(cm), std::max<int64_t>(c, 1), false};
+}
+
+}  // namespace
+
+void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float beta) {
+  WEFT_CHECK(a.device() == b.device() && b.device() == c.device() && c.device().is_cuda(),
+             "cuda::gemm: operands on ", a.device(), ", ", b.device(), ", ", c.device());
+  WEFT_CHECK(a.dtype() == kFloat32 && b.dtype() == kFloat32 && c.dtype() == kFloat32,
+             "cuda::gemm expects float32 tensors");
+  const int64_t M = c.size(0), N = c.size(1), K = ta ? a.size(0) : a.size(1);
+  if (M == 0 || N == 0) return;
+  if (K == 0) {
+    if (beta == 0) {
+      Tensor z = c;
+      z.zero_();
+    } else if (beta != 1) {
+      Tensor z = c;
+      z.mul_(beta);
+    }
+    return;
+  }
+  WEFT_CHECK(c.stride(1) == 1 && c.stride(0) >= std::max<int64_t>(N, 1),
+             "cuda::gemm: the output needs unit stride in dim 1, got strides ",
+             shape_str(c.strides()));
+  const BlasView va = blas_view(a), vb = blas_view(b);
+  const bool eff_ta = ta != va.trans, eff_tb = tb != vb.trans;
+  const int dev = c.device().index;
+  detail::DeviceScope scope(dev);
+  cublasHandle_t h = handle_for(dev);
+  WEFT_CUBLAS_CHECK(cublasSetStream(h, detail::stream_of(dev)));
+  WEFT_CUBLAS_CHECK(
+      cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+  // Row-major C = A' B' is column-major C^T = B'^T A'^T: B' first, sizes N x M.
+  const float alpha = 1.0f;
+  WEFT_CUBLAS_CHECK(cublasSgemm_64(
+      h, eff_tb ? CUBLAS_OP_T : CUBLAS_OP_N, eff_ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
+      vb.data, vb.ld, va.data, va.ld, &beta, static_cast<float*>(c.device_ptr()), c.stride(0)));
+}
+
+}  // namespace weft::cuda

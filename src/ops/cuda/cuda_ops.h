@@ -1,0 +1,73 @@
+// Internal: the CUDA backend's ops as the device-independent code calls them (declared without
+// CUDA headers, defined in src/ops/cuda/*.cu and blas.cpp). Each takes tensors on one CUDA
+// device, queues its kernels on that device's current stream and returns without waiting;
+// autograd stays with the callers, which dispatch here when their inputs are on CUDA.
+#pragma once
+
+#include <utility>
+#include <vector>
+
+#include "weft/tensor.h"
+
+namespace weft::cuda {
+
+// --- copies and fills (copy.cu) ---
+// dst = src (already expanded to dst's shape), any dtypes, any of CPU/CUDA on either side.
+// Blocking unless `non_blocking` and the host side is pinned memory, as Tensor.copy_.
+void copy_(const Tensor& dst, const Tensor& src, bool non_blocking);
+void fill_(const Tensor& t, double value);
+
+// --- elementwise (elementwise.cu) ---
+enum class UnaryOp {
+  Neg,
+  Exp,
+  Log,
+  Sqrt,
+  Abs,
+  Pow,
+  Relu,
+  Sigmoid,
+  Tanh,
+  Clamp,
+  AddScalar,
+  MulScalar,
+  DivScalar,
+  RSub,
+  RDiv,
+};
+// float32; the scalars are the op's (Pow: exponent; Clamp: lo, hi; *Scalar: the scalar).
+Tensor unary(UnaryOp op, const Tensor& x, double s0 = 0, double s1 = 0);
+// The op's gradient g * dy/dx from x (input) and y (output), all of x's shape.
+Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double s0 = 0,
+                      double s1 = 0);
+// In place: t = t + s (AddScalar) or t * s (MulScalar), in float as the CPU kernels.
+void scalar_(UnaryOp op, const Tensor& t, double s);
+
+enum class BinaryOp { Add, Mul, Div, Eq };
+// Broadcasting a op b, a and b of the same dtype (float32 or int64; Div float32 only); Add
+// computes a + alpha*b. Eq gives int64 0/1.
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 1.0);
+// In place, float32: self = self + alpha*other (Add) or self * other (Mul), other broadcast.
+void binary_(BinaryOp op, const Tensor& self, const Tensor& other, double alpha = 1.0);
+
+// --- reductions (reduce.cu) ---
+// Sum of float32 `x` over the dims where mask is true, in keepdim shape (accumulated in double).
+Tensor sum(const Tensor& x, const std::vector<bool>& mask);
+// Max along dim d (ties: first index; NaN wins), values and int64 indices in keepdim shape.
+std::pair<Tensor, Tensor> max(const Tensor& x, int64_t d);
+// Gradient of max along d: g (keepdim shape) scattered to idx positions in a zero tensor.
+Tensor max_backward(const Tensor& g, const Tensor& idx, const Shape& in_shape, int64_t d);
+Tensor softmax(const Tensor& x, int64_t d, bool log);
+
+// --- cuBLAS (blas.cpp) ---
+// c = op(a) @ op(b) + beta * c for 2-D float32 tensors on one CUDA device; a and b may be
+// strided (transposed views are passed to cuBLAS as flags), c needs unit stride in dim 1.
+// TF32 only when allow_tf32().
+void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
+          float beta);
+
+// --- nn ---
+// ChannelShuffle of a contiguous (N, C, *) tensor or a channels-last 4-D one (layout kept).
+Tensor channel_shuffle(const Tensor& x, int64_t groups);
+
+}  // namespace weft::cuda

@@ -1,0 +1,213 @@
+// Elementwise CUDA kernels: float32 unary ops and their gradients, broadcasting binary ops on
+// float32/int64, and the in-place forms. Each functor computes exactly what the CPU kernel's
+// lambda in src/ops/elementwise.cpp computes (same float/double steps), so CPU and CUDA agree
+// to rounding of the device's math functions.
+#include <cmath>
+
+#include "cuda_ops.h"
+#include "loops.cuh"
+#include "weft/ops.h"
+
+namespace weft::cuda {
+
+namespace {
+
+using detail::launch_elementwise;
+
+template <UnaryOp OP>
+struct UnaryF {
+  double s0, s1;
+  __device__ float operator()(float x) const {
+    if constexpr (OP == UnaryOp::Neg) return -x;
+    if constexpr (OP == UnaryOp::Exp) return expf(x);
+    if constexpr (OP == UnaryOp::Log) return logf(x);
+    if constexpr (OP == UnaryOp::Sqrt) return sqrtf(x);
+    if constexpr (OP == UnaryOp::Abs) return fabsf(x);
+    if constexpr (OP == UnaryOp::Pow) return (float)pow((double)x, s0);
+    if constexpr (OP == UnaryOp::Relu) return x > 0 ? x : 0.0f;
+    if constexpr (OP == UnaryOp::Sigmoid) return 1.0f / (1.0f + expf(-x));
+    if constexpr (OP == UnaryOp::Tanh) return tanhf(x);
+    if constexpr (OP == UnaryOp::Clamp) {
+      // std::min(std::max(x, lo), hi): NaN stays NaN.
+      const float lo = (float)s0, hi = (float)s1;
+      const float m = x < lo ? lo : x;
+      return hi < m ? hi : m;
+    }
+    if constexpr (OP == UnaryOp::AddScalar) return x + (float)s0;
+    if constexpr (OP == UnaryOp::MulScalar) return x * (float)s0;
+    if constexpr (OP == UnaryOp::DivScalar) return x / (float)s0;
+    if constexpr (OP == UnaryOp::RSub) return (float)s0 - x;
+    if constexpr (OP == UnaryOp::RDiv) return (float)s0 / x;
+    return x;
+  }
+};
+
+// dL/dx = f(g, x, y) for y = op(x).
+template <UnaryOp OP>
+struct UnaryBackF {
+  double s0, s1;
+  __device__ float operator()(float g, float x, float y) const {
+    if constexpr (OP == UnaryOp::Neg || OP == UnaryOp::RSub) return -g;
+    if constexpr (OP == UnaryOp::Exp) return g * y;
+    if constexpr (OP == UnaryOp::Log) return g / x;
+    if constexpr (OP == UnaryOp::Sqrt) return g / (2.0f * y);
+    if constexpr (OP == UnaryOp::Abs) return x > 0 ? g : (x < 0 ? -g : 0.0f);
+    if constexpr (OP == UnaryOp::Pow)
+      return s0 == 0 ? 0.0f : (float)(g * s0 * pow((double)x, s0 - 1));
+    if constexpr (OP == UnaryOp::Relu) return y > 0 ? g : 0.0f;
+    if constexpr (OP == UnaryOp::Sigmoid) return g * y * (1.0f - y);
+    if constexpr (OP == UnaryOp::Tanh) return g * (1.0f - y * y);
+    if constexpr (OP == UnaryOp::Clamp) return x >= (float)s0 && x <= (float)s1 ? g : 0.0f;
+    if constexpr (OP == UnaryOp::AddScalar) return g;
+    if constexpr (OP == UnaryOp::MulScalar) return g * (float)s0;
+    if constexpr (OP == UnaryOp::DivScalar) return g / (float)s0;
+    if constexpr (OP == UnaryOp::RDiv) return -g * y / x;
+    return g;
+  }
+};
+
+template <typename F>
+void dispatch_unary(UnaryOp op, F&& f) {
+  switch (op) {
+#define WEFT_UNARY_CASE(name)               \
+  case UnaryOp::name:                       \
+    f.template operator()<UnaryOp::name>(); \
+    return;
+    WEFT_UNARY_CASE(Neg)
+    WEFT_UNARY_CASE(Exp)
+    WEFT_UNARY_CASE(Log)
+    WEFT_UNARY_CASE(Sqrt)
+    WEFT_UNARY_CASE(Abs)
+    WEFT_UNARY_CASE(Pow)
+    WEFT_UNARY_CASE(Relu)
+    WEFT_UNARY_CASE(Sigmoid)
+    WEFT_UNARY_CASE(Tanh)
+    WEFT_UNARY_CASE(Clamp)
+    WEFT_UNARY_CASE(AddScalar)
+    WEFT_UNARY_CASE(MulScalar)
+    WEFT_UNARY_CASE(DivScalar)
+    WEFT_UNARY_CASE(RSub)
+    WEFT_UNARY_CASE(RDiv)
+#undef WEFT_UNARY_CASE
+  }
+}
+
+void check_float_cuda(const Tensor& t, const char* what) {
+  WEFT_CHECK(t.dtype() == kFloat32, what, ": expected a float32 tensor, got ", t.str());
+  WEFT_CHECK(t.device().is_cuda(), what, ": expected a CUDA tensor, got one on ", t.device());
+}
+
+template <typename T>
+struct AddF {
+  __device__ T operator()(T x, T y) const { return x + y; }
+};
+// a + alpha*b as the CPU's `x + (decltype(x))(alpha * y)`: the product in double.
+template <typename T>
+struct AddAlphaF {
+  double alpha;
+  __device__ T operator()(T x, T y) const { return x + (T)(alpha * y); }
+};
+template <typename T>
+struct MulF {
+  __device__ T operator()(T x, T y) const { return x * y; }
+};
+struct DivF {
+  __device__ float operator()(float x, float y) const { return x / y; }
+};
+template <typename T>
+struct EqF {
+  __device__ int64_t operator()(T x, T y) const { return x == y; }
+};
+// In-place add_ as the CPU's `x + a * y` with a float alpha.
+struct AddAlphaFloatF {
+  float a;
+  __device__ float operator()(float x, float y) const { return x + a * y; }
+};
+
+}  // namespace
+
+Tensor unary(UnaryOp op, const Tensor& x, double s0, double s1) {
+  check_float_cuda(x, "unary op");
+  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
+  dispatch_unary(op, [&]<UnaryOp OP>() {
+    launch_elementwise<float, float>(out, UnaryF<OP>{s0, s1}, {x});
+  });
+  return out;
+}
+
+Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double s0,
+                      double s1) {
+  check_float_cuda(g, "unary op backward");
+  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
+  const Tensor ge = g.sizes() == x.sizes() ? g : g.detach().expand(x.sizes());
+  dispatch_unary(op, [&]<UnaryOp OP>() {
+    launch_elementwise<float, float, float, float>(out, UnaryBackF<OP>{s0, s1}, {ge, x, y});
+  });
+  return out;
+}
+
+void scalar_(UnaryOp op, const Tensor& t, double s) {
+  check_float_cuda(t, "in-place scalar op");
+  if (op == UnaryOp::AddScalar)
+    launch_elementwise<float, float>(t, UnaryF<UnaryOp::AddScalar>{s, 0}, {t});
+  else if (op == UnaryOp::MulScalar)
+    launch_elementwise<float, float>(t, UnaryF<UnaryOp::MulScalar>{s, 0}, {t});
+  else
+    WEFT_ERROR("cuda::scalar_: unsupported op");
+}
+
+Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha) {
+  WEFT_CHECK(a.device() == b.device() && a.device().is_cuda(), "binary op: tensors on ", a.device(),
+             " and ", b.device());
+  WEFT_CHECK(a.dtype() == b.dtype() && (a.dtype() == kFloat32 || a.dtype() == kInt64),
+             "binary op: unsupported dtypes ", a.dtype(), " and ", b.dtype());
+  const Shape shape = a.sizes() == b.sizes() ? a.sizes() : broadcast_shapes(a.sizes(), b.sizes());
+  const Tensor ea = a.sizes() == shape ? a : a.detach().expand(shape);
+  const Tensor eb = b.sizes() == shape ? b : b.detach().expand(shape);
+  Tensor out = make_empty(shape, op == BinaryOp::Eq ? kInt64 : a.dtype(), a.device());
+  auto run = [&]<typename T>() {
+    switch (op) {
+      case BinaryOp::Add:
+        if (alpha == 1.0)
+          launch_elementwise<T, T, T>(out, AddF<T>{}, {ea, eb});
+        else
+          launch_elementwise<T, T, T>(out, AddAlphaF<T>{alpha}, {ea, eb});
+        return;
+      case BinaryOp::Mul:
+        launch_elementwise<T, T, T>(out, MulF<T>{}, {ea, eb});
+        return;
+      case BinaryOp::Div:
+        if constexpr (std::is_same_v<T, float>)
+          launch_elementwise<float, float, float>(out, DivF{}, {ea, eb});
+        else
+          WEFT_ERROR("div: int64 operands are divided as float32; convert them first");
+        return;
+      case BinaryOp::Eq:
+        launch_elementwise<int64_t, T, T>(out, EqF<T>{}, {ea, eb});
+        return;
+    }
+  };
+  if (a.dtype() == kFloat32)
+    run.template operator()<float>();
+  else
+    run.template operator()<int64_t>();
+  return out;
+}
+
+void binary_(BinaryOp op, const Tensor& self, const Tensor& other, double alpha) {
+  check_float_cuda(self, "in-place op");
+  check_float_cuda(other, "in-place op");
+  WEFT_CHECK(self.device() == other.device(), "in-place op: tensors on ", self.device(), " and ",
+             other.device());
+  const Tensor o = other.sizes() == self.sizes() ? other : other.detach().expand(self.sizes());
+  if (op == BinaryOp::Add && alpha == 1.0)
+    launch_elementwise<float, float, float>(self, AddF<float>{}, {self, o});
+  else if (op == BinaryOp::Add)
+    launch_elementwise<float, float, float>(self, AddAlphaFloatF{(float)alpha}, {self, o});
+  else if (op == BinaryOp::Mul)
+    launch_elementwise<float, float, float>(self, MulF<float>{}, {self, o});
+  else
+    WEFT_ERROR("cuda::binary_: unsupported op");
+}
+
+}  // namespace weft::cuda

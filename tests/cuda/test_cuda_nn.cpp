@@ -1,0 +1,176 @@
+// nn on CUDA: the PyTorch goldens of the CPU tests (same files) rerun on GPU 0 for convolution
+// (cuDNN), Linear (cuBLAS), BatchNorm, pooling and the losses, and a few SGD steps of a conv +
+// BN + pool + linear model compared between CPU and CUDA. Each test skips without a device.
+#include <gtest/gtest.h>
+
+#include "../golden.h"
+#include "weft/cuda.h"
+#include "weft/nn.h"
+#include "weft/nn/sync_batchnorm.h"
+#include "weft/optim/sgd.h"
+
+using namespace weft;
+using weft::test::close;
+using weft::test::Golden;
+using weft::test::kConvRtol;
+using weft::test::kRtol;
+
+namespace {
+
+#define SKIP_WITHOUT_CUDA()                                   \
+  do {                                                        \
+    if (!cuda::is_available())                                \
+      GTEST_SKIP() << "no CUDA device: the GPU tests run on " \
+                      "the GPU machine";                      \
+  } while (0)
+
+const Device kGpu = Device::CUDA(0);
+Tensor host(const Tensor& t) { return t.to(Device::CPU()); }
+
+// The golden's parameters loaded into `m`, moved to the GPU; forward, running statistics and
+// (when the golden has them) input and parameter gradients compared on the host.
+void check_module_on_gpu(const std::string& name, nn::Module& m, double rtol = kRtol,
+                         bool train = true) {
+  SCOPED_TRACE(name + " on cuda:0");
+  Golden g(name);
+  nn::StateDict sd;
+  for (const auto& [k, t] : g.tensors)
+    if (k.rfind("param.", 0) == 0) sd.insert(k.substr(6), t);
+  m.load_state_dict(sd);
+  m.to(kGpu);
+  m.train(train);
+  Tensor x = g.input(0, false).to(kGpu).requires_grad_(true);
+  Tensor out = m.forward(x);
+  ASSERT_EQ(out.device(), kGpu);
+  ASSERT_TRUE(close(host(out), g["out"], rtol, "out"));
+  for (const auto& [k, t] : m.named_buffers()) {
+    if (g.has("after." + k) && t.dtype() != kInt64) {
+      EXPECT_TRUE(close(host(t), g["after." + k], rtol, "after." + k));
+    }
+  }
+  if (!g.has("gout")) return;
+  out.backward(g["gout"].to(kGpu));
+  EXPECT_TRUE(close(host(x.grad()), g["grad.in.0"], rtol, "grad.in.0"));
+  for (const auto& [k, p] : m.named_parameters())
+    EXPECT_TRUE(close(host(p.grad()), g["grad.param." + k], rtol, "grad.param." + k));
+}
+
+}  // namespace
+
+TEST(CudaGoldenNN, ConvAndLinear) {
+  SKIP_WITHOUT_CUDA();
+  nn::Conv2d basic(3, 4, 3);
+  check_module_on_gpu("conv2d_basic", *basic, kConvRtol);
+  nn::Conv2d sp(3, 6, 3, {.stride = {2, 2}, .padding = {1, 1}});
+  check_module_on_gpu("conv2d_stride_pad", *sp, kConvRtol);
+  nn::Conv2d dil(2, 4, 3, {.padding = {2, 2}, .dilation = {2, 2}});
+  check_module_on_gpu("conv2d_dilation", *dil, kConvRtol);
+  nn::Conv2d grp(4, 6, 3, {.padding = {1, 1}, .groups = 2, .bias = false});
+  check_module_on_gpu("conv2d_groups", *grp, kConvRtol);
+  nn::Conv2d dw(4, 4, 3, {.padding = {1, 1}, .groups = 4});
+  check_module_on_gpu("conv2d_depthwise", *dw, kConvRtol);
+  nn::Conv2d pw(8, 4, 1);
+  check_module_on_gpu("conv2d_1x1", *pw, kConvRtol);
+  nn::Conv2d wino(16, 16, 3, {.padding = {1, 1}});
+  check_module_on_gpu("conv2d_winograd", *wino, kConvRtol);
+  nn::Linear lin(5, 3);
+  check_module_on_gpu("linear", *lin);
+  nn::Linear nob(5, 3, false);
+  check_module_on_gpu("linear_nobias", *nob);
+}
+
+TEST(CudaGoldenNN, BatchNormAndPooling) {
+  SKIP_WITHOUT_CUDA();
+  nn::BatchNorm1d b1(4);
+  check_module_on_gpu("batchnorm1d_train", *b1);
+  nn::BatchNorm1d b13(4);
+  check_module_on_gpu("batchnorm1d_3d_train", *b13);
+  nn::BatchNorm2d b2(3);
+  check_module_on_gpu("batchnorm2d_train", *b2);
+  nn::BatchNorm2d b2e(3);
+  check_module_on_gpu("batchnorm2d_eval", *b2e, kRtol, /*train=*/false);
+  nn::BatchNorm2d na(3, {.affine = false});
+  check_module_on_gpu("batchnorm2d_noaffine", *na);
+  nn::SyncBatchNorm sbn(3);  // no process group: BatchNorm on the GPU too
+  check_module_on_gpu("batchnorm2d_train", *sbn);
+  nn::MaxPool2d mp(2);
+  check_module_on_gpu("maxpool2d", *mp);
+  nn::MaxPool2d mpp(3, {.stride = {2, 2}, .padding = {1, 1}});
+  check_module_on_gpu("maxpool2d_pad", *mpp);
+  nn::AvgPool2d ap(2);
+  check_module_on_gpu("avgpool2d", *ap);
+  nn::AvgPool2d app(3, {.stride = {2, 2}, .padding = {1, 1}});
+  check_module_on_gpu("avgpool2d_pad", *app);
+  nn::AdaptiveAvgPool2d aap(1);
+  check_module_on_gpu("adaptive_avgpool2d", *aap);
+  nn::AdaptiveAvgPool2d aap3(3);
+  check_module_on_gpu("adaptive_avgpool2d_3x3", *aap3);
+}
+
+TEST(CudaGoldenNN, Losses) {
+  SKIP_WITHOUT_CUDA();
+  namespace F = weft::nn::functional;
+  const std::pair<const char*, F::Reduction> reductions[] = {
+      {"mean", F::Reduction::Mean}, {"sum", F::Reduction::Sum}, {"none", F::Reduction::None}};
+  for (auto [suffix, red] : reductions) {
+    std::vector<std::pair<std::string, std::shared_ptr<nn::LossImpl>>> losses = {
+        {"mse", std::make_shared<nn::MSELossImpl>(red)},
+        {"bce", std::make_shared<nn::BCELossImpl>(red)},
+        {"bce_with_logits", std::make_shared<nn::BCEWithLogitsLossImpl>(red)},
+        {"cross_entropy", std::make_shared<nn::CrossEntropyLossImpl>(red)}};
+    for (auto& [name, loss] : losses) {
+      std::string c = name + "_" + suffix;
+      SCOPED_TRACE(c + " on cuda:0");
+      Golden g(c);
+      Tensor x = g.input(0, false).to(kGpu).requires_grad_(true);
+      Tensor out = loss->forward(x, g.input(1, false).to(kGpu));
+      ASSERT_TRUE(close(host(out), g["out"], kRtol, c + " out"));
+      out.backward(g["gout"].to(kGpu));
+      EXPECT_TRUE(close(host(x.grad()), g["grad.in.0"], kRtol, c + " grad"));
+    }
+  }
+  Tensor logits = randn({3, 4}).to(kGpu);
+  EXPECT_THROW(F::cross_entropy(logits, tensor(std::vector<int64_t>{0, 4, 1}, {3}).to(kGpu)),
+               Error);
+}
+
+TEST(CudaNN, TrainingStepsMatchCpu) {
+  SKIP_WITHOUT_CUDA();
+  // Conv-BN-ReLU-MaxPool-Conv-BN-ReLU-AdaptiveAvgPool-Linear, 3 SGD steps with momentum on the
+  // same data from the same initial weights: parameters and running stats agree.
+  auto make = [] {
+    manual_seed(5);
+    return nn::Sequential{nn::Conv2d(3, 8, 3, {.padding = {1, 1}}),
+                          nn::BatchNorm2d(8),
+                          nn::ReLU(),
+                          nn::MaxPool2d(2),
+                          nn::Conv2d(8, 16, 3, {.padding = {1, 1}}),
+                          nn::BatchNorm2d(16),
+                          nn::ReLU(),
+                          nn::AdaptiveAvgPool2d(1),
+                          nn::Flatten(),
+                          nn::Linear(16, 5)};
+  };
+  nn::Sequential cpu_model = make(), gpu_model = make();
+  gpu_model->to(kGpu);
+  optim::SGD cpu_opt(cpu_model->parameters(), {.lr = 0.1, .momentum = 0.9});
+  optim::SGD gpu_opt(gpu_model->parameters(), {.lr = 0.1, .momentum = 0.9});
+  Generator gen(9);
+  for (int step = 0; step < 3; ++step) {
+    Tensor x = randn({6, 3, 12, 12}, &gen);
+    Tensor y = randint(0, 5, {6}, &gen);
+    for (auto* pair : {&cpu_model, &gpu_model}) {
+      const bool gpu = pair == &gpu_model;
+      auto& opt = gpu ? gpu_opt : cpu_opt;
+      opt.zero_grad();
+      Tensor out = (*pair)->forward(gpu ? x.to(kGpu) : x);
+      nn::functional::cross_entropy(out, gpu ? y.to(kGpu) : y).backward();
+      opt.step();
+    }
+  }
+  auto cpu_state = cpu_model->state_dict(), gpu_state = gpu_model->state_dict();
+  for (const auto& [k, t] : cpu_state) {
+    if (t.dtype() == kInt64) continue;
+    EXPECT_TRUE(close(host(gpu_state.at(k)), t, 1e-4, k));
+  }
+}
