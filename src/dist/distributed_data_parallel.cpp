@@ -91,12 +91,20 @@ void DistributedDataParallelImpl::check_same_parameters(
   }
   const int world = group_->size();
   if (world == 1) return;
+  // The descriptions travel on the parameters' device (NCCL moves device memory only) and
+  // are read back on the host.
+  const Device dev = named.empty() ? Device::CPU() : named[0].second.device();
+  auto on_host = [](std::vector<Tensor>& ts) {
+    for (Tensor& t : ts) t = t.to(Device::CPU());
+  };
   std::vector<Tensor> lens;
-  for (int r = 0; r < world; ++r) lens.push_back(zeros({2}, {.dtype = kInt64}));
+  for (int r = 0; r < world; ++r) lens.push_back(zeros({2}, {.dtype = kInt64, .device = dev}));
   group_
-      ->allgather(lens,
-                  tensor(std::vector<int64_t>{(int64_t)desc.size(), (int64_t)named.size()}, {2}))
+      ->allgather(
+          lens,
+          tensor(std::vector<int64_t>{(int64_t)desc.size(), (int64_t)named.size()}, {2}).to(dev))
       ->wait();
+  on_host(lens);
   int64_t max_len = 0;
   for (auto& l : lens) max_len = std::max(max_len, l.data_ptr<int64_t>()[0]);
   for (int r = 0; r < world; ++r)
@@ -106,8 +114,9 @@ void DistributedDataParallelImpl::check_same_parameters(
                "; every rank must construct the same model");
   desc.resize(max_len, -1);
   std::vector<Tensor> all;
-  for (int r = 0; r < world; ++r) all.push_back(zeros({max_len}, {.dtype = kInt64}));
-  group_->allgather(all, tensor(desc, {max_len}))->wait();
+  for (int r = 0; r < world; ++r) all.push_back(zeros({max_len}, {.dtype = kInt64, .device = dev}));
+  group_->allgather(all, tensor(desc, {max_len}).to(dev))->wait();
+  on_host(all);
   for (int r = 0; r < world; ++r) {
     const int64_t* other = all[r].data_ptr<int64_t>();
     size_t pos = 1;
@@ -218,6 +227,14 @@ CommHook half_hook(DType dtype) {
   return [dtype](ProcessGroup& pg, GradBucket& bucket) -> std::shared_ptr<Work> {
     Tensor buf = bucket.buffer;
     const int64_t n = buf.numel();
+    if (!buf.device().is_cpu()) {  // the device's own conversion kernels, both ways
+      Tensor half = buf.to(dtype);
+      auto work = pg.allreduce({half});
+      return std::make_shared<ThenWork>(work, [buf, half]() mutable {
+        NoGradGuard ng;
+        buf.copy_(half);
+      });
+    }
     Tensor half = make_empty({n}, dtype, buf.device());
     const float* src = buf.data_ptr<float>();
     Half* h = static_cast<Half*>(half.raw_data());

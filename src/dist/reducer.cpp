@@ -190,7 +190,11 @@ void Reducer::finalize() {
     Tensor flags = zeros({(int64_t)params_.size()}, {.dtype = kInt64});
     int64_t* pf = flags.data_ptr<int64_t>();
     for (size_t i = 0; i < params_.size(); ++i) pf[i] = used_[i] ? 1 : 0;
-    group_->allreduce({flags}, ReduceOp::MAX)->wait();
+    // On the parameters' device (NCCL reduces device memory only), read back on the host.
+    Tensor dflags = flags.to(params_.empty() ? Device::CPU() : params_[0].device());
+    group_->allreduce({dflags}, ReduceOp::MAX)->wait();
+    flags = dflags.to(Device::CPU());
+    pf = flags.data_ptr<int64_t>();
     for (size_t i = 0; i < params_.size(); ++i) globally_used[i] = pf[i] != 0;
   }
   for (size_t i = 0; i < params_.size(); ++i) {

@@ -50,7 +50,14 @@ void BatchNormImplBase::check_input_dim(const Tensor& input) const {
 double BatchNormImplBase::next_momentum_factor() {
   double factor = options.momentum.value_or(0.0);
   if (training_ && options.track_running_stats) {
-    num_batches_tracked.data_ptr<int64_t>()[0] += 1;
+    if (num_batches_tracked.device().is_cpu()) {
+      num_batches_tracked.data_ptr<int64_t>()[0] += 1;
+    } else {  // a one-element counter: counted on the host, copied back
+      Tensor n = num_batches_tracked.to(Device::CPU());
+      n.data_ptr<int64_t>()[0] += 1;
+      NoGradGuard ng;
+      num_batches_tracked.copy_(n);
+    }
     if (!options.momentum) factor = 1.0 / (double)num_batches_tracked.item<int64_t>();
   }
   return factor;
