@@ -1,22 +1,23 @@
 #!/usr/bin/env bash
-# compare.sh [--threads N] [--steps S] [--warmup W] [workloads...]
+# compare.sh [--threads N] [--steps S] [--warmup W] [--device cpu|cuda] [workloads...]
 # Builds bench/weft_step (Release, in $WEFT_BENCH_BUILD or build-bench/) if needed, then for each
 # workload runs weft, PyTorch as installed, and PyTorch with glibc told to keep memory
 # (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_, see DESIGN.md), and prints a table of median
 # step times, ratios (weft / PyTorch; lower is better) and peak RSS. Raw JSON lines go to stderr.
+# --device cuda (the GPU machine): a CUDA build in build-bench-cuda, batch 256, GPU 0.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-build="${WEFT_BENCH_BUILD:-$root/build-bench}"
 python="${PYTHON:-/usr/bin/python3}"
-threads=1 steps=50 warmup=5
+threads=1 steps=50 warmup=5 device=cpu
 workloads=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --threads) threads="$2"; shift 2 ;;
     --steps) steps="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
+    --device) device="$2"; shift 2 ;;
     -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
     -*) echo "compare.sh: unknown flag $1" >&2; exit 2 ;;
     *) workloads+=("$1"); shift ;;
@@ -24,13 +25,19 @@ while [[ $# -gt 0 ]]; do
 done
 [[ ${#workloads[@]} -eq 0 ]] && workloads=(linear convbn mlp25m)
 
+if [[ "$device" == cuda ]]; then
+  build="${WEFT_BENCH_BUILD:-$root/build-bench-cuda}" cuda_flag=ON
+else
+  build="${WEFT_BENCH_BUILD:-$root/build-bench}" cuda_flag=OFF
+fi
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
-  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=ON -DWEFT_CUDA=OFF >&2
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=ON \
+    -DWEFT_CUDA=$cuda_flag >&2
 fi
 make -C "$build" weft_step -j"${JOBS:-2}" >&2
 weft_step="$build/bench/weft_step"
 
-common=(--threads "$threads" --steps "$steps" --warmup "$warmup")
+common=(--threads "$threads" --steps "$steps" --warmup "$warmup" --device "$device")
 results=()
 for w in "${workloads[@]}"; do
   r1=$("$weft_step" --workload "$w" "${common[@]}")
@@ -43,7 +50,7 @@ done
 
 printf '%s\n' "${results[@]}" | "$python" -c '
 import json, sys
-print(f"threads={sys.argv[1]} steps={sys.argv[2]} (median step ms; ratio = weft/torch, lower is better)")
+print(f"device={sys.argv[3]} threads={sys.argv[1]} steps={sys.argv[2]} (median step ms; ratio = weft/torch, lower is better)")
 hdr = ("workload", "weft ms", "torch ms", "tuned ms", "weft/torch", "weft/tuned",
        "weft MB", "torch MB", "tuned MB")
 print("| " + " | ".join(hdr) + " |")
@@ -54,4 +61,4 @@ for line in sys.stdin:
     row += ["%.3f" % (a["median_ms"] / r["median_ms"]) for r in (b, c)]
     row += ["%.0f" % r["peak_rss_mb"] for r in (a, b, c)]
     print("| " + " | ".join(row) + " |")
-' "$threads" "$steps"
+' "$threads" "$steps" "$device"

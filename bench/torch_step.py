@@ -4,6 +4,9 @@
 Times the same training step as weft_step (zero_grad, forward, loss, backward, SGD step with
 lr 0.01 and momentum 0.9) on DESIGN.md's workloads and prints one line of JSON:
   torch_step.py --workload linear|convbn|mlp25m --threads N --steps S --warmup W [--batch B]
+                [--device cpu|cuda] [--wrap none|ddp|dp]
+On CUDA the batch defaults to 256 and each step ends with torch.cuda.synchronize(); --wrap ddp
+is DistributedDataParallel at world 1, --wrap dp DataParallel over one device.
 """
 import argparse
 import json
@@ -15,7 +18,9 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 
-def make_workload(name, batch):
+def make_workload(name, batch, gpu):
+    if gpu and name != "linear":
+        batch = batch or 256
     if name == "linear":
         batch = batch or 30
         model = nn.Linear(5, 2)
@@ -56,32 +61,50 @@ def main():
     ap.add_argument("--steps", type=int, default=50)
     ap.add_argument("--warmup", type=int, default=5)
     ap.add_argument("--batch", type=int, default=0)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--wrap", default="none", choices=["none", "ddp", "dp"])
     a = ap.parse_args()
+    gpu = a.device == "cuda"
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
-    model, x, y, loss_fn = make_workload(a.workload, a.batch)
+    model, x, y, loss_fn = make_workload(a.workload, a.batch, gpu)
+    dev = torch.device(a.device)
+    model, x, y = model.to(dev), x.to(dev), y.to(dev)
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    step_model = model
+    if a.wrap == "ddp":
+        import torch.distributed as dist
+        dist.init_process_group("nccl" if gpu else "gloo", init_method="tcp://127.0.0.1:29632",
+                                rank=0, world_size=1)
+        step_model = nn.parallel.DistributedDataParallel(model, device_ids=[0] if gpu else None)
+    elif a.wrap == "dp":
+        step_model = nn.DataParallel(model, device_ids=[0] if gpu else None)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
 
     ms = []
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = loss_fn(model(x), y)
+        loss = loss_fn(step_model(x), y)
         loss.backward()
         opt.step()
+        sync()
         t1 = time.perf_counter()
         if s >= a.warmup:
             ms.append((t1 - t0) * 1e3)
     loss.item()
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
-    print(json.dumps({"impl": "torch", "workload": a.workload, "threads": a.threads,
+    print(json.dumps({"impl": "torch", "workload": a.workload, "device": a.device,
+                      "wrap": a.wrap, "threads": a.threads,
                       "median_ms": round(percentile(ms, 0.5), 4),
                       "p10_ms": round(percentile(ms, 0.1), 4),
                       "p90_ms": round(percentile(ms, 0.9), 4),
                       "peak_rss_mb": round(rss_mb, 1)}, separators=(",", ":")))
+    if a.wrap == "ddp":
+        torch.distributed.destroy_process_group()
 
 
 if __name__ == "__main__":

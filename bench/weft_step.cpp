@@ -1,9 +1,12 @@
 // weft_step: times one training step (zero_grad, forward, loss, backward, SGD step with
 // lr 0.01 and momentum 0.9) of DESIGN.md's benchmark workloads and prints one line of JSON.
 //   weft_step --workload linear|convbn|mlp25m --threads N --steps S --warmup W [--batch B]
-//             [--breakdown]
+//             [--device cpu|cuda] [--wrap none|ddp|dp] [--breakdown]
 // --breakdown also prints, to stderr, the median ms of each phase (zero_grad, forward, loss,
 // backward, step) as a second JSON line; the phase clocks add a few ns to each step.
+// --device cuda (CUDA builds) runs on GPU 0 with batch 256 by default and waits for the GPU at
+// the end of each step. --wrap ddp wraps the model in DistributedDataParallel at world 1 (a
+// process group of one, Gloo on CPU, NCCL on CUDA); --wrap dp in DataParallel over one device.
 // bench/torch_step.py does the same in PyTorch; bench/compare.sh runs both.
 #include <sys/resource.h>
 
@@ -16,8 +19,12 @@
 #include <string>
 #include <vector>
 
+#include "weft/cuda.h"
+#include "weft/dist/distributed.h"
 #include "weft/generator.h"
 #include "weft/nn.h"
+#include "weft/nn/parallel/data_parallel.h"
+#include "weft/nn/parallel/distributed_data_parallel.h"
 #include "weft/ops.h"
 #include "weft/optim/sgd.h"
 #include "weft/tensor.h"
@@ -29,7 +36,8 @@ namespace F = weft::nn::functional;
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
                "weft_step: %s\nusage: weft_step --workload linear|convbn|mlp25m --threads N "
-               "--steps S --warmup W [--batch B] [--breakdown]\n",
+               "--steps S --warmup W [--batch B] [--device cpu|cuda] [--wrap none|ddp|dp] "
+               "[--breakdown]\n",
                msg);
   std::exit(2);
 }
@@ -47,9 +55,10 @@ struct Workload {
   std::function<weft::Tensor(const weft::Tensor&, const weft::Tensor&)> loss;
 };
 
-Workload make_workload(const std::string& name, int64_t batch) {
+Workload make_workload(const std::string& name, int64_t batch, bool gpu) {
   using namespace weft::nn;
   Workload w;
+  if (batch <= 0 && gpu && name != "linear") batch = 256;
   if (name == "linear") {
     if (batch <= 0) batch = 30;
     w.model = Linear(5, 2).ptr();
@@ -92,7 +101,7 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string workload;
+  std::string workload, device = "cpu", wrap = "none";
   int64_t threads = 1, steps = 50, warmup = 5, batch = 0;
   bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
@@ -114,17 +123,42 @@ int main(int argc, char** argv) {
       warmup = parse_int("--warmup", v);
     else if (a == "--batch")
       batch = parse_int("--batch", v);
+    else if (a == "--device")
+      device = v;
+    else if (a == "--wrap")
+      wrap = v;
     else
       usage(("unknown flag " + a).c_str());
   }
   if (workload.empty()) usage("--workload is required");
   if (threads < 1 || steps < 1) usage("--threads and --steps must be at least 1");
 
+  if (device != "cpu" && device != "cuda") usage("--device must be cpu or cuda");
+  if (wrap != "none" && wrap != "ddp" && wrap != "dp") usage("--wrap must be none, ddp or dp");
+  const bool gpu = device == "cuda";
+  if (gpu && !weft::cuda::is_available()) usage("--device cuda: no usable CUDA device");
+  const weft::Device dev = gpu ? weft::Device::CUDA(0) : weft::Device::CPU();
+
   weft::set_num_threads((int)threads);
   weft::manual_seed(0);
-  Workload w = make_workload(workload, batch);
+  Workload w = make_workload(workload, batch, gpu);
+  w.model->to(dev);
+  w.input = w.input.to(dev);
+  w.target = w.target.to(dev);
   w.model->train();
   weft::optim::SGD opt(w.model->parameters(), {.lr = 0.01, .momentum = 0.9});
+  std::shared_ptr<weft::nn::Module> step_model = w.model;
+  if (wrap == "ddp") {
+    setenv("MASTER_ADDR", "127.0.0.1", 0);
+    setenv("MASTER_PORT", "29631", 0);
+    weft::dist::init_process_group({.backend = gpu ? "nccl" : "gloo", .world_size = 1, .rank = 0});
+    step_model = weft::nn::DistributedDataParallel(w.model).ptr();
+  } else if (wrap == "dp") {
+    step_model = weft::nn::DataParallel(w.model, {.device_ids = {dev}}).ptr();
+  }
+  auto sync = [gpu] {
+    if (gpu) weft::cuda::synchronize();
+  };
 
   using clock = std::chrono::steady_clock;
   auto ms_between = [](clock::time_point a, clock::time_point b) {
@@ -140,13 +174,14 @@ int main(int argc, char** argv) {
     t[0] = clock::now();
     opt.zero_grad();
     if (breakdown) t[1] = clock::now();
-    weft::Tensor out = w.model->forward(w.input);
+    weft::Tensor out = step_model->forward(w.input);
     if (breakdown) t[2] = clock::now();
     weft::Tensor loss = w.loss(out, w.target);
     if (breakdown) t[3] = clock::now();
     loss.backward();
     if (breakdown) t[4] = clock::now();
     opt.step();
+    sync();
     t[5] = clock::now();
     if (s >= warmup) {
       ms.push_back(ms_between(t[0], t[5]));
@@ -168,9 +203,10 @@ int main(int argc, char** argv) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
-      "{\"impl\":\"weft\",\"workload\":\"%s\",\"threads\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,"
-      "\"p90_ms\":%.4f,\"peak_rss_mb\":%.1f}\n",
-      workload.c_str(), (long long)threads, percentile(ms, 0.5), percentile(ms, 0.1),
-      percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
+      "{\"impl\":\"weft\",\"workload\":\"%s\",\"device\":\"%s\",\"wrap\":\"%s\",\"threads\":%lld,"
+      "\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"peak_rss_mb\":%.1f}\n",
+      workload.c_str(), device.c_str(), wrap.c_str(), (long long)threads, percentile(ms, 0.5),
+      percentile(ms, 0.1), percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
+  if (wrap == "ddp") weft::dist::destroy_process_group();
   return 0;
 }
