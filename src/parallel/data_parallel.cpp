@@ -1,5 +1,6 @@
 #include "weft/nn/parallel/data_parallel.h"
 
+#include "weft/cuda.h"
 #include "weft/nn/parallel/parallel_apply.h"
 #include "weft/nn/parallel/scatter_gather.h"
 
@@ -8,7 +9,17 @@ namespace weft::nn {
 DataParallelImpl::DataParallelImpl(std::shared_ptr<Module> module, DataParallelOptions options)
     : Module("DataParallel"), module_(std::move(module)), options_(std::move(options)) {
   WEFT_CHECK(module_, "DataParallel: null module");
-  if (options_.device_ids.empty()) options_.device_ids = {Device::CPU(0), Device::CPU(1)};
+  if (options_.device_ids.empty()) {
+    // As PyTorch: a module on a GPU spreads over every visible GPU; on the CPU, over two
+    // CPU "devices" (threads).
+    auto params = module_->parameters();
+    const int gpus = cuda::device_count();
+    if (!params.empty() && params[0].device().is_cuda() && gpus > 0) {
+      for (int i = 0; i < gpus; ++i) options_.device_ids.push_back(Device::CUDA(i));
+    } else {
+      options_.device_ids = {Device::CPU(0), Device::CPU(1)};
+    }
+  }
   if (!options_.output_device) options_.output_device = options_.device_ids[0];
   WEFT_CHECK(options_.threads_per_device >= 1, "DataParallel: threads_per_device must be >= 1");
   for (size_t i = 0; i < options_.device_ids.size(); ++i)

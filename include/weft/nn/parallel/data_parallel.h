@@ -14,7 +14,8 @@
 namespace weft::nn {
 
 struct DataParallelOptions {
-  std::vector<Device> device_ids = {};                 // default: {cpu:0, cpu:1} on CPU builds
+  std::vector<Device> device_ids = {};  // default: every GPU for a module on a GPU, else
+                                        // {cpu:0, cpu:1}
   std::optional<Device> output_device = std::nullopt;  // default: device_ids[0]
   int64_t dim = 0;
   int threads_per_device = 1;  // intra-op threads of each replica (CPU devices)
