@@ -2,12 +2,15 @@
 // update in float, bias corrections in double (Python floats there). The multiply-adds use
 // std::fma where PyTorch's vectorized CPU add/addcmul do, to match it bit for bit. The
 // options are template parameters, so the element loop is branch-free and vectorises (the
-// same operations per element either way), and large tensors are split across threads.
+// same operations per element either way), and large tensors are split across threads. Parameters
+// on CUDA devices are stepped together by the multi-tensor fused kernel (src/ops/cuda/optim.cu).
 #include "weft/optim/adam.h"
 
 #include <cmath>
+#include <map>
 
 #include "../ops/cpu/parallel.h"
+#include "../ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
 #include "weft/ops.h"
 
 namespace weft::optim {
@@ -96,6 +99,13 @@ void Adam::step() {
     const float decay = (float)(1.0 - o.lr * o.weight_decay);  // AdamW's p *= 1 - lr*wd
     const bool l2 = !decoupled_ && o.weight_decay != 0;
     const bool decay_p = decoupled_ && o.weight_decay != 0;
+#ifdef WEFT_WITH_CUDA
+    struct CudaList {
+      std::vector<Tensor> p, g, m, v, vmax;
+      std::vector<float> neg_step_size, bc2_sqrt;
+    };
+    std::map<int, CudaList> cuda_lists;  // by device
+#endif
     for (const Tensor& p : groups_[gi].params) {
       const size_t i = flat++;
       const Tensor grad = p.grad();
@@ -104,17 +114,32 @@ void Adam::step() {
       ParamState& st = state_of(i);
       auto buffer = [&](const char* name) {
         Tensor* b = st.buffers.find(name);
-        if (!b) b = &st.buffers.insert(name, zeros(p.sizes()));
-        return b->data_ptr<float>();
+        if (!b) b = &st.buffers.insert(name, zeros(p.sizes(), {.device = p.device()}));
+        return *b;
       };
-      float* m = buffer("exp_avg");
-      float* v = buffer("exp_avg_sq");
-      float* vmax = o.amsgrad ? buffer("max_exp_avg_sq") : nullptr;
+      const Tensor m_t = buffer("exp_avg"), v_t = buffer("exp_avg_sq");
+      const Tensor vmax_t = o.amsgrad ? buffer("max_exp_avg_sq") : Tensor();
       const int64_t t = ++st.step;
       const double bc1 = 1.0 - std::pow(o.beta1, (double)t);
       const double bc2 = 1.0 - std::pow(o.beta2, (double)t);
       const float neg_step_size = (float)(-(o.lr / bc1));
       const float bc2_sqrt = (float)std::sqrt(bc2);
+#ifdef WEFT_WITH_CUDA
+      if (p.device().is_cuda()) {
+        CudaList& l = cuda_lists[p.device().index];
+        l.p.push_back(p);
+        l.g.push_back(grad);
+        l.m.push_back(m_t);
+        l.v.push_back(v_t);
+        if (vmax_t.defined()) l.vmax.push_back(vmax_t);
+        l.neg_step_size.push_back(neg_step_size);
+        l.bc2_sqrt.push_back(bc2_sqrt);
+        continue;
+      }
+#endif
+      float* m = m_t.data_ptr<float>();
+      float* v = v_t.data_ptr<float>();
+      float* vmax = vmax_t.defined() ? vmax_t.data_ptr<float>() : nullptr;
       float* pd = p.data_ptr<float>();
       const float* gd = grad.data_ptr<float>();
       const int64_t n = p.numel();
@@ -148,6 +173,12 @@ void Adam::step() {
           break;
       }
     }
+#ifdef WEFT_WITH_CUDA
+    const cuda::AdamStep k{b1,  b2,    one_minus_b1, one_minus_b2, wd,
+                           eps, decay, l2,           decay_p,      o.amsgrad};
+    for (auto& [dev, l] : cuda_lists)
+      cuda::adam_step(l.p, l.g, l.m, l.v, l.vmax, l.neg_step_size, l.bc2_sqrt, k);
+#endif
   }
 }
 

@@ -187,8 +187,8 @@ void Optimizer::check_step_tensors(const Tensor& p, const Tensor& grad, size_t i
                                    const char* optimizer) {
   WEFT_CHECK(p.dtype() == kFloat32 && grad.dtype() == kFloat32, optimizer, ": parameter ", i,
              " is ", p.dtype(), " with a ", grad.dtype(), " gradient; only float32 is supported");
-  WEFT_CHECK(p.device().is_cpu() && grad.device().is_cpu(), optimizer, ": parameter ", i, " is on ",
-             p.device(), " with its gradient on ", grad.device(), "; only CPU is supported");
+  WEFT_CHECK(p.device() == grad.device(), optimizer, ": parameter ", i, " is on ", p.device(),
+             " with its gradient on ", grad.device(), "; they must be on the same device");
   WEFT_CHECK(p.is_contiguous() && grad.is_contiguous(), optimizer, ": parameter ", i,
              " and its gradient must be contiguous");
   WEFT_CHECK(grad.sizes() == p.sizes(), optimizer, ": parameter ", i, " has shape ",

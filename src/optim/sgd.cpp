@@ -3,12 +3,16 @@
 // results match it bit for bit on machines with FMA (weft is built with -march=native). The
 // options are template parameters, so each loop is branch-free and vectorises (element-wise
 // fmas, no reductions: vectorised or not, every element gets the same operations), and large
-// tensors are split across threads.
+// tensors are split across threads. Parameters on CUDA devices are stepped together by the
+// multi-tensor fused kernel (src/ops/cuda/optim.cu), the same update per element.
 #include "weft/optim/sgd.h"
 
+#include <array>
 #include <cmath>
+#include <map>
 
 #include "../ops/cpu/parallel.h"
+#include "../ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
 #include "weft/ops.h"
 
 namespace weft::optim {
@@ -123,28 +127,46 @@ void SGD::step() {
     const float mom = (float)o.momentum;
     const float damp1 = (float)(1.0 - o.dampening);
     const float neg_lr = (float)(-o.lr);
+#ifdef WEFT_WITH_CUDA
+    // CUDA parameters by (device, first step or not): one fused launch series per list.
+    std::map<std::pair<int, bool>, std::array<std::vector<Tensor>, 3>> cuda_lists;
+#endif
     for (const Tensor& p : groups_[gi].params) {
       const size_t i = flat++;
       const Tensor grad = p.grad();
       if (!grad.defined()) continue;
       check_step_tensors(p, grad, i, "SGD");
-      float* pd = p.data_ptr<float>();
-      const float* gd = grad.data_ptr<float>();
-      const int64_t n = p.numel();
-      float* buf = nullptr;
+      Tensor buf_t;
       bool first = false;
       if (o.momentum != 0) {
         ParamState& st = state_of(i);
         Tensor* b = st.buffers.find("momentum_buffer");
         if (!b) {
-          b = &st.buffers.insert("momentum_buffer", zeros(p.sizes()));
+          b = &st.buffers.insert("momentum_buffer", zeros(p.sizes(), {.device = p.device()}));
           first = true;
         }
-        buf = b->data_ptr<float>();
+        buf_t = *b;
       }
-      sgd_dispatch(o.weight_decay != 0, buf != nullptr, first, o.nesterov, pd, gd, buf, n,
-                   {wd, mom, damp1, neg_lr});
+#ifdef WEFT_WITH_CUDA
+      if (p.device().is_cuda()) {
+        auto& l = cuda_lists[{p.device().index, first}];
+        l[0].push_back(p);
+        l[1].push_back(grad);
+        if (buf_t.defined()) l[2].push_back(buf_t);
+        continue;
+      }
+#endif
+      sgd_dispatch(o.weight_decay != 0, buf_t.defined(), first, o.nesterov, p.data_ptr<float>(),
+                   grad.data_ptr<float>(), buf_t.defined() ? buf_t.data_ptr<float>() : nullptr,
+                   p.numel(), {wd, mom, damp1, neg_lr});
     }
+#ifdef WEFT_WITH_CUDA
+    for (auto& [key, l] : cuda_lists) {
+      const cuda::SGDStep k{
+          wd, mom, damp1, neg_lr, o.weight_decay != 0, o.momentum != 0, key.second, o.nesterov};
+      cuda::sgd_step(l[0], l[1], l[2], k);
+    }
+#endif
   }
 }
 

@@ -4,6 +4,7 @@
 
 #include "../../ops/cpu/parallel.h"
 #include "../../ops/cpu/stream_copy.h"
+#include "../../ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -66,6 +67,9 @@ void shuffle_kernel(const float* in, float* out, int64_t N, int64_t C, int64_t i
 }
 
 Tensor shuffle(const Tensor& x, int64_t groups) {
+#ifdef WEFT_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::channel_shuffle(x, groups);
+#endif
   const int64_t N = x.size(0), C = x.size(1);
   if (x.numel() == 0) return make_empty(x.sizes(), kFloat32, x.device());
   const int64_t inner = x.numel() / (N * C);

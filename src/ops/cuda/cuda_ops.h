@@ -66,6 +66,27 @@ Tensor softmax(const Tensor& x, int64_t d, bool log);
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
           float beta);
 
+// --- optimizers (optim.cu): multi-tensor fused steps, a few launches for all parameters ---
+// Every list holds contiguous float32 tensors on one CUDA device, element i of each list of the
+// same size; the update per element is the CPU kernel's (src/optim/sgd.cpp, adam.cpp), with the
+// same fused multiply-adds.
+struct SGDStep {
+  float wd, mom, damp1, neg_lr;
+  bool decay, momentum, first, nesterov;
+};
+void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+              const std::vector<Tensor>& momentum_buffers, const SGDStep& k);
+struct AdamStep {
+  float b1, b2, one_minus_b1, one_minus_b2, wd, eps, decay;
+  bool l2, decoupled, amsgrad;
+};
+// neg_step_size[i] = -lr / bias_correction1 and bc2_sqrt[i] = sqrt(bias_correction2) of
+// parameter i's own step count; max_exp_avg_sqs is empty without amsgrad.
+void adam_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
+               const std::vector<Tensor>& exp_avgs, const std::vector<Tensor>& exp_avg_sqs,
+               const std::vector<Tensor>& max_exp_avg_sqs, const std::vector<float>& neg_step_size,
+               const std::vector<float>& bc2_sqrt, const AdamStep& k);
+
 // --- nn ---
 // ChannelShuffle of a contiguous (N, C, *) tensor or a channels-last 4-D one (layout kept).
 Tensor channel_shuffle(const Tensor& x, int64_t groups);
