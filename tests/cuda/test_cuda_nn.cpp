@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "../golden.h"
+#include "../golden_modules.h"
 #include "weft/cuda.h"
 #include "weft/nn.h"
 #include "weft/nn/sync_batchnorm.h"
@@ -12,7 +13,6 @@
 using namespace weft;
 using weft::test::close;
 using weft::test::Golden;
-using weft::test::kConvRtol;
 using weft::test::kRtol;
 
 namespace {
@@ -57,81 +57,29 @@ void check_module_on_gpu(const std::string& name, nn::Module& m, double rtol = k
 
 }  // namespace
 
-TEST(CudaGoldenNN, ConvAndLinear) {
+TEST(CudaGoldenNN, Modules) {
   SKIP_WITHOUT_CUDA();
-  nn::Conv2d basic(3, 4, 3);
-  check_module_on_gpu("conv2d_basic", *basic, kConvRtol);
-  nn::Conv2d sp(3, 6, 3, {.stride = {2, 2}, .padding = {1, 1}});
-  check_module_on_gpu("conv2d_stride_pad", *sp, kConvRtol);
-  nn::Conv2d dil(2, 4, 3, {.padding = {2, 2}, .dilation = {2, 2}});
-  check_module_on_gpu("conv2d_dilation", *dil, kConvRtol);
-  nn::Conv2d grp(4, 6, 3, {.padding = {1, 1}, .groups = 2, .bias = false});
-  check_module_on_gpu("conv2d_groups", *grp, kConvRtol);
-  nn::Conv2d dw(4, 4, 3, {.padding = {1, 1}, .groups = 4});
-  check_module_on_gpu("conv2d_depthwise", *dw, kConvRtol);
-  nn::Conv2d pw(8, 4, 1);
-  check_module_on_gpu("conv2d_1x1", *pw, kConvRtol);
-  nn::Conv2d wino(16, 16, 3, {.padding = {1, 1}});
-  check_module_on_gpu("conv2d_winograd", *wino, kConvRtol);
-  nn::Linear lin(5, 3);
-  check_module_on_gpu("linear", *lin);
-  nn::Linear nob(5, 3, false);
-  check_module_on_gpu("linear_nobias", *nob);
-}
-
-TEST(CudaGoldenNN, BatchNormAndPooling) {
-  SKIP_WITHOUT_CUDA();
-  nn::BatchNorm1d b1(4);
-  check_module_on_gpu("batchnorm1d_train", *b1);
-  nn::BatchNorm1d b13(4);
-  check_module_on_gpu("batchnorm1d_3d_train", *b13);
-  nn::BatchNorm2d b2(3);
-  check_module_on_gpu("batchnorm2d_train", *b2);
-  nn::BatchNorm2d b2e(3);
-  check_module_on_gpu("batchnorm2d_eval", *b2e, kRtol, /*train=*/false);
-  nn::BatchNorm2d na(3, {.affine = false});
-  check_module_on_gpu("batchnorm2d_noaffine", *na);
+  for (const auto& c : weft::test::module_cases())
+    check_module_on_gpu(c.name, *c.make(), c.rtol, c.train);
   nn::SyncBatchNorm sbn(3);  // no process group: BatchNorm on the GPU too
   check_module_on_gpu("batchnorm2d_train", *sbn);
-  nn::MaxPool2d mp(2);
-  check_module_on_gpu("maxpool2d", *mp);
-  nn::MaxPool2d mpp(3, {.stride = {2, 2}, .padding = {1, 1}});
-  check_module_on_gpu("maxpool2d_pad", *mpp);
-  nn::AvgPool2d ap(2);
-  check_module_on_gpu("avgpool2d", *ap);
-  nn::AvgPool2d app(3, {.stride = {2, 2}, .padding = {1, 1}});
-  check_module_on_gpu("avgpool2d_pad", *app);
-  nn::AdaptiveAvgPool2d aap(1);
-  check_module_on_gpu("adaptive_avgpool2d", *aap);
-  nn::AdaptiveAvgPool2d aap3(3);
-  check_module_on_gpu("adaptive_avgpool2d_3x3", *aap3);
 }
 
 TEST(CudaGoldenNN, Losses) {
   SKIP_WITHOUT_CUDA();
-  namespace F = weft::nn::functional;
-  const std::pair<const char*, F::Reduction> reductions[] = {
-      {"mean", F::Reduction::Mean}, {"sum", F::Reduction::Sum}, {"none", F::Reduction::None}};
-  for (auto [suffix, red] : reductions) {
-    std::vector<std::pair<std::string, std::shared_ptr<nn::LossImpl>>> losses = {
-        {"mse", std::make_shared<nn::MSELossImpl>(red)},
-        {"bce", std::make_shared<nn::BCELossImpl>(red)},
-        {"bce_with_logits", std::make_shared<nn::BCEWithLogitsLossImpl>(red)},
-        {"cross_entropy", std::make_shared<nn::CrossEntropyLossImpl>(red)}};
-    for (auto& [name, loss] : losses) {
-      std::string c = name + "_" + suffix;
-      SCOPED_TRACE(c + " on cuda:0");
-      Golden g(c);
-      Tensor x = g.input(0, false).to(kGpu).requires_grad_(true);
-      Tensor out = loss->forward(x, g.input(1, false).to(kGpu));
-      ASSERT_TRUE(close(host(out), g["out"], kRtol, c + " out"));
-      out.backward(g["gout"].to(kGpu));
-      EXPECT_TRUE(close(host(x.grad()), g["grad.in.0"], kRtol, c + " grad"));
-    }
+  for (const auto& [name, loss] : weft::test::loss_cases()) {
+    SCOPED_TRACE(name + " on cuda:0");
+    Golden g(name);
+    Tensor x = g.input(0, false).to(kGpu).requires_grad_(true);
+    Tensor out = loss->forward(x, g.input(1, false).to(kGpu));
+    ASSERT_TRUE(close(host(out), g["out"], kRtol, name + " out"));
+    out.backward(g["gout"].to(kGpu));
+    EXPECT_TRUE(close(host(x.grad()), g["grad.in.0"], kRtol, name + " grad"));
   }
   Tensor logits = randn({3, 4}).to(kGpu);
-  EXPECT_THROW(F::cross_entropy(logits, tensor(std::vector<int64_t>{0, 4, 1}, {3}).to(kGpu)),
-               Error);
+  EXPECT_THROW(
+      nn::functional::cross_entropy(logits, tensor(std::vector<int64_t>{0, 4, 1}, {3}).to(kGpu)),
+      Error);
 }
 
 TEST(CudaNN, TrainingStepsMatchCpu) {
