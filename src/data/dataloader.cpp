@@ -9,6 +9,7 @@
 #include <mutex>
 #include <thread>
 
+#include "weft/cuda.h"
 #include "weft/error.h"
 #include "weft/ops.h"
 
@@ -40,9 +41,10 @@ namespace detail {
 class EpochRun {
  public:
   EpochRun(const Dataset& dataset, const CollateFn& collate, std::vector<int64_t> indices,
-           int64_t batch_size, size_t num_batches, int num_workers)
+           int64_t batch_size, size_t num_batches, int num_workers, bool pin_memory)
       : dataset_(dataset),
         collate_(collate),
+        pin_memory_(pin_memory),
         indices_(std::move(indices)),
         batch_size_(static_cast<size_t>(batch_size)),
         num_batches_(num_batches),
@@ -126,7 +128,15 @@ class EpochRun {
                  " but the dataset has ", n, " samples");
       examples.push_back(dataset_.get(static_cast<size_t>(k)));
     }
-    return collate_ ? collate_(examples) : default_collate(examples);
+    Batch batch = collate_ ? collate_(examples) : default_collate(examples);
+    if (pin_memory_) {
+      // Page-locked batches let the training loop's .to(cuda, non_blocking) overlap the copy.
+      if (batch.data.defined() && batch.data.device().is_cpu())
+        batch.data = batch.data.pin_memory();
+      if (batch.target.defined() && batch.target.device().is_cpu())
+        batch.target = batch.target.pin_memory();
+    }
+    return batch;
   }
 
   Batch fetch(size_t b) {
@@ -169,6 +179,7 @@ class EpochRun {
 
   const Dataset& dataset_;
   const CollateFn collate_;
+  const bool pin_memory_;
   const std::vector<int64_t> indices_;
   const size_t batch_size_;
   const size_t num_batches_;
@@ -241,9 +252,11 @@ DataLoader::Iterator DataLoader::begin() {
   const size_t n = indices.size();
   const auto bs = static_cast<size_t>(options_.batch_size);
   const size_t num_batches = options_.drop_last ? n / bs : (n + bs - 1) / bs;
-  auto run =
-      std::make_shared<detail::EpochRun>(dataset_, options_.collate, std::move(indices),
-                                         options_.batch_size, num_batches, options_.num_workers);
+  // Pinning needs a CUDA device; elsewhere the flag is accepted and ignored, as in PyTorch.
+  const bool pin = options_.pin_memory && cuda::is_available();
+  auto run = std::make_shared<detail::EpochRun>(dataset_, options_.collate, std::move(indices),
+                                                options_.batch_size, num_batches,
+                                                options_.num_workers, pin);
   run->load();
   runs_.push_back(run);
   return Iterator(std::move(run));

@@ -9,6 +9,9 @@
 #include "weft/dist/file_store.h"
 #include "weft/dist/process_group_gloo.h"
 #include "weft/dist/process_group_mpi.h"
+#ifdef WEFT_WITH_CUDA
+#include "weft/dist/process_group_nccl.h"
+#endif
 #include "weft/dist/tcp_store.h"
 
 namespace weft::dist {
@@ -126,12 +129,42 @@ void check_joined(Store& store, int rank, int world_size, const std::string& bac
   throw DistError(error);
 }
 
+#ifdef WEFT_WITH_CUDA
+constexpr const char* kBackends = "gloo, mpi, nccl";
+#else
+constexpr const char* kBackends = "gloo, mpi";
+#endif
+
+// Explicit choice first; under mpirun MPI; then, as PyTorch, NCCL when the thread's current
+// device is a CUDA device; else Gloo.
 std::string pick_backend(const std::string& b) {
   if (!b.empty()) {
     if (b == "gloo" || b == "mpi") return b;
-    throw DistError("init_process_group: unknown backend '" + b + "' (built: gloo, mpi)");
+#ifdef WEFT_WITH_CUDA
+    if (b == "nccl") return b;
+#endif
+    throw DistError("init_process_group: unknown backend '" + b + "' (built: " + kBackends + ")");
   }
-  return env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE") ? "mpi" : "gloo";
+  if (env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE")) return "mpi";
+#ifdef WEFT_WITH_CUDA
+  if (current_device().is_cuda()) return "nccl";
+#endif
+  return "gloo";
+}
+
+// A group of `size` ranks over `store` (prefixed for this group) with the chosen backend.
+std::shared_ptr<ProcessGroup> make_group(const std::string& backend, std::shared_ptr<Store> store,
+                                         int rank, int size, Duration timeout,
+                                         const std::string& master_addr) {
+#ifdef WEFT_WITH_CUDA
+  if (backend == "nccl")
+    return std::make_shared<ProcessGroupNCCL>(store, rank, size, NCCLOptions{.timeout = timeout});
+#endif
+  (void)backend;
+  GlooOptions go;
+  go.timeout = timeout;
+  go = resolve_gloo_options(go, master_addr);
+  return std::make_shared<ProcessGroupGloo>(std::move(store), rank, size, go);
 }
 
 std::vector<int> checked_ranks(std::vector<int> ranks, int world) {
@@ -241,11 +274,8 @@ void init_locked(InitOptions o) {
   }
   check_joined(*store, rank, world, backend, o.timeout, where,
                /*hosts_store=*/file_path.empty() && rank == 0);
-  GlooOptions go;
-  go.timeout = o.timeout;
-  go = resolve_gloo_options(go, master_addr);
-  g_state.group = std::make_shared<ProcessGroupGloo>(
-      std::make_shared<PrefixStore>("weft/pg/0", store), rank, world, go);
+  g_state.group = make_group(backend, std::make_shared<PrefixStore>("weft/pg/0", store), rank,
+                             world, o.timeout, master_addr);
   g_state.store = std::move(store);
   g_state.master_addr = master_addr;
   g_state.timeout = o.timeout;
@@ -326,12 +356,9 @@ std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks_in,
 
   auto it = std::find(ranks.begin(), ranks.end(), parent->rank());
   if (it == ranks.end()) return nullptr;
-  GlooOptions go;
-  go.timeout = t;
-  go = resolve_gloo_options(go, master_addr);
-  return std::make_shared<ProcessGroupGloo>(
-      std::make_shared<PrefixStore>("weft/pg/" + std::to_string(id), store),
-      static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), go);
+  return make_group(
+      parent->backend_name(), std::make_shared<PrefixStore>("weft/pg/" + std::to_string(id), store),
+      static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), t, master_addr);
 }
 
 }  // namespace weft::dist

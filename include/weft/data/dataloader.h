@@ -46,8 +46,9 @@ struct DataLoaderOptions {
   // Background threads building batches; 0 builds them in the iterating thread. Workers call
   // Dataset::get concurrently, so the dataset must be thread-safe (Dataset's contract).
   int num_workers = 0;
-  // Accepted for PyTorch compatibility. On CPU builds batches live in ordinary (cached) host
-  // memory and this is a no-op; a CUDA build may allocate page-locked memory here.
+  // Batches in page-locked host memory (Tensor::pin_memory), so that moving them to a CUDA device
+  // with to(device, non_blocking = true) overlaps with compute. Needs a CUDA device; without one
+  // (or in a CPU-only build) it is accepted and ignored, as PyTorch does.
   bool pin_memory = false;
   // Empty means default_collate. Called from worker threads when num_workers > 0.
   CollateFn collate = {};

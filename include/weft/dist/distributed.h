@@ -13,7 +13,9 @@
 namespace weft::dist {
 
 struct InitOptions {
-  std::string backend = "";            // "gloo" (CPU default), "mpi"; "" picks mpi under mpirun
+  // "gloo", "mpi", "nccl" (CUDA builds). "": mpi under mpirun, else nccl when the calling
+  // thread's current device is a CUDA device (DeviceGuard), else gloo.
+  std::string backend = "";
   std::string init_method = "env://";  // or "file:///path/to/shared/file"
   int world_size = -1;                 // -1: from the environment
   int rank = -1;                       // -1: from the environment
