@@ -155,7 +155,7 @@ Tensor DistributedDataParallelImpl::forward(const Tensor& input) {
 
 std::vector<Tensor> DistributedDataParallelImpl::forward_multi(const std::vector<Tensor>& inputs) {
   if (join_mode_) {
-    Tensor active = ones({1}, {.dtype = kInt64});
+    Tensor active = ones({1}, {.dtype = kInt64, .device = reducer_->device()});
     group_->allreduce({active})->wait();
   }
   if (options_.broadcast_buffers && group_->size() > 1 && is_training()) sync_buffers();
@@ -175,17 +175,19 @@ void DistributedDataParallelImpl::join(const std::function<void()>& loop) {
   // This rank is out of data: shadow the others' iterations until all are done.
   int64_t shadowed = 0;
   while (true) {
-    Tensor active = zeros({1}, {.dtype = kInt64});
+    Tensor active = zeros({1}, {.dtype = kInt64, .device = reducer_->device()});
     group_->allreduce({active})->wait();
-    if (active.item<int64_t>() == 0) break;
+    if (active.to(Device::CPU()).item<int64_t>() == 0) break;
     if (options_.broadcast_buffers && group_->size() > 1 && is_training()) sync_buffers();
     reducer_->reduce_zeros_as_joined();
     ++shadowed;
   }
   // Ranks that joined early skipped optimizer steps; as PyTorch does, every rank ends with
   // the model of the (highest) rank that joined last.
-  Tensor last = tensor(std::vector<int64_t>{shadowed == 0 ? (int64_t)group_->rank() : -1}, {1});
+  Tensor last = tensor(std::vector<int64_t>{shadowed == 0 ? (int64_t)group_->rank() : -1}, {1})
+                    .to(reducer_->device());
   group_->allreduce({last}, dist::ReduceOp::MAX)->wait();
+  last = last.to(Device::CPU());
   std::vector<Tensor> state = module_->parameters();
   for (Tensor& b : module_->buffers()) state.push_back(b);
   broadcast_coalesced(*group_, state, (int)last.item<int64_t>());

@@ -191,7 +191,7 @@ void Reducer::finalize() {
     int64_t* pf = flags.data_ptr<int64_t>();
     for (size_t i = 0; i < params_.size(); ++i) pf[i] = used_[i] ? 1 : 0;
     // On the parameters' device (NCCL reduces device memory only), read back on the host.
-    Tensor dflags = flags.to(params_.empty() ? Device::CPU() : params_[0].device());
+    Tensor dflags = flags.to(device());
     group_->allreduce({dflags}, ReduceOp::MAX)->wait();
     flags = dflags.to(Device::CPU());
     pf = flags.data_ptr<int64_t>();
@@ -221,9 +221,9 @@ void Reducer::finalize() {
       }
     for (size_t i = params_.size(); i-- > 0;)
       if (!seen[i]) order.push_back((int64_t)i);
-    Tensor t = tensor(order, {(int64_t)order.size()});
+    Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
     group_->broadcast({t}, 0)->wait();
-    auto agreed = t.to_vector_int64();
+    auto agreed = t.to(Device::CPU()).to_vector_int64();
     std::vector<size_t> new_order(agreed.begin(), agreed.end());
     std::vector<Tensor> keep;
     if (options_.gradient_as_bucket_view)
@@ -253,15 +253,15 @@ void Reducer::reduce_zeros_as_joined() {
   }
   for (Bucket& b : buckets_) b.work->wait();
   if (options_.find_unused_parameters) {
-    Tensor flags = zeros({(int64_t)params_.size()}, {.dtype = kInt64});
+    Tensor flags = zeros({(int64_t)params_.size()}, {.dtype = kInt64, .device = device()});
     group_->allreduce({flags}, ReduceOp::MAX)->wait();
   }
   if (!buckets_rebuilt_) {
     std::vector<int64_t> order;
     for (size_t i = params_.size(); i-- > 0;) order.push_back((int64_t)i);
-    Tensor t = tensor(order, {(int64_t)order.size()});
+    Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
     group_->broadcast({t}, 0)->wait();
-    auto agreed = t.to_vector_int64();
+    auto agreed = t.to(Device::CPU()).to_vector_int64();
     build_buckets(std::vector<size_t>(agreed.begin(), agreed.end()));
     buckets_rebuilt_ = true;
   }

@@ -54,6 +54,9 @@ class Reducer {
   void prepare_for_backward(const std::vector<Tensor>& outputs);
   void set_comm_hook(CommHook hook) { hook_ = std::move(hook); }
   void set_sync_enabled(bool on) { sync_enabled_ = on; }
+  // Where the parameters live; the Reducer's own collectives (flags, bucket orders) run there,
+  // as NCCL moves device memory only.
+  Device device() const { return params_.empty() ? Device::CPU() : params_[0].device(); }
   bool sync_enabled() const { return sync_enabled_; }
   // Join support: take part in one iteration's reductions with zero gradients, as a rank
   // that has run out of data.
