@@ -16,6 +16,7 @@
 #include <optional>
 #include <string>
 
+#include "weft/cuda.h"
 #include "weft/data.h"
 #include "weft/dist/distributed.h"
 #include "weft/models/shufflenet.h"
@@ -55,7 +56,8 @@ const char* kUsage =
     "  --seed S                     (default 0)\n"
     "  --threads T                  intra-op threads per process (default 1)\n"
     "  --workers W                  data loader threads (default 1)\n"
-    "  --device cpu                 (cuda needs a CUDA build)\n"
+    "  --device cpu|cuda|cuda:N     (default cpu; cuda: each process takes GPU LOCAL_RANK %\n"
+    "                               #GPUs, NCCL between processes; needs a CUDA build)\n"
     "  --checkpoint-dir DIR         (default checkpoints)\n"
     "  --resume                     continue from the newest good checkpoint in DIR\n"
     "  --metrics FILE               CSV of per-epoch metrics (default DIR/metrics.csv)\n"
@@ -149,9 +151,17 @@ Config parse(int argc, char** argv) {
     bad_option("unknown --optimizer " + c.optimizer);
   if (c.scheduler != "cosine" && c.scheduler != "step" && c.scheduler != "none")
     bad_option("unknown --scheduler " + c.scheduler);
-  if (c.device != "cpu")
+  if (c.device != "cpu") {
+    if (c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
+      bad_option("unknown --device " + c.device + " (cpu, cuda or cuda:N)");
+#ifdef WEFT_WITH_CUDA
+    if (!cuda::is_available())
+      bad_option("--device " + c.device + ": no CUDA device is available on this machine");
+#else
     bad_option("--device " + c.device +
                " is not available: this build of weft has no CUDA backend");
+#endif
+  }
   if (c.epochs < 1 || c.batch_size < 1 || c.threads < 1 || c.workers < 0 || c.lr <= 0 ||
       c.limit_train < 0 || c.limit_test < 0 || c.weight_decay < 0)
     bad_option(
@@ -286,7 +296,7 @@ class Progress {
 };
 
 // Each rank evaluates every world-th test sample; sums are all-reduced.
-std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test) {
+std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test, Device dev) {
   NoGradGuard ng;
   model.eval();
   const int rank = dist::get_rank(), world = dist::get_world_size();
@@ -301,7 +311,7 @@ std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test) {
       xs.push_back(test.images()[i]);
       ys.push_back(test.labels()[i]);
     }
-    Tensor x = stack(xs), y = stack(ys);
+    Tensor x = stack(xs).to(dev), y = stack(ys).to(dev);
     Tensor logits = model.forward(x);
     loss += F::cross_entropy(logits, y, F::Reduction::Sum).item<double>();
     correct += (double)logits.argmax(1).eq(y).sum().item<int64_t>();
@@ -313,8 +323,25 @@ std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test) {
   return {v[0] / (double)test.size(), v[1] / (double)test.size()};
 }
 
+// The training device: the CPU, or a GPU (cuda: this process's local rank's GPU, round robin).
+Device pick_device(const Config& c) {
+  if (c.device == "cpu") return Device::CPU();
+  if (c.device.rfind("cuda:", 0) == 0) {
+    const int i = parse_number<int>("--device", c.device.substr(5));
+    if (i < 0 || i >= cuda::device_count())
+      bad_option("--device " + c.device + ": " + std::to_string(cuda::device_count()) +
+                 " CUDA device(s) present");
+    return Device::CUDA(i);
+  }
+  return Device::CUDA(dist::get_local_rank() % cuda::device_count());
+}
+
 int run(const Config& c) {
   const bool distributed = std::getenv("WORLD_SIZE") || std::getenv("OMPI_COMM_WORLD_SIZE");
+  const Device dev = pick_device(c);
+  // The current device: factories put tensors there, and on a GPU the process group defaults
+  // to NCCL (as PyTorch's).
+  DeviceGuard device_guard(dev);
   if (distributed) dist::init_process_group();
   const int rank = dist::get_rank(), world = dist::get_world_size();
   const bool lead = rank == 0;
@@ -326,6 +353,7 @@ int run(const Config& c) {
   data::MNIST train(c.data, true, opts), test(c.data, false, test_opts);
   manual_seed(c.seed);
   auto model = make_model(c.model);
+  model->to(dev);
   std::shared_ptr<nn::Module> net = model.ptr();
   if (world > 1) {
     nn::convert_sync_batchnorm(model.ptr());
@@ -394,7 +422,8 @@ int run(const Config& c) {
   data::DataLoader loader(train, {.batch_size = c.batch_size,
                                   .sampler = &sampler,
                                   .drop_last = true,
-                                  .num_workers = c.workers});
+                                  .num_workers = c.workers,
+                                  .pin_memory = dev.is_cuda()});
   for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
     sampler.set_epoch(epoch);
     // Dropout draws from a stream fixed by (seed, epoch, rank): a resumed run repeats it.
@@ -402,7 +431,9 @@ int run(const Config& c) {
     Progress progress(lead && c.progress, epoch + 1, c.epochs, (int64_t)loader.len());
     double loss_sum = 0;
     int64_t steps = 0;
-    for (auto& [x, y] : loader) {
+    for (auto& [xb, yb] : loader) {
+      // Pinned batches: the copies overlap with the previous step's kernels.
+      Tensor x = xb.to(dev, /*non_blocking=*/true), y = yb.to(dev, /*non_blocking=*/true);
       opt->zero_grad();
       Tensor loss = F::cross_entropy(net->forward(x), y);
       loss.backward();
@@ -418,7 +449,7 @@ int run(const Config& c) {
     if (world > 1) dist::default_group()->allreduce({tl})->wait();
     auto tv = tl.to_vector_float();
     double train_loss = tv[0] / std::max(1.0f, tv[1]);
-    auto [test_loss, acc] = evaluate(*model, test);
+    auto [test_loss, acc] = evaluate(*model, test, dev);
     double ips = (double)(steps * c.batch_size * world) / secs;
     if (lead) {
       char row[256];

@@ -16,8 +16,8 @@
 #include <thread>
 
 #include "../cuda/cuda_check.h"
-#include "weft/cuda.h"
 #include "weft/autograd.h"
+#include "weft/cuda.h"
 #include "weft/ops.h"
 
 namespace weft::dist {
