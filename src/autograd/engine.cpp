@@ -5,6 +5,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <mutex>
+#include <optional>
 #include <queue>
 #include <thread>
 #include <unordered_map>
@@ -283,6 +284,10 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
     run_multi_device(pending, devices, std::move(ready_roots), total, retain_graph);
     return;
   }
+  // The graph's device is current while its nodes run, so that a backward formula's fresh
+  // tensors (zeros(shape) and the like) land beside its inputs, on a GPU as on a CPU device.
+  std::optional<DeviceGuard> on_device;
+  if (!devices.empty()) on_device.emplace(devices[0]);
   ReadyQueue ready;
   for (auto& r : ready_roots) ready.push(r);
   while (!ready.empty()) {
