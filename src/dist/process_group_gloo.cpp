@@ -105,6 +105,8 @@ gloo::AllreduceOptions::Func reduce_fn(ReduceOp op) {
       return static_cast<F>(&gloo::max<T>);
     case ReduceOp::MIN:
       return static_cast<F>(&gloo::min<T>);
+    case ReduceOp::PRODUCT:
+      return static_cast<F>(&gloo::product<T>);
     case ReduceOp::SUM:
     case ReduceOp::AVG:
       break;
@@ -125,9 +127,10 @@ void half_reduce(void* c, const void* a, const void* b, size_t n, ReduceOp op) {
   auto* pb = static_cast<const uint16_t*>(b);
   for (size_t i = 0; i < n; ++i) {
     const float x = half_to_float(pa[i], BF16), y = half_to_float(pb[i], BF16);
-    const float r = op == ReduceOp::MAX   ? std::max(x, y)
-                    : op == ReduceOp::MIN ? std::min(x, y)
-                                          : x + y;
+    const float r = op == ReduceOp::MAX       ? std::max(x, y)
+                    : op == ReduceOp::MIN     ? std::min(x, y)
+                    : op == ReduceOp::PRODUCT ? x * y
+                                              : x + y;
     pc[i] = float_to_half(r, BF16);
   }
 }
@@ -144,6 +147,8 @@ gloo::AllreduceOptions::Func half_fn(ReduceOp op) {
       return &half_reduce_fn<BF16, ReduceOp::MAX>;
     case ReduceOp::MIN:
       return &half_reduce_fn<BF16, ReduceOp::MIN>;
+    case ReduceOp::PRODUCT:
+      return &half_reduce_fn<BF16, ReduceOp::PRODUCT>;
     default:
       return &half_reduce_fn<BF16, ReduceOp::SUM>;
   }

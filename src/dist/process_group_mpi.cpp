@@ -78,6 +78,8 @@ MPI_Op mpi_op(ReduceOp op) {
       return MPI_MAX;
     case ReduceOp::MIN:
       return MPI_MIN;
+    case ReduceOp::PRODUCT:
+      return MPI_PROD;
     case ReduceOp::SUM:
     case ReduceOp::AVG:
       break;

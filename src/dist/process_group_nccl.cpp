@@ -19,6 +19,7 @@
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
+#include "work.h"
 
 namespace weft::dist {
 
@@ -59,26 +60,10 @@ ncclRedOp_t nccl_op(ReduceOp op) {
       return ncclMax;
     case ReduceOp::MIN:
       return ncclMin;
+    case ReduceOp::PRODUCT:
+      return ncclProd;
   }
   return ncclSum;
-}
-
-const char* op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::SUM:
-      return "SUM";
-    case ReduceOp::AVG:
-      return "AVG";
-    case ReduceOp::MAX:
-      return "MAX";
-    case ReduceOp::MIN:
-      return "MIN";
-  }
-  return "?";
-}
-
-std::string desc(const Tensor& t) {
-  return std::string(dtype_name(t.dtype())) + " " + shape_str(t.sizes());
 }
 
 class WorkNCCL;
@@ -386,15 +371,16 @@ void check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op, const 
     throw DistError(pre + " (" + t.str() + ") is on " + t.device().str() +
                     "; this group's tensors live on cuda:" + std::to_string(m.device));
   if (!t.is_contiguous())
-    throw DistError(pre + " (" + desc(t) + ", strides " + shape_str(t.strides()) +
-                    ") is not contiguous; call .contiguous() first");
+    throw DistError(pre + " (" + detail::shape_dtype_str(t) + ", strides " +
+                    shape_str(t.strides()) + ") is not contiguous; call .contiguous() first");
 }
 
 void check_like(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& ref,
                 const Tensor& t, const std::string& which) {
   if (t.dtype() != ref.dtype() || t.numel() != ref.numel())
-    throw DistError("nccl " + op + " on " + m.where + ": " + which + " (" + desc(t) +
-                    ") does not match (" + desc(ref) + "): dtype and size must agree");
+    throw DistError("nccl " + op + " on " + m.where + ": " + which + " (" +
+                    detail::shape_dtype_str(t) + ") does not match (" +
+                    detail::shape_dtype_str(ref) + "): dtype and size must agree");
 }
 
 }  // namespace
@@ -433,11 +419,12 @@ static std::shared_ptr<Work> run_op(const std::shared_ptr<ProcessGroupNCCL::Impl
 }
 
 std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
-  const std::string name = std::string("allreduce(") + op_name(op) + ")";
+  const std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
   if (tensors.empty()) refuse(name + " on " + impl_->where + ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i)
     check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
-  const std::string what = std::string("allreduce(") + op_name(op) + ", " + desc(tensors[0]) +
+  const std::string what = std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
+                           detail::shape_dtype_str(tensors[0]) +
                            (tensors.size() > 1 ? ", ..." : "") + ")";
   auto impl = impl_;
   return run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
@@ -478,7 +465,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
     check_tensor(*impl_, name, outputs[i], "output " + std::to_string(i));
     check_like(*impl_, name, input, outputs[i], "output " + std::to_string(i));
   }
-  const std::string what = "allgather(" + desc(input) + ")";
+  const std::string what = "allgather(" + detail::shape_dtype_str(input) + ")";
   const int64_t n = input.numel();
   // NCCL gathers into one buffer; the slices are then copied out on the NCCL stream.
   Tensor flat;
@@ -503,7 +490,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
 
 std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                        ReduceOp op) {
-  const std::string name = std::string("reduce_scatter(") + op_name(op) + ")";
+  const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
   check_tensor(*impl_, name, output, "output");
   if ((int)inputs.size() != size_)
     refuse(name + " on " + impl_->where + ": " + std::to_string(inputs.size()) +
@@ -512,7 +499,8 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vecto
     check_tensor(*impl_, name, inputs[i], "input " + std::to_string(i));
     check_like(*impl_, name, output, inputs[i], "input " + std::to_string(i));
   }
-  const std::string what = std::string("reduce_scatter(") + op_name(op) + ", " + desc(output) + ")";
+  const std::string what = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ", " +
+                           detail::shape_dtype_str(output) + ")";
   const int64_t n = output.numel();
   Tensor flat;
   {

@@ -30,6 +30,8 @@ const char* reduce_op_name(ReduceOp op) {
       return "MAX";
     case ReduceOp::MIN:
       return "MIN";
+    case ReduceOp::PRODUCT:
+      return "PRODUCT";
   }
   return "?";
 }

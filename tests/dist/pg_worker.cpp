@@ -95,22 +95,25 @@ void collectives() {
   const int64_t len = 37;
 
   // allreduce, each op: closed forms over all ranks' f(r', i).
-  for (ReduceOp op : {ReduceOp::SUM, ReduceOp::AVG, ReduceOp::MAX, ReduceOp::MIN}) {
+  for (ReduceOp op :
+       {ReduceOp::SUM, ReduceOp::AVG, ReduceOp::MAX, ReduceOp::MIN, ReduceOp::PRODUCT}) {
     Tensor t = make_f(r, len);
     pg->allreduce({t}, op)->wait();
     expect_close(
         t,
         [&](int64_t i) {
-          double s = 0, mx = -1e30, mn = 1e30;
+          double s = 0, mx = -1e30, mn = 1e30, prod = 1;
           for (int q = 0; q < n; ++q) {
             s += f(q, i);
             mx = std::max<double>(mx, f(q, i));
             mn = std::min<double>(mn, f(q, i));
+            prod *= f(q, i);
           }
           return op == ReduceOp::SUM   ? s
                  : op == ReduceOp::AVG ? s / n
                  : op == ReduceOp::MAX ? mx
-                                       : mn;
+                 : op == ReduceOp::MIN ? mn
+                                       : prod;
         },
         std::string("allreduce ") + std::to_string(static_cast<int>(op)));
   }

@@ -15,7 +15,7 @@
 
 namespace weft::dist {
 
-enum class ReduceOp { SUM, AVG, MAX, MIN };
+enum class ReduceOp { SUM, AVG, MAX, MIN, PRODUCT };
 
 class Work {
  public:
