@@ -10,28 +10,18 @@
 #include <thread>
 #include <vector>
 
+#include "../dist/worker_check.h"
 #include "weft/cuda.h"
 #include "weft/dist/distributed.h"
 #include "weft/dist/process_group_nccl.h"
 #include "weft/ops.h"
-
 using namespace weft;
 using namespace weft::dist;
 
 namespace {
 
-int g_rank = 0;
-
-[[noreturn]] void fail(const std::string& why) {
-  std::printf("FAIL: rank %d: %s\n", g_rank, why.c_str());
-  std::fflush(stdout);
-  std::_Exit(1);
-}
-
-#define EXPECT(cond, ...)                                                      \
-  do {                                                                         \
-    if (!(cond)) fail(std::string(#cond) + " " + detail::concat(__VA_ARGS__)); \
-  } while (0)
+using weft::test::fail;
+using weft::test::g_rank;
 
 // A rank- and index-dependent value, so every expectation is computed from the formula.
 float f(int r, int64_t i) { return static_cast<float>((r * 7 + i * 3) % 11) - 5.0f + 0.25f * r; }

@@ -5,6 +5,7 @@
 
 #include "../golden.h"
 #include "../golden_modules.h"
+#include "skip_without_cuda.h"
 #include "weft/cuda.h"
 #include "weft/nn.h"
 #include "weft/nn/sync_batchnorm.h"
@@ -16,13 +17,6 @@ using weft::test::Golden;
 using weft::test::kRtol;
 
 namespace {
-
-#define SKIP_WITHOUT_CUDA()                                   \
-  do {                                                        \
-    if (!cuda::is_available())                                \
-      GTEST_SKIP() << "no CUDA device: the GPU tests run on " \
-                      "the GPU machine";                      \
-  } while (0)
 
 const Device kGpu = Device::CUDA(0);
 Tensor host(const Tensor& t) { return t.to(Device::CPU()); }

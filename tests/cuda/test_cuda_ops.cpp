@@ -12,6 +12,7 @@
 #include <sstream>
 
 #include "../golden.h"
+#include "skip_without_cuda.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/data.h"
@@ -26,12 +27,6 @@ using weft::test::Golden;
 using weft::test::kRtol;
 
 namespace {
-
-#define SKIP_WITHOUT_CUDA()                                                   \
-  do {                                                                        \
-    if (!cuda::is_available())                                                \
-      GTEST_SKIP() << "no CUDA device: the GPU tests run on the GPU machine"; \
-  } while (0)
 
 const Device kGpu = Device::CUDA(0);
 Tensor host(const Tensor& t) { return t.detach().to(Device::CPU()); }

@@ -15,6 +15,7 @@
 
 #include "weft/dist/distributed.h"
 #include "weft/tensor.h"
+#include "worker_check.h"
 
 using namespace weft;
 using namespace weft::dist;
@@ -22,18 +23,8 @@ using Clock = std::chrono::steady_clock;
 
 namespace {
 
-int g_rank = 0;
-
-[[noreturn]] void fail(const std::string& why) {
-  std::printf("FAIL: rank %d: %s\n", g_rank, why.c_str());
-  std::fflush(stdout);
-  std::_Exit(1);
-}
-
-#define EXPECT(cond, ...)                                                      \
-  do {                                                                         \
-    if (!(cond)) fail(std::string(#cond) + " " + detail::concat(__VA_ARGS__)); \
-  } while (0)
+using weft::test::fail;
+using weft::test::g_rank;
 
 std::string env_or(const char* name, const std::string& def) {
   const char* v = std::getenv(name);
