@@ -1,8 +1,31 @@
 #!/usr/bin/env bash
 # DataParallel, ChannelShuffle and SyncBatchNorm benchmarks, with PyTorch's ChannelShuffle
 # beside weft's. Usage: bench/parallel.sh   (builds bench/weft_parallel into build-bench)
+#        bench/parallel.sh --device cuda   (the GPU machine: ChannelShuffle on GPU 0 against a
+#                                           device-to-device copy, weft's and PyTorch's)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+if [[ "${1:-}" == "--device" && "${2:-}" == "cuda" ]]; then
+  cmake -S . -B build-bench-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF >/dev/null
+  cmake --build build-bench-cuda -j"${JOBS:-8}" --target weft_parallel >/dev/null
+  build-bench-cuda/bench/weft_parallel shuffle --device cuda
+  "${PYTHON:-/usr/bin/python3}" - <<'PY'
+import torch
+x = torch.randn(64, 232, 28, 28, device="cuda")
+def med(f):
+    f(); torch.cuda.synchronize(); ts = []
+    for _ in range(20):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); f(); b.record(); torch.cuda.synchronize(); ts.append(a.elapsed_time(b))
+    return sorted(ts)[10]
+gb = 2 * x.numel() * 4 / 1e9
+c = med(lambda: x.clone()); s = med(lambda: torch.nn.functional.channel_shuffle(x, 4))
+cl = x.contiguous(memory_format=torch.channels_last)
+s2 = med(lambda: torch.nn.functional.channel_shuffle(cl, 4))
+print('{"bench":"torch_channel_shuffle","device":"cuda","copy_gbps":%.1f,"shuffle_gbps":%.1f,"ratio":%.3f,"channels_last_ratio":%.3f}' % (gb / c * 1e3, gb / s * 1e3, c / s, c / s2))
+PY
+  exit 0
+fi
 cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_CUDA=OFF >/dev/null
 cmake --build build-bench -j2 --target weft_parallel weft-run >/dev/null
 export OMP_WAIT_POLICY=passive

@@ -1,9 +1,11 @@
 // Benchmarks of weft's parallel pieces (never timed tests); one JSON line per measurement.
 //   weft_parallel shuffle --threads N   ChannelShuffle (64,232,28,28) groups 4 vs a plain copy
+//                  [--device cuda]     (on GPU 0: device-to-device copy vs the CUDA kernels)
 //   weft_parallel dp --devices K        convbn step (batch 64): plain module with 1 thread vs
 //                                       DataParallel over K CPU devices with 1 thread each
 //   weft_parallel bn                    SyncBatchNorm fwd+bwd on (64,232,28,28) per rank; run
 //                                       alone (plain BatchNorm, world 1) and under weft-run
+#include <weft/cuda.h>
 #include <weft/dist/distributed.h>
 #include <weft/nn/parallel/data_parallel.h>
 #include <weft/nn/sync_batchnorm.h>
@@ -46,26 +48,43 @@ nn::Sequential convbn() {
 int main(int argc, char** argv) {
   std::string what = argc > 1 ? argv[1] : "shuffle";
   int threads = 1, devices = 2;
+  std::string device = "cpu";
   for (int i = 2; i + 1 < argc; i += 2) {
     std::string a = argv[i];
     if (a == "--threads")
       threads = std::atoi(argv[i + 1]);
     else if (a == "--devices")
       devices = std::atoi(argv[i + 1]);
+    else if (a == "--device")
+      device = argv[i + 1];
   }
   if (what == "shuffle") {
     set_num_threads(threads);
-    Tensor x = randn({64, 232, 28, 28});
+    const bool gpu = device == "cuda";
+    if (gpu && !cuda::is_available()) {
+      std::fprintf(stderr, "weft_parallel: --device cuda: no usable CUDA device\n");
+      return 2;
+    }
+    const Device dev = gpu ? Device::CUDA(0) : Device::CPU();
+    // On the GPU each timed call ends with a synchronize (kernel time, not launch time).
+    auto timed = [&](const std::function<Tensor()>& fn) {
+      return median_ms(20, [&] {
+        Tensor y = fn();
+        if (gpu) cuda::synchronize();
+      });
+    };
+    Tensor x = randn({64, 232, 28, 28}).to(dev);
     const double gb = 2.0 * (double)x.nbytes() / 1e9;  // read + write
-    double copy = median_ms(20, [&] { Tensor y = x.clone(); });
-    double shuffle = median_ms(20, [&] { Tensor y = F::channel_shuffle(x, 4); });
+    double copy = timed([&] { return x.clone(); });
+    double shuffle = timed([&] { return F::channel_shuffle(x, 4); });
     Tensor cl = nn::to_channels_last(x);
-    double shuffle_cl = median_ms(20, [&] { Tensor y = F::channel_shuffle(cl, 4); });
+    double shuffle_cl = timed([&] { return F::channel_shuffle(cl, 4); });
     std::printf(
-        "{\"bench\":\"channel_shuffle\",\"threads\":%d,\"copy_gbps\":%.1f,\"shuffle_gbps\":%.1f,"
-        "\"ratio\":%.3f,\"channels_last_gbps\":%.1f,\"channels_last_ratio\":%.3f}\n",
-        threads, gb / copy * 1e3, gb / shuffle * 1e3, copy / shuffle, gb / shuffle_cl * 1e3,
-        copy / shuffle_cl);
+        "{\"bench\":\"channel_shuffle\",\"device\":\"%s\",\"threads\":%d,\"copy_gbps\":%.1f,"
+        "\"shuffle_gbps\":%.1f,\"ratio\":%.3f,\"channels_last_gbps\":%.1f,"
+        "\"channels_last_ratio\":%.3f}\n",
+        device.c_str(), threads, gb / copy * 1e3, gb / shuffle * 1e3, copy / shuffle,
+        gb / shuffle_cl * 1e3, copy / shuffle_cl);
   } else if (what == "dp") {
     set_num_threads(1);
     manual_seed(0);
