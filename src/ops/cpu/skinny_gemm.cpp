@@ -1,7 +1,7 @@
 // Skinny SGEMM kernels (see skinny_gemm.h). Register-blocked micro-kernels on GCC vector types
-// (16 floats: one AVX-512 register under -march=native, two AVX2 ones otherwise). Tiles past
+// of one register's width (16 floats with AVX-512, 8 with AVX, 4 otherwise). Tiles past
 // the edge of the small operand read its last row again and drop the result, so that one
-// micro-kernel shape serves every size; leftover columns (< 16) take a scalar loop.
+// micro-kernel shape serves every size; leftover columns (fewer than a vector) take a scalar loop.
 #include "skinny_gemm.h"
 
 #include <immintrin.h>
@@ -17,7 +17,14 @@ namespace weft::cpu {
 
 namespace {
 
+// One vector register of floats on the machine compiled for (-march=native in the build).
+#if defined(__AVX512F__)
 constexpr int L = 16;
+#elif defined(__AVX__)
+constexpr int L = 8;
+#else
+constexpr int L = 4;
+#endif
 typedef float vf __attribute__((vector_size(L * sizeof(float))));
 
 inline vf load(const float* p) {
@@ -26,10 +33,12 @@ inline vf load(const float* p) {
   return v;
 }
 inline void store(float* p, vf v) { std::memcpy(p, &v, sizeof v); }
-// Non-temporal store of a 64-byte-aligned vector (a plain store without AVX-512).
+// Non-temporal store of a vector-aligned vector (a plain store without AVX).
 inline void stream_store(float* p, vf v) {
 #if defined(__AVX512F__)
   _mm512_stream_ps(p, (__m512)v);
+#elif defined(__AVX__)
+  _mm256_stream_ps(p, (__m256)v);
 #else
   store(p, v);
 #endif
@@ -66,7 +75,9 @@ void gemm_nt(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const
           for (int j = 0; j < 4; ++j) bv[j] = load(b[j] + k);
           for (int i = 0; i < 4; ++i) {
             vf av = load(a[i] + k);
+#if defined(__AVX512F__)
             asm("" : "+v"(av));  // keep it in a register: folded into 4 FMAs it is loaded 4 times
+#endif
             for (int j = 0; j < 4; ++j) acc[i][j] += av * bv[j];
           }
         }
@@ -109,7 +120,8 @@ void nn_block(int64_t M, int64_t m0, int64_t k0, int64_t k1, const float* A, int
 }
 
 // C[M,N] = A[M,K] B[K,N] for small M (Linear's input gradient dy W). B is taken in strips of
-// 48 columns by 512 rows (96 KB), small enough to stay in L2 while every row tile of A uses it.
+// three vectors of columns by 512 rows (96 KB with AVX-512), small enough to stay in L2 while every
+// row tile of A uses it.
 void gemm_nn(int64_t M, int64_t N, int64_t K, const float* A, int64_t lda, const float* B,
              int64_t ldb, float beta, float* C, int64_t ldc) {
   constexpr int64_t kW = 3 * L, kRows = 512;
