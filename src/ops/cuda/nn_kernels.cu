@@ -232,16 +232,15 @@ Tensor batch_norm_elemt(const Tensor& x, const Tensor& mean, const Tensor& invst
   check_on(x, x, "batch_norm");
   for (const Tensor* t : {&mean, &invstd, &weight, &bias})
     if (t->defined()) check_on(*t, x, "batch_norm");
-  const auto [N, C, S] = ncs_of(x);
+  const NCS d = ncs_of(x);
   Tensor y = make_empty(x.sizes(), kFloat32, x.device());
   const int64_t n = x.numel();
   if (n == 0) return y;
   DeviceScope scope(x.device().index);
   bn_elemt_kernel<<<grid_for(n), kThreads, 0, stream_of(x.device().index)>>>(
-      n, C, S, elem_ptr<float>(x), elem_ptr<float>(mean), elem_ptr<float>(invstd), opt(weight),
+      n, d.c, d.s, elem_ptr<float>(x), elem_ptr<float>(mean), elem_ptr<float>(invstd), opt(weight),
       opt(bias), elem_ptr<float>(y));
   WEFT_CUDA_CHECK_LAUNCH();
-  (void)N;
   return y;
 }
 
@@ -270,17 +269,16 @@ Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor
   check_on(dy, x, "batch_norm backward");
   for (const Tensor* t : {&mean, &invstd, &weight, &sum_dy, &sum_dy_xmu})
     if (t->defined()) check_on(*t, x, "batch_norm backward");
-  const auto [N, C, S] = ncs_of(x);
+  const NCS d = ncs_of(x);
   Tensor dx = make_empty(x.sizes(), kFloat32, x.device());
   const int64_t n = x.numel();
   if (n == 0) return dx;
   DeviceScope scope(x.device().index);
   bn_backward_elemt_kernel<<<grid_for(n), kThreads, 0, stream_of(x.device().index)>>>(
-      n, C, S, elem_ptr<float>(dy), elem_ptr<float>(x), elem_ptr<float>(mean),
+      n, d.c, d.s, elem_ptr<float>(dy), elem_ptr<float>(x), elem_ptr<float>(mean),
       elem_ptr<float>(invstd), opt(weight), elem_ptr<float>(sum_dy), elem_ptr<float>(sum_dy_xmu),
       count ? 1.0 / (double)count : 0.0, elem_ptr<float>(dx));
   WEFT_CUDA_CHECK_LAUNCH();
-  (void)N;
   return dx;
 }
 
