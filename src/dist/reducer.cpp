@@ -133,6 +133,10 @@ void Reducer::mark_ready(size_t i, bool have_grad) {
   ready_[i] = true;
   auto [bi, slot] = locator_[i];
   Bucket& b = buckets_[bi];
+  if (identity_reduction()) {  // the gradient is final where it is
+    if (--b.pending == 0) launch_ready_buckets();
+    return;
+  }
   Tensor view = b.buffer.narrow(0, b.offsets[slot], params_[i].numel());
   Tensor g = params_[i].grad();
   NoGradGuard ng;
@@ -151,6 +155,10 @@ void Reducer::launch_ready_buckets() {
   while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0) {
     Bucket& b = buckets_[next_bucket_];
     NoGradGuard ng;
+    if (identity_reduction()) {
+      ++next_bucket_;
+      continue;
+    }
     b.buffer.mul_(1.0 / group_->size());
     if (hook_) {
       GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size()};
@@ -182,7 +190,8 @@ void Reducer::finalize() {
                "in producing the loss need DistributedDataParallel(..., {.find_unused_parameters "
                "= true}); otherwise the other ranks would wait for them forever.");
   }
-  for (Bucket& b : buckets_) b.work->wait();
+  for (Bucket& b : buckets_)
+    if (b.work) b.work->wait();
   NoGradGuard ng;
   std::vector<bool> globally_used(params_.size(), true);
   if (options_.static_graph && !options_.find_unused_parameters) globally_used = static_used_;
@@ -197,7 +206,7 @@ void Reducer::finalize() {
     pf = flags.data_ptr<int64_t>();
     for (size_t i = 0; i < params_.size(); ++i) globally_used[i] = pf[i] != 0;
   }
-  for (size_t i = 0; i < params_.size(); ++i) {
+  for (size_t i = 0; i < params_.size() && !identity_reduction(); ++i) {
     if (!globally_used[i]) continue;  // no rank produced a gradient: leave .grad untouched
     auto [bi, slot] = locator_[i];
     Bucket& b = buckets_[bi];

@@ -57,6 +57,11 @@ class Reducer {
   // Where the parameters live; the Reducer's own collectives (flags, bucket orders) run there,
   // as NCCL moves device memory only.
   Device device() const { return params_.empty() ? Device::CPU() : params_[0].device(); }
+  // A group of one with no communication hook and no bucket views: the all-reduce and the
+  // average are the identity, so gradients stay where backward put them (no bucket copies).
+  bool identity_reduction() const {
+    return group_->size() == 1 && !hook_ && !options_.gradient_as_bucket_view;
+  }
   bool sync_enabled() const { return sync_enabled_; }
   // Join support: take part in one iteration's reductions with zero gradients, as a rank
   // that has run out of data.
