@@ -273,6 +273,34 @@ TEST(ProcessGroupInit, MissingRankNeverJoins) {
   }
 }
 
+TEST(ProcessGroupInit, RendezvousTimeoutFromWeftRun) {
+  // WEFT_RDZV_TIMEOUT (weft-run --rdzv-timeout) bounds the wait for a missing rank, whatever
+  // the collectives' timeout (10 minutes here); a malformed value is an error naming it.
+  const int port = free_port();
+  std::vector<std::map<std::string, std::string>> envs;
+  for (int r = 0; r < 2; ++r) {
+    envs.push_back({{"MASTER_ADDR", "127.0.0.1"},
+                    {"MASTER_PORT", std::to_string(port)},
+                    {"RANK", std::to_string(r)},
+                    {"WORLD_SIZE", "3"},
+                    {"WEFT_TEST_BACKEND", "gloo"},
+                    {"WEFT_TEST_TIMEOUT_MS", "600000"},
+                    {"WEFT_RDZV_TIMEOUT", "1.5"}});
+  }
+  auto res = run_all({{worker_path(), "init"}, {worker_path(), "init"}}, envs);
+  for (auto& r : res) {
+    EXPECT_EQ(r.exit_code, 2) << dump(res);
+    EXPECT_NE(r.out.find("rank(s) 2 did not join"), std::string::npos) << dump(res);
+    EXPECT_NE(r.out.find("1500"), std::string::npos) << dump(res);
+  }
+  envs.resize(1);
+  envs[0]["WORLD_SIZE"] = "1";
+  envs[0]["WEFT_RDZV_TIMEOUT"] = "soon";
+  res = run_all({{worker_path(), "init"}}, envs);
+  EXPECT_EQ(res[0].exit_code, 2) << dump(res);
+  EXPECT_NE(res[0].out.find("WEFT_RDZV_TIMEOUT='soon'"), std::string::npos) << dump(res);
+}
+
 TEST(ProcessGroupInit, MismatchedWorldSizeNamesTheRank) {
   // Rank 1 believes the world has 3 ranks: both ranks fail at once, each naming the other.
   const int port = free_port();

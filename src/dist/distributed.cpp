@@ -261,18 +261,32 @@ void init_locked(InitOptions o) {
                     " is not below WORLD_SIZE=" + std::to_string(world));
   }
 
+  // weft-run --rdzv-timeout S exports WEFT_RDZV_TIMEOUT: how long joining may take (reaching
+  // the store, every rank checking in), as torchrun's rendezvous timeout; the collectives keep
+  // o.timeout.
+  Duration rdzv_timeout = o.timeout;
+  if (auto v = env("WEFT_RDZV_TIMEOUT"); v && !v->empty()) {
+    char* end = nullptr;
+    const double s = std::strtod(v->c_str(), &end);
+    if (end == v->c_str() || *end != '\0' || !(s > 0) || s > 1e7) {
+      throw DistError("init_process_group: WEFT_RDZV_TIMEOUT='" + *v +
+                      "' is not a positive number of seconds");
+    }
+    rdzv_timeout = Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
+  }
+
   std::shared_ptr<Store> store;
   std::string where;
   if (!file_path.empty()) {
-    store = std::make_shared<FileStore>(file_path, world, o.timeout);
+    store = std::make_shared<FileStore>(file_path, world, rdzv_timeout);
     where = "file " + file_path;
   } else {
     where = master_addr + ":" + std::to_string(port);
     store = std::make_shared<TCPStore>(master_addr, static_cast<uint16_t>(port), world,
-                                       /*is_server=*/rank == 0, o.timeout,
+                                       /*is_server=*/rank == 0, rdzv_timeout,
                                        /*wait_for_workers=*/false);
   }
-  check_joined(*store, rank, world, backend, o.timeout, where,
+  check_joined(*store, rank, world, backend, rdzv_timeout, where,
                /*hosts_store=*/file_path.empty() && rank == 0);
   g_state.group = make_group(backend, std::make_shared<PrefixStore>("weft/pg/0", store), rank,
                              world, o.timeout, master_addr);
