@@ -1,5 +1,7 @@
 #include "weft/nn/parallel/replicate.h"
 
+#include <algorithm>
+
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -58,16 +60,38 @@ std::vector<std::shared_ptr<Module>> Replicator::replicate(const std::shared_ptr
   }
   const bool wire = GradMode::is_enabled();
   NoGradGuard ng;
+  // Replicas on other GPUs receive all parameters in one copy per device (PyTorch's
+  // broadcast_coalesced): the source's float32 parameters are flattened once and each such
+  // replica's parameters become views of its device's copy of that buffer. CPU "devices"
+  // share one memory, where flattening would only add a copy: they copy parameter by parameter.
+  Tensor flat_src;
+  std::vector<int64_t> flat_off;
+  const bool all_float = std::all_of(src_params.begin(), src_params.end(),
+                                     [](const Tensor& p) { return p.dtype() == kFloat32; });
   for (size_t i = 0; i < devices.size(); ++i) {
     auto params = out[i]->parameters();
     auto buffers = out[i]->buffers();
     WEFT_CHECK(params.size() == src_params.size() && buffers.size() == src_buffers.size(),
                "replicate: replica structure differs from the source module");
+    Tensor flat;
+    if (devices[i].is_cuda() && devices[i] != src_device && all_float && !src_params.empty()) {
+      if (!flat_src.defined()) {
+        std::vector<Tensor> pieces;
+        for (const Tensor& p : src_params) {
+          flat_off.push_back(flat_off.empty() ? 0 : flat_off.back() + pieces.back().numel());
+          pieces.push_back(p.detach().reshape({-1}));
+        }
+        flat_src = cat(pieces);
+      }
+      flat = flat_src.to(devices[i]);
+    }
     for (size_t j = 0; j < params.size(); ++j) {
       Tensor& r = params[j];
       r.impl()->autograd.reset();  // forget last iteration's edge and grad
       if (devices[i] == src_params[j].device())
         share_storage(r, src_params[j]);
+      else if (flat.defined())
+        share_storage(r, flat.narrow(0, flat_off[j], r.numel()).view(r.sizes()));
       else
         r.copy_(src_params[j]);
       if (wire && src_params[j].requires_grad())
