@@ -27,7 +27,11 @@ size_t round_size(size_t n) {
 // huge pages: one page fault per 2 MiB instead of 512, and kernels that walk a weight matrix
 // down its columns (Linear's input gradient) stop missing the TLB on every row.
 constexpr size_t kHugePage = size_t(2) << 20;
+#if defined(__SANITIZE_ADDRESS__)
+constexpr size_t kHugeMin = SIZE_MAX;  // ASan checks heap blocks, not raw mmap'ed ones
+#else
 constexpr size_t kHugeMin = size_t(4) << 20;
+#endif
 
 size_t huge_len(size_t size) { return (size + kHugePage - 1) / kHugePage * kHugePage; }
 
