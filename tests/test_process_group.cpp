@@ -254,8 +254,10 @@ TEST(ProcessGroupInit, UnreachableMasterFailsAfterTimeout) {
   EXPECT_LT(elapsed_ms(res[0].out), 5000) << dump(res);
 }
 
-TEST(ProcessGroupInit, MissingRankNeverJoins) {
-  // World of 3 with only ranks 0 and 1 started: both name rank 2 after the timeout.
+// Ranks 0 and 1 of a world of 3 (rank 2 never starts), each with `extra` in its environment;
+// both must fail naming rank 2, and each output must contain `expect`.
+static void expect_missing_rank_named(const std::map<std::string, std::string>& extra,
+                                      const std::string& expect) {
   const int port = free_port();
   std::vector<std::map<std::string, std::string>> envs;
   for (int r = 0; r < 2; ++r) {
@@ -263,40 +265,34 @@ TEST(ProcessGroupInit, MissingRankNeverJoins) {
                     {"MASTER_PORT", std::to_string(port)},
                     {"RANK", std::to_string(r)},
                     {"WORLD_SIZE", "3"},
-                    {"WEFT_TEST_BACKEND", "gloo"},
-                    {"WEFT_TEST_TIMEOUT_MS", "1500"}});
+                    {"WEFT_TEST_BACKEND", "gloo"}});
+    envs.back().insert(extra.begin(), extra.end());
   }
   auto res = run_all({{worker_path(), "init"}, {worker_path(), "init"}}, envs);
   for (auto& r : res) {
     EXPECT_EQ(r.exit_code, 2) << dump(res);
     EXPECT_NE(r.out.find("rank(s) 2 did not join"), std::string::npos) << dump(res);
+    EXPECT_NE(r.out.find(expect), std::string::npos) << dump(res);
   }
+}
+
+TEST(ProcessGroupInit, MissingRankNeverJoins) {
+  expect_missing_rank_named({{"WEFT_TEST_TIMEOUT_MS", "1500"}}, "1500");
 }
 
 TEST(ProcessGroupInit, RendezvousTimeoutFromWeftRun) {
   // WEFT_RDZV_TIMEOUT (weft-run --rdzv-timeout) bounds the wait for a missing rank, whatever
   // the collectives' timeout (10 minutes here); a malformed value is an error naming it.
-  const int port = free_port();
-  std::vector<std::map<std::string, std::string>> envs;
-  for (int r = 0; r < 2; ++r) {
-    envs.push_back({{"MASTER_ADDR", "127.0.0.1"},
-                    {"MASTER_PORT", std::to_string(port)},
-                    {"RANK", std::to_string(r)},
-                    {"WORLD_SIZE", "3"},
-                    {"WEFT_TEST_BACKEND", "gloo"},
-                    {"WEFT_TEST_TIMEOUT_MS", "600000"},
-                    {"WEFT_RDZV_TIMEOUT", "1.5"}});
-  }
-  auto res = run_all({{worker_path(), "init"}, {worker_path(), "init"}}, envs);
-  for (auto& r : res) {
-    EXPECT_EQ(r.exit_code, 2) << dump(res);
-    EXPECT_NE(r.out.find("rank(s) 2 did not join"), std::string::npos) << dump(res);
-    EXPECT_NE(r.out.find("1500"), std::string::npos) << dump(res);
-  }
-  envs.resize(1);
-  envs[0]["WORLD_SIZE"] = "1";
-  envs[0]["WEFT_RDZV_TIMEOUT"] = "soon";
-  res = run_all({{worker_path(), "init"}}, envs);
+  expect_missing_rank_named({{"WEFT_TEST_TIMEOUT_MS", "600000"}, {"WEFT_RDZV_TIMEOUT", "1.5"}},
+                            "1500");
+  std::vector<std::map<std::string, std::string>> envs = {
+      {{"MASTER_ADDR", "127.0.0.1"},
+       {"MASTER_PORT", std::to_string(free_port())},
+       {"RANK", "0"},
+       {"WORLD_SIZE", "1"},
+       {"WEFT_TEST_BACKEND", "gloo"},
+       {"WEFT_RDZV_TIMEOUT", "soon"}}};
+  auto res = run_all({{worker_path(), "init"}}, envs);
   EXPECT_EQ(res[0].exit_code, 2) << dump(res);
   EXPECT_NE(res[0].out.find("WEFT_RDZV_TIMEOUT='soon'"), std::string::npos) << dump(res);
 }
