@@ -44,6 +44,10 @@ Tensor dense_on_device(const Tensor& src, DType dt) {
 
 bool host_pinned(const Tensor& t) { return t.impl()->storage->pinned; }
 
+// First byte of a tensor's elements (elem_ptr<char> would offset by storage_offset() bytes, not
+// elements).
+char* byte_ptr(const Tensor& t) { return static_cast<char*>(t.device_ptr()); }
+
 void host_to_device(const Tensor& dst, const Tensor& src, bool non_blocking) {
   // Conversions and layouts are handled on the device, where they are cheap.
   const Tensor s = src.is_contiguous() ? src : src.contiguous();
@@ -52,7 +56,7 @@ void host_to_device(const Tensor& dst, const Tensor& src, bool non_blocking) {
   const int dev = dst.device().index;
   detail::DeviceScope scope(dev);
   cudaStream_t stream = stream_of(dev);
-  WEFT_CUDA_CHECK(cudaMemcpyAsync(elem_ptr<char>(target), s.device_ptr(), s.nbytes(),
+  WEFT_CUDA_CHECK(cudaMemcpyAsync(byte_ptr(target), s.device_ptr(), s.nbytes(),
                                   cudaMemcpyHostToDevice, stream));
   if (!direct) convert_copy(dst, target);
   if (host_pinned(s)) {
@@ -72,7 +76,7 @@ void device_to_host(const Tensor& dst, const Tensor& src, bool non_blocking) {
   const int dev = src.device().index;
   detail::DeviceScope scope(dev);
   cudaStream_t stream = stream_of(dev);
-  WEFT_CUDA_CHECK(cudaMemcpyAsync(target.device_ptr(), elem_ptr<char>(s), s.nbytes(),
+  WEFT_CUDA_CHECK(cudaMemcpyAsync(target.device_ptr(), byte_ptr(s), s.nbytes(),
                                   cudaMemcpyDeviceToHost, stream));
   if (direct && non_blocking && host_pinned(target)) {
     // The caller synchronizes (an event or the stream) before reading, as in PyTorch.
@@ -99,7 +103,7 @@ void device_to_device(const Tensor& dst, const Tensor& src) {
   src_ready.block(current_stream(dd));
   {
     detail::DeviceScope scope(dd);
-    WEFT_CUDA_CHECK(cudaMemcpyPeerAsync(elem_ptr<char>(target), dd, elem_ptr<char>(s), sd,
+    WEFT_CUDA_CHECK(cudaMemcpyPeerAsync(byte_ptr(target), dd, byte_ptr(s), sd,
                                         s.nbytes(), stream_of(dd)));
   }
   Event copied;
