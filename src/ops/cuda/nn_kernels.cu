@@ -41,6 +41,9 @@ const float* opt(const Tensor& t) { return t.defined() ? elem_ptr<float>(t) : nu
 
 Tensor zeros_on(const Shape& shape, DType dtype, Device d) {
   Tensor t = make_empty(shape, dtype, d);
+  // On d: a memset on the null stream would otherwise go to the current device's null stream,
+  // unordered with the kernels that follow on d's (backward may run with another device current).
+  DeviceScope scope(d.index);
   if (t.nbytes() > 0)
     WEFT_CUDA_CHECK(
         cudaMemsetAsync(t.impl()->storage->data, 0, t.nbytes(), stream_of(d.index)));
