@@ -167,7 +167,14 @@ class WorkNCCL : public Work {
       if (done_) return true;
     }
     if (!end_.query()) return false;
-    finish(nullptr);
+    // ncclCommAbort makes a hung kernel exit, so the end event also completes after an abort:
+    // that is a failure, not a result (abort_locked sets `broken` before it aborts).
+    std::string broken;
+    {
+      std::lock_guard<std::mutex> lock(pg_->mu);
+      broken = pg_->broken;
+    }
+    finish(broken.empty() ? nullptr : std::make_exception_ptr(DistError("weft.dist: " + broken)));
     return true;
   }
 
