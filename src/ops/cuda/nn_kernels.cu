@@ -134,11 +134,12 @@ __global__ void bn_backward_elemt_kernel(int64_t n, int64_t C, int64_t S, const 
 }
 
 __global__ void running_stats_kernel(int64_t C, float* rm, float* rv, const float* mean,
-                                     const float* var, float momentum, float unbias) {
+                                     const float* var, float momentum, double unbias) {
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= C) return;
   rm[c] = (1.0f - momentum) * rm[c] + momentum * mean[c];
-  rv[c] = (1.0f - momentum) * rv[c] + momentum * var[c] * unbias;
+  // The CPU's rounding: the unbiased variance in double, rounded to float, then scaled.
+  rv[c] = (1.0f - momentum) * rv[c] + momentum * (float)(var[c] * unbias);
 }
 
 // One thread per output cell; the window is visited row-major so the first maximum wins, and
@@ -295,7 +296,7 @@ void update_running_stats(const Tensor& running_mean, const Tensor& running_var,
   running_stats_kernel<<<(unsigned)((C + kThreads - 1) / kThreads), kThreads, 0,
                          stream_of(mean.device().index)>>>(
       C, elem_ptr<float>(running_mean), elem_ptr<float>(running_var), elem_ptr<float>(mean),
-      elem_ptr<float>(var), (float)momentum, (float)unbias);
+      elem_ptr<float>(var), (float)momentum, unbias);
   WEFT_CUDA_CHECK_LAUNCH();
 }
 
