@@ -9,7 +9,7 @@ JOBS=${JOBS:-2}
 bash scripts/setup.sh
 
 echo "== clang-format"
-git ls-files '*.h' '*.cpp' | xargs clang-format --dry-run -Werror
+git ls-files '*.h' '*.cpp' '*.cu' '*.cuh' | xargs clang-format --dry-run -Werror
 
 echo "== release build and tests"
 # The CUDA backend is built where nvcc is found (CUDA tests skip without a GPU); the sanitizer

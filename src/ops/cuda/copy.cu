@@ -103,8 +103,8 @@ void device_to_device(const Tensor& dst, const Tensor& src) {
   src_ready.block(current_stream(dd));
   {
     detail::DeviceScope scope(dd);
-    WEFT_CUDA_CHECK(cudaMemcpyPeerAsync(byte_ptr(target), dd, byte_ptr(s), sd,
-                                        s.nbytes(), stream_of(dd)));
+    WEFT_CUDA_CHECK(
+        cudaMemcpyPeerAsync(byte_ptr(target), dd, byte_ptr(s), sd, s.nbytes(), stream_of(dd)));
   }
   Event copied;
   copied.record(current_stream(dd));

@@ -32,9 +32,9 @@ NCS ncs_of(const Tensor& x) {
 }
 
 void check_on(const Tensor& t, const Tensor& like, const char* what) {
-  WEFT_CHECK(t.device() == like.device() && t.dtype() == kFloat32 && t.is_contiguous(),
-             "CUDA ", what, ": expected a contiguous float32 tensor on ", like.device(), ", got ",
-             t.str(), " on ", t.device());
+  WEFT_CHECK(t.device() == like.device() && t.dtype() == kFloat32 && t.is_contiguous(), "CUDA ",
+             what, ": expected a contiguous float32 tensor on ", like.device(), ", got ", t.str(),
+             " on ", t.device());
 }
 
 const float* opt(const Tensor& t) { return t.defined() ? elem_ptr<float>(t) : nullptr; }
@@ -45,8 +45,7 @@ Tensor zeros_on(const Shape& shape, DType dtype, Device d) {
   // unordered with the kernels that follow on d's (backward may run with another device current).
   DeviceScope scope(d.index);
   if (t.nbytes() > 0)
-    WEFT_CUDA_CHECK(
-        cudaMemsetAsync(t.impl()->storage->data, 0, t.nbytes(), stream_of(d.index)));
+    WEFT_CUDA_CHECK(cudaMemsetAsync(t.impl()->storage->data, 0, t.nbytes(), stream_of(d.index)));
   return t;
 }
 
@@ -260,15 +259,15 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy, const Ten
   if (C == 0) return {sdy, sdyx};
   DeviceScope scope(x.device().index);
   bn_backward_reduce_kernel<<<(unsigned)C, kReduceThreads, 0, stream_of(x.device().index)>>>(
-      elem_ptr<float>(dy), elem_ptr<float>(x), elem_ptr<float>(mean), N, C, S,
-      elem_ptr<float>(sdy), elem_ptr<float>(sdyx));
+      elem_ptr<float>(dy), elem_ptr<float>(x), elem_ptr<float>(mean), N, C, S, elem_ptr<float>(sdy),
+      elem_ptr<float>(sdyx));
   WEFT_CUDA_CHECK_LAUNCH();
   return {sdy, sdyx};
 }
 
 Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
-                                 const Tensor& invstd, const Tensor& weight,
-                                 const Tensor& sum_dy, const Tensor& sum_dy_xmu, int64_t count) {
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, int64_t count) {
   check_on(x, x, "batch_norm backward");
   check_on(dy, x, "batch_norm backward");
   for (const Tensor* t : {&mean, &invstd, &weight, &sum_dy, &sum_dy_xmu})
@@ -286,8 +285,8 @@ Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor
   return dx;
 }
 
-void update_running_stats(const Tensor& running_mean, const Tensor& running_var,
-                          const Tensor& mean, const Tensor& var, int64_t count, double momentum) {
+void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, int64_t count, double momentum) {
   for (const Tensor* t : {&running_mean, &running_var, &var}) check_on(*t, mean, "running stats");
   const int64_t C = mean.numel();
   if (C == 0) return;
@@ -357,10 +356,10 @@ Tensor avg_pool2d_backward(const Tensor& dy0, const Tensor& windows, const Shape
 
 Tensor nll_loss_per_sample(const Tensor& log_probs, const Tensor& target, int64_t ignore_index) {
   check_on(log_probs, log_probs, "nll_loss");
-  WEFT_CHECK(target.device() == log_probs.device() && target.dtype() == kInt64 &&
-                 target.is_contiguous(),
-             "CUDA nll_loss: target ", target.str(), " on ", target.device(),
-             " must be contiguous int64 on ", log_probs.device());
+  WEFT_CHECK(
+      target.device() == log_probs.device() && target.dtype() == kInt64 && target.is_contiguous(),
+      "CUDA nll_loss: target ", target.str(), " on ", target.device(),
+      " must be contiguous int64 on ", log_probs.device());
   const int64_t N = log_probs.size(0), C = log_probs.size(1);
   Tensor per = make_empty({N}, kFloat32, log_probs.device());
   if (N == 0) return per;
