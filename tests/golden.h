@@ -23,6 +23,13 @@ struct Golden {
     return *t;
   }
   bool has(const std::string& key) const { return tensors.contains(key); }
+  // The module's initial state: every "param.<key>" tensor under <key>, for load_state_dict.
+  TensorDict params() const {
+    TensorDict sd;
+    for (const auto& [k, t] : tensors)
+      if (k.rfind("param.", 0) == 0) sd.insert(k.substr(6), t);
+    return sd;
+  }
   // An input as a fresh leaf (requires grad when it is float).
   Tensor input(int i, bool requires_grad = true) const {
     Tensor t = (*this)["in." + std::to_string(i)].clone();

@@ -20,6 +20,36 @@ struct ModuleCase {
   bool train = true;
 };
 
+// Loads the golden's parameters into `m`, moves it to `device`, runs forward (and backward
+// where the golden has an upstream gradient) and compares output, buffers and gradients on
+// the host.
+inline void check_module(const std::string& name, nn::Module& m, double rtol = kRtol,
+                         bool train = true, Device device = Device::CPU()) {
+  SCOPED_TRACE(name + " on " + device.str());
+  Golden g(name);
+  m.load_state_dict(g.params());
+  m.to(device);
+  m.train(train);
+  auto host = [](const Tensor& t) { return t.to(Device::CPU()); };
+  Tensor x = g.input(0, false).to(device).requires_grad_(true);
+  Tensor out = m.forward(x);
+  ASSERT_EQ(out.device(), device);
+  ASSERT_TRUE(close(host(out), g["out"], rtol, "out"));
+  for (const auto& [k, t] : m.named_buffers()) {
+    if (!g.has("after." + k)) continue;
+    if (t.dtype() == kInt64) {
+      EXPECT_EQ(t.item<int64_t>(), g["after." + k].item<int64_t>()) << k;
+    } else {
+      EXPECT_TRUE(close(host(t), g["after." + k], rtol, "after." + k));
+    }
+  }
+  if (!g.has("gout")) return;
+  out.backward(g["gout"].to(device));
+  EXPECT_TRUE(close(host(x.grad()), g["grad.in.0"], rtol, "grad.in.0"));
+  for (const auto& [k, p] : m.named_parameters())
+    EXPECT_TRUE(close(host(p.grad()), g["grad.param." + k], rtol, "grad.param." + k));
+}
+
 inline std::vector<ModuleCase> module_cases() {
   using namespace weft::nn;
   return {

@@ -13,48 +13,15 @@ using weft::test::Golden;
 using weft::test::kRtol;
 namespace F = weft::nn::functional;
 
-namespace {
-
-// Loads the golden's param.* into the module, runs forward/backward and compares.
-void check_module(const std::string& name, nn::Module& m, double rtol = kRtol, bool train = true) {
-  SCOPED_TRACE(name);
-  Golden g(name);
-  nn::StateDict sd;
-  for (const auto& [k, t] : g.tensors)
-    if (k.rfind("param.", 0) == 0) sd.insert(k.substr(6), t);
-  m.load_state_dict(sd);
-  m.train(train);
-  Tensor x = g.input(0);
-  Tensor out = m.forward(x);
-  ASSERT_TRUE(close(out, g["out"], rtol, "out"));
-  for (const auto& [k, t] : m.named_buffers())
-    if (g.has("after." + k)) {
-      if (t.dtype() == kInt64) {
-        EXPECT_EQ(t.item<int64_t>(), g["after." + k].item<int64_t>()) << k;
-      } else {
-        EXPECT_TRUE(close(t, g["after." + k], rtol, "after." + k));
-      }
-    }
-  if (!g.has("gout")) return;
-  out.backward(g["gout"]);
-  EXPECT_TRUE(close(x.grad(), g["grad.in.0"], rtol, "grad.in.0"));
-  for (const auto& [k, p] : m.named_parameters())
-    EXPECT_TRUE(close(p.grad(), g["grad.param." + k], rtol, "grad.param." + k));
-}
-
-}  // namespace
-
 TEST(GoldenNN, Modules) {
-  for (const auto& c : weft::test::module_cases()) check_module(c.name, *c.make(), c.rtol, c.train);
+  for (const auto& c : weft::test::module_cases())
+    weft::test::check_module(c.name, *c.make(), c.rtol, c.train);
 }
 
 TEST(GoldenNN, BatchNormCumulativeMomentum) {
   Golden g("batchnorm2d_momentum_none");
   nn::BatchNorm2d bn(3, {.momentum = std::nullopt});
-  nn::StateDict sd;
-  for (const auto& [k, t] : g.tensors)
-    if (k.rfind("param.", 0) == 0) sd.insert(k.substr(6), t);
-  bn->load_state_dict(sd);
+  bn->load_state_dict(g.params());
   Tensor out;
   for (int i = 0; i < 3; ++i) out = bn(g.input(i, false));
   EXPECT_TRUE(close(out, g["out"], kRtol, "out"));

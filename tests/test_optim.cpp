@@ -332,10 +332,7 @@ TEST(LRScheduler, CosineMatchesPyTorch) {
 TEST(OptimTrain, MlpSgdMatchesPyTorch) {
   Golden g("train_mlp_sgd");
   nn::Sequential model{nn::Linear(4, 8), nn::ReLU(), nn::Linear(8, 3)};
-  nn::StateDict init;
-  for (const auto& [k, v] : g.tensors)
-    if (k.rfind("param.", 0) == 0) init.insert(k.substr(6), v.clone());
-  model->load_state_dict(init);
+  model->load_state_dict(g.params());
   optim::SGD opt(model->parameters(), {.lr = 0.1, .momentum = 0.9});
   std::vector<float> losses = g["loss"].to_vector_float();
   ASSERT_EQ(losses.size(), 5u);

@@ -26,42 +26,14 @@ namespace {
 const Device kGpu = Device::CUDA(0);
 Tensor host(const Tensor& t) { return t.to(Device::CPU()); }
 
-// The golden's parameters loaded into `m`, moved to the GPU; forward, running statistics and
-// (when the golden has them) input and parameter gradients compared on the host.
-void check_module_on_gpu(const std::string& name, nn::Module& m, double rtol = kRtol,
-                         bool train = true) {
-  SCOPED_TRACE(name + " on cuda:0");
-  Golden g(name);
-  nn::StateDict sd;
-  for (const auto& [k, t] : g.tensors)
-    if (k.rfind("param.", 0) == 0) sd.insert(k.substr(6), t);
-  m.load_state_dict(sd);
-  m.to(kGpu);
-  m.train(train);
-  Tensor x = g.input(0, false).to(kGpu).requires_grad_(true);
-  Tensor out = m.forward(x);
-  ASSERT_EQ(out.device(), kGpu);
-  ASSERT_TRUE(close(host(out), g["out"], rtol, "out"));
-  for (const auto& [k, t] : m.named_buffers()) {
-    if (g.has("after." + k) && t.dtype() != kInt64) {
-      EXPECT_TRUE(close(host(t), g["after." + k], rtol, "after." + k));
-    }
-  }
-  if (!g.has("gout")) return;
-  out.backward(g["gout"].to(kGpu));
-  EXPECT_TRUE(close(host(x.grad()), g["grad.in.0"], rtol, "grad.in.0"));
-  for (const auto& [k, p] : m.named_parameters())
-    EXPECT_TRUE(close(host(p.grad()), g["grad.param." + k], rtol, "grad.param." + k));
-}
-
 }  // namespace
 
 TEST(CudaGoldenNN, Modules) {
   SKIP_WITHOUT_CUDA();
   for (const auto& c : weft::test::module_cases())
-    check_module_on_gpu(c.name, *c.make(), c.rtol, c.train);
+    weft::test::check_module(c.name, *c.make(), c.rtol, c.train, kGpu);
   nn::SyncBatchNorm sbn(3);  // no process group: BatchNorm on the GPU too
-  check_module_on_gpu("batchnorm2d_train", *sbn);
+  weft::test::check_module("batchnorm2d_train", *sbn, kRtol, true, kGpu);
 }
 
 TEST(CudaGoldenNN, Losses) {
