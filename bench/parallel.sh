@@ -3,6 +3,7 @@
 # beside weft's. Usage: bench/parallel.sh   (builds bench/weft_parallel into build-bench)
 #        bench/parallel.sh --device cuda   (the GPU machine: ChannelShuffle on GPU 0 against a
 #                                           device-to-device copy, weft's and PyTorch's)
+#        bench/parallel.sh bn              (only SyncBatchNorm vs BatchNorm2d; BN_RUNS=6 rounds)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--device" && "${2:-}" == "cuda" ]]; then
@@ -30,6 +31,7 @@ cmake -S . -B build-bench -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWE
 cmake --build build-bench -j2 --target weft_parallel weft-run >/dev/null
 export OMP_WAIT_POLICY=passive
 B=build-bench/bench/weft_parallel
+if [[ "${1:-}" != bn ]]; then
 for t in 1 2; do
   $B shuffle --threads $t
   /usr/bin/python3 - "$t" <<'PY'
@@ -47,5 +49,23 @@ print('{"bench":"torch_channel_shuffle","threads":%s,"copy_gbps":%.1f,"shuffle_g
 PY
 done
 $B dp --devices 2
-$B bn --threads 1
-build-bench/tools/weft-run --nproc-per-node 2 --master-port 29611 --no-prefix $B bn --threads 1
+fi
+# SyncBatchNorm at world 2 against plain BatchNorm2d alone, alternating so that both see the
+# same machine; two independent plain processes at once show what sharing the memory costs.
+plain=() sync=() pair=()
+for _ in $(seq "${BN_RUNS:-6}"); do
+  plain+=("$($B bn --threads 1)")
+  sync+=("$(build-bench/tools/weft-run --nproc-per-node 2 --master-port 29611 --no-prefix \
+    $B bn --threads 1)")
+  pair+=("$( ($B bn --threads 1 & $B bn --threads 1; wait) | head -1)")
+done
+printf '%s\n' "${plain[@]}" "${sync[@]}"
+printf '%s\n' "${plain[@]}" "${sync[@]}" "${pair[@]}" | /usr/bin/python3 -c '
+import json, statistics, sys
+rows = [json.loads(l) for l in sys.stdin if l.strip()]
+n = len(rows) // 3
+med = lambda rs: statistics.median(r["median_ms"] for r in rs)
+bn, sbn, two = med(rows[:n]), med(rows[n:2 * n]), med(rows[2 * n:])
+print(json.dumps({"bench": "sync_batchnorm_vs_batchnorm2d", "runs": n, "batchnorm2d_ms": round(bn, 2),
+                  "sync_batchnorm_world2_ms": round(sbn, 2), "ratio": round(sbn / bn, 3),
+                  "two_independent_batchnorm2d_ms": round(two, 2), "floor_ratio": round(two / bn, 3)}))'
