@@ -2,6 +2,7 @@
 #pragma once
 
 #include "weft/allocator.h"
+#include "weft/amp.h"
 #include "weft/autograd.h"
 #include "weft/generator.h"
 #include "weft/nn.h"

@@ -66,6 +66,14 @@ Tensor softmax(const Tensor& x, int64_t d, bool log);
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
           float beta);
 
+// --- loss scaling (amp.cu), for amp::GradScaler; every tensor on one CUDA device ---
+// found_inf[0] = 1 if any element of the grads is inf/NaN, then each grad *= inv_scale[0].
+void amp_non_finite_check_and_unscale_(const std::vector<Tensor>& grads, const Tensor& found_inf,
+                                       const Tensor& inv_scale);
+// scale (float [1]) and growth_tracker (int64 [1]) updated from found_inf as GradScaler.update.
+void amp_update_scale_(const Tensor& scale, const Tensor& growth_tracker, const Tensor& found_inf,
+                       double growth_factor, double backoff_factor, int64_t growth_interval);
+
 // --- optimizers (optim.cu): multi-tensor fused steps, a few launches for all parameters ---
 // Every list holds contiguous float32 tensors on one CUDA device, element i of each list of the
 // same size; the update per element is the CPU kernel's (src/optim/sgd.cpp, adam.cpp), with the
