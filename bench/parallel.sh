@@ -7,9 +7,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [[ "${1:-}" == "--device" && "${2:-}" == "cuda" ]]; then
-  cmake -S . -B build-bench-cuda -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF >/dev/null
-  cmake --build build-bench-cuda -j"${JOBS:-8}" --target weft_parallel >/dev/null
-  build-bench-cuda/bench/weft_parallel shuffle --device cuda
+  build="${WEFT_BENCH_BUILD:-build-bench-cuda}"
+  [[ -f "$build/CMakeCache.txt" ]] ||
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF >/dev/null
+  cmake --build "$build" -j"${JOBS:-8}" --target weft_parallel >/dev/null
+  "$build/bench/weft_parallel" shuffle --device cuda
   "${PYTHON:-/usr/bin/python3}" - <<'PY'
 import torch
 x = torch.randn(64, 232, 28, 28, device="cuda")
