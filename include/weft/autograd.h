@@ -57,11 +57,24 @@ struct FunctionNode : Node {
   FunctionNode(std::string name, Fn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
   std::vector<Tensor> apply(std::vector<Tensor>&& grads) override;
   std::string name() const override { return name_; }
-  void release() override { fn_ = nullptr; }
+  void release() override {
+    fn_ = nullptr;
+    saved_.clear();
+  }
+  // Remembers the versions of the tensors the closure reads, checked before it runs.
+  void save_versions(const std::vector<Tensor>& saved);
 
  private:
+  // The storage, not the tensor: a saved output's impl points back at this node.
+  struct Saved {
+    std::shared_ptr<Storage> storage;
+    uint32_t version;
+    Shape sizes;
+    DType dtype;
+  };
   std::string name_;
   Fn fn_;
+  std::vector<Saved> saved_;
 };
 
 // Grad mode is thread-local, as in PyTorch.
@@ -90,12 +103,16 @@ void set_gradient_edge(Tensor& t, Edge edge);
 bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
 // Records `outputs` as produced by a FunctionNode over `inputs` if grad mode is on and any
 // input requires grad. The closure gets one gradient per output and returns one per input
-// (undefined for inputs that need none).
+// (undefined for inputs that need none). `saved` lists the tensors the closure reads (inputs,
+// outputs, or views of them; undefined entries are skipped): if any is written in place before
+// the backward runs, the backward fails naming it, as PyTorch's saved-variable version check.
 void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
-            std::vector<Tensor*> outputs, FunctionNode::Fn backward);
+            std::vector<Tensor*> outputs, FunctionNode::Fn backward,
+            const std::vector<Tensor>& saved = {});
 inline void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
-                   Tensor& output, FunctionNode::Fn backward) {
-  record(name, inputs, std::vector<Tensor*>{&output}, std::move(backward));
+                   Tensor& output, FunctionNode::Fn backward,
+                   const std::vector<Tensor>& saved = {}) {
+  record(name, inputs, std::vector<Tensor*>{&output}, std::move(backward), saved);
 }
 
 // Runs the graph backward from `roots` seeded with `grads`.

@@ -4,6 +4,7 @@
 // views share storage and carry (sizes, strides, offset) in elements.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
@@ -29,6 +30,8 @@ struct Storage {
   size_t nbytes = 0;
   Device device;
   bool pinned = false;
+  // Bumped by every in-place write to any view of this memory (autograd's saved-tensor check).
+  std::atomic<uint32_t> version{0};
   Storage(size_t nbytes, Device device, bool pinned = false);
   ~Storage();
   Storage(const Storage&) = delete;
@@ -170,6 +173,15 @@ class Tensor {
   Tensor& add_(double value);
   Tensor& mul_(double value);
   Tensor& mul_(const Tensor& other);
+
+  // --- version counter (PyTorch's t._version) ---
+  // Grows with every in-place write to this tensor's memory (copy_, fill_, add_, mul_, optimizer
+  // steps), shared by its views. A backward that reads a tensor saved at another version fails
+  // with an error instead of computing a wrong gradient. Compare values: a fresh tensor may start
+  // above 0 (factories fill it in place). Writers through data_ptr() that change a tensor the
+  // user can see call bump_version() themselves.
+  uint32_t _version() const { return checked()->storage->version.load(std::memory_order_relaxed); }
+  void bump_version() const { checked()->storage->version.fetch_add(1, std::memory_order_relaxed); }
 
   // --- autograd ---
   bool requires_grad() const { return impl_ && impl_->autograd && impl_->autograd->requires_grad; }

@@ -127,6 +127,7 @@ void GradScaler::unscale_(optim::Optimizer& optimizer) {
       auto it = by_device.begin();
       while (it != by_device.end() && it->first != g.device()) ++it;
       if (it == by_device.end()) it = by_device.insert(it, {g.device(), {}});
+      g.bump_version();  // unscaled in place
       it->second.push_back(g);
     }
   st.found_inf.clear();

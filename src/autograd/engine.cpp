@@ -29,7 +29,23 @@ void GradMode::set_enabled(bool e) { g_grad_enabled = e; }
 std::vector<Tensor> FunctionNode::apply(std::vector<Tensor>&& grads) {
   WEFT_CHECK(fn_, "Trying to backward through the graph a second time (through ", name_,
              "): its saved tensors were freed. Pass retain_graph=true to the first backward.");
+  for (const Saved& s : saved_) {
+    const uint32_t now = s.storage->version.load(std::memory_order_relaxed);
+    WEFT_CHECK(now == s.version,
+               "one of the variables needed for gradient computation has been modified by an "
+               "inplace operation: a ",
+               s.dtype, " tensor of shape ", shape_str(s.sizes), " saved by ", name_,
+               " is at version ", now, "; expected version ", s.version,
+               " instead (it was written in place, e.g. by copy_, fill_, add_, mul_ or an "
+               "optimizer step, after the forward pass that used it)");
+  }
   return fn_(grads);
+}
+
+void FunctionNode::save_versions(const std::vector<Tensor>& saved) {
+  saved_.reserve(saved.size());
+  for (const Tensor& t : saved)
+    if (t.defined()) saved_.push_back({t.impl()->storage, t._version(), t.sizes(), t.dtype()});
 }
 
 AccumulateGrad::AccumulateGrad(Tensor l) : leaf(std::move(l)) {
@@ -86,9 +102,11 @@ bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
 }
 
 void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
-            std::vector<Tensor*> outputs, FunctionNode::Fn backward) {
+            std::vector<Tensor*> outputs, FunctionNode::Fn backward,
+            const std::vector<Tensor>& saved) {
   if (!any_requires_grad(inputs)) return;
   auto node = std::make_shared<FunctionNode>(name, std::move(backward));
+  node->save_versions(saved);
   node->next_edges.reserve(inputs.size());
   for (const Tensor* t : inputs) node->next_edges.push_back(t ? gradient_edge(*t) : Edge{});
   node->num_outputs = (uint32_t)outputs.size();

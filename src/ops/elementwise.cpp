@@ -146,10 +146,12 @@ Tensor mul(const Tensor& a, const Tensor& b) {
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = a.detach(), sb = b.detach();
     bool ga = a.requires_grad(), gb = b.requires_grad();
-    autograd::record("MulBackward", {&a, &b}, out, [sa, sb, ga, gb](std::vector<Tensor>& g) {
-      return std::vector<Tensor>{ga ? sum_to(g[0] * sb, sa.sizes()) : Tensor(),
-                                 gb ? sum_to(g[0] * sa, sb.sizes()) : Tensor()};
-    });
+    autograd::record("MulBackward", {&a, &b}, out,
+                     [sa, sb, ga, gb](std::vector<Tensor>& g) {
+                       return std::vector<Tensor>{ga ? sum_to(g[0] * sb, sa.sizes()) : Tensor(),
+                                                  gb ? sum_to(g[0] * sa, sb.sizes()) : Tensor()};
+                     },
+                     {ga ? sb : Tensor(), gb ? sa : Tensor()});
   }
   return out;
 }
@@ -166,11 +168,14 @@ Tensor div(const Tensor& a, const Tensor& b) {
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = fa.detach(), sb = fb.detach();
     bool gb = b.requires_grad();
-    autograd::record("DivBackward", {&a, &b}, out, [sa, sb, gb](std::vector<Tensor>& g) {
-      Tensor gx = g[0] / sb;
-      return std::vector<Tensor>{sum_to(gx, sa.sizes()),
-                                 gb ? sum_to(-(gx * sa / sb), sb.sizes()) : Tensor()};
-    });
+    autograd::record("DivBackward", {&a, &b}, out,
+                     [sa, sb, gb](std::vector<Tensor>& g) {
+                       Tensor gx = g[0] / sb;
+                       return std::vector<Tensor>{
+                           sum_to(gx, sa.sizes()),
+                           gb ? sum_to(-(gx * sa / sb), sb.sizes()) : Tensor()};
+                     },
+                     {sb, gb ? sa : Tensor()});
   }
   return out;
 }
@@ -181,10 +186,13 @@ Tensor operator*(const Tensor& a, const Tensor& b) { return mul(a, b); }
 Tensor operator/(const Tensor& a, const Tensor& b) { return div(a, b); }
 
 namespace {
+// Which of x (input) and y (output) a unary op's derivative reads: only those are checked for
+// in-place writes before its backward.
+enum class Reads { Nothing, X, Y, XY };
 // Unary float op with backward gx = dfn(g, x, y) (x input, y output), elementwise. On CUDA the
 // kernels are `cop` with scalars s0, s1 (see cuda/cuda_ops.h), computing the same f and dfn.
 template <typename F, typename D>
-Tensor unary_op(const Tensor& a, const char* name, [[maybe_unused]] cuda::UnaryOp cop,
+Tensor unary_op(const Tensor& a, const char* name, Reads reads, [[maybe_unused]] cuda::UnaryOp cop,
                 [[maybe_unused]] double s0, [[maybe_unused]] double s1, F f, D dfn) {
 #ifdef WEFT_WITH_CUDA
   Tensor out =
@@ -194,32 +202,37 @@ Tensor unary_op(const Tensor& a, const char* name, [[maybe_unused]] cuda::UnaryO
 #endif
   if (autograd::any_requires_grad({&a})) {
     Tensor x = a.detach(), y = out.detach();
-    autograd::record(name, {&a}, out, [x, y, dfn, cop, s0, s1](std::vector<Tensor>& g) {
+    const bool rx = reads == Reads::X || reads == Reads::XY;
+    const bool ry = reads == Reads::Y || reads == Reads::XY;
+    autograd::record(
+        name, {&a}, out,
+        [x, y, dfn, cop, s0, s1](std::vector<Tensor>& g) {
 #ifdef WEFT_WITH_CUDA
-      if (x.device().is_cuda())
-        return std::vector<Tensor>{cuda::unary_backward(cop, g[0], x, y, s0, s1)};
+          if (x.device().is_cuda())
+            return std::vector<Tensor>{cuda::unary_backward(cop, g[0], x, y, s0, s1)};
 #endif
-      if (g[0].sizes() == x.sizes() && g[0].is_contiguous() && x.is_contiguous() &&
-          y.is_contiguous()) {  // the usual case: one pass, no copy of the gradient first
-        Tensor gx = make_empty(x.sizes(), kFloat32, x.device());
-        float* po = gx.data_ptr<float>();
-        const float *pg = g[0].data_ptr<float>(), *px = x.data_ptr<float>(),
-                    *py = y.data_ptr<float>();
-        cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
-          for (int64_t i = s; i < e; ++i) po[i] = dfn(pg[i], px[i], py[i]);
-        });
-        return std::vector<Tensor>{gx};
-      }
-      Tensor gx = binary_kernel<float>(g[0], x, kFloat32, [](float gg, float) { return gg; });
-      float* pg = gx.data_ptr<float>();
-      Tensor xc = x.contiguous(), yc = y.contiguous();
-      const float* px = xc.data_ptr<float>();
-      const float* py = yc.data_ptr<float>();
-      cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
-        for (int64_t i = s; i < e; ++i) pg[i] = dfn(pg[i], px[i], py[i]);
-      });
-      return std::vector<Tensor>{gx};
-    });
+          if (g[0].sizes() == x.sizes() && g[0].is_contiguous() && x.is_contiguous() &&
+              y.is_contiguous()) {  // the usual case: one pass, no copy of the gradient first
+            Tensor gx = make_empty(x.sizes(), kFloat32, x.device());
+            float* po = gx.data_ptr<float>();
+            const float *pg = g[0].data_ptr<float>(), *px = x.data_ptr<float>(),
+                        *py = y.data_ptr<float>();
+            cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
+              for (int64_t i = s; i < e; ++i) po[i] = dfn(pg[i], px[i], py[i]);
+            });
+            return std::vector<Tensor>{gx};
+          }
+          Tensor gx = binary_kernel<float>(g[0], x, kFloat32, [](float gg, float) { return gg; });
+          float* pg = gx.data_ptr<float>();
+          Tensor xc = x.contiguous(), yc = y.contiguous();
+          const float* px = xc.data_ptr<float>();
+          const float* py = yc.data_ptr<float>();
+          cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
+            for (int64_t i = s; i < e; ++i) pg[i] = dfn(pg[i], px[i], py[i]);
+          });
+          return std::vector<Tensor>{gx};
+        },
+        {rx ? x : Tensor(), ry ? y : Tensor()});
   }
   return out;
 }
@@ -227,59 +240,60 @@ Tensor unary_op(const Tensor& a, const char* name, [[maybe_unused]] cuda::UnaryO
 
 Tensor operator+(const Tensor& a, double b) {
   return unary_op(
-      a, "AddScalarBackward", cuda::UnaryOp::AddScalar, b, 0, [b](float x) { return x + (float)b; },
-      [](float g, float, float) { return g; });
+      a, "AddScalarBackward", Reads::Nothing, cuda::UnaryOp::AddScalar, b, 0,
+      [b](float x) { return x + (float)b; }, [](float g, float, float) { return g; });
 }
 Tensor operator-(const Tensor& a, double b) { return a + (-b); }
 Tensor operator*(const Tensor& a, double b) {
   return unary_op(
-      a, "MulScalarBackward", cuda::UnaryOp::MulScalar, b, 0, [b](float x) { return x * (float)b; },
-      [b](float g, float, float) { return g * (float)b; });
+      a, "MulScalarBackward", Reads::Nothing, cuda::UnaryOp::MulScalar, b, 0,
+      [b](float x) { return x * (float)b; }, [b](float g, float, float) { return g * (float)b; });
 }
 Tensor operator/(const Tensor& a, double b) {
   return unary_op(
-      a, "DivScalarBackward", cuda::UnaryOp::DivScalar, b, 0, [b](float x) { return x / (float)b; },
-      [b](float g, float, float) { return g / (float)b; });
+      a, "DivScalarBackward", Reads::Nothing, cuda::UnaryOp::DivScalar, b, 0,
+      [b](float x) { return x / (float)b; }, [b](float g, float, float) { return g / (float)b; });
 }
 Tensor operator-(double a, const Tensor& b) {
   return unary_op(
-      b, "RsubBackward", cuda::UnaryOp::RSub, a, 0, [a](float x) { return (float)a - x; },
-      [](float g, float, float) { return -g; });
+      b, "RsubBackward", Reads::Nothing, cuda::UnaryOp::RSub, a, 0,
+      [a](float x) { return (float)a - x; }, [](float g, float, float) { return -g; });
 }
 Tensor operator/(double a, const Tensor& b) {
   return unary_op(
-      b, "RdivBackward", cuda::UnaryOp::RDiv, a, 0, [a](float x) { return (float)a / x; },
-      [](float g, float x, float y) { return -g * y / x; });
+      b, "RdivBackward", Reads::XY, cuda::UnaryOp::RDiv, a, 0,
+      [a](float x) { return (float)a / x; }, [](float g, float x, float y) { return -g * y / x; });
 }
 
 Tensor Tensor::operator-() const {
   return unary_op(
-      *this, "NegBackward", cuda::UnaryOp::Neg, 0, 0, [](float x) { return -x; },
+      *this, "NegBackward", Reads::Nothing, cuda::UnaryOp::Neg, 0, 0, [](float x) { return -x; },
       [](float g, float, float) { return -g; });
 }
 Tensor Tensor::exp() const {
   return unary_op(
-      *this, "ExpBackward", cuda::UnaryOp::Exp, 0, 0, [](float x) { return std::exp(x); },
+      *this, "ExpBackward", Reads::Y, cuda::UnaryOp::Exp, 0, 0, [](float x) { return std::exp(x); },
       [](float g, float, float y) { return g * y; });
 }
 Tensor Tensor::log() const {
   return unary_op(
-      *this, "LogBackward", cuda::UnaryOp::Log, 0, 0, [](float x) { return std::log(x); },
+      *this, "LogBackward", Reads::X, cuda::UnaryOp::Log, 0, 0, [](float x) { return std::log(x); },
       [](float g, float x, float) { return g / x; });
 }
 Tensor Tensor::sqrt() const {
   return unary_op(
-      *this, "SqrtBackward", cuda::UnaryOp::Sqrt, 0, 0, [](float x) { return std::sqrt(x); },
-      [](float g, float, float y) { return g / (2.0f * y); });
+      *this, "SqrtBackward", Reads::Y, cuda::UnaryOp::Sqrt, 0, 0,
+      [](float x) { return std::sqrt(x); }, [](float g, float, float y) { return g / (2.0f * y); });
 }
 Tensor Tensor::abs() const {
   return unary_op(
-      *this, "AbsBackward", cuda::UnaryOp::Abs, 0, 0, [](float x) { return std::fabs(x); },
+      *this, "AbsBackward", Reads::X, cuda::UnaryOp::Abs, 0, 0,
+      [](float x) { return std::fabs(x); },
       [](float g, float x, float) { return x > 0 ? g : (x < 0 ? -g : 0.0f); });
 }
 Tensor Tensor::pow(double e) const {
   return unary_op(
-      *this, "PowBackward", cuda::UnaryOp::Pow, e, 0,
+      *this, "PowBackward", Reads::X, cuda::UnaryOp::Pow, e, 0,
       [e](float x) { return (float)std::pow((double)x, e); },
       [e](float g, float x, float) {
         return e == 0 ? 0.0f : (float)(g * e * std::pow((double)x, e - 1));
@@ -287,24 +301,26 @@ Tensor Tensor::pow(double e) const {
 }
 Tensor Tensor::relu() const {
   return unary_op(
-      *this, "ReluBackward", cuda::UnaryOp::Relu, 0, 0, [](float x) { return x > 0 ? x : 0.0f; },
+      *this, "ReluBackward", Reads::Y, cuda::UnaryOp::Relu, 0, 0,
+      [](float x) { return x > 0 ? x : 0.0f; },
       [](float g, float, float y) { return y > 0 ? g : 0.0f; });
 }
 Tensor Tensor::sigmoid() const {
   return unary_op(
-      *this, "SigmoidBackward", cuda::UnaryOp::Sigmoid, 0, 0,
+      *this, "SigmoidBackward", Reads::Y, cuda::UnaryOp::Sigmoid, 0, 0,
       [](float x) { return 1.0f / (1.0f + std::exp(-x)); },
       [](float g, float, float y) { return g * y * (1.0f - y); });
 }
 Tensor Tensor::tanh() const {
   return unary_op(
-      *this, "TanhBackward", cuda::UnaryOp::Tanh, 0, 0, [](float x) { return std::tanh(x); },
+      *this, "TanhBackward", Reads::Y, cuda::UnaryOp::Tanh, 0, 0,
+      [](float x) { return std::tanh(x); },
       [](float g, float, float y) { return g * (1.0f - y * y); });
 }
 Tensor Tensor::clamp(std::optional<double> mn, std::optional<double> mx) const {
   float lo = mn ? (float)*mn : -INFINITY, hi = mx ? (float)*mx : INFINITY;
   return unary_op(
-      *this, "ClampBackward", cuda::UnaryOp::Clamp, lo, hi,
+      *this, "ClampBackward", Reads::X, cuda::UnaryOp::Clamp, lo, hi,
       [lo, hi](float x) { return std::min(std::max(x, lo), hi); },
       [lo, hi](float g, float x, float) { return x >= lo && x <= hi ? g : 0.0f; });
 }
@@ -322,9 +338,11 @@ Tensor Tensor::eq(const Tensor& other) const {
 // ---------------- in-place ----------------
 
 namespace {
+// Every in-place arithmetic op passes here first, so this is where its version is bumped.
 void check_inplace(const Tensor& t, const char* op) {
   WEFT_CHECK(!(GradMode::is_enabled() && t.requires_grad()), "in-place ", op, " on ", t.str(),
              " that requires grad; wrap it in NoGradGuard");
+  t.bump_version();
 }
 // self[i] = f(self[i], other[i]) with other broadcast to self.
 template <typename F>

@@ -89,7 +89,8 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
                        if (gb)
                          db = trans_b ? mm(g[0], sa, true, trans_a) : mm(sa, g[0], !trans_a, false);
                        return std::vector<Tensor>{da, db};
-                     });
+                     },
+                     {ga ? sb : Tensor(), gb ? sa : Tensor()});
   }
   return out;
 }
@@ -128,10 +129,12 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   }
   if (autograd::any_requires_grad({&a3, &b3})) {
     Tensor sa = a3.detach(), sb = b3.detach();
-    autograd::record("BmmBackward", {&a3, &b3}, out, [sa, sb](std::vector<Tensor>& g) {
-      return std::vector<Tensor>{matmul(g[0], sb.transpose(1, 2)),
-                                 matmul(sa.transpose(1, 2), g[0])};
-    });
+    autograd::record("BmmBackward", {&a3, &b3}, out,
+                     [sa, sb](std::vector<Tensor>& g) {
+                       return std::vector<Tensor>{matmul(g[0], sb.transpose(1, 2)),
+                                                  matmul(sa.transpose(1, 2), g[0])};
+                     },
+                     {sa, sb});
   }
   Shape out_shape = batch;
   out_shape.insert(out_shape.end(), {n, m});

@@ -181,7 +181,8 @@ std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
                        po[(outer * n + pi[r]) * inner + in] += pg[r];
                      }
                      return std::vector<Tensor>{gx};
-                   });
+                   },
+                   {saved_idx});
   return {vals, idx};
 }
 
@@ -233,7 +234,8 @@ Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
                    [y, d, log](std::vector<Tensor>& g) {
                      if (log) return std::vector<Tensor>{g[0] - y.exp() * g[0].sum({d}, true)};
                      return std::vector<Tensor>{y * (g[0] - (g[0] * y).sum({d}, true))};
-                   });
+                   },
+                   {y});
   return result;
 }
 }  // namespace

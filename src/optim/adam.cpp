@@ -111,6 +111,7 @@ void Adam::step() {
       const Tensor grad = p.grad();
       if (!grad.defined()) continue;
       check_step_tensors(p, grad, i, who);
+      p.bump_version();  // updated in place below: graphs that saved it must not reuse it
       ParamState& st = state_of(i);
       auto buffer = [&](const char* name) {
         Tensor* b = st.buffers.find(name);

@@ -136,6 +136,7 @@ void SGD::step() {
       const Tensor grad = p.grad();
       if (!grad.defined()) continue;
       check_step_tensors(p, grad, i, "SGD");
+      p.bump_version();  // updated in place below: graphs that saved it must not reuse it
       Tensor buf_t;
       bool first = false;
       if (o.momentum != 0) {

@@ -459,6 +459,7 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   WEFT_CHECK(src.defined(), "copy_ from an undefined tensor");
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
              "a leaf tensor that requires grad is used in an in-place copy_; use NoGradGuard");
+  bump_version();
   Tensor s = src.sizes() == sizes() ? src : src.expand(sizes());
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda() || s.device().is_cuda()) {
@@ -494,6 +495,7 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
 Tensor& Tensor::fill_(double value) {
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
              "a leaf tensor that requires grad is used in an in-place fill_; use NoGradGuard");
+  bump_version();
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     cuda::fill_(*this, value);

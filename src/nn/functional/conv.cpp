@@ -108,7 +108,8 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& weight, const Tensor& bias
                      [xs, ws, p, gx, gw, gb](std::vector<Tensor>& grads) {
                        auto r = cuda::nn::conv2d_backward(xs, ws, grads[0], p, gx, gw, gb);
                        return std::vector<Tensor>{r.dx, r.dw, r.db};
-                     });
+                     },
+                     {gx ? ws : Tensor(), gw ? xs : Tensor()});
   }
   return out;
 }
@@ -194,7 +195,8 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
             db = dy.sum({0, 2, 3});
           }
           return std::vector<Tensor>{dx, dw, db};
-        });
+        },
+        {gx ? ws : Tensor(), gw ? xs : Tensor()});
   }
   return out;
 }

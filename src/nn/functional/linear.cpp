@@ -57,7 +57,8 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
                        return std::vector<Tensor>{gx ? mm(g[0], ws) : Tensor(),
                                                   gw ? mm(g[0], xs, true, false) : Tensor(),
                                                   gb ? g[0].sum({0}) : Tensor()};
-                     });
+                     },
+                     {gx ? ws : Tensor(), gw ? xs : Tensor()});
   }
   return input.dim() == 2 ? out : out.view(out_shape);
 }

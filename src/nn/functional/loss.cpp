@@ -61,7 +61,8 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
                      const float* py = y.data_ptr<float>();
                      for (int64_t i = 0; i < x.numel(); ++i) pd[i] = k * (px[i] - py[i]);
                      return std::vector<Tensor>{gi ? dx : Tensor(), gt ? -dx : Tensor()};
-                   });
+                   },
+                   {x, y});
   return out;
 }
 
@@ -137,7 +138,8 @@ Tensor nll_loss_cuda(const Tensor& log_probs, const Tensor& lp, const Tensor& t,
         return std::vector<Tensor>{
             cuda::nn::nll_loss_backward(g[0], r == Reduction::None, scale, t, C, ignore_index)
                 .view(in_shape)};
-      });
+      },
+      {t});
   return out;
 }
 #endif
@@ -189,7 +191,8 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
                        pd[i * C + pt[i]] = -gi;
                      }
                      return std::vector<Tensor>{dx.view(in_shape)};
-                   });
+                   },
+                   {t});
   return out;
 }
 
