@@ -48,6 +48,12 @@ TEST(DDP, EquivalentToSingleProcessSGDAndAdam) {
     }
 }
 
+TEST(DDP, GradScalerSkipsTheSameStepsOnEveryRank) {
+  auto r = launch(2, "ddp_worker", "scaler");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "scaler steps as expected 1, scale 2048"), 2) << r.output;
+}
+
 TEST(DDP, ManyBucketsAndBucketViews) {
   auto r = launch(3, "ddp_worker", "equiv_buckets sgd");
   EXPECT_EQ(r.code, 0) << r.output;

@@ -83,6 +83,44 @@ int equivalence(const std::string& opt_kind, double bucket_mb, bool as_view,
   return worst <= tolerance ? 0 : 1;
 }
 
+// GradScaler under DDP: at step 2 only rank 1's loss overflows; the all-reduce carries the inf to
+// every rank, so all ranks skip that step and back off together, and training still equals one
+// process (with the same overflow) on the whole batch.
+int scaler() {
+  manual_seed(100 + g_rank);
+  auto model = make_mlp();
+  nn::DistributedDataParallel ddp(model.ptr());
+  auto reference = std::dynamic_pointer_cast<nn::SequentialImpl>(model->clone());
+  optim::SGD opt(ddp->parameters(), {.lr = 0.1, .momentum = 0.9});
+  optim::SGD ref_opt(reference->parameters(), {.lr = 0.1, .momentum = 0.9});
+  amp::GradScaler sc({.init_scale = 1024.0, .growth_interval = 2});
+  amp::GradScaler ref_sc({.init_scale = 1024.0, .growth_interval = 2});
+  const int64_t B = 3;
+  double worst = 0;
+  bool ok = true;
+  for (int t = 0; t < 6; ++t) {
+    auto [x, y] = global_batch(t, B);
+    const bool overflow = t == 2;
+    opt.zero_grad();
+    Tensor loss = F::cross_entropy(ddp(x.narrow(0, g_rank * B, B)), y.narrow(0, g_rank * B, B));
+    if (overflow && g_rank == 1) loss = loss * INFINITY;
+    sc.scale(loss).backward();
+    const bool stepped = sc.step(opt);
+    sc.update();
+    ref_opt.zero_grad();
+    Tensor ref_loss = F::cross_entropy(reference->forward(x), y);
+    if (overflow) ref_loss = ref_loss * INFINITY;
+    ref_sc.scale(ref_loss).backward();
+    const bool ref_stepped = ref_sc.step(ref_opt);
+    ref_sc.update();
+    ok &= stepped == !overflow && ref_stepped == !overflow && sc.get_scale() == ref_sc.get_scale();
+    worst = std::max(worst, max_diff(*model, *reference));
+  }
+  std::printf("rank %d: scaler steps as expected %d, scale %g, max relative difference %.3g\n",
+              g_rank, (int)ok, sc.get_scale(), worst);
+  return ok && worst <= 1.0 ? 0 : 1;
+}
+
 // Two micro-batches under no_sync and a third synchronised equal one big batch.
 int no_sync() {
   manual_seed(5);
@@ -242,6 +280,8 @@ int main(int argc, char** argv) {
       rc = equivalence("sgd", 0.0005, false, "bf16");
     else if (mode == "custom_hook")
       rc = equivalence("sgd", 0.0005, false, "custom");
+    else if (mode == "scaler")
+      rc = scaler();
     else if (mode == "nosync")
       rc = no_sync();
     else if (mode == "unused")
