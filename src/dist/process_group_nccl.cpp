@@ -12,6 +12,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <thread>
 
@@ -76,7 +77,13 @@ struct ProcessGroupNCCL::Impl {
   Duration timeout{};
   ncclComm_t comm = nullptr;
   cudaStream_t stream = nullptr;  // the NCCL stream
-  std::mutex issue_mu;            // one collective issued at a time (NCCL needs a common order)
+  // Held by every use of `comm`: issuing a collective (one at a time: NCCL needs a common order),
+  // polling its state, aborting and destroying it. ncclCommAbort frees the communicator, so an
+  // abort from the watchdog or from wait(timeout) waits for an op being issued, then later ops
+  // see `broken` and refuse instead of touching the freed comm. The wait is bounded: on a
+  // non-blocking communicator no call blocks, and settle() gives up after the timeout.
+  // Lock order: issue_mu before mu.
+  std::mutex issue_mu;
 
   // Watchdog state.
   std::mutex mu;
@@ -86,15 +93,22 @@ struct ProcessGroupNCCL::Impl {
   bool stop = false;
   std::thread watchdog;
 
-  // Aborts the communicator once; later ops fail with `why`. Caller holds mu.
+  // Aborts the communicator once; later ops fail with `why`. Caller holds issue_mu and mu.
   void abort_locked(const std::string& why) {
     if (!broken.empty()) return;
     broken = why;
     ncclCommAbort(comm);
     comm = nullptr;
   }
+  // The same from a thread that holds neither lock.
+  void abort(const std::string& why) {
+    std::lock_guard<std::mutex> issue_lock(issue_mu);
+    std::lock_guard<std::mutex> lock(mu);
+    abort_locked(why);
+  }
 
-  // Polls a non-blocking communicator until the last call has left ncclInProgress.
+  // Polls a non-blocking communicator until the last call has left ncclInProgress. Caller holds
+  // issue_mu.
   void settle(ncclResult_t r, const std::string& what) {
     const auto deadline = Clock::now() + timeout;
     while (r == ncclInProgress) {
@@ -114,6 +128,18 @@ struct ProcessGroupNCCL::Impl {
       abort_locked(msg);
       throw DistError(msg);
     }
+  }
+
+  // Issues `calls` (NCCL calls on comm; they return the first failure) as one NCCL group. Inside
+  // a group NCCL only records the calls; on a non-blocking communicator the work (and
+  // ncclInProgress) comes at ncclGroupEnd, and the state is polled only after it (NCCL's
+  // "Nonblocking Group Operation"). ncclGroupEnd is called even when a call failed, so that the
+  // thread is not left inside an open group. Caller holds issue_mu.
+  void group(const std::string& what, const std::function<ncclResult_t()>& calls) {
+    settle(ncclGroupStart(), what);
+    const ncclResult_t queued = calls();
+    const ncclResult_t ended = ncclGroupEnd();
+    settle(queued != ncclSuccess && queued != ncclInProgress ? queued : ended, what);
   }
 
   void watch();
@@ -148,10 +174,7 @@ class WorkNCCL : public Work {
                                 std::to_string(t.count()) +
                                 " ms; the communicator was aborted (a peer rank may have died or "
                                 "stalled, or the ranks issued different collectives)";
-        {
-          std::lock_guard<std::mutex> lock(pg_->mu);
-          pg_->abort_locked(msg);
-        }
+        pg_->abort(msg);
         fail(std::make_exception_ptr(DistError("weft.dist: " + msg)));
         break;
       }
@@ -245,10 +268,14 @@ void ProcessGroupNCCL::Impl::watch() {
         continue;
       }
       if (broken.empty() && w->overdue(Clock::now())) {
-        abort_locked("nccl " + w->what() + " on " + where + " timed out after " +
-                     std::to_string(timeout.count()) +
-                     " ms; the watchdog aborted the communicator (a peer rank may have died or "
-                     "stalled, or the ranks issued different collectives)");
+        // mu is released while abort() takes issue_mu first (the lock order), so that an op
+        // being issued finishes with the comm before it is freed.
+        lock.unlock();
+        abort("nccl " + w->what() + " on " + where + " timed out after " +
+              std::to_string(timeout.count()) +
+              " ms; the watchdog aborted the communicator (a peer rank may have died or "
+              "stalled, or the ranks issued different collectives)");
+        lock.lock();
       }
       if (!broken.empty()) {
         auto failed = std::move(pending);
@@ -349,6 +376,9 @@ ProcessGroupNCCL::~ProcessGroupNCCL() {
   m.cv.notify_all();
   if (m.watchdog.joinable()) m.watchdog.join();  // returns once no op is pending (or all failed)
   cuda::detail::DeviceScope scope(m.device);
+  // A Work still held elsewhere may call wait(timeout) and abort: the comm goes under the locks.
+  std::lock_guard<std::mutex> issue_lock(m.issue_mu);
+  std::lock_guard<std::mutex> lock(m.mu);
   if (m.comm) {
     // A non-blocking communicator is finalized (flushing its ops) before it is destroyed.
     ncclResult_t r = ncclCommFinalize(m.comm);
@@ -361,6 +391,8 @@ ProcessGroupNCCL::~ProcessGroupNCCL() {
       ncclCommDestroy(m.comm);
     else
       ncclCommAbort(m.comm);
+    m.comm = nullptr;
+    m.broken = "the process group was destroyed";
   }
   if (m.stream) cudaStreamDestroy(m.stream);
 }
@@ -435,12 +467,14 @@ std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, R
                            (tensors.size() > 1 ? ", ..." : "") + ")";
   auto impl = impl_;
   return run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
-    impl->settle(ncclGroupStart(), what);
-    for (const Tensor& t : tensors)
-      impl->settle(ncclAllReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
-                                 nccl_dtype(t.dtype()), nccl_op(op), comm, s),
-                   what);
-    impl->settle(ncclGroupEnd(), what);
+    impl->group(what, [&] {
+      for (const Tensor& t : tensors) {
+        const ncclResult_t r = ncclAllReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
+                                             nccl_dtype(t.dtype()), nccl_op(op), comm, s);
+        if (r != ncclSuccess && r != ncclInProgress) return r;
+      }
+      return ncclSuccess;
+    });
   });
 }
 
@@ -453,12 +487,14 @@ std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor> tensors, i
     check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
   auto impl = impl_;
   return run_op(impl_, name, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
-    impl->settle(ncclGroupStart(), name);
-    for (const Tensor& t : tensors)
-      impl->settle(ncclBroadcast(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
-                                 nccl_dtype(t.dtype()), root, comm, s),
-                   name);
-    impl->settle(ncclGroupEnd(), name);
+    impl->group(name, [&] {
+      for (const Tensor& t : tensors) {
+        const ncclResult_t r = ncclBroadcast(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
+                                             nccl_dtype(t.dtype()), root, comm, s);
+        if (r != ncclSuccess && r != ncclInProgress) return r;
+      }
+      return ncclSuccess;
+    });
   });
 }
 
