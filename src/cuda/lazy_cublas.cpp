@@ -46,6 +46,9 @@ Fn resolve(const char* name) {
 WEFT_CUBLAS_FORWARD(cublasStatus_t, cublasCreate_v2, (cublasHandle_t * handle), (handle))
 WEFT_CUBLAS_FORWARD(cublasStatus_t, cublasSetStream_v2,
                     (cublasHandle_t handle, cudaStream_t stream), (handle, stream))
+WEFT_CUBLAS_FORWARD(cublasStatus_t, cublasSetWorkspace_v2,
+                    (cublasHandle_t handle, void* workspace, size_t workspaceSizeInBytes),
+                    (handle, workspace, workspaceSizeInBytes))
 WEFT_CUBLAS_FORWARD(cublasStatus_t, cublasSetMathMode, (cublasHandle_t handle, cublasMath_t mode),
                     (handle, mode))
 WEFT_CUBLAS_FORWARD(const char*, cublasGetStatusName, (cublasStatus_t status), (status))

@@ -1,9 +1,15 @@
 // GEMM on cuBLAS for float32 CUDA tensors. One cuBLAS handle per (thread, device), bound to the
-// current stream at each call. Math mode follows weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH
-// (full float32 products, PyTorch's default) or CUBLAS_TF32_TENSOR_OP_MATH.
+// current stream and that stream's workspace at each call. Math mode follows
+// weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH (full float32 products, PyTorch's default) or
+// CUBLAS_TF32_TENSOR_OP_MATH.
 #include <algorithm>
+#include <map>
+#include <mutex>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
+#include "../../cuda/allocator.h"
 #include "../../cuda/cuda_check.h"
 #include "cuda_ops.h"
 
@@ -11,16 +17,65 @@ namespace weft::cuda {
 
 namespace {
 
+// Handles given back by threads that ended, per device. Never destroyed (destroying them at
+// process exit could race the CUDA runtime's own teardown; the driver reclaims them). Leaked so
+// that thread_local destructors running at exit still find it.
+struct HandlePool {
+  std::mutex mu;
+  std::unordered_map<int, std::vector<cublasHandle_t>> free;
+};
+HandlePool& handle_pool() {
+  static HandlePool* p = new HandlePool();
+  return *p;
+}
+
+// A thread's handles, returned to the pool when it ends: DataParallel runs its replicas on new
+// threads every step, which would otherwise each cublasCreate (a cudaMalloc) and leak a handle.
+struct ThreadHandles {
+  std::unordered_map<int, cublasHandle_t> by_device;
+  ~ThreadHandles() {
+    HandlePool& p = handle_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    for (const auto& [device, h] : by_device) p.free[device].push_back(h);
+  }
+};
+
 cublasHandle_t handle_for(int device) {
-  // Handles live as long as their thread (destroying them at thread exit could race the
-  // CUDA runtime's own teardown at process exit; the driver reclaims them).
-  thread_local std::unordered_map<int, cublasHandle_t> handles;
-  auto it = handles.find(device);
-  if (it != handles.end()) return it->second;
+  thread_local ThreadHandles mine;
+  auto it = mine.by_device.find(device);
+  if (it != mine.by_device.end()) return it->second;
   cublasHandle_t h = nullptr;
-  WEFT_CUBLAS_CHECK(cublasCreate(&h));
-  handles.emplace(device, h);
+  {
+    HandlePool& p = handle_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    std::vector<cublasHandle_t>& v = p.free[device];
+    if (!v.empty()) {
+      h = v.back();
+      v.pop_back();
+    }
+  }
+  if (!h) WEFT_CUBLAS_CHECK(cublasCreate(&h));
+  mine.by_device.emplace(device, h);
   return h;
+}
+
+// The cuBLAS workspace of (device, stream). A handle's own workspace would be shared by every
+// stream the handle is set to, and cuBLAS kernels running at once on two streams (DataParallel
+// replicas, DDP's side streams) must not share one (cuBLAS docs, cublasSetWorkspace). Work on one
+// stream runs in order, so every thread's handle may use that stream's workspace. The size is
+// cuBLAS's recommendation: 32 MiB from Hopper (sm_90) on, 4 MiB before. Taken from the caching
+// allocator on that stream once, and kept for the process's life like weft's streams.
+std::pair<void*, size_t> workspace_for(int device, cudaStream_t stream) {
+  static std::mutex mu;
+  static auto* spaces = new std::map<std::pair<int, cudaStream_t>, std::pair<void*, size_t>>();
+  std::lock_guard<std::mutex> lock(mu);
+  auto it = spaces->find({device, stream});
+  if (it != spaces->end()) return it->second;
+  int major = 0;
+  WEFT_CUDA_CHECK(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device));
+  const size_t bytes = (major >= 9 ? size_t{32} : size_t{4}) << 20;
+  void* ptr = detail::device_alloc(bytes, device);  // tied to current_stream(device) == stream
+  return spaces->emplace(std::make_pair(device, stream), std::make_pair(ptr, bytes)).first->second;
 }
 
 // A 2-D operand as cuBLAS sees it: pointer, row-major leading dimension and whether the memory
@@ -70,7 +125,11 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, f
   const int dev = c.device().index;
   detail::DeviceScope scope(dev);
   cublasHandle_t h = handle_for(dev);
-  WEFT_CUBLAS_CHECK(cublasSetStream(h, detail::stream_of(dev)));
+  const cudaStream_t stream = detail::stream_of(dev);
+  const auto [ws, ws_bytes] = workspace_for(dev, stream);
+  WEFT_CUBLAS_CHECK(cublasSetStream(h, stream));
+  // After cublasSetStream, which resets the handle to its default workspace.
+  WEFT_CUBLAS_CHECK(cublasSetWorkspace(h, ws, ws_bytes));
   WEFT_CUBLAS_CHECK(
       cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   // Row-major C = A' B' is column-major C^T = B'^T A'^T: B' first, sizes N x M.
