@@ -6,6 +6,7 @@
 
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdint>
 #include <cuda/std/tuple>
@@ -73,9 +74,15 @@ OffsetCalc<N> make_offset_calc(const Shape& shape, const std::array<const Shape*
   return oc;
 }
 
+// CUDA's limit on gridDim.x (gridDim.y and z stop at 65535).
+constexpr int64_t kMaxGridX = 2147483647;
+
+// Blocks of kThreads for n threads' worth of work: one thread each, capped only by kMaxGridX, so
+// that a kernel launched with it covers n even without a grid-stride loop (a cap of 65536 left
+// the elements past 2^24 of such a kernel undone). The kernels loop past the cap.
 inline unsigned grid_for(int64_t n) {
   const int64_t blocks = (n + kThreads - 1) / kThreads;
-  return (unsigned)(blocks < 65536 ? (blocks > 0 ? blocks : 1) : 65536);
+  return (unsigned)std::clamp<int64_t>(blocks, 1, kMaxGridX);
 }
 
 // Element pointer of a tensor on its device: storage base plus the view's offset.

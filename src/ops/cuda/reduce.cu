@@ -45,40 +45,44 @@ __device__ double block_sum(double v) {
 }
 
 // Reduced elements innermost in memory: block (m, c) sums chunk c of output m's elements,
-// threads striding through it (coalesced).
-__global__ void sum_rows_kernel(const float* x, OffsetCalc<1> kept, OffsetCalc<1> red, int64_t R,
-                                int64_t per_chunk, double* partial) {
-  const int64_t m = blockIdx.x, c = blockIdx.y;
-  int64_t base[1];
-  kept.get(m, base);
+// threads striding through it (coalesced). Blocks stride over m: M may exceed gridDim.x's limit.
+__global__ void sum_rows_kernel(const float* x, OffsetCalc<1> kept, OffsetCalc<1> red, int64_t M,
+                                int64_t R, int64_t per_chunk, double* partial) {
+  const int64_t c = blockIdx.y;
   const int64_t r0 = c * per_chunk, r1 = min(R, r0 + per_chunk);
-  double acc = 0;
-  for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
-    int64_t off[1];
-    red.get(r, off);
-    acc += x[base[0] + off[0]];
+  for (int64_t m = blockIdx.x; m < M; m += gridDim.x) {  // the same trip count for the block
+    int64_t base[1];
+    kept.get(m, base);
+    double acc = 0;
+    for (int64_t r = r0 + threadIdx.x; r < r1; r += blockDim.x) {
+      int64_t off[1];
+      red.get(r, off);
+      acc += x[base[0] + off[0]];
+    }
+    acc = block_sum(acc);
+    if (threadIdx.x == 0) partial[m * gridDim.y + c] = acc;
+    __syncthreads();  // block_sum's shared slots are read before the next m writes them
   }
-  acc = block_sum(acc);
-  if (threadIdx.x == 0) partial[m * gridDim.y + c] = acc;
 }
 
 // Kept elements innermost: thread m sums chunk blockIdx.y of output m (neighbouring threads read
-// neighbouring addresses).
+// neighbouring addresses), striding over m past gridDim.x's limit.
 __global__ void sum_cols_kernel(const float* x, OffsetCalc<1> kept, OffsetCalc<1> red, int64_t M,
                                 int64_t R, int64_t per_chunk, double* partial) {
-  const int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
-  if (m >= M) return;
   const int64_t c = blockIdx.y;
-  int64_t base[1];
-  kept.get(m, base);
   const int64_t r0 = c * per_chunk, r1 = min(R, r0 + per_chunk);
-  double acc = 0;
-  for (int64_t r = r0; r < r1; ++r) {
-    int64_t off[1];
-    red.get(r, off);
-    acc += x[base[0] + off[0]];
+  for (int64_t m = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; m < M;
+       m += (int64_t)gridDim.x * blockDim.x) {
+    int64_t base[1];
+    kept.get(m, base);
+    double acc = 0;
+    for (int64_t r = r0; r < r1; ++r) {
+      int64_t off[1];
+      red.get(r, off);
+      acc += x[base[0] + off[0]];
+    }
+    partial[m * gridDim.y + c] = acc;
   }
-  partial[m * gridDim.y + c] = acc;
 }
 
 __global__ void sum_chunks_kernel(const double* partial, int64_t M, int64_t chunks, float* out) {
@@ -245,18 +249,18 @@ Tensor sum(const Tensor& x, const std::vector<bool>& mask) {
   const int64_t min_per_chunk = rows ? 4 * kThreads : 64;
   int64_t chunks = std::max<int64_t>(
       1, std::min<int64_t>((R + min_per_chunk - 1) / min_per_chunk, target_blocks / m_blocks));
-  chunks = std::min<int64_t>(chunks, 65535);
+  chunks = std::min<int64_t>(chunks, 65535);  // gridDim.y's limit
   const int64_t per_chunk = (R + chunks - 1) / chunks;
   chunks = (R + per_chunk - 1) / per_chunk;
   Tensor partial = make_empty({M * chunks}, kInt64, x.device());  // 8-byte slots for doubles
   double* pp = static_cast<double*>(partial.device_ptr());
   const float* px = elem_ptr<float>(x);
+  // gridDim.x capped at its limit; the kernels stride over the outputs beyond it.
+  const dim3 grid((unsigned)std::min(m_blocks, detail::kMaxGridX), (unsigned)chunks);
   if (rows)
-    sum_rows_kernel<<<dim3((unsigned)M, (unsigned)chunks), kThreads, 0, stream>>>(px, kept, red, R,
-                                                                                  per_chunk, pp);
+    sum_rows_kernel<<<grid, kThreads, 0, stream>>>(px, kept, red, M, R, per_chunk, pp);
   else
-    sum_cols_kernel<<<dim3((unsigned)m_blocks, (unsigned)chunks), kThreads, 0, stream>>>(
-        px, kept, red, M, R, per_chunk, pp);
+    sum_cols_kernel<<<grid, kThreads, 0, stream>>>(px, kept, red, M, R, per_chunk, pp);
   WEFT_CUDA_CHECK_LAUNCH();
   sum_chunks_kernel<<<detail::grid_for(M), kThreads, 0, stream>>>(pp, M, chunks,
                                                                   elem_ptr<float>(out));
