@@ -1,12 +1,17 @@
 // conv2d on cuDNN (nn_ops.h): forward, backward data, backward filter and bias, with the
-// algorithm picked by cuDNN's heuristics once per shape and its workspace taken from the
-// caching allocator. One cuDNN handle per (thread, device), bound to the current stream.
+// algorithms ranked by cuDNN's heuristics once per shape (with their workspace sizes), the first
+// whose workspace the caching allocator can give used. One cuDNN handle per (thread, device),
+// bound to the current stream.
 #include <cudnn.h>
 
+#include <atomic>
 #include <map>
 #include <mutex>
+#include <string>
 #include <tuple>
 #include <unordered_map>
+#include <utility>
+#include <vector>
 
 #include "../../cuda/cuda_check.h"
 #include "nn_ops.h"
@@ -23,13 +28,44 @@ namespace weft::cuda::nn {
 
 namespace {
 
+// Handles given back by threads that ended, per device; never destroyed (as cuBLAS's in
+// blas.cpp), leaked so that thread_local destructors running at exit still find it.
+struct HandlePool {
+  std::mutex mu;
+  std::unordered_map<int, std::vector<cudnnHandle_t>> free;
+};
+HandlePool& handle_pool() {
+  static HandlePool* p = new HandlePool();
+  return *p;
+}
+
+// A thread's handles, returned to the pool when it ends: DataParallel runs its replicas on new
+// threads every step, which would otherwise each cudnnCreate (device allocations) and leak one.
+struct ThreadHandles {
+  std::unordered_map<int, cudnnHandle_t> by_device;
+  ~ThreadHandles() {
+    HandlePool& p = handle_pool();
+    std::lock_guard<std::mutex> lock(p.mu);
+    for (const auto& [device, h] : by_device) p.free[device].push_back(h);
+  }
+};
+
 cudnnHandle_t handle_for(int device) {
-  thread_local std::unordered_map<int, cudnnHandle_t> handles;  // lives as long as the thread
-  auto it = handles.find(device);
-  if (it == handles.end()) {
-    cudnnHandle_t h;
-    WEFT_CUDNN_CHECK(cudnnCreate(&h));
-    it = handles.emplace(device, h).first;
+  thread_local ThreadHandles mine;
+  auto it = mine.by_device.find(device);
+  if (it == mine.by_device.end()) {
+    cudnnHandle_t h = nullptr;
+    {
+      HandlePool& p = handle_pool();
+      std::lock_guard<std::mutex> lock(p.mu);
+      std::vector<cudnnHandle_t>& v = p.free[device];
+      if (!v.empty()) {
+        h = v.back();
+        v.pop_back();
+      }
+    }
+    if (!h) WEFT_CUDNN_CHECK(cudnnCreate(&h));
+    it = mine.by_device.emplace(device, h).first;
   }
   WEFT_CUDNN_CHECK(cudnnSetStream(it->second, detail::stream_of(device)));
   return it->second;
@@ -75,43 +111,88 @@ struct Descs {
   Descs& operator=(const Descs&) = delete;
 };
 
-// The algorithms chosen for one geometry (by cuDNN's heuristics, first usable one).
+// One direction's usable algorithms for a geometry in cuDNN's heuristic order (status
+// CUDNN_STATUS_SUCCESS only), each with its workspace size. The heuristics' first choice may
+// need more workspace than the device has free; `first` is where the next call starts: past the
+// ones whose workspace could not be allocated, so that a step does not retry them.
+template <typename Algo>
+struct Choice {
+  std::vector<std::pair<Algo, size_t>> candidates;
+  std::atomic<size_t> first{0};
+};
 struct Algos {
-  cudnnConvolutionFwdAlgo_t fwd;
-  cudnnConvolutionBwdDataAlgo_t bwd_data;
-  cudnnConvolutionBwdFilterAlgo_t bwd_filter;
+  Choice<cudnnConvolutionFwdAlgo_t> fwd;
+  Choice<cudnnConvolutionBwdDataAlgo_t> bwd_data;
+  Choice<cudnnConvolutionBwdFilterAlgo_t> bwd_filter;
 };
 using Key = std::tuple<Shape, Shape, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
                        bool, int>;
 
-Algos algos_for(cudnnHandle_t h, const Descs& d, const Key& key) {
+// The usable results among `perf` (n of them), with the workspace size `size_of` reports for
+// each (an algorithm whose size cannot be had is skipped).
+template <typename Algo, typename Perf, typename SizeOf>
+std::vector<std::pair<Algo, size_t>> usable(const Perf* perf, int n, SizeOf size_of,
+                                            const char* what) {
+  std::vector<std::pair<Algo, size_t>> out;
+  for (int i = 0; i < n; ++i) {
+    if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    size_t bytes = 0;
+    if (size_of(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
+    out.emplace_back(perf[i].algo, bytes);
+  }
+  WEFT_CHECK(!out.empty(), "cuDNN: no ", what, " algorithm for this convolution (", n,
+             " heuristic results, none usable)");
+  return out;
+}
+
+// The geometry's algorithms, from cuDNN's heuristics on first use, then from the cache (entries
+// stay put: std::map nodes are stable and never erased).
+Algos& algos_for(cudnnHandle_t h, const Descs& d, const Key& key) {
   static std::mutex mu;
-  static std::map<Key, Algos> cache;
+  static auto* cache = new std::map<Key, Algos>();
   {
     std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
+    auto it = cache->find(key);
+    if (it != cache->end()) return it->second;
   }
-  Algos a{};
   int n = 0;
   cudnnConvolutionFwdAlgoPerf_t fp[CUDNN_CONVOLUTION_FWD_ALGO_COUNT];
   WEFT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
       h, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, fp));
-  WEFT_CHECK(n > 0 && fp[0].status == CUDNN_STATUS_SUCCESS, "cuDNN: no forward algorithm");
-  a.fwd = fp[0].algo;
+  auto fwd = usable<cudnnConvolutionFwdAlgo_t>(
+      fp, n,
+      [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, algo, bytes);
+      },
+      "forward");
   cudnnConvolutionBwdDataAlgoPerf_t dp[CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT];
   WEFT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       h, d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp));
-  WEFT_CHECK(n > 0 && dp[0].status == CUDNN_STATUS_SUCCESS, "cuDNN: no backward-data algorithm");
-  a.bwd_data = dp[0].algo;
+  auto bwd_data = usable<cudnnConvolutionBwdDataAlgo_t>(
+      dp, n,
+      [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, algo, bytes);
+      },
+      "backward-data");
   cudnnConvolutionBwdFilterAlgoPerf_t wp[CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT];
   WEFT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       h, d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp));
-  WEFT_CHECK(n > 0 && wp[0].status == CUDNN_STATUS_SUCCESS, "cuDNN: no backward-filter algorithm");
-  a.bwd_filter = wp[0].algo;
+  auto bwd_filter = usable<cudnnConvolutionBwdFilterAlgo_t>(
+      wp, n,
+      [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
+        return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w, algo,
+                                                              bytes);
+      },
+      "backward-filter");
   std::lock_guard<std::mutex> lock(mu);
-  cache.emplace(key, a);
-  return a;
+  // Another thread may have filled the entry meanwhile: then it stays as it is.
+  auto [it, added] = cache->try_emplace(key);
+  if (added) {
+    it->second.fwd.candidates = std::move(fwd);
+    it->second.bwd_data.candidates = std::move(bwd_data);
+    it->second.bwd_filter.candidates = std::move(bwd_filter);
+  }
+  return it->second;
 }
 
 Key key_of(const Tensor& x, const Tensor& w, const ConvParams& p) {
@@ -127,6 +208,31 @@ void* dptr(const Tensor& t) {
 // Device scratch of at least `bytes`, from the caching allocator (freed with the tensor).
 Tensor workspace(size_t bytes, Device d) {
   return make_empty({(int64_t)((bytes + 3) / 4)}, kFloat32, d);
+}
+
+// An algorithm of `c` and its workspace: the first, from c.first on, whose workspace can be
+// allocated; the ones skipped are skipped by later calls too.
+template <typename Algo>
+struct Picked {
+  Algo algo;
+  size_t bytes;
+  Tensor ws;
+};
+template <typename Algo>
+Picked<Algo> pick(Choice<Algo>& c, Device d, const char* what) {
+  std::string failure;
+  for (size_t i = c.first.load(); i < c.candidates.size(); ++i) {
+    const auto [algo, bytes] = c.candidates[i];
+    try {
+      Tensor ws = workspace(bytes, d);
+      if (i > c.first.load()) c.first.store(i);
+      return {algo, bytes, ws};
+    } catch (const Error& e) {  // out of memory: the next algorithm may need less
+      failure = e.what();
+    }
+  }
+  WEFT_ERROR("CUDA ", what, ": no cuDNN algorithm's workspace could be allocated on ", d, " (",
+             c.candidates.size(), " candidates; the last failure: ", failure, ")");
 }
 
 void check_conv_args(const Tensor& x, const Tensor& w, const char* what) {
@@ -148,14 +254,11 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParam
   Tensor y = make_empty({x.size(0), w.size(0), Ho, Wo}, kFloat32, x.device());
   if (y.numel() == 0) return y;
   Descs d(x.sizes(), w.sizes(), y.sizes(), p);
-  const Algos a = algos_for(h, d, key_of(x, w, p));
-  size_t ws_bytes = 0;
-  WEFT_CUDNN_CHECK(
-      cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, a.fwd, &ws_bytes));
-  Tensor ws = workspace(ws_bytes, x.device());
+  Algos& a = algos_for(h, d, key_of(x, w, p));
+  const auto fwd = pick(a.fwd, x.device(), "conv2d");
   const float one = 1.0f, zero = 0.0f;
-  WEFT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, dptr(x), d.w, dptr(w), d.conv, a.fwd,
-                                           dptr(ws), ws_bytes, &zero, d.y, dptr(y)));
+  WEFT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, dptr(x), d.w, dptr(w), d.conv, fwd.algo,
+                                           dptr(fwd.ws), fwd.bytes, &zero, d.y, dptr(y)));
   if (b.defined()) {
     WEFT_CHECK(b.dtype() == kFloat32 && b.is_contiguous() && b.device() == x.device(),
                "CUDA conv2d: bias ", b.str(), " must be contiguous float32 on ", x.device());
@@ -172,27 +275,21 @@ ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, c
   detail::DeviceScope scope(dev);
   cudnnHandle_t h = handle_for(dev);
   Descs d(x.sizes(), w.sizes(), dy.sizes(), p);
-  const Algos a = algos_for(h, d, key_of(x, w, p));
+  Algos& a = algos_for(h, d, key_of(x, w, p));
   const float one = 1.0f, zero = 0.0f;
   ConvGrads g;
   if (want_dx) {
     g.dx = make_empty(x.sizes(), kFloat32, x.device());
-    size_t bytes = 0;
-    WEFT_CUDNN_CHECK(
-        cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, a.bwd_data, &bytes));
-    Tensor ws = workspace(bytes, x.device());
+    const auto bd = pick(a.bwd_data, x.device(), "conv2d backward (data)");
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, dptr(w), d.y, dptr(dy), d.conv,
-                                                  a.bwd_data, dptr(ws), bytes, &zero, d.x,
+                                                  bd.algo, dptr(bd.ws), bd.bytes, &zero, d.x,
                                                   dptr(g.dx)));
   }
   if (want_dw) {
     g.dw = make_empty(w.sizes(), kFloat32, w.device());
-    size_t bytes = 0;
-    WEFT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w,
-                                                                    a.bwd_filter, &bytes));
-    Tensor ws = workspace(bytes, x.device());
+    const auto bf = pick(a.bwd_filter, x.device(), "conv2d backward (filter)");
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, dptr(x), d.y, dptr(dy), d.conv,
-                                                    a.bwd_filter, dptr(ws), bytes, &zero, d.w,
+                                                    bf.algo, dptr(bf.ws), bf.bytes, &zero, d.w,
                                                     dptr(g.dw)));
   }
   if (want_db) {
