@@ -5,58 +5,21 @@
 #include <algorithm>
 #include <map>
 #include <mutex>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "../../cuda/allocator.h"
 #include "../../cuda/cuda_check.h"
+#include "../../cuda/handle_pool.h"
 #include "cuda_ops.h"
 
 namespace weft::cuda {
 
 namespace {
 
-// Handles given back by threads that ended, per device. Never destroyed (destroying them at
-// process exit could race the CUDA runtime's own teardown; the driver reclaims them). Leaked so
-// that thread_local destructors running at exit still find it.
-struct HandlePool {
-  std::mutex mu;
-  std::unordered_map<int, std::vector<cublasHandle_t>> free;
-};
-HandlePool& handle_pool() {
-  static HandlePool* p = new HandlePool();
-  return *p;
-}
-
-// A thread's handles, returned to the pool when it ends: DataParallel runs its replicas on new
-// threads every step, which would otherwise each cublasCreate (a cudaMalloc) and leak a handle.
-struct ThreadHandles {
-  std::unordered_map<int, cublasHandle_t> by_device;
-  ~ThreadHandles() {
-    HandlePool& p = handle_pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    for (const auto& [device, h] : by_device) p.free[device].push_back(h);
-  }
-};
-
 cublasHandle_t handle_for(int device) {
-  thread_local ThreadHandles mine;
-  auto it = mine.by_device.find(device);
-  if (it != mine.by_device.end()) return it->second;
-  cublasHandle_t h = nullptr;
-  {
-    HandlePool& p = handle_pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    std::vector<cublasHandle_t>& v = p.free[device];
-    if (!v.empty()) {
-      h = v.back();
-      v.pop_back();
-    }
-  }
-  if (!h) WEFT_CUBLAS_CHECK(cublasCreate(&h));
-  mine.by_device.emplace(device, h);
-  return h;
+  return detail::thread_handle<cublasHandle_t>(
+      device, [](cublasHandle_t* h) { WEFT_CUBLAS_CHECK(cublasCreate(h)); });
 }
 
 // The cuBLAS workspace of (device, stream). A handle's own workspace would be shared by every

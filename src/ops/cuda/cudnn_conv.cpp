@@ -9,11 +9,11 @@
 #include <mutex>
 #include <string>
 #include <tuple>
-#include <unordered_map>
 #include <utility>
 #include <vector>
 
 #include "../../cuda/cuda_check.h"
+#include "../../cuda/handle_pool.h"
 #include "nn_ops.h"
 #include "weft/cuda.h"
 
@@ -28,47 +28,11 @@ namespace weft::cuda::nn {
 
 namespace {
 
-// Handles given back by threads that ended, per device; never destroyed (as cuBLAS's in
-// blas.cpp), leaked so that thread_local destructors running at exit still find it.
-struct HandlePool {
-  std::mutex mu;
-  std::unordered_map<int, std::vector<cudnnHandle_t>> free;
-};
-HandlePool& handle_pool() {
-  static HandlePool* p = new HandlePool();
-  return *p;
-}
-
-// A thread's handles, returned to the pool when it ends: DataParallel runs its replicas on new
-// threads every step, which would otherwise each cudnnCreate (device allocations) and leak one.
-struct ThreadHandles {
-  std::unordered_map<int, cudnnHandle_t> by_device;
-  ~ThreadHandles() {
-    HandlePool& p = handle_pool();
-    std::lock_guard<std::mutex> lock(p.mu);
-    for (const auto& [device, h] : by_device) p.free[device].push_back(h);
-  }
-};
-
 cudnnHandle_t handle_for(int device) {
-  thread_local ThreadHandles mine;
-  auto it = mine.by_device.find(device);
-  if (it == mine.by_device.end()) {
-    cudnnHandle_t h = nullptr;
-    {
-      HandlePool& p = handle_pool();
-      std::lock_guard<std::mutex> lock(p.mu);
-      std::vector<cudnnHandle_t>& v = p.free[device];
-      if (!v.empty()) {
-        h = v.back();
-        v.pop_back();
-      }
-    }
-    if (!h) WEFT_CUDNN_CHECK(cudnnCreate(&h));
-    it = mine.by_device.emplace(device, h).first;
-  }
-  WEFT_CUDNN_CHECK(cudnnSetStream(it->second, detail::stream_of(device)));
-  return it->second;
+  cudnnHandle_t h = detail::thread_handle<cudnnHandle_t>(
+      device, [](cudnnHandle_t* p) { WEFT_CUDNN_CHECK(cudnnCreate(p)); });
+  WEFT_CUDNN_CHECK(cudnnSetStream(h, detail::stream_of(device)));
+  return h;
 }
 
 // The descriptors of one convolution; destroyed with the object.
