@@ -1,6 +1,6 @@
-// Element types a Tensor can hold. float32 and int64 have CPU kernels today; bf16/fp16
-// have slots (size, name, safetensors code) so that CUDA mixed precision fits without
-// changing the enum's users.
+// Element types a Tensor can hold. float32 and int64 have every kernel; bf16/fp16 tensors can
+// be stored, converted (copy_, to, fill_, item; rounding as PyTorch), saved and loaded, and
+// all-reduced, but arithmetic on them is not implemented (cast to float32 first).
 #pragma once
 
 #include <cstddef>

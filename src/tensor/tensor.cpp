@@ -8,6 +8,7 @@
 #include <iomanip>
 #include <sstream>
 
+#include "../ops/cpu/dtype_convert.h"
 #include "../ops/cpu/loops.h"
 #include "../ops/cpu/parallel.h"
 #include "weft/allocator.h"
@@ -172,9 +173,12 @@ template <typename T>
 T Tensor::item() const {
   WEFT_CHECK(numel() == 1, "item() needs exactly one element, got ", str());
   if (!device().is_cpu()) return to(Device::CPU()).item<T>();
-  if (dtype() == kFloat32) return (T) * static_cast<float*>(raw_data());
-  WEFT_CHECK(dtype() == kInt64, "item() on ", str());
-  return (T) * static_cast<int64_t*>(raw_data());
+  if (dtype() == kInt64) return (T) * static_cast<int64_t*>(raw_data());
+  T out{};
+  cpu::dispatch_dtype(dtype(), [&]<typename E>() {
+    if constexpr (!std::is_same_v<E, int64_t>) out = (T)cpu::to_float(*static_cast<E*>(raw_data()));
+  });
+  return out;
 }
 template float Tensor::item<float>() const;
 template double Tensor::item<double>() const;
@@ -447,9 +451,10 @@ void copy_kernel(const Tensor& dst, const Tensor& src) {
                            if constexpr (std::is_same_v<Dst, Src>)
                              std::memcpy(dp, sp, n * sizeof(Dst));
                            else
-                             for (int64_t i = 0; i < n; ++i) dp[i] = (Dst)sp[i];
+                             for (int64_t i = 0; i < n; ++i) dp[i] = cpu::convert<Dst>(sp[i]);
                          } else {
-                           for (int64_t i = 0; i < n; ++i) dp[i * st[0]] = (Dst)sp[i * st[1]];
+                           for (int64_t i = 0; i < n; ++i)
+                             dp[i * st[0]] = cpu::convert<Dst>(sp[i * st[1]]);
                          }
                        });
 }
@@ -479,16 +484,9 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
                       [&](int64_t b, int64_t e) { std::memcpy(d + b, p + b, (size_t)(e - b)); });
     return *this;
   }
-  if (dt == kFloat32 && st == kFloat32)
-    copy_kernel<float, float>(*this, s);
-  else if (dt == kFloat32 && st == kInt64)
-    copy_kernel<float, int64_t>(*this, s);
-  else if (dt == kInt64 && st == kFloat32)
-    copy_kernel<int64_t, float>(*this, s);
-  else if (dt == kInt64 && st == kInt64)
-    copy_kernel<int64_t, int64_t>(*this, s);
-  else
-    WEFT_ERROR("copy_: unsupported dtypes ", dt, " <- ", st);
+  cpu::dispatch_dtype(dt, [&]<typename D>() {
+    cpu::dispatch_dtype(st, [&]<typename S>() { copy_kernel<D, S>(*this, s); });
+  });
   return *this;
 }
 
@@ -510,12 +508,12 @@ Tensor& Tensor::fill_(double value) {
                            for (int64_t i = 0; i < n; ++i) d[o[0] + i * st[0]] = v;
                          });
   };
-  if (dtype() == kFloat32)
-    run((float)value);
-  else if (dtype() == kInt64)
-    run((int64_t)value);
-  else
-    WEFT_ERROR("fill_: unsupported dtype ", dtype());
+  cpu::dispatch_dtype(dtype(), [&]<typename T>() {
+    if constexpr (std::is_same_v<T, int64_t>)
+      run((int64_t)value);
+    else
+      run(cpu::convert<T>((float)value));
+  });
   return *this;
 }
 
@@ -543,9 +541,14 @@ Tensor Tensor::detach() const { return make_view(*this, sizes(), strides(), stor
 Tensor Tensor::to(DType t) const {
   if (t == dtype()) return *this;
   Tensor out = make_empty(sizes(), t, device());
-  NoGradGuard ng;
-  out.copy_(*this);
-  return out;
+  {
+    NoGradGuard ng;
+    out.copy_(*this);
+  }
+  // Between floating types the cast is differentiable (the gradient is cast back), as PyTorch's.
+  if (t == kInt64 || dtype() == kInt64) return out;
+  const DType from = dtype();
+  return view_result(*this, out, "ToCopyBackward", [from](const Tensor& g) { return g.to(from); });
 }
 
 Tensor Tensor::to(Device d, bool non_blocking) const {

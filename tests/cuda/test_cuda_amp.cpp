@@ -56,5 +56,28 @@ TEST(CudaGradScaler, MatchesTheCpuRun) {
     EXPECT_TRUE(test::close(gpu_params[i], cpu_params[i], 1e-5, "param " + std::to_string(i)));
 }
 
+// The device's float32 <-> bfloat16/float16 conversions give the CPU's (and so PyTorch's) values,
+// NaN payloads aside, both ways.
+void expect_same_values(const Tensor& a, const Tensor& b, const std::string& what) {
+  const std::vector<float> va = a.to_vector_float(), vb = b.to_vector_float();
+  ASSERT_EQ(va.size(), vb.size()) << what;
+  for (size_t k = 0; k < va.size(); ++k)
+    EXPECT_TRUE(va[k] == vb[k] || (std::isnan(va[k]) && std::isnan(vb[k])))
+        << what << " element " << k << ": " << va[k] << " vs " << vb[k];
+}
+
+TEST(CudaHalfCasts, MatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  test::Golden g("half_casts");
+  const Device gpu = Device::CUDA(0), cpu = Device::CPU();
+  for (DType half : {DType::BFloat16, DType::Float16}) {
+    const std::string name = dtype_name(half);
+    expect_same_values(g["x"].to(gpu).to(half).to(cpu), g["x"].to(half), "narrowing to " + name);
+    const Tensor golden = g[half == DType::BFloat16 ? "x.bf16" : "x.f16"];
+    expect_same_values(golden.to(gpu).to(kFloat32).to(cpu), golden.to(kFloat32),
+                       "widening from " + name);
+  }
+}
+
 }  // namespace
 }  // namespace weft
