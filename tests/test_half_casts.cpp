@@ -95,6 +95,17 @@ TEST(HalfCasts, FillItemStridesAndGradients) {
   EXPECT_EQ(w.grad().to_vector_float(), std::vector<float>(5, 3.0f));
 }
 
+TEST(HalfCasts, ArithmeticIsAClearErrorComparisonsWork) {
+  Tensor f = tensor(std::vector<float>{1, 2, 3, 1.0f / 3}, {4});
+  Tensor h = f.to(DType::BFloat16);
+  EXPECT_THROW(h + h, Error);
+  EXPECT_THROW(h + f, Error);
+  EXPECT_THROW(h.relu(), Error);
+  EXPECT_THROW(h.matmul(h), Error);
+  EXPECT_EQ(h.eq(h).to_vector_int64(), (std::vector<int64_t>{1, 1, 1, 1}));
+  EXPECT_EQ(h.eq(f).to_vector_int64(), (std::vector<int64_t>{1, 1, 1, 0}));  // 1/3 rounds
+}
+
 TEST(HalfCasts, Bf16CheckpointLoadsIntoFloatModel) {
   nn::Linear src(3, 2), dst(3, 2);
   nn::StateDict half;

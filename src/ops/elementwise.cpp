@@ -42,13 +42,13 @@ void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
              a.device(), " and ", b.device());
 }
 
-// out[i] = f(a[i], b[i]) over the broadcast shape, no autograd.
-template <typename T, typename F>
-Tensor binary_kernel(const Tensor& a, const Tensor& b, DType out_dtype, F f) {
+// out[i] = f(a[i], b[i]) over the broadcast shape, no autograd; T is the inputs' element type,
+// O the output's (float or int64_t: eq on float inputs gives int64).
+template <typename T, typename O, typename F>
+Tensor binary_loop(const Tensor& a, const Tensor& b, F f) {
   Shape shape = a.sizes() == b.sizes() ? a.sizes() : broadcast_shapes(a.sizes(), b.sizes());
-  Tensor out = make_empty(shape, out_dtype, a.device());
-  using O = std::conditional_t<std::is_same_v<T, float>, float, int64_t>;
-  O* o = static_cast<O*>(out.raw_data());
+  Tensor out = make_empty(shape, std::is_same_v<O, float> ? kFloat32 : kInt64, a.device());
+  O* o = out.data_ptr<O>();
   const T* pa = static_cast<const T*>(a.impl()->storage->data);
   const T* pb = static_cast<const T*>(b.impl()->storage->data);
   const int64_t n = out.numel();
@@ -78,6 +78,15 @@ Tensor binary_kernel(const Tensor& a, const Tensor& b, DType out_dtype, F f) {
                                (O)f(pa[off[1] + i * st[1]], pb[off[2] + i * st[2]]);
                        });
   return out;
+}
+template <typename T, typename F>
+Tensor binary_kernel(const Tensor& a, const Tensor& b, DType out_dtype, F f) {
+  constexpr DType in = std::is_same_v<T, float> ? kFloat32 : kInt64;
+  WEFT_CHECK(a.dtype() == in && b.dtype() == in, "elementwise kernel for ", in, " given ", a.str(),
+             " and ", b.str());
+  if (out_dtype == kInt64) return binary_loop<T, int64_t>(a, b, f);
+  WEFT_CHECK(out_dtype == kFloat32, "elementwise kernel: unsupported output dtype ", out_dtype);
+  return binary_loop<T, float>(a, b, f);
 }
 
 template <typename F>
@@ -326,7 +335,9 @@ Tensor Tensor::clamp(std::optional<double> mn, std::optional<double> mx) const {
 }
 
 Tensor Tensor::eq(const Tensor& other) const {
-  auto [a, b] = promote(*this, other, "eq");
+  // 16-bit floats compare exactly as float32.
+  auto widen = [](const Tensor& t) { return t.dtype() == kInt64 ? t : t.to(kFloat32); };
+  auto [a, b] = promote(widen(*this), widen(other), "eq");
 #ifdef WEFT_WITH_CUDA
   if (a.device().is_cuda()) return cuda::binary(cuda::BinaryOp::Eq, a, b);
 #endif
