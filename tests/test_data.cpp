@@ -11,6 +11,7 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <numeric>
 #include <set>
 #include <string>
@@ -527,4 +528,72 @@ TEST(MNIST, RealFashionMnistTestSet) {
   auto [lo, hi] = std::minmax_element(px.begin(), px.end());
   EXPECT_EQ(*lo, 0.f);
   EXPECT_EQ(*hi, 1.f);
+}
+
+namespace {
+// `n` CIFAR-10 records: label (first + r) % 10, pixel p of channel c = (r * 13 + c * 5 + p) % 256.
+std::vector<uint8_t> cifar_records(int n, int first) {
+  std::vector<uint8_t> out;
+  for (int r = 0; r < n; ++r) {
+    out.push_back(uint8_t((first + r) % 10));
+    for (int c = 0; c < 3; ++c)
+      for (int p = 0; p < 1024; ++p) out.push_back(uint8_t((r * 13 + c * 5 + p) % 256));
+  }
+  return out;
+}
+}  // namespace
+
+TEST(CIFAR10, ReadsBatchesInOrderFromTheTarballDirectory) {
+  TempDir dir;
+  const fs::path bin = dir.path / "cifar-10-batches-bin";
+  fs::create_directories(bin);
+  for (int b = 1; b <= 5; ++b)
+    write_file(bin / ("data_batch_" + std::to_string(b) + ".bin"), cifar_records(2, b * 100));
+  write_file(bin / "test_batch.bin", cifar_records(3, 7));
+  CIFAR10 train(dir.path.string());
+  ASSERT_EQ(train.size(), 10u);
+  EXPECT_EQ(train.images().sizes(), (Shape{10, 3, 32, 32}));
+  // Batch b's record r is sample 2*(b-1)+r, label (100*b + r) % 10.
+  std::vector<int64_t> want;
+  for (int b = 1; b <= 5; ++b)
+    for (int r = 0; r < 2; ++r) want.push_back((b * 100 + r) % 10);
+  EXPECT_EQ(train.labels().to_vector_int64(), want);
+  Example e = train.get(3);  // batch 2, record 1
+  EXPECT_EQ(e.target.item<int64_t>(), 1);
+  EXPECT_EQ(e.data.sizes(), (Shape{3, 32, 32}));
+  EXPECT_FLOAT_EQ(e.data[2][1][3].item<float>(), float(((13 + 10 + 35) % 256) / 255.0));
+  CIFAR10 test(bin.string(), false, {.normalize = true, .limit = 2});
+  ASSERT_EQ(test.size(), 2u);
+  // Record 1, channel 1 (green), pixel 0: (13 + 5) / 255, normalised with green's statistics.
+  EXPECT_NEAR(test.get(1).data[1][0][0].item<float>(), (18 / 255.0 - 0.4822) / 0.2435, 1e-6);
+  EXPECT_EQ(test.labels().to_vector_int64(), (std::vector<int64_t>{7, 8}));
+}
+
+TEST(CIFAR10, BadFilesAreClearErrors) {
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  TempDir dir;
+  EXPECT_NE(message([&] { CIFAR10((dir.path / "absent").string()); }).find("does not exist"),
+            std::string::npos);
+  EXPECT_NE(message([&] { CIFAR10(dir.path.string()); }).find("data_batch_1.bin"),
+            std::string::npos);
+  std::vector<uint8_t> cut = cifar_records(2, 0);
+  cut.resize(cut.size() - 100);
+  write_file(dir.path / "test_batch.bin", cut);
+  EXPECT_NE(message([&] { CIFAR10(dir.path.string(), false); }).find("not a whole number"),
+            std::string::npos);
+  std::vector<uint8_t> bad = cifar_records(3, 0);
+  bad[2 * 3073] = 12;
+  write_file(dir.path / "test_batch.bin", bad);
+  const std::string m = message([&] { CIFAR10(dir.path.string(), false); });
+  EXPECT_NE(m.find("label 12 of record 2"), std::string::npos) << m;
+  write_file(dir.path / "data_batch_1.bin", cifar_records(1, 0));
+  EXPECT_NE(message([&] { CIFAR10(dir.path.string(), true); }).find("data_batch_2.bin"),
+            std::string::npos);
 }

@@ -6,5 +6,6 @@
 #include "weft/data/dataset.h"
 #include "weft/data/distributed_sampler.h"
 #include "weft/data/idx_format.h"
+#include "weft/data/cifar10.h"
 #include "weft/data/mnist.h"
 #include "weft/data/sampler.h"
