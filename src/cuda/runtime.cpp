@@ -132,12 +132,16 @@ Stream stream_from_pool(int device, bool high_priority) {
       detail::DeviceScope scope(device);
       int least = 0, greatest = 0;
       WEFT_CUDA_CHECK(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+      // Filled only once all kPoolSize streams exist: a creation that throws half way must not
+      // leave a short pool that the modulo below would index past.
+      std::vector<cudaStream_t> created;
       for (int i = 0; i < kPoolSize; ++i) {
         cudaStream_t s = nullptr;
         WEFT_CUDA_CHECK(cudaStreamCreateWithPriority(&s, cudaStreamNonBlocking,
                                                      high_priority ? greatest : least));
-        pool.push_back(s);
+        created.push_back(s);
       }
+      pool = std::move(created);
     }
   }
   auto& next = high_priority ? p.next_high[device] : p.next_normal[device];
