@@ -7,6 +7,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <vector>
 
 #include "weft/tensor.h"
 
@@ -58,6 +59,13 @@ Stream stream_from_pool(int device, bool high_priority = false);
 // copies of tensors on that device are queued there. Starts as the default stream.
 Stream current_stream(int device = -1);
 void set_current_stream(const Stream& s);
+
+// The calling thread's current stream of every device, and making such a list current in
+// another thread: a thread starts on the default streams, so the threads that work for a caller
+// (parallel_apply's replicas, the autograd engine's device workers) take the caller's streams,
+// as PyTorch's do, to stay ordered with the work it queued before and will queue after them.
+std::vector<Stream> current_streams();
+void set_current_streams(const std::vector<Stream>& streams);
 
 // Makes `s` current for its device until the guard ends (as torch.cuda.stream(s)).
 class StreamGuard {

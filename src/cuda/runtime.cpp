@@ -155,6 +155,16 @@ Stream current_stream(int device) {
 
 void set_current_stream(const Stream& s) { t_current[checked_device(s.device())] = s.handle(); }
 
+std::vector<Stream> current_streams() {
+  std::vector<Stream> streams;
+  for (int d = 0; d < device_count() && d < kMaxDevices; ++d) streams.emplace_back(d, t_current[d]);
+  return streams;
+}
+
+void set_current_streams(const std::vector<Stream>& streams) {
+  for (const Stream& s : streams) set_current_stream(s);
+}
+
 StreamGuard::StreamGuard(const Stream& s) : prev_(current_stream(s.device())) {
   set_current_stream(s);
 }

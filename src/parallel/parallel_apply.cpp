@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "weft/autograd.h"
+#include "weft/cuda.h"
 #include "weft/ops.h"
 
 namespace weft::nn::parallel {
@@ -19,8 +20,17 @@ std::vector<std::vector<Tensor>> parallel_apply(
   std::vector<std::exception_ptr> errors(n);
   const bool grad_mode = GradMode::is_enabled();
   const int caller_threads = get_num_threads();
+#ifdef WEFT_WITH_CUDA
+  // Each replica queues its kernels on the caller's current stream of its device, as PyTorch's
+  // parallel_apply does: a fresh thread would start on the default streams, unordered with a
+  // caller's non-blocking stream that scattered the inputs (and will gather the outputs).
+  const std::vector<cuda::Stream> streams = cuda::current_streams();
+#endif
   auto run = [&](size_t i) {
     try {
+#ifdef WEFT_WITH_CUDA
+      cuda::set_current_streams(streams);
+#endif
       GradMode::set_enabled(grad_mode);
       DeviceGuard dg(devices[i]);
       set_num_threads(threads_per_replica);

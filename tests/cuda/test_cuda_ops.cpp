@@ -9,6 +9,7 @@
 #include <cmath>
 #include <filesystem>
 #include <limits>
+#include <optional>
 #include <sstream>
 
 #include "../golden.h"
@@ -18,6 +19,7 @@
 #include "weft/data.h"
 #include "weft/nn.h"
 #include "weft/nn/channel_shuffle.h"
+#include "weft/nn/parallel/parallel_apply.h"
 #include "weft/optim.h"
 #include "weft/serialize.h"
 
@@ -70,6 +72,18 @@ void cross_check(const std::string& what, const std::vector<Tensor>& inputs,
 
 Tensor positive(const Shape& s) { return rand(s) + 0.1; }
 
+// Notes cuda:0's current stream in the thread that runs its forward.
+class StreamProbeImpl : public nn::Cloneable<StreamProbeImpl> {
+ public:
+  StreamProbeImpl() : Cloneable("StreamProbe") {}
+  void reset() override {}
+  Tensor forward(const Tensor& x) override {
+    seen = cuda::current_stream(0);
+    return x * 2.0;
+  }
+  std::optional<cuda::Stream> seen;
+};
+
 }  // namespace
 
 TEST(CudaRuntime, DevicesStreamsEvents) {
@@ -95,6 +109,31 @@ TEST(CudaRuntime, DevicesStreamsEvents) {
   EXPECT_EQ(cuda::current_stream(0), cuda::default_stream(0));
   cuda::synchronize();
   EXPECT_THROW(cuda::default_stream(cuda::device_count()), Error);
+}
+
+TEST(CudaRuntime, WorkerThreadsQueueOnTheCallersStreams) {
+  // A fresh thread starts on the default streams, which a non-blocking side stream does not wait
+  // for: parallel_apply's replicas and the engine's device workers must take the caller's.
+  SKIP_WITHOUT_CUDA();
+  const cuda::Stream side = cuda::stream_from_pool(0);
+  cuda::StreamGuard guard(side);
+  auto a = std::make_shared<StreamProbeImpl>(), b = std::make_shared<StreamProbeImpl>();
+  const Tensor x = randn({5}).to(kGpu);
+  auto out = nn::parallel::parallel_apply({a, b}, {{x}, {x}}, {kGpu, kGpu});
+  ASSERT_TRUE(a->seen && b->seen);
+  EXPECT_EQ(*a->seen, side);
+  EXPECT_EQ(*b->seen, side);  // replica 1 ran in a thread of its own
+  EXPECT_TRUE(same(out[1][0], x * 2.0));
+  // A graph over the CPU and cuda:0: the CPU's worker, a thread of its own, runs the leaf's
+  // accumulation and hooks with the caller's stream of cuda:0 current.
+  Tensor leaf = randn({3}).requires_grad_();
+  std::optional<cuda::Stream> in_hook;
+  leaf.register_post_accumulate_grad_hook([&](Tensor&) { in_hook = cuda::current_stream(0); });
+  (leaf.to(kGpu) * 3.0).sum().backward();
+  ASSERT_TRUE(in_hook.has_value());
+  EXPECT_EQ(*in_hook, side);
+  EXPECT_TRUE(close(leaf.grad(), full({3}, 3.0), 1e-6, "leaf grad"));
+  side.synchronize();
 }
 
 TEST(CudaTensor, HostDeviceCopies) {
