@@ -103,10 +103,15 @@ size_t pinned_round(size_t n) {
   return p;
 }
 
+// Destroys the block's completed events (every one, not only a leading run: events on several
+// streams complete out of order); true when none is outstanding.
 bool events_done(PinnedBlock& b) {
   for (size_t i = 0; i < b.events.size();) {
     const cudaError_t e = cudaEventQuery(b.events[i].second);
-    if (e == cudaErrorNotReady) return false;
+    if (e == cudaErrorNotReady) {
+      ++i;
+      continue;
+    }
     WEFT_CUDA_CHECK(e);
     {
       DeviceScope scope(b.events[i].first);
@@ -114,7 +119,7 @@ bool events_done(PinnedBlock& b) {
     }
     b.events.erase(b.events.begin() + (ptrdiff_t)i);
   }
-  return true;
+  return b.events.empty();
 }
 
 }  // namespace
@@ -176,6 +181,9 @@ void pinned_record_use(void* ptr, const Stream& s) {
   std::lock_guard<std::mutex> lock(c.mu);
   auto it = c.blocks.find(ptr);
   WEFT_CHECK(it != c.blocks.end(), "pinned_record_use: not a pinned allocation");
+  // Drop the events of copies already done first: a pinned buffer that stays allocated and
+  // feeds a non_blocking copy every step would otherwise hold one CUDA event per step.
+  events_done(it->second);
   DeviceScope scope(s.device());
   cudaEvent_t ev = nullptr;
   WEFT_CUDA_CHECK(cudaEventCreateWithFlags(&ev, cudaEventDisableTiming));
