@@ -1,5 +1,3 @@
-#include <cmath>
-
 #include "weft/autograd.h"
 #include "weft/dist/distributed.h"
 #include "weft/nn/sync_batchnorm.h"
@@ -22,51 +20,16 @@ class ProcessGroupSync : public BatchNormSync {
     return g ? g->size() : 1;
   }
 
-  void combine_stats(int64_t& count, Tensor& mean, Tensor& var) override {
+  Tensor all_gather_stats(const Tensor& row) override {
     auto* g = group();
-    const int64_t C = mean.numel();
-    // One all-gather of [count_hi, count_lo, mean[C], var[C]]; the count is split in two
-    // 24-bit halves so float32 carries it exactly.
-    // The combination runs on the host: for CUDA tensors the C-sized statistics are copied
-    // there and back (the collective itself stays on the device).
-    const Device dev = mean.device(), host = dev.is_cuda() ? Device::CPU() : dev;
-    NoGradGuard ng;
-    Tensor mine = empty({2 + 2 * C}, {.device = host});
-    float* pm = mine.data_ptr<float>();
-    pm[0] = (float)(count >> 24);
-    pm[1] = (float)(count & 0xffffff);
-    mine.narrow(0, 2, C).copy_(mean);
-    mine.narrow(0, 2 + C, C).copy_(var);
-    std::vector<Tensor> all;
-    for (int r = 0; r < g->size(); ++r) all.push_back(empty({2 + 2 * C}, {.device = dev}));
-    g->allgather(all, mine.to(dev))->wait();
-    // Chan et al.: combine (n_i, mean_i, M2_i) pairwise-stably, in double.
-    std::vector<double> mu(C, 0.0), m2(C, 0.0);
-    double n = 0;
-    for (const Tensor& dt : all) {
-      const Tensor t = dt.to(host);
-      const float* p = t.data_ptr<float>();
-      const double ni = (double)(((int64_t)p[0] << 24) + (int64_t)p[1]);
-      if (ni == 0) continue;
-      const double total = n + ni;
-      for (int64_t c = 0; c < C; ++c) {
-        const double mi = p[2 + c], vi = p[2 + C + c];
-        const double delta = mi - mu[c];
-        mu[c] += delta * ni / total;
-        m2[c] += vi * ni + delta * delta * n * ni / total;
-      }
-      n = total;
-    }
-    count = (int64_t)n;
-    Tensor new_mean = empty({C}, {.device = host}), new_var = empty({C}, {.device = host});
-    float* om = new_mean.data_ptr<float>();
-    float* ov = new_var.data_ptr<float>();
-    for (int64_t c = 0; c < C; ++c) {
-      om[c] = (float)mu[c];
-      ov[c] = n > 0 ? (float)(m2[c] / n) : 0.0f;
-    }
-    mean = new_mean.to(dev);
-    var = new_var.to(dev);
+    const int64_t L = row.numel();
+    // The rows of one [world, L] buffer receive the replicas' rows: the combination reads them
+    // in place (for CUDA tensors in one kernel, with no copy to the host).
+    Tensor all = empty({g->size(), L}, {.device = row.device()});
+    std::vector<Tensor> rows;
+    for (int r = 0; r < g->size(); ++r) rows.push_back(all.select(0, r));
+    g->allgather(rows, row.contiguous())->wait();
+    return all;
   }
 
   void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) override {

@@ -1,16 +1,19 @@
 // nn on CUDA: the PyTorch goldens of the CPU tests (same files) rerun on GPU 0 for convolution
 // (cuDNN), Linear (cuBLAS), BatchNorm, pooling and the losses; a few SGD steps of a conv + BN +
 // pool + linear model compared between CPU and CUDA; DataParallel over the GPUs and DDP at world
-// 1 (NCCL) against the plain model. Each test skips without a device.
+// 1 (NCCL) against the plain model; SyncBatchNorm's on-device combination of the replicas'
+// statistics, and its forward and backward over simulated ranks. Each test skips without a device.
 #include <gtest/gtest.h>
 
 #include "../golden.h"
 #include "../golden_modules.h"
 #include "../subprocess.h"
 #include "skip_without_cuda.h"
+#include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/dist/distributed.h"
 #include "weft/nn.h"
+#include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/parallel/data_parallel.h"
 #include "weft/nn/parallel/distributed_data_parallel.h"
 #include "weft/nn/sync_batchnorm.h"
@@ -151,4 +154,197 @@ TEST(CudaNN, DistributedDataParallelWorldOneMatchesPlainModel) {
   for (size_t i = 0; i < p0.size(); ++i)
     EXPECT_TRUE(close(host(p1[i].second), host(p0[i].second), 1e-6, p0[i].first));
   dist::destroy_process_group();
+}
+
+TEST(CudaNN, BatchNormCountsBatchesOnTheDevice) {
+  SKIP_WITHOUT_CUDA();
+  // num_batches_tracked is counted on the GPU; with momentum unset (cumulative average) the
+  // factor comes from it: three steps agree with the CPU's.
+  for (std::optional<double> momentum : {std::optional<double>(0.1), std::optional<double>()}) {
+    nn::BatchNorm1d cpu(4, {.momentum = momentum}), gpu(4, {.momentum = momentum});
+    gpu->to(kGpu);
+    Generator gen(8);
+    for (int step = 0; step < 3; ++step) {
+      Tensor x = randn({5, 4, 2}, &gen);
+      cpu(x);
+      gpu(x.to(kGpu));
+    }
+    EXPECT_EQ(host(gpu->num_batches_tracked).item<int64_t>(), 3);
+    EXPECT_TRUE(close(host(gpu->running_mean), cpu->running_mean, 1e-5, "running_mean"));
+    EXPECT_TRUE(close(host(gpu->running_var), cpu->running_var, 1e-5, "running_var"));
+  }
+}
+
+namespace {
+
+// One replica's statistics row as SyncBatchNorm all-gathers it, built on the host.
+Tensor host_row(int64_t count, const Tensor& mean, const Tensor& var) {
+  return cat({tensor(std::vector<float>{(float)(count >> 24), (float)(count & 0xffffff)}, {2}),
+              host(mean), host(var)});
+}
+
+}  // namespace
+
+TEST(CudaNN, SyncBatchNormGatherStatsMatchesHostChan) {
+  SKIP_WITHOUT_CUDA();
+  // Six replicas with unequal counts, among them 0, 1 and one above 2^24 (both float halves
+  // used): the CUDA kernel equals the host's Chan combination in double and the textbook
+  // formula; the count stays an int64 tensor on the device.
+  const int64_t C = 5;
+  const std::vector<int64_t> counts{5, 0, 1, (int64_t(3) << 24) + 12345, 2, 0};
+  Generator gen(3);
+  std::vector<Tensor> rows;
+  for (int64_t n : counts)
+    rows.push_back(host_row(n, randn({C}, &gen) * 3.0, rand({C}, &gen) * 2.0));
+  Tensor all = stack(rows);
+  auto cpu = nn::detail::combine_channel_stats(all);
+  auto gpu = nn::detail::combine_channel_stats(all.to(kGpu));
+  ASSERT_TRUE(gpu.device_count.defined());
+  EXPECT_EQ(gpu.device_count.device(), kGpu);
+  EXPECT_EQ(gpu.device_count.dtype(), kInt64);
+  int64_t total = 0;
+  for (int64_t n : counts) total += n;
+  EXPECT_EQ(cpu.count, total);
+  EXPECT_EQ(host(gpu.device_count).item<int64_t>(), total);
+  EXPECT_TRUE(close(host(gpu.mean), cpu.mean, 1e-6, "mean vs host Chan"));
+  EXPECT_TRUE(close(host(gpu.var), cpu.var, 1e-6, "var vs host Chan"));
+  // sum n_i mean_i / N and sum n_i (var_i + (mean_i - mean)^2) / N, in double.
+  std::vector<float> want_mean(C), want_var(C);
+  for (int64_t c = 0; c < C; ++c) {
+    double s = 0, q = 0;
+    for (size_t r = 0; r < counts.size(); ++r)
+      s += counts[r] * (double)rows[r][2 + c].item<float>();
+    const double mu = s / (double)total;
+    for (size_t r = 0; r < counts.size(); ++r) {
+      const double d = rows[r][2 + c].item<float>() - mu;
+      q += counts[r] * ((double)rows[r][2 + C + c].item<float>() + d * d);
+    }
+    want_mean[c] = (float)mu;
+    want_var[c] = (float)(q / (double)total);
+  }
+  EXPECT_TRUE(close(host(gpu.mean), tensor(want_mean, {C}), 1e-5, "mean vs formula"));
+  EXPECT_TRUE(close(host(gpu.var), tensor(want_var, {C}), 1e-5, "var vs formula"));
+
+  // The overloads that read the count on the device equal those given it by the host.
+  Tensor rm0 = randn({C}, &gen).to(kGpu), rv0 = rand({C}, &gen).to(kGpu);
+  Tensor rm1 = rm0.clone(), rv1 = rv0.clone();
+  nn::detail::update_running_stats(rm0, rv0, gpu.mean, gpu.var, total, 0.1);
+  nn::detail::update_running_stats(rm1, rv1, gpu.mean, gpu.var, gpu.device_count, 0.1);
+  EXPECT_TRUE(allclose(host(rm1), host(rm0), 0, 0));
+  EXPECT_TRUE(allclose(host(rv1), host(rv0), 0, 0));
+  Tensor x = randn({4, C, 3}, &gen).to(kGpu), dy = randn({4, C, 3}, &gen).to(kGpu);
+  Tensor invstd = (gpu.var + 1e-5).pow(-0.5), w = randn({C}, &gen).to(kGpu);
+  auto [s1, s2] = nn::detail::batch_norm_backward_reduce(dy, x, gpu.mean);
+  Tensor dx0 = nn::detail::batch_norm_backward_elemt(dy, x, gpu.mean, invstd, w, s1, s2, total);
+  Tensor dx1 =
+      nn::detail::batch_norm_backward_elemt(dy, x, gpu.mean, invstd, w, s1, s2, gpu.device_count);
+  EXPECT_TRUE(allclose(host(dx1), host(dx0), 0, 0));
+
+  // Every replica empty: zeros and a zero count, as on the host.
+  Tensor empty_rows = stack({host_row(0, ones({C}), ones({C})), host_row(0, ones({C}), ones({C}))});
+  auto none = nn::detail::combine_channel_stats(empty_rows.to(kGpu));
+  EXPECT_EQ(host(none.device_count).item<int64_t>(), 0);
+  EXPECT_TRUE(allclose(host(none.mean), zeros({C}), 0, 0));
+  EXPECT_TRUE(allclose(host(none.var), zeros({C}), 0, 0));
+}
+
+namespace {
+
+// A BatchNormSync standing in for a process group of simulated ranks (as in
+// test_sync_batchnorm.cpp, on the GPU): the all-gather returns every rank's precomputed
+// statistics row with the caller's own row in its slot, and the all-reduce adds the other
+// ranks' precomputed backward sums.
+struct ReplaySync : nn::BatchNormSync {
+  std::vector<Tensor> rows;                     // per rank: packed statistics, on the GPU
+  std::vector<std::pair<Tensor, Tensor>> sums;  // per rank: sum(dy), sum(dy * (x - mean))
+  int me = 0;
+  int world_size() const override { return (int)rows.size(); }
+  Tensor all_gather_stats(const Tensor& row) override {
+    EXPECT_EQ(row.device(), kGpu);
+    EXPECT_TRUE(allclose(host(row), host(rows[me]), 0, 0)) << "rank " << me << "'s packed row";
+    std::vector<Tensor> all = rows;
+    all[me] = row;
+    return stack(all);
+  }
+  void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) override {
+    NoGradGuard ng;
+    for (int r = 0; r < world_size(); ++r) {
+      if (r == me) continue;
+      sum_dy.add_(sums[r].first);
+      sum_dy_xmu.add_(sums[r].second);
+    }
+  }
+};
+
+}  // namespace
+
+TEST(CudaNN, SyncBatchNormReplayedRanksMatchCpuBatchNormOnWholeBatch) {
+  SKIP_WITHOUT_CUDA();
+  // Ranks with 4, 0, 1 and 3 samples run one after the other on the GPU against a ReplaySync
+  // (the combination, running statistics and backward read the count on the device): each
+  // rank's output, input gradient and running statistics, and the rank-sum of the weight and
+  // bias gradients, equal BatchNorm's on the concatenated batch on the CPU.
+  const std::vector<int64_t> sizes{4, 0, 1, 3};
+  const int64_t C = 3, total = 8;
+  for (Shape tail : {Shape{}, Shape{3, 2}}) {
+    Shape shape{total, C};
+    shape.insert(shape.end(), tail.begin(), tail.end());
+    Generator gen(11);
+    Tensor x = randn(shape, &gen) * 2.0 + 0.5, gout = randn(shape, &gen);
+    nn::SyncBatchNorm base(C);
+    {
+      NoGradGuard ng;
+      base->weight.copy_(tensor(std::vector<float>{1.5f, -0.5f, 2.0f}, {3}));
+      base->bias.copy_(tensor(std::vector<float>{0.1f, 0.2f, -0.3f}, {3}));
+    }
+    auto ref = std::dynamic_pointer_cast<nn::BatchNormImplBase>(base->clone());
+    ref->sync = nullptr;
+    Tensor xr = x.clone().requires_grad_(true);
+    Tensor yr = ref->forward(xr);
+    (yr * gout).sum().backward();
+
+    auto fake = std::make_shared<ReplaySync>();
+    std::vector<Tensor> xs, gs;
+    for (int64_t r = 0, start = 0; r < (int64_t)sizes.size(); start += sizes[r++]) {
+      xs.push_back(x.narrow(0, start, sizes[r]).to(kGpu));
+      gs.push_back(gout.narrow(0, start, sizes[r]).to(kGpu));
+      auto st = nn::detail::batch_norm_stats(xs.back());
+      fake->rows.push_back(host_row(st.count, st.mean, st.var).to(kGpu));
+    }
+    Tensor mean = nn::detail::combine_channel_stats(stack(fake->rows)).mean;
+    for (size_t r = 0; r < sizes.size(); ++r)
+      fake->sums.push_back(nn::detail::batch_norm_backward_reduce(gs[r], xs[r], mean));
+    Tensor gw = zeros({C}), gb = zeros({C});
+    for (int64_t r = 0, start = 0; r < (int64_t)sizes.size(); start += sizes[r++]) {
+      const std::string at = "rank " + std::to_string(r) + " of " + shape_str(shape) + ": ";
+      fake->me = (int)r;
+      auto m = std::dynamic_pointer_cast<nn::BatchNormImplBase>(base->clone());
+      m->to(kGpu);
+      m->sync = fake;
+      Tensor xin = xs[r].clone().requires_grad_(true);
+      Tensor y = m->forward(xin);
+      ASSERT_EQ(y.device(), kGpu);
+      EXPECT_TRUE(close(host(y), yr.narrow(0, start, sizes[r]), 1e-5, at + "output"));
+      (y * gs[r]).sum().backward();
+      EXPECT_TRUE(close(host(xin.grad()), xr.grad().narrow(0, start, sizes[r]), 1e-5,
+                        at + "input gradient"));
+      EXPECT_TRUE(close(host(m->running_mean), ref->running_mean, 1e-5, at + "running_mean"));
+      EXPECT_TRUE(close(host(m->running_var), ref->running_var, 1e-5, at + "running_var"));
+      EXPECT_EQ(host(m->num_batches_tracked).item<int64_t>(), 1) << at;
+      NoGradGuard ng;
+      gw.add_(host(m->weight.grad()));
+      gb.add_(host(m->bias.grad()));
+    }
+    EXPECT_TRUE(close(gw, ref->weight.grad(), 1e-5, "weight gradient summed over ranks"));
+    EXPECT_TRUE(close(gb, ref->bias.grad(), 1e-5, "bias gradient summed over ranks"));
+  }
+
+  // One value per channel and no other replica: refused before any communication. With other
+  // replicas the global count is on the device and not checked (PyTorch's rule).
+  auto alone = std::make_shared<ReplaySync>();
+  alone->rows = {host_row(1, zeros({C}), zeros({C})).to(kGpu)};
+  Tensor one = randn({1, C}).to(kGpu);
+  EXPECT_THROW(nn::functional::sync_batch_norm(one, Tensor(), Tensor(), Tensor(), Tensor(), 0.1,
+                                               1e-5, *alone),
+               Error);
 }

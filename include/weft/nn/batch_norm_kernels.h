@@ -27,4 +27,27 @@ Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor
 void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
                           const Tensor& var, int64_t count, double momentum);
 
+// SyncBatchNorm's combination of the replicas' statistics. Each replica all-gathers one float32
+// row [count_hi, count_lo, mean[C], var[C]] (the count in two 24-bit halves, which float32
+// carries exactly: count = count_hi * 2^24 + count_lo) on the statistics' device.
+Tensor pack_channel_stats(const ChannelStats& local);
+// The statistics of the union of the batches from the gathered rows [R, 2 + 2C]: Chan et al.'s
+// pairwise formula in double, in rank order, replicas with count 0 skipped. On the CPU the count
+// is a host integer. For CUDA rows everything stays on the device, as in PyTorch: one kernel
+// gives mean and var, and the count stays an int64 [1] tensor (`device_count`, `count` is -1)
+// that the overloads below read on the device, so no training step waits for the host.
+struct GatheredStats {
+  Tensor mean, var;  // [C], var biased
+  int64_t count = -1;
+  Tensor device_count;
+};
+GatheredStats combine_channel_stats(const Tensor& rows);
+// update_running_stats and batch_norm_backward_elemt with the count of combine_channel_stats
+// for CUDA tensors (an int64 [1] tensor on their device).
+void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, const Tensor& device_count, double momentum);
+Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, const Tensor& device_count);
+
 }  // namespace weft::nn::detail

@@ -24,9 +24,11 @@ class BatchNormSync {
   virtual ~BatchNormSync() = default;
   // Number of participating replicas; 1 means "behave as plain BatchNorm".
   virtual int world_size() const = 0;
-  // In: this replica's element count per channel, mean and biased variance ([C] each).
-  // Out: the same for the union of all replicas' batches. One collective.
-  virtual void combine_stats(int64_t& count, Tensor& mean, Tensor& var) = 0;
+  // In: this replica's statistics packed in one float32 row [L] (count, mean, biased variance:
+  // detail::pack_channel_stats). Out: every replica's row in rank order, [world_size, L], on the
+  // row's device, where nn combines them (detail::combine_channel_stats). One collective; for
+  // CUDA tensors ordered on the device's current stream, without a host wait.
+  virtual Tensor all_gather_stats(const Tensor& row) = 0;
   // In-place sum over replicas of the two backward reductions. One collective.
   virtual void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) = 0;
 };

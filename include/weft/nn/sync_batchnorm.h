@@ -1,8 +1,9 @@
 // SyncBatchNorm: BatchNorm whose training statistics are those of the union of every
 // process's batch in a process group (one all-gather of count/mean/variance per forward,
-// combined with Chan's stable formula; one all-reduce of the two backward sums), so N ranks
-// with batch B normalise exactly as one process with batch N*B. Ranks may hold unequal
-// batches, even empty ones. Eval mode, world size 1 or no initialised group: plain BatchNorm.
+// combined with Chan's stable formula, on the device for CUDA tensors so that no step waits
+// for the host; one all-reduce of the two backward sums), so N ranks with batch B normalise
+// exactly as one process with batch N*B. Ranks may hold unequal batches, even empty ones.
+// Eval mode, world size 1 or no initialised group: plain BatchNorm.
 #pragma once
 
 #include "weft/dist/process_group.h"

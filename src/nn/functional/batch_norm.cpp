@@ -295,6 +295,92 @@ void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tenso
   }
 }
 
+Tensor pack_channel_stats(const ChannelStats& local) {
+  const int64_t C = local.mean.numel();
+  NoGradGuard ng;
+  // Filled where the statistics live, so that a CUDA row needs no host-to-device copy.
+  Tensor row = empty({2 + 2 * C}, {.device = local.mean.device()});
+  row.narrow(0, 0, 1).fill_((double)(local.count >> 24));
+  row.narrow(0, 1, 1).fill_((double)(local.count & 0xffffff));
+  row.narrow(0, 2, C).copy_(local.mean);
+  row.narrow(0, 2 + C, C).copy_(local.var);
+  return row;
+}
+
+GatheredStats combine_channel_stats(const Tensor& rows0) {
+  Tensor rows = rows0.contiguous();
+  WEFT_CHECK(
+      rows.dtype() == kFloat32 && rows.dim() == 2 && rows.size(1) >= 2 && rows.size(1) % 2 == 0,
+      "combine_channel_stats expects float32 rows [replicas, 2 + 2C], got ", rows.str());
+#ifdef WEFT_WITH_CUDA
+  if (rows.device().is_cuda()) {
+    auto [mean, var, count] = cuda::nn::batch_norm_gather_stats(rows);
+    return {mean, var, -1, count};
+  }
+#endif
+  const int64_t R = rows.size(0), C = (rows.size(1) - 2) / 2;
+  // Chan et al.: combine (n_i, mean_i, M2_i) pairwise-stably, in double.
+  std::vector<double> mu(C, 0.0), m2(C, 0.0);
+  double n = 0;
+  const float* all = rows.data_ptr<float>();
+  for (int64_t r = 0; r < R; ++r) {
+    const float* p = all + r * (2 + 2 * C);
+    const double ni = (double)(((int64_t)p[0] << 24) + (int64_t)p[1]);
+    if (ni == 0) continue;
+    const double total = n + ni;
+    for (int64_t c = 0; c < C; ++c) {
+      const double mi = p[2 + c], vi = p[2 + C + c];
+      const double delta = mi - mu[c];
+      mu[c] += delta * ni / total;
+      m2[c] += vi * ni + delta * delta * n * ni / total;
+    }
+    n = total;
+  }
+  Tensor mean = empty({C}), var = empty({C});
+  float* om = mean.data_ptr<float>();
+  float* ov = var.data_ptr<float>();
+  for (int64_t c = 0; c < C; ++c) {
+    om[c] = (float)mu[c];
+    ov[c] = n > 0 ? (float)(m2[c] / n) : 0.0f;
+  }
+  return {mean, var, (int64_t)n, Tensor()};
+}
+
+// The overloads with a device count are for CUDA tensors only: on the CPU the count is a host
+// integer (combine_channel_stats), and taking it from a tensor would hide a device read.
+void update_running_stats([[maybe_unused]] Tensor& running_mean,
+                          [[maybe_unused]] Tensor& running_var, const Tensor& mean,
+                          [[maybe_unused]] const Tensor& var, const Tensor& device_count,
+                          [[maybe_unused]] double momentum) {
+#ifdef WEFT_WITH_CUDA
+  if (mean.device().is_cuda()) {
+    cuda::nn::update_running_stats(running_mean, running_var, mean.contiguous(), var.contiguous(),
+                                   device_count, momentum);
+    return;
+  }
+#endif
+  WEFT_ERROR("update_running_stats: a count held in a tensor (", device_count.str(),
+             ") is for CUDA statistics, got ", mean.str(), " on ", mean.device());
+}
+
+Tensor batch_norm_backward_elemt([[maybe_unused]] const Tensor& dy, const Tensor& x,
+                                 [[maybe_unused]] const Tensor& mean,
+                                 [[maybe_unused]] const Tensor& invstd,
+                                 [[maybe_unused]] const Tensor& weight,
+                                 [[maybe_unused]] const Tensor& sum_dy,
+                                 [[maybe_unused]] const Tensor& sum_dy_xmu,
+                                 const Tensor& device_count) {
+#ifdef WEFT_WITH_CUDA
+  if (x.device().is_cuda())
+    return cuda::nn::batch_norm_backward_elemt(
+        dy.contiguous(), x.contiguous(), mean.contiguous(), invstd.contiguous(),
+        weight.defined() ? weight.contiguous() : Tensor(), sum_dy.contiguous(),
+        sum_dy_xmu.contiguous(), device_count);
+#endif
+  WEFT_ERROR("batch_norm_backward_elemt: a count held in a tensor (", device_count.str(),
+             ") is for CUDA inputs, got ", x.str(), " on ", x.device());
+}
+
 }  // namespace detail
 
 namespace functional {

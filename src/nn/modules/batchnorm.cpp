@@ -52,12 +52,14 @@ double BatchNormImplBase::next_momentum_factor() {
   if (training_ && options.track_running_stats) {
     if (num_batches_tracked.device().is_cpu()) {
       num_batches_tracked.data_ptr<int64_t>()[0] += 1;
-    } else {  // a one-element counter: counted on the host, copied back
-      Tensor n = num_batches_tracked.to(Device::CPU());
-      n.data_ptr<int64_t>()[0] += 1;
+    } else {
+      // Counted on the device: a round trip through the host would make every training step
+      // wait for the GPU (CUDA has no in-place int64 add, hence the copy).
       NoGradGuard ng;
-      num_batches_tracked.copy_(n);
+      Device d = num_batches_tracked.device();
+      num_batches_tracked.copy_(num_batches_tracked + ones({}, {.dtype = kInt64, .device = d}));
     }
+    // A cumulative average needs the count on the host (a device read on CUDA, as in PyTorch).
     if (!options.momentum) factor = 1.0 / (double)num_batches_tracked.item<int64_t>();
   }
   return factor;

@@ -118,10 +118,19 @@ __global__ void bn_backward_reduce_kernel(const float* dy, const float* x, const
   }
 }
 
+// The element count per channel: SyncBatchNorm's global count where it is given on the device
+// (dcount, int64 [1]: reading it here spares the host a wait), else the host's.
+__device__ int64_t count_of(const int64_t* dcount, int64_t count) {
+  return dcount ? *dcount : count;
+}
+
 __global__ void bn_backward_elemt_kernel(int64_t n, int64_t C, int64_t S, const float* dy,
                                          const float* x, const float* mean, const float* invstd,
                                          const float* w, const float* sum_dy,
-                                         const float* sum_dy_xmu, double inv_count, float* dx) {
+                                         const float* sum_dy_xmu, const int64_t* dcount,
+                                         int64_t hcount, float* dx) {
+  const int64_t count = count_of(dcount, hcount);
+  const double inv_count = count ? 1.0 / (double)count : 0.0;
   for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n;
        i += (int64_t)gridDim.x * blockDim.x) {
     const int64_t c = (i / S) % C;
@@ -133,12 +142,44 @@ __global__ void bn_backward_elemt_kernel(int64_t n, int64_t C, int64_t S, const 
 }
 
 __global__ void running_stats_kernel(int64_t C, float* rm, float* rv, const float* mean,
-                                     const float* var, float momentum, double unbias) {
+                                     const float* var, float momentum, const int64_t* dcount,
+                                     int64_t hcount) {
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
   if (c >= C) return;
+  const int64_t count = count_of(dcount, hcount);
+  const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
   rm[c] = (1.0f - momentum) * rm[c] + momentum * mean[c];
   // The CPU's rounding: the unbiased variance in double, rounded to float, then scaled.
   rv[c] = (1.0f - momentum) * rv[c] + momentum * (float)(var[c] * unbias);
+}
+
+// Thread c combines channel c over the R gathered rows (nn_ops.h) exactly as the CPU's
+// SyncBatchNorm does on the host: Chan et al. in double, in rank order, empty replicas skipped.
+// Thread 0 also writes the total count (launched with at least one thread, even for C == 0).
+__global__ void bn_gather_stats_kernel(const float* rows, int64_t R, int64_t C, float* mean,
+                                       float* var, int64_t* count) {
+  const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;
+  if (c >= C && c > 0) return;
+  const int64_t L = 2 + 2 * C;
+  double n = 0, mu = 0, m2 = 0;
+  for (int64_t r = 0; r < R; ++r) {
+    const float* row = rows + r * L;
+    const double ni = (double)(((int64_t)row[0] << 24) + (int64_t)row[1]);
+    if (ni == 0) continue;
+    const double total = n + ni;
+    if (c < C) {
+      const double mi = row[2 + c], vi = row[2 + C + c];
+      const double delta = mi - mu;
+      mu += delta * ni / total;
+      m2 += vi * ni + delta * delta * n * ni / total;
+    }
+    n = total;
+  }
+  if (c < C) {
+    mean[c] = (float)mu;
+    var[c] = n > 0 ? (float)(m2 / n) : 0.0f;
+  }
+  if (c == 0) *count = (int64_t)n;
 }
 
 // One thread per output cell; the window is visited row-major so the first maximum wins, and
@@ -265,9 +306,21 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy, const Ten
   return {sdy, sdyx};
 }
 
-Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
-                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
-                                 const Tensor& sum_dy_xmu, int64_t count) {
+namespace {
+
+// The element count as the kernels take it: a device pointer to SyncBatchNorm's int64 [1]
+// count (checked to live with `like`), or null when the host's count is used.
+const int64_t* device_count(const Tensor& count, const Tensor& like) {
+  if (!count.defined()) return nullptr;
+  WEFT_CHECK(count.device() == like.device() && count.dtype() == kInt64 && count.numel() == 1,
+             "CUDA batch_norm: the element count must be an int64 tensor of one element on ",
+             like.device(), ", got ", count.str(), " on ", count.device());
+  return elem_ptr<int64_t>(count);
+}
+
+Tensor backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean, const Tensor& invstd,
+                      const Tensor& weight, const Tensor& sum_dy, const Tensor& sum_dy_xmu,
+                      const Tensor& dcount, int64_t hcount) {
   check_on(x, x, "batch_norm backward");
   check_on(dy, x, "batch_norm backward");
   for (const Tensor* t : {&mean, &invstd, &weight, &sum_dy, &sum_dy_xmu})
@@ -280,23 +333,69 @@ Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor
   bn_backward_elemt_kernel<<<grid_for(n), kThreads, 0, stream_of(x.device().index)>>>(
       n, d.c, d.s, elem_ptr<float>(dy), elem_ptr<float>(x), elem_ptr<float>(mean),
       elem_ptr<float>(invstd), opt(weight), elem_ptr<float>(sum_dy), elem_ptr<float>(sum_dy_xmu),
-      count ? 1.0 / (double)count : 0.0, elem_ptr<float>(dx));
+      device_count(dcount, x), hcount, elem_ptr<float>(dx));
   WEFT_CUDA_CHECK_LAUNCH();
   return dx;
 }
 
-void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
-                          const Tensor& var, int64_t count, double momentum) {
+void running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
+                   const Tensor& var, const Tensor& dcount, int64_t hcount, double momentum) {
   for (const Tensor* t : {&running_mean, &running_var, &var}) check_on(*t, mean, "running stats");
   const int64_t C = mean.numel();
   if (C == 0) return;
-  const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
+  const int64_t* dc = device_count(dcount, mean);
   DeviceScope scope(mean.device().index);
   running_stats_kernel<<<(unsigned)((C + kThreads - 1) / kThreads), kThreads, 0,
                          stream_of(mean.device().index)>>>(
       C, elem_ptr<float>(running_mean), elem_ptr<float>(running_var), elem_ptr<float>(mean),
-      elem_ptr<float>(var), (float)momentum, unbias);
+      elem_ptr<float>(var), (float)momentum, dc, hcount);
   WEFT_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace
+
+Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, int64_t count) {
+  return backward_elemt(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu, Tensor(), count);
+}
+
+Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, const Tensor& count) {
+  WEFT_CHECK(count.defined(), "CUDA batch_norm backward: undefined element count");
+  return backward_elemt(dy, x, mean, invstd, weight, sum_dy, sum_dy_xmu, count, 0);
+}
+
+void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, int64_t count, double momentum) {
+  running_stats(running_mean, running_var, mean, var, Tensor(), count, momentum);
+}
+
+void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, const Tensor& count, double momentum) {
+  WEFT_CHECK(count.defined(), "CUDA running stats: undefined element count");
+  running_stats(running_mean, running_var, mean, var, count, 0, momentum);
+}
+
+GatheredStats batch_norm_gather_stats(const Tensor& rows) {
+  WEFT_CHECK(rows.device().is_cuda() && rows.dtype() == kFloat32 && rows.is_contiguous() &&
+                 rows.dim() == 2 && rows.size(1) >= 2 && rows.size(1) % 2 == 0,
+             "CUDA batch_norm_gather_stats: expected contiguous float32 [R, 2 + 2C] rows on a "
+             "CUDA device, got ",
+             rows.str(), " on ", rows.device());
+  const int64_t R = rows.size(0), C = (rows.size(1) - 2) / 2;
+  const Device d = rows.device();
+  GatheredStats out{make_empty({C}, kFloat32, d), make_empty({C}, kFloat32, d),
+                    make_empty({1}, kInt64, d)};
+  const int64_t threads = C > 0 ? C : 1;
+  DeviceScope scope(d.index);
+  bn_gather_stats_kernel<<<(unsigned)((threads + kThreads - 1) / kThreads), kThreads, 0,
+                           stream_of(d.index)>>>(
+      elem_ptr<float>(rows), R, C, elem_ptr<float>(out.mean), elem_ptr<float>(out.var),
+      elem_ptr<int64_t>(out.count));
+  WEFT_CUDA_CHECK_LAUNCH();
+  return out;
 }
 
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t Ho, int64_t Wo, int64_t kh,

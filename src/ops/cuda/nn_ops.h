@@ -24,6 +24,23 @@ Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor
 void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
                           const Tensor& var, int64_t count, double momentum);
 
+// SyncBatchNorm: the same two with the element count as an int64 [1] tensor on the device (what
+// batch_norm_gather_stats gives), read by the kernels so that the host never waits for it.
+Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, const Tensor& count);
+void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, const Tensor& count, double momentum);
+// Combines the statistics all-gathered from R replicas, `rows` [R, 2 + 2C] contiguous float32,
+// each row [count_hi, count_lo, mean[C], biased var[C]] with count = count_hi * 2^24 + count_lo:
+// one thread per channel, Chan et al.'s pairwise formula in double, replicas with count 0
+// skipped (PyTorch's batch_norm_gather_stats_with_counts). Gives the mean and biased variance
+// of the union ([C] float32; 0 where every count is 0) and its count (int64 [1]).
+struct GatheredStats {
+  Tensor mean, var, count;
+};
+GatheredStats batch_norm_gather_stats(const Tensor& rows);
+
 // Max pooling of contiguous [N, C, H, W]: values and each maximum's flat index in its plane.
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t Ho, int64_t Wo, int64_t kh,
                                      int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw);
