@@ -95,5 +95,13 @@ TEST(VersionCounter, LoadStateDictBeforeBackward) {
   expect_inplace_error(out, "ConvolutionBackward");
 }
 
+TEST(VersionCounter, BatchNormInputWrittenInPlace) {
+  nn::BatchNorm2d bn(3);
+  Tensor x = randn({4, 3, 2, 2});
+  Tensor out = (bn(x) * bn(x)).sum();
+  x.mul_(2.0);
+  expect_inplace_error(out, "BatchNormBackward");
+}
+
 }  // namespace
 }  // namespace weft

@@ -427,7 +427,8 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
             dx = batch_norm_elemt(g[0], zeros_like(mean), scale, Tensor(), Tensor());
           }
           return std::vector<Tensor>{dx, gw ? sdyx * invstd : Tensor(), gb ? sdy : Tensor()};
-        });
+        },
+        {x, w});
   }
   return out;
 }

@@ -55,7 +55,8 @@ Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_
                                ? batch_norm_backward_elemt(g[0], x, mean, invstd, w, s1, s2, dcount)
                                : batch_norm_backward_elemt(g[0], x, mean, invstd, w, s1, s2, count);
                        return std::vector<Tensor>{dx, gweight, gbias};
-                     });
+                     },
+                     {x, w});
   }
   return out;
 }
