@@ -4,6 +4,7 @@
 // path's in tests/cuda/test_cuda_nn.cpp.
 #include <gtest/gtest.h>
 
+#include "sync_bn_replay.h"
 #include "weft/autograd.h"
 #include "weft/nn.h"
 #include "weft/nn/batch_norm_kernels.h"
@@ -55,88 +56,6 @@ TEST(SyncBatchNormLocal, WithoutProcessGroupIsBatchNorm) {
   EXPECT_THROW(sbn(randn({2})), Error);
 }
 
-namespace {
-
-// A BatchNormSync standing in for a process group of simulated ranks: the all-gather returns
-// every rank's precomputed statistics row with the caller's own row in its slot, and the
-// all-reduce adds the other ranks' precomputed backward sums.
-struct ReplaySync : nn::BatchNormSync {
-  std::vector<Tensor> rows;                     // per rank: packed statistics
-  std::vector<std::pair<Tensor, Tensor>> sums;  // per rank: sum(dy), sum(dy * (x - mean))
-  int me = 0;
-  int world_size() const override { return (int)rows.size(); }
-  Tensor all_gather_stats(const Tensor& row) override {
-    EXPECT_TRUE(allclose(row, rows[me], 0, 0)) << "rank " << me << "'s packed row";
-    std::vector<Tensor> all = rows;
-    all[me] = row;
-    return stack(all);
-  }
-  void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) override {
-    NoGradGuard ng;
-    for (int r = 0; r < world_size(); ++r) {
-      if (r == me) continue;
-      sum_dy.add_(sums[r].first);
-      sum_dy_xmu.add_(sums[r].second);
-    }
-  }
-};
-
-}  // namespace
-
 TEST(SyncBatchNormLocal, ReplayedRanksMatchBatchNormOnWholeBatch) {
-  // Ranks with 4, 0, 1 and 3 samples, run one after the other against a ReplaySync: each rank's
-  // output, input gradient and running statistics, and the rank-sum of the weight and bias
-  // gradients, equal BatchNorm's on the concatenated batch.
-  const std::vector<int64_t> sizes{4, 0, 1, 3};
-  const int64_t C = 3, total = 8;
-  for (Shape tail : {Shape{}, Shape{3, 2}}) {
-    Shape shape{total, C};
-    shape.insert(shape.end(), tail.begin(), tail.end());
-    Generator gen(11);
-    Tensor x = randn(shape, &gen) * 2.0 + 0.5, gout = randn(shape, &gen);
-    nn::SyncBatchNorm base(C);
-    {
-      NoGradGuard ng;
-      base->weight.copy_(tensor(std::vector<float>{1.5f, -0.5f, 2.0f}, {3}));
-      base->bias.copy_(tensor(std::vector<float>{0.1f, 0.2f, -0.3f}, {3}));
-    }
-    auto ref = std::dynamic_pointer_cast<nn::BatchNormImplBase>(base->clone());
-    ref->sync = nullptr;
-    Tensor xr = x.clone().requires_grad_(true);
-    Tensor yr = ref->forward(xr);
-    (yr * gout).sum().backward();
-
-    auto fake = std::make_shared<ReplaySync>();
-    std::vector<Tensor> xs, gs;
-    for (int64_t r = 0, start = 0; r < (int64_t)sizes.size(); start += sizes[r++]) {
-      xs.push_back(x.narrow(0, start, sizes[r]).contiguous());
-      gs.push_back(gout.narrow(0, start, sizes[r]).contiguous());
-      auto st = nn::detail::batch_norm_stats(xs.back());
-      fake->rows.push_back(cat(
-          {tensor(std::vector<float>{(float)(st.count >> 24), (float)(st.count & 0xffffff)}, {2}),
-           st.mean, st.var}));
-    }
-    Tensor mean = nn::detail::combine_channel_stats(stack(fake->rows)).mean;
-    for (size_t r = 0; r < sizes.size(); ++r)
-      fake->sums.push_back(nn::detail::batch_norm_backward_reduce(gs[r], xs[r], mean));
-    Tensor gw = zeros({C}), gb = zeros({C});
-    for (int64_t r = 0, start = 0; r < (int64_t)sizes.size(); start += sizes[r++]) {
-      SCOPED_TRACE("rank " + std::to_string(r) + " of input " + shape_str(shape));
-      fake->me = (int)r;
-      auto m = std::dynamic_pointer_cast<nn::BatchNormImplBase>(base->clone());
-      m->sync = fake;
-      Tensor xin = xs[r].clone().requires_grad_(true);
-      Tensor y = m->forward(xin);
-      EXPECT_LE(max_rel_diff(y, yr.narrow(0, start, sizes[r]), 1e-5, 1e-6), 1.0);
-      (y * gs[r]).sum().backward();
-      EXPECT_LE(max_rel_diff(xin.grad(), xr.grad().narrow(0, start, sizes[r]), 1e-5, 1e-6), 1.0);
-      EXPECT_LE(max_rel_diff(m->running_mean, ref->running_mean, 1e-5, 1e-6), 1.0);
-      EXPECT_LE(max_rel_diff(m->running_var, ref->running_var, 1e-5, 1e-6), 1.0);
-      NoGradGuard ng;
-      gw.add_(m->weight.grad());
-      gb.add_(m->bias.grad());
-    }
-    EXPECT_LE(max_rel_diff(gw, ref->weight.grad(), 1e-5, 1e-6), 1.0);
-    EXPECT_LE(max_rel_diff(gb, ref->bias.grad(), 1e-5, 1e-6), 1.0);
-  }
+  test::check_replayed_ranks(Device::CPU());
 }

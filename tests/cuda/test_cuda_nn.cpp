@@ -8,6 +8,7 @@
 #include "../golden.h"
 #include "../golden_modules.h"
 #include "../subprocess.h"
+#include "../sync_bn_replay.h"
 #include "skip_without_cuda.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
@@ -248,100 +249,15 @@ TEST(CudaNN, SyncBatchNormGatherStatsMatchesHostChan) {
   EXPECT_TRUE(allclose(host(none.var), zeros({C}), 0, 0));
 }
 
-namespace {
-
-// A BatchNormSync standing in for a process group of simulated ranks (as in
-// test_sync_batchnorm.cpp, on the GPU): the all-gather returns every rank's precomputed
-// statistics row with the caller's own row in its slot, and the all-reduce adds the other
-// ranks' precomputed backward sums.
-struct ReplaySync : nn::BatchNormSync {
-  std::vector<Tensor> rows;                     // per rank: packed statistics, on the GPU
-  std::vector<std::pair<Tensor, Tensor>> sums;  // per rank: sum(dy), sum(dy * (x - mean))
-  int me = 0;
-  int world_size() const override { return (int)rows.size(); }
-  Tensor all_gather_stats(const Tensor& row) override {
-    EXPECT_EQ(row.device(), kGpu);
-    EXPECT_TRUE(allclose(host(row), host(rows[me]), 0, 0)) << "rank " << me << "'s packed row";
-    std::vector<Tensor> all = rows;
-    all[me] = row;
-    return stack(all);
-  }
-  void reduce_grads(Tensor& sum_dy, Tensor& sum_dy_xmu) override {
-    NoGradGuard ng;
-    for (int r = 0; r < world_size(); ++r) {
-      if (r == me) continue;
-      sum_dy.add_(sums[r].first);
-      sum_dy_xmu.add_(sums[r].second);
-    }
-  }
-};
-
-}  // namespace
-
 TEST(CudaNN, SyncBatchNormReplayedRanksMatchCpuBatchNormOnWholeBatch) {
   SKIP_WITHOUT_CUDA();
-  // Ranks with 4, 0, 1 and 3 samples run one after the other on the GPU against a ReplaySync
-  // (the combination, running statistics and backward read the count on the device): each
-  // rank's output, input gradient and running statistics, and the rank-sum of the weight and
-  // bias gradients, equal BatchNorm's on the concatenated batch on the CPU.
-  const std::vector<int64_t> sizes{4, 0, 1, 3};
-  const int64_t C = 3, total = 8;
-  for (Shape tail : {Shape{}, Shape{3, 2}}) {
-    Shape shape{total, C};
-    shape.insert(shape.end(), tail.begin(), tail.end());
-    Generator gen(11);
-    Tensor x = randn(shape, &gen) * 2.0 + 0.5, gout = randn(shape, &gen);
-    nn::SyncBatchNorm base(C);
-    {
-      NoGradGuard ng;
-      base->weight.copy_(tensor(std::vector<float>{1.5f, -0.5f, 2.0f}, {3}));
-      base->bias.copy_(tensor(std::vector<float>{0.1f, 0.2f, -0.3f}, {3}));
-    }
-    auto ref = std::dynamic_pointer_cast<nn::BatchNormImplBase>(base->clone());
-    ref->sync = nullptr;
-    Tensor xr = x.clone().requires_grad_(true);
-    Tensor yr = ref->forward(xr);
-    (yr * gout).sum().backward();
-
-    auto fake = std::make_shared<ReplaySync>();
-    std::vector<Tensor> xs, gs;
-    for (int64_t r = 0, start = 0; r < (int64_t)sizes.size(); start += sizes[r++]) {
-      xs.push_back(x.narrow(0, start, sizes[r]).to(kGpu));
-      gs.push_back(gout.narrow(0, start, sizes[r]).to(kGpu));
-      auto st = nn::detail::batch_norm_stats(xs.back());
-      fake->rows.push_back(host_row(st.count, st.mean, st.var).to(kGpu));
-    }
-    Tensor mean = nn::detail::combine_channel_stats(stack(fake->rows)).mean;
-    for (size_t r = 0; r < sizes.size(); ++r)
-      fake->sums.push_back(nn::detail::batch_norm_backward_reduce(gs[r], xs[r], mean));
-    Tensor gw = zeros({C}), gb = zeros({C});
-    for (int64_t r = 0, start = 0; r < (int64_t)sizes.size(); start += sizes[r++]) {
-      const std::string at = "rank " + std::to_string(r) + " of " + shape_str(shape) + ": ";
-      fake->me = (int)r;
-      auto m = std::dynamic_pointer_cast<nn::BatchNormImplBase>(base->clone());
-      m->to(kGpu);
-      m->sync = fake;
-      Tensor xin = xs[r].clone().requires_grad_(true);
-      Tensor y = m->forward(xin);
-      ASSERT_EQ(y.device(), kGpu);
-      EXPECT_TRUE(close(host(y), yr.narrow(0, start, sizes[r]), 1e-5, at + "output"));
-      (y * gs[r]).sum().backward();
-      EXPECT_TRUE(close(host(xin.grad()), xr.grad().narrow(0, start, sizes[r]), 1e-5,
-                        at + "input gradient"));
-      EXPECT_TRUE(close(host(m->running_mean), ref->running_mean, 1e-5, at + "running_mean"));
-      EXPECT_TRUE(close(host(m->running_var), ref->running_var, 1e-5, at + "running_var"));
-      EXPECT_EQ(host(m->num_batches_tracked).item<int64_t>(), 1) << at;
-      NoGradGuard ng;
-      gw.add_(host(m->weight.grad()));
-      gb.add_(host(m->bias.grad()));
-    }
-    EXPECT_TRUE(close(gw, ref->weight.grad(), 1e-5, "weight gradient summed over ranks"));
-    EXPECT_TRUE(close(gb, ref->bias.grad(), 1e-5, "bias gradient summed over ranks"));
-  }
+  // The combination, running statistics and backward read the count on the device.
+  test::check_replayed_ranks(kGpu);
+  const int64_t C = 3;
 
   // One value per channel and no other replica: refused before any communication. With other
   // replicas the global count is on the device and not checked (PyTorch's rule).
-  auto alone = std::make_shared<ReplaySync>();
+  auto alone = std::make_shared<test::ReplaySync>();
   alone->rows = {host_row(1, zeros({C}), zeros({C})).to(kGpu)};
   Tensor one = randn({1, C}).to(kGpu);
   EXPECT_THROW(nn::functional::sync_batch_norm(one, Tensor(), Tensor(), Tensor(), Tensor(), 0.1,
