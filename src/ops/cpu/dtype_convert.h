@@ -7,8 +7,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "weft/dtype.h"
-#include "weft/error.h"
+#include "../dispatch_dtype.h"
 #include "weft/half.h"
 
 namespace weft::cpu {
@@ -49,21 +48,7 @@ D convert(S v) {
 
 template <typename F>
 void dispatch_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::Float32:
-      f.template operator()<float>();
-      return;
-    case DType::Int64:
-      f.template operator()<int64_t>();
-      return;
-    case DType::BFloat16:
-      f.template operator()<BFloat16Bits>();
-      return;
-    case DType::Float16:
-      f.template operator()<Float16Bits>();
-      return;
-  }
-  WEFT_ERROR("unsupported dtype ", t);
+  detail::dispatch_dtype_as<BFloat16Bits, Float16Bits>(t, f);
 }
 
 }  // namespace weft::cpu

@@ -9,28 +9,13 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "weft/dtype.h"
-#include "weft/error.h"
+#include "../dispatch_dtype.h"
 
 namespace weft::cuda::detail {
 
 template <typename F>
 void dispatch_dtype(DType t, F&& f) {
-  switch (t) {
-    case DType::Float32:
-      f.template operator()<float>();
-      return;
-    case DType::Int64:
-      f.template operator()<int64_t>();
-      return;
-    case DType::BFloat16:
-      f.template operator()<__nv_bfloat16>();
-      return;
-    case DType::Float16:
-      f.template operator()<__half>();
-      return;
-  }
-  WEFT_ERROR("CUDA: unsupported dtype ", t);
+  weft::detail::dispatch_dtype_as<__nv_bfloat16, __half>(t, f);
 }
 
 template <typename T>
