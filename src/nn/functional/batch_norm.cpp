@@ -69,11 +69,14 @@ ChannelStats batch_norm_stats(const Tensor& x0) {
   float* pv = var.data_ptr<float>();
   const int64_t M = N * S;
   if (long_rows(S)) {
+    // Rows are visited in memory order (n outer) with one accumulator pair per channel: a
+    // linear walk the prefetcher follows, where channel by channel would jump a whole sample
+    // every row. Each channel still merges its rows in n order, so results do not change.
     cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        // Each row's mean and centred sum of squares, merged into the channel's (Chan et al.).
-        double mu = 0, m2 = 0;
-        for (int64_t n = 0; n < N; ++n) {
+      std::vector<double> mus(c1 - c0, 0.0), m2s(c1 - c0, 0.0);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = c0; c < c1; ++c) {
+          // The row's mean and centred sum of squares, merged into the channel's (Chan et al.).
           const float* row = px + (n * C + c) * S;
           const double row_shift = cpu::lane_sum(row, S) / (double)S;
           double s1, s2;
@@ -81,12 +84,14 @@ ChannelStats batch_norm_stats(const Tensor& x0) {
           const double row_mean = (float)row_shift + s1 / (double)S;
           const double row_m2 = s2 - s1 * s1 / (double)S;
           const double before = (double)(n * S), after = before + (double)S;
+          double& mu = mus[c - c0];
           const double delta = row_mean - mu;
           mu += delta * (double)S / after;
-          m2 += row_m2 + delta * delta * before * (double)S / after;
+          m2s[c - c0] += row_m2 + delta * delta * before * (double)S / after;
         }
-        pm[c] = (float)mu;
-        pv[c] = M ? (float)(std::max(m2, 0.0) / (double)M) : 0.0f;
+      for (int64_t c = c0; c < c1; ++c) {
+        pm[c] = (float)mus[c - c0];
+        pv[c] = M ? (float)(std::max(m2s[c - c0], 0.0) / (double)M) : 0.0f;
       }
     });
     return {mean, var, M};
@@ -180,18 +185,20 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Te
   const float* pm = mc.data_ptr<float>();
   float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
   if (long_rows(S)) {
+    // Memory order with per-channel sums, as batch_norm_stats (same summation order).
     cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-      for (int64_t c = c0; c < c1; ++c) {
-        double a = 0, b = 0;
-        for (int64_t n = 0; n < N; ++n) {
+      std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = c0; c < c1; ++c) {
           double ra, rb;
           cpu::lane_sum_dot_centered(pd + (n * C + c) * S, px + (n * C + c) * S, S, pm[c], &ra,
                                      &rb);
-          a += ra;
-          b += rb;
+          as[c - c0] += ra;
+          bs[c - c0] += rb;
         }
-        p1[c] = (float)a;
-        p2[c] = (float)b;
+      for (int64_t c = c0; c < c1; ++c) {
+        p1[c] = (float)as[c - c0];
+        p2[c] = (float)bs[c - c0];
       }
     });
     return {sdy, sdyx};
