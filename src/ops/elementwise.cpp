@@ -349,8 +349,8 @@ Tensor Tensor::eq(const Tensor& other) const {
 // ---------------- in-place ----------------
 
 namespace {
-// Every in-place arithmetic op passes here first, so this is where its version is bumped.
-void check_inplace(const Tensor& t, const char* op) {
+// Every in-place arithmetic op starts here: refuses what autograd forbids, bumps the version.
+void begin_inplace(const Tensor& t, const char* op) {
   WEFT_CHECK(!(GradMode::is_enabled() && t.requires_grad()), "in-place ", op, " on ", t.str(),
              " that requires grad; wrap it in NoGradGuard");
   t.bump_version();
@@ -382,7 +382,7 @@ void inplace_binary(Tensor& self, const Tensor& other, F f) {
 }  // namespace
 
 Tensor& Tensor::add_(const Tensor& other, double alpha) {
-  check_inplace(*this, "add_");
+  begin_inplace(*this, "add_");
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     check_same_device(*this, other, "add_");
@@ -399,7 +399,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 }
 
 Tensor& Tensor::add_(double value) {
-  check_inplace(*this, "add_");
+  begin_inplace(*this, "add_");
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     cuda::scalar_(cuda::UnaryOp::AddScalar, *this, value);
@@ -412,7 +412,7 @@ Tensor& Tensor::add_(double value) {
 }
 
 Tensor& Tensor::mul_(double value) {
-  check_inplace(*this, "mul_");
+  begin_inplace(*this, "mul_");
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     cuda::scalar_(cuda::UnaryOp::MulScalar, *this, value);
@@ -425,7 +425,7 @@ Tensor& Tensor::mul_(double value) {
 }
 
 Tensor& Tensor::mul_(const Tensor& other) {
-  check_inplace(*this, "mul_");
+  begin_inplace(*this, "mul_");
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     check_same_device(*this, other, "mul_");
