@@ -48,7 +48,7 @@ def write(name, tensors, config):
     clean = {}
     for k, v in tensors.items():
         v = v.detach().cpu().contiguous().clone()
-        if v.dtype not in (torch.float32, torch.float64, torch.int64):
+        if v.dtype not in (torch.float32, torch.float64, torch.int64, torch.bfloat16):
             raise TypeError(f"{name}/{k}: unexpected dtype {v.dtype}")
         clean[k] = v
     meta = {"case": name, "config": json.dumps(config, sort_keys=True, separators=(",", ":"))}
@@ -680,6 +680,107 @@ def _():
     meta = {"case": "half_casts", "config": "{}"}
     save_file({k: v.contiguous() for k, v in t.items()},
               os.path.join(OUTDIR, "half_casts.safetensors"), meta)
+
+
+# ------------------------------------------------------------- bf16 and autocast
+
+def _bf16_op_cases():
+    """(name, fn, inputs) for bf16 ops outside autocast: inputs bf16 unless noted."""
+    bf = lambda *shape: torch.randn(*shape).bfloat16()  # noqa: E731
+    bn_w, bn_b = torch.rand(3) + 0.5, torch.randn(3)
+    return [
+        ("add", lambda a, b: a + b, [bf(4, 1, 3), bf(5, 3)]),
+        ("mul_f32", lambda a, c: a * c, [bf(4, 3), torch.randn(4, 3)]),  # promotes to float32
+        ("mul_scalar", lambda a: a * 0.3, [bf(4, 3)]),
+        ("div", lambda a, b: a / b, [bf(4, 3), (torch.rand(4, 3) + 0.5).bfloat16()]),
+        ("relu", torch.relu, [bf(8, 10)]),
+        ("sigmoid", torch.sigmoid, [bf(8, 10)]),
+        ("tanh", torch.tanh, [bf(8, 10)]),
+        ("exp", torch.exp, [bf(8, 10)]),
+        ("sum_dim", lambda a: a.sum(1), [bf(8, 10)]),
+        ("mean_dim", lambda a: a.mean(1), [bf(8, 10)]),
+        ("max_dim", lambda a: a.max(1).values, [bf(8, 10)]),
+        ("log_softmax", lambda a: F.log_softmax(a, 1), [bf(8, 10)]),
+        ("linear", F.linear, [bf(6, 16), (torch.randn(8, 16) * 0.25).bfloat16(), bf(8)]),
+        ("conv2d", lambda x, w, b: F.conv2d(x, w, b, padding=1),
+         [bf(2, 3, 6, 6), (torch.randn(4, 3, 3, 3) * 0.2).bfloat16(), bf(4)]),
+        ("batch_norm", lambda x, w, b: F.batch_norm(x, None, None, w, b, True),
+         [bf(4, 3, 5, 5), bn_w, bn_b]),  # float32 weight and bias, as under autocast
+        ("max_pool2d", lambda x: F.max_pool2d(x, 2), [bf(2, 3, 6, 6)]),
+        ("adaptive_avg_pool2d", lambda x: F.adaptive_avg_pool2d(x, 1), [bf(2, 3, 6, 6)]),
+        ("bce_with_logits", F.binary_cross_entropy_with_logits,
+         [bf(4, 5), torch.rand(4, 5).bfloat16()]),
+        ("cross_entropy", lambda x, t: F.cross_entropy(x, t), [bf(6, 5), torch.randint(0, 5, (6,))]),
+    ]
+
+
+@case("bf16_ops")
+def _():
+    # Each op on bfloat16 tensors outside autocast, PyTorch's CPU kernels (float math, results
+    # rounded to bf16): <op>.in.<i>, <op>.out, <op>.gout, <op>.grad.<i>, all in their real dtypes.
+    tensors = {}
+    for name, fn, inputs in _bf16_op_cases():
+        ins = [x.detach().clone().requires_grad_(x.is_floating_point()) for x in inputs]
+        out = fn(*ins)
+        gout = torch.randn(out.shape).to(out.dtype)
+        diff = [x for x in ins if x.requires_grad]
+        grads = torch.autograd.grad(out, diff, gout)
+        for i, x in enumerate(inputs):
+            tensors[f"{name}.in.{i}"] = x
+        tensors[f"{name}.out"] = out
+        tensors[f"{name}.gout"] = gout
+        gi = iter(grads)
+        for i, x in enumerate(ins):
+            if x.requires_grad:
+                tensors[f"{name}.grad.{i}"] = next(gi)
+    write("bf16_ops", tensors, {"ops": [c[0] for c in _bf16_op_cases()]})
+
+
+@case("autocast_cpu_bf16")
+def _():
+    # A small conv net trained for 4 SGD steps under torch.autocast("cpu", bfloat16): float32
+    # parameters, conv/linear in bf16, batch norm and pooling on bf16 activations, the loss in
+    # float32 (autocast's float32 list), backward outside the region. The same run without
+    # autocast (*_fp32 keys) measures what bf16 itself changes, the scale for the comparison.
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+                             nn.MaxPool2d(2), nn.Flatten(), nn.Linear(8 * 4 * 4, 5))
+    model = net()
+    ref = net()
+    ref.load_state_dict(model.state_dict())
+    tensors = {f"param.{k}": v.clone() for k, v in model.state_dict().items()}
+    opt = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, foreach=False)
+    opt_ref = torch.optim.SGD(ref.parameters(), lr=0.05, momentum=0.9, foreach=False)
+    losses, steps = [], 4
+    for t in range(steps):
+        x = torch.randn(6, 3, 8, 8)
+        y = torch.randint(0, 5, (6,))
+        tensors[f"in.{t}"] = x
+        tensors[f"target.{t}"] = y
+        opt.zero_grad()
+        opt_ref.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            logits = model(x)
+            loss = F.cross_entropy(logits, y)
+        assert logits.dtype == torch.bfloat16 and loss.dtype == torch.float32
+        loss.backward()
+        F.cross_entropy(ref(x), y).backward()
+        if t == 0:
+            tensors["logits.0"] = logits
+            for (k, p), p_ref in zip(model.named_parameters(), ref.parameters()):
+                tensors[f"grad.0.{k}"] = p.grad.clone()
+                tensors[f"grad_fp32.0.{k}"] = p_ref.grad.clone()
+        opt.step()
+        opt_ref.step()
+        losses.append(loss.item())
+    tensors["loss"] = torch.tensor(losses, dtype=torch.float32)
+    for (k, v), v_ref in zip(model.state_dict().items(), ref.state_dict().values()):
+        tensors[f"after.{k}"] = v.clone()
+        tensors[f"after_fp32.{k}"] = v_ref.clone()
+    write("autocast_cpu_bf16", tensors, {
+        "model": "Conv2d(3,8,3,p=1),BatchNorm2d(8),ReLU,MaxPool2d(2),Flatten,Linear(128,5)",
+        "autocast": "cpu/bfloat16", "loss": "cross_entropy", "optimizer": "SGD", "lr": 0.05,
+        "momentum": 0.9, "steps": steps, "batch": [6, 3, 8, 8]})
 
 
 def main(argv):

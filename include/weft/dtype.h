@@ -1,6 +1,7 @@
-// Element types a Tensor can hold. float32 and int64 have every kernel; bf16/fp16 tensors can
-// be stored, converted (copy_, to, fill_, item; rounding as PyTorch), saved and loaded, and
-// all-reduced, but arithmetic on them is not implemented (cast to float32 first).
+// Element types a Tensor can hold. float32 and int64 have kernels of their own. bf16/fp16
+// ("reduced" floats) are stored, converted (rounding as PyTorch), saved, loaded and all-reduced,
+// and every float op accepts them: it computes in float32 on exact widened copies and rounds each
+// result once, PyTorch's rule for them (its "opmath" type is float).
 #pragma once
 
 #include <cstddef>
@@ -14,6 +15,9 @@ enum class DType : uint8_t { Float32, Int64, BFloat16, Float16 };
 
 inline constexpr DType kFloat32 = DType::Float32;
 inline constexpr DType kInt64 = DType::Int64;
+
+inline bool is_reduced_float(DType t) { return t == DType::BFloat16 || t == DType::Float16; }
+inline bool is_floating_point(DType t) { return t != DType::Int64; }
 
 inline size_t itemsize(DType t) {
   switch (t) {

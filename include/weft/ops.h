@@ -46,6 +46,10 @@ bool allclose(const Tensor& a, const Tensor& b, double rtol = 1e-5, double atol 
 // Largest |a-b| / (atol + rtol*|b|) ratio; <= 1 means allclose. For test messages.
 double max_rel_diff(const Tensor& a, const Tensor& b, double rtol, double atol);
 Tensor sum_to(const Tensor& t, const Shape& shape);  // undo broadcasting (for gradients)
+// PyTorch's type promotion: float32 over the 16-bit floats, bf16 with fp16 gives float32, floats
+// over int64; a 0-dim operand decides only when of a higher category than the other.
+DType promote_types(DType a, DType b);
+DType result_type(const Tensor& a, const Tensor& b);
 Shape broadcast_shapes(const Shape& a, const Shape& b);
 
 // --- intra-op threads ---

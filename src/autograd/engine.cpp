@@ -11,6 +11,7 @@
 #include <unordered_map>
 #include <unordered_set>
 
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
@@ -277,7 +278,7 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
     if (!g.defined()) {
       WEFT_CHECK(r.numel() == 1, "grad can be implicitly created only for scalar outputs, got ",
                  r.str());
-      g = ones(r.sizes(), {.device = r.device()});
+      g = ones(r.sizes(), {.dtype = r.dtype(), .device = r.device()});
     } else {
       WEFT_CHECK(g.sizes() == r.sizes(), "backward: gradient ", g.str(), " does not match ",
                  r.str());
@@ -307,6 +308,8 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
   for (auto& [e, g] : seeds)
     if (pending[e.fn.get()].deps == 0 && seen.erase(e.fn.get())) ready_roots.push_back(e.fn);
   NoGradGuard no_grad;  // gradients are not themselves recorded (no double backward)
+  // Each backward formula computes in its forward's dtypes, whatever autocast region is open.
+  amp::AutocastSuspend no_autocast;
   if (devices.size() > 1) {
     run_multi_device(pending, devices, std::move(ready_roots), total, retain_graph);
     return;

@@ -1,10 +1,12 @@
 // Broadcasting elementwise arithmetic and activations, float32 (int64 for +,-,* and eq),
-// with their backward formulas.
+// with their backward formulas. bf16/fp16 operands run the float32 kernels on widened copies and
+// round the result once (PyTorch's opmath rule); the casts carry the gradients.
 #include <cmath>
 
 #include "cpu/loops.h"
 #include "cpu/parallel.h"
 #include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -34,7 +36,27 @@ Tensor sum_to(const Tensor& t, const Shape& shape) {
   return r.reshape(shape);
 }
 
+DType promote_types(DType a, DType b) {
+  if (a == b) return a;
+  if (a == kInt64) return b;
+  if (b == kInt64) return a;
+  return kFloat32;  // float32 with a 16-bit float, or bf16 with fp16
+}
+
+DType result_type(const Tensor& a, const Tensor& b) {
+  // PyTorch: a 0-dim operand only decides the type when it is of a higher category (float over
+  // int) than the others, so bf16 * scalar_tensor(2.f) stays bf16.
+  if ((a.dim() == 0) == (b.dim() == 0)) return promote_types(a.dtype(), b.dtype());
+  const DType dimmed = a.dim() == 0 ? b.dtype() : a.dtype();
+  const DType zero = a.dim() == 0 ? a.dtype() : b.dtype();
+  return is_floating_point(zero) && !is_floating_point(dimmed) ? zero : dimmed;
+}
+
 namespace {
+
+bool any_reduced(const Tensor& a, const Tensor& b) {
+  return is_reduced_float(a.dtype()) || is_reduced_float(b.dtype());
+}
 
 void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
   WEFT_CHECK(a.defined() && b.defined(), op, ": undefined tensor argument");
@@ -136,6 +158,8 @@ Tensor arith(const Tensor& a0, const Tensor& b0, const char* op,
 }  // namespace
 
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
+  check_same_device(a, b, "add");
+  if (any_reduced(a, b)) return add(a.to(kFloat32), b.to(kFloat32), alpha).to(result_type(a, b));
   const auto cop = cuda::BinaryOp::Add;
   Tensor out = alpha == 1.0 ? arith(a, b, "add", cop, alpha, [](auto x, auto y) { return x + y; })
                             : arith(a, b, "add", cop, alpha, [alpha](auto x, auto y) {
@@ -151,6 +175,8 @@ Tensor add(const Tensor& a, const Tensor& b, double alpha) {
 Tensor sub(const Tensor& a, const Tensor& b) { return add(a, b, -1.0); }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
+  check_same_device(a, b, "mul");
+  if (any_reduced(a, b)) return mul(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
   Tensor out = arith(a, b, "mul", cuda::BinaryOp::Mul, 1.0, [](auto x, auto y) { return x * y; });
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = a.detach(), sb = b.detach();
@@ -166,6 +192,8 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 }
 
 Tensor div(const Tensor& a, const Tensor& b) {
+  check_same_device(a, b, "div");
+  if (any_reduced(a, b)) return div(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
   auto [fa, fb] = promote(a.to(kFloat32), b.to(kFloat32), "div");
 #ifdef WEFT_WITH_CUDA
   Tensor out = fa.device().is_cuda()
@@ -198,48 +226,65 @@ namespace {
 // Which of x (input) and y (output) a unary op's derivative reads: only those are checked for
 // in-place writes before its backward.
 enum class Reads { Nothing, X, Y, XY };
+// gx = dfn(g, x, y) elementwise over float32 tensors (x the op's input, y its output).
+template <typename D>
+Tensor unary_grad(const Tensor& g, const Tensor& x, const Tensor& y,
+                  [[maybe_unused]] cuda::UnaryOp cop, [[maybe_unused]] double s0,
+                  [[maybe_unused]] double s1, D dfn) {
+#ifdef WEFT_WITH_CUDA
+  if (x.device().is_cuda()) return cuda::unary_backward(cop, g, x, y, s0, s1);
+#endif
+  if (g.sizes() == x.sizes() && g.is_contiguous() && x.is_contiguous() &&
+      y.is_contiguous()) {  // the usual case: one pass, no copy of the gradient first
+    Tensor gx = make_empty(x.sizes(), kFloat32, x.device());
+    float* po = gx.data_ptr<float>();
+    const float *pg = g.data_ptr<float>(), *px = x.data_ptr<float>(), *py = y.data_ptr<float>();
+    cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) po[i] = dfn(pg[i], px[i], py[i]);
+    });
+    return gx;
+  }
+  Tensor gx = binary_kernel<float>(g, x, kFloat32, [](float gg, float) { return gg; });
+  float* pg = gx.data_ptr<float>();
+  Tensor xc = x.contiguous(), yc = y.contiguous();
+  const float* px = xc.data_ptr<float>();
+  const float* py = yc.data_ptr<float>();
+  cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
+    for (int64_t i = s; i < e; ++i) pg[i] = dfn(pg[i], px[i], py[i]);
+  });
+  return gx;
+}
+
 // Unary float op with backward gx = dfn(g, x, y) (x input, y output), elementwise. On CUDA the
 // kernels are `cop` with scalars s0, s1 (see cuda/cuda_ops.h), computing the same f and dfn.
+// 16-bit inputs: f and dfn run in float32 and each result is rounded once; the backward reads
+// the 16-bit input and the rounded output, the tensors PyTorch saves.
 template <typename F, typename D>
 Tensor unary_op(const Tensor& a, const char* name, Reads reads, [[maybe_unused]] cuda::UnaryOp cop,
                 [[maybe_unused]] double s0, [[maybe_unused]] double s1, F f, D dfn) {
+  const bool reduced = a.defined() && is_reduced_float(a.dtype());
+  Tensor out;
+  if (reduced) {
+    NoGradGuard ng;
+    out = unary_op(a.to(kFloat32), name, reads, cop, s0, s1, f, dfn).to(a.dtype());
+  } else {
 #ifdef WEFT_WITH_CUDA
-  Tensor out =
-      a.defined() && a.device().is_cuda() ? cuda::unary(cop, a, s0, s1) : unary_kernel(a, f);
+    out = a.defined() && a.device().is_cuda() ? cuda::unary(cop, a, s0, s1) : unary_kernel(a, f);
 #else
-  Tensor out = unary_kernel(a, f);
+    out = unary_kernel(a, f);
 #endif
+  }
   if (autograd::any_requires_grad({&a})) {
     Tensor x = a.detach(), y = out.detach();
     const bool rx = reads == Reads::X || reads == Reads::XY;
     const bool ry = reads == Reads::Y || reads == Reads::XY;
     autograd::record(
         name, {&a}, out,
-        [x, y, dfn, cop, s0, s1](std::vector<Tensor>& g) {
-#ifdef WEFT_WITH_CUDA
-          if (x.device().is_cuda())
-            return std::vector<Tensor>{cuda::unary_backward(cop, g[0], x, y, s0, s1)};
-#endif
-          if (g[0].sizes() == x.sizes() && g[0].is_contiguous() && x.is_contiguous() &&
-              y.is_contiguous()) {  // the usual case: one pass, no copy of the gradient first
-            Tensor gx = make_empty(x.sizes(), kFloat32, x.device());
-            float* po = gx.data_ptr<float>();
-            const float *pg = g[0].data_ptr<float>(), *px = x.data_ptr<float>(),
-                        *py = y.data_ptr<float>();
-            cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
-              for (int64_t i = s; i < e; ++i) po[i] = dfn(pg[i], px[i], py[i]);
-            });
-            return std::vector<Tensor>{gx};
-          }
-          Tensor gx = binary_kernel<float>(g[0], x, kFloat32, [](float gg, float) { return gg; });
-          float* pg = gx.data_ptr<float>();
-          Tensor xc = x.contiguous(), yc = y.contiguous();
-          const float* px = xc.data_ptr<float>();
-          const float* py = yc.data_ptr<float>();
-          cpu::parallel_for(0, gx.numel(), cpu::kGrainSize, [&](int64_t s, int64_t e) {
-            for (int64_t i = s; i < e; ++i) pg[i] = dfn(pg[i], px[i], py[i]);
-          });
-          return std::vector<Tensor>{gx};
+        [x, y, dfn, cop, s0, s1, reduced](std::vector<Tensor>& g) {
+          if (!reduced) return std::vector<Tensor>{unary_grad(g[0], x, y, cop, s0, s1, dfn)};
+          Tensor gx = unary_grad(g[0].to(kFloat32), x.to(kFloat32), y.to(kFloat32), cop, s0, s1,
+                                 dfn);
+          return std::vector<Tensor>{gx.to(x.dtype())};
         },
         {rx ? x : Tensor(), ry ? y : Tensor()});
   }
@@ -280,11 +325,13 @@ Tensor Tensor::operator-() const {
       [](float g, float, float) { return -g; });
 }
 Tensor Tensor::exp() const {
+  if (amp::autocast_to_float32_on_cuda(*this)) return to(kFloat32).exp();
   return unary_op(
       *this, "ExpBackward", Reads::Y, cuda::UnaryOp::Exp, 0, 0, [](float x) { return std::exp(x); },
       [](float g, float, float y) { return g * y; });
 }
 Tensor Tensor::log() const {
+  if (amp::autocast_to_float32_on_cuda(*this)) return to(kFloat32).log();
   return unary_op(
       *this, "LogBackward", Reads::X, cuda::UnaryOp::Log, 0, 0, [](float x) { return std::log(x); },
       [](float g, float x, float) { return g / x; });
@@ -301,6 +348,7 @@ Tensor Tensor::abs() const {
       [](float g, float x, float) { return x > 0 ? g : (x < 0 ? -g : 0.0f); });
 }
 Tensor Tensor::pow(double e) const {
+  if (amp::autocast_to_float32_on_cuda(*this)) return to(kFloat32).pow(e);
   return unary_op(
       *this, "PowBackward", Reads::X, cuda::UnaryOp::Pow, e, 0,
       [e](float x) { return (float)std::pow((double)x, e); },
@@ -355,6 +403,19 @@ void begin_inplace(const Tensor& t, const char* op) {
              " that requires grad; wrap it in NoGradGuard");
   t.bump_version();
 }
+// A 16-bit float self is updated through a float32 copy, rounded once on the way back.
+template <typename F>
+Tensor& inplace_widened(Tensor& self, F f) {
+  NoGradGuard ng;
+  Tensor w = self.to(kFloat32);
+  f(w);
+  self.copy_(w);
+  return self;
+}
+// The other operand in self's (float32) type: PyTorch lets float32 += bf16.
+Tensor as_float32(const Tensor& other) {
+  return is_reduced_float(other.dtype()) ? other.to(kFloat32) : other;
+}
 // self[i] = f(self[i], other[i]) with other broadcast to self.
 template <typename F>
 void inplace_binary(Tensor& self, const Tensor& other, F f) {
@@ -381,8 +442,11 @@ void inplace_binary(Tensor& self, const Tensor& other, F f) {
 }
 }  // namespace
 
-Tensor& Tensor::add_(const Tensor& other, double alpha) {
+Tensor& Tensor::add_(const Tensor& other0, double alpha) {
   begin_inplace(*this, "add_");
+  if (is_reduced_float(dtype()))
+    return inplace_widened(*this, [&](Tensor& w) { w.add_(other0, alpha); });
+  const Tensor other = as_float32(other0);
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     check_same_device(*this, other, "add_");
@@ -400,6 +464,7 @@ Tensor& Tensor::add_(const Tensor& other, double alpha) {
 
 Tensor& Tensor::add_(double value) {
   begin_inplace(*this, "add_");
+  if (is_reduced_float(dtype())) return inplace_widened(*this, [&](Tensor& w) { w.add_(value); });
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     cuda::scalar_(cuda::UnaryOp::AddScalar, *this, value);
@@ -413,6 +478,7 @@ Tensor& Tensor::add_(double value) {
 
 Tensor& Tensor::mul_(double value) {
   begin_inplace(*this, "mul_");
+  if (is_reduced_float(dtype())) return inplace_widened(*this, [&](Tensor& w) { w.mul_(value); });
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     cuda::scalar_(cuda::UnaryOp::MulScalar, *this, value);
@@ -424,8 +490,10 @@ Tensor& Tensor::mul_(double value) {
   return *this;
 }
 
-Tensor& Tensor::mul_(const Tensor& other) {
+Tensor& Tensor::mul_(const Tensor& other0) {
   begin_inplace(*this, "mul_");
+  if (is_reduced_float(dtype())) return inplace_widened(*this, [&](Tensor& w) { w.mul_(other0); });
+  const Tensor other = as_float32(other0);
 #ifdef WEFT_WITH_CUDA
   if (device().is_cuda()) {
     check_same_device(*this, other, "mul_");

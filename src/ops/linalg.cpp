@@ -7,6 +7,7 @@
 #ifdef WEFT_WITH_CUDA
 #include "cuda/cuda_ops.h"
 #endif
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -61,11 +62,28 @@ void check_float(const Tensor& t, const char* op) {
   WEFT_CHECK(t.dtype() == kFloat32, op, " expects float32 tensors, got ", t.str());
 }
 
+void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
+  WEFT_CHECK(a.dtype() == b.dtype(), op, ": expected both tensors to have the same dtype, got ",
+             a.str(), " and ", b.str());
+}
+
+Tensor lower_precision(const Tensor& t) {
+  return amp::autocast_cast(t, amp::CastPolicy::LowerPrecision);
+}
+
 }  // namespace
 
 Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
+  if (amp::autocast_active(a)) {
+    Tensor la = lower_precision(a), lb = lower_precision(b);
+    amp::AutocastSuspend inside;
+    return mm(la, lb, trans_a, trans_b);
+  }
+  check_same_dtype(a, b, "mm");
+  // 16-bit floats: a float32 product (float32 accumulation, as PyTorch's) rounded once.
+  if (is_reduced_float(a.dtype()))
+    return mm(a.to(kFloat32), b.to(kFloat32), trans_a, trans_b).to(a.dtype());
   check_float(a, "mm");
-  check_float(b, "mm");
   WEFT_CHECK(a.device() == b.device(), "mm: tensors on different devices, ", a.device(), " and ",
              b.device());
   WEFT_CHECK(a.dim() == 2 && b.dim() == 2, "mm expects 2-D tensors, got ", a.str(), " and ",
@@ -96,8 +114,14 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
 }
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
+  if (amp::autocast_active(a)) {
+    Tensor la = lower_precision(a), lb = lower_precision(b);
+    amp::AutocastSuspend inside;
+    return matmul(la, lb);
+  }
+  check_same_dtype(a, b, "matmul");
+  if (is_reduced_float(a.dtype())) return matmul(a.to(kFloat32), b.to(kFloat32)).to(a.dtype());
   check_float(a, "matmul");
-  check_float(b, "matmul");
   WEFT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got ",
              a.str(), " and ", b.str());
   if (a.dim() == 1 && b.dim() == 1) return (a * b).sum();

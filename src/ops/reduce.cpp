@@ -9,6 +9,7 @@
 #include "cpu/parallel.h"
 #include "cpu/reduce_lanes.h"
 #include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -93,8 +94,12 @@ Tensor unrows(const Tensor& r, int64_t d, int64_t ndim) {
 }  // namespace
 
 Tensor Tensor::sum(std::vector<int64_t> dims, bool keepdim) const {
+  if (is_reduced_float(dtype())) {  // accumulated in float32; rounded once unless autocast says
+    Tensor s = to(kFloat32).sum(dims, keepdim);
+    return amp::autocast_to_float32_on_cuda(*this) ? s : s.to(dtype());
+  }
   auto mask = reduce_mask(dims, dim());
-  Tensor x = dtype() == kFloat32 ? *this : to(kFloat32);
+  Tensor x = dtype() == kFloat32 ? *this : to(kFloat32);  // int64 is summed as float32
 #ifdef WEFT_WITH_CUDA
   Tensor out = x.device().is_cuda() ? cuda::sum(x, mask) : sum_kernel(x, mask);
 #else
@@ -117,6 +122,7 @@ Tensor Tensor::sum() const {
 }
 
 Tensor Tensor::mean(std::vector<int64_t> dims, bool keepdim) const {
+  amp::AutocastSuspend inside;  // mean is on no autocast list, so neither is its sum
   auto mask = reduce_mask(dims, dim());
   int64_t count = 1;
   for (int64_t i = 0; i < dim(); ++i)
@@ -124,9 +130,14 @@ Tensor Tensor::mean(std::vector<int64_t> dims, bool keepdim) const {
   return sum(dims, keepdim) / (double)std::max<int64_t>(count, 1);
 }
 
+// 16-bit floats: the rounded sum, divided and rounded again, as PyTorch's CPU mean.
 Tensor Tensor::mean() const { return sum() / (double)std::max<int64_t>(numel(), 1); }
 
 std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
+  if (is_reduced_float(dtype())) {  // exact: the maximum of widened values is one of them
+    auto [v, i] = to(kFloat32).max(d, keepdim);
+    return {v.to(dtype()), i};
+  }
   WEFT_CHECK(dtype() == kFloat32, "max expects float32, got ", str());
   d = wrap_dim(d, dim());
   Tensor x = dim() == 0 ? reshape({1}) : *this;
@@ -218,22 +229,54 @@ Tensor softmax_rows(const Tensor& x, int64_t d, int64_t n, bool log) {
   return unrows(out, d, x.dim());
 }
 
+// g and y float32. For a 16-bit `dtype` the sum over the dim is rounded to it and the rest is
+// float, as PyTorch's CPU kernels compute (checked against them bit for bit).
+Tensor softmax_grad(const Tensor& g, const Tensor& y, int64_t d, bool log, DType dtype) {
+  Tensor s = log ? g.sum({d}, true) : (g * y).sum({d}, true);
+  if (dtype != kFloat32) s = s.to(dtype).to(kFloat32);
+  return log ? g - y.exp() * s : y * (g - s);
+}
+
+// 16-bit inputs: computed in float32 and rounded once; the backward reads the rounded output,
+// as PyTorch saves it, and rounds its result once. Under CUDA autocast (float32 list) the
+// output stays float32.
 Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
-  WEFT_CHECK(self.dtype() == kFloat32, "softmax expects float32, got ", self.str());
+  const bool reduced = is_reduced_float(self.dtype());
+  if (reduced && amp::autocast_to_float32_on_cuda(self))
+    return softmax_impl(self.to(kFloat32), d, log);
+  WEFT_CHECK(self.dtype() == kFloat32 || reduced, "softmax expects a floating point tensor, got ",
+             self.str());
   d = wrap_dim(d, self.dim());
   Tensor x = self.dim() == 0 ? self.reshape({1}) : self;
+  if (reduced) x = x.detach().to(kFloat32);
   int64_t n = x.size(d);
+  Tensor result;
+  if (reduced && log) {
+    // PyTorch's CPU kernel rounds the sum of exponentials and its log to the 16-bit type:
+    // x - max - r(log(r(sum))), matched bit for bit (a float log-sum-exp differs by an ulp
+    // in a sixth of the outputs, and the backward reads these outputs).
+    NoGradGuard ng;
+    auto r = [&](const Tensor& t) { return t.to(self.dtype()).to(kFloat32); };
+    Tensor shifted = x - x.max(d, true).first;
+    Tensor lse = r(r(shifted.exp().sum({d}, true)).log());
+    result = (shifted - lse).view(self.sizes());
+  } else {
 #ifdef WEFT_WITH_CUDA
-  Tensor result = x.device().is_cuda() ? cuda::softmax(x, d, log).view(self.sizes())
-                                       : softmax_rows(x, d, n, log).view(self.sizes());
+    result = x.device().is_cuda() ? cuda::softmax(x, d, log).view(self.sizes())
+                                  : softmax_rows(x, d, n, log).view(self.sizes());
 #else
-  Tensor result = softmax_rows(x, d, n, log).view(self.sizes());
+    result = softmax_rows(x, d, n, log).view(self.sizes());
 #endif
+  }
+  if (reduced) result = result.to(self.dtype());
   Tensor y = result.detach();
   autograd::record(log ? "LogSoftmaxBackward" : "SoftmaxBackward", {&self}, result,
-                   [y, d, log](std::vector<Tensor>& g) {
-                     if (log) return std::vector<Tensor>{g[0] - y.exp() * g[0].sum({d}, true)};
-                     return std::vector<Tensor>{y * (g[0] - (g[0] * y).sum({d}, true))};
+                   [y, d, log, reduced](std::vector<Tensor>& g) {
+                     if (!reduced)
+                       return std::vector<Tensor>{softmax_grad(g[0], y, d, log, kFloat32)};
+                     Tensor gx =
+                         softmax_grad(g[0].to(kFloat32), y.to(kFloat32), d, log, y.dtype());
+                     return std::vector<Tensor>{gx.to(y.dtype())};
                    },
                    {y});
   return result;

@@ -3,6 +3,7 @@
 #include <exception>
 #include <thread>
 
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
@@ -19,6 +20,8 @@ std::vector<std::vector<Tensor>> parallel_apply(
   std::vector<std::vector<Tensor>> results(n);
   std::vector<std::exception_ptr> errors(n);
   const bool grad_mode = GradMode::is_enabled();
+  // Replicas run under the caller's autocast regions, as PyTorch's parallel_apply re-enters them.
+  const amp::AutocastState autocast = amp::autocast_state();
   const int caller_threads = get_num_threads();
 #ifdef WEFT_WITH_CUDA
   // Each replica queues its kernels on the caller's current stream of its device, as PyTorch's
@@ -32,6 +35,7 @@ std::vector<std::vector<Tensor>> parallel_apply(
       cuda::set_current_streams(streams);
 #endif
       GradMode::set_enabled(grad_mode);
+      amp::set_autocast_state(autocast);
       DeviceGuard dg(devices[i]);
       set_num_threads(threads_per_replica);
       results[i] = replicas[i]->forward_multi(inputs[i]);

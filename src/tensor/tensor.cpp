@@ -629,7 +629,9 @@ void Tensor::remove_post_accumulate_grad_hook(int id) {
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (!t.defined()) return os << "tensor(undefined)";
+  // 16-bit floats print through float32 (exact); the dtype is in the suffix.
   Tensor c = t.detach().to(Device::CPU()).contiguous();
+  if (is_reduced_float(c.dtype())) c = c.to(kFloat32);
   const int64_t n = c.numel();
   const bool is_float = c.dtype() == kFloat32;
   auto elem = [&](int64_t i) {

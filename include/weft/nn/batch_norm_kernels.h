@@ -3,6 +3,8 @@
 // a collective between them. All take and return per-channel float32 tensors of shape [C].
 #pragma once
 
+#include <functional>
+
 #include "weft/tensor.h"
 
 namespace weft::nn::detail {
@@ -49,5 +51,17 @@ void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tenso
 Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
                                  const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
                                  const Tensor& sum_dy_xmu, const Tensor& device_count);
+
+// Batch norm with a bf16/fp16 input, parameter or running statistic: `run` gets float32 widenings
+// of them all (the same tensors where already float32), its output is rounded once to the
+// input's dtype, and 16-bit running statistics receive the update. PyTorch's rule: statistics
+// and normalisation in float, bf16 input with float32 parameters giving a bf16 output.
+using BatchNormFn =
+    std::function<Tensor(const Tensor& input, Tensor running_mean, Tensor running_var,
+                         const Tensor& weight, const Tensor& bias)>;
+bool batch_norm_needs_widening(const Tensor& input, const Tensor& running_mean,
+                               const Tensor& running_var, const Tensor& weight, const Tensor& bias);
+Tensor batch_norm_widened(const Tensor& input, Tensor& running_mean, Tensor& running_var,
+                          const Tensor& weight, const Tensor& bias, const BatchNormFn& run);
 
 }  // namespace weft::nn::detail

@@ -388,6 +388,27 @@ Tensor batch_norm_backward_elemt([[maybe_unused]] const Tensor& dy, const Tensor
              ") is for CUDA inputs, got ", x.str(), " on ", x.device());
 }
 
+bool batch_norm_needs_widening(const Tensor& input, const Tensor& running_mean,
+                               const Tensor& running_var, const Tensor& weight,
+                               const Tensor& bias) {
+  for (const Tensor* t : {&input, &running_mean, &running_var, &weight, &bias})
+    if (t->defined() && is_reduced_float(t->dtype())) return true;
+  return false;
+}
+
+Tensor batch_norm_widened(const Tensor& input, Tensor& running_mean, Tensor& running_var,
+                          const Tensor& weight, const Tensor& bias, const BatchNormFn& run) {
+  auto widen = [](const Tensor& t) { return t.defined() ? t.to(kFloat32) : t; };
+  Tensor rm = widen(running_mean), rv = widen(running_var);
+  Tensor out = run(widen(input), rm, rv, widen(weight), widen(bias));
+  {
+    NoGradGuard ng;
+    if (rm.defined() && rm.impl() != running_mean.impl()) running_mean.copy_(rm);
+    if (rv.defined() && rv.impl() != running_var.impl()) running_var.copy_(rv);
+  }
+  return out.to(input.dtype());
+}
+
 }  // namespace detail
 
 namespace functional {
@@ -396,6 +417,12 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum,
                   double eps) {
   using namespace detail;
+  if (batch_norm_needs_widening(input, running_mean, running_var, weight, bias))
+    return batch_norm_widened(
+        input, running_mean, running_var, weight, bias,
+        [&](const Tensor& x, Tensor rm, Tensor rv, const Tensor& w, const Tensor& b) {
+          return batch_norm(x, rm, rv, w, b, training, momentum, eps);
+        });
   const int64_t C = input.dim() >= 2 ? input.size(1) : -1;
   WEFT_CHECK(input.dim() >= 2, "batch_norm expects [N, C, ...], got ", input.str());
   for (const Tensor* t :

@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <cstring>
 
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -119,11 +120,27 @@ Tensor conv2d_cuda(const Tensor& input, const Tensor& weight, const Tensor& bias
 Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
               std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
               std::array<int64_t, 2> dilation, int64_t groups) {
+  if (amp::autocast_active(input)) {
+    auto lower = [](const Tensor& t) {
+      return amp::autocast_cast(t, amp::CastPolicy::LowerPrecision);
+    };
+    Tensor x = lower(input), w = lower(weight), b = lower(bias);
+    amp::AutocastSuspend inside;
+    return conv2d(x, w, b, stride, padding, dilation, groups);
+  }
   WEFT_CHECK(input.dim() == 4, "conv2d expects a 4-D input [N, C, H, W], got ", input.str());
   WEFT_CHECK(weight.dim() == 4, "conv2d expects a 4-D weight [K, C/groups, kh, kw], got ",
              weight.str());
-  WEFT_CHECK(input.dtype() == kFloat32 && weight.dtype() == kFloat32,
-             "conv2d expects float32, got ", input.str(), " and ", weight.str());
+  WEFT_CHECK(input.dtype() == weight.dtype() && (!bias.defined() || bias.dtype() == weight.dtype()),
+             "conv2d: expected input, weight and bias of one dtype, got ", input.str(), ", ",
+             weight.str(), (bias.defined() ? ", " + bias.str() : std::string()));
+  // 16-bit floats: the float32 convolution on widened copies, rounded once.
+  if (is_reduced_float(input.dtype()))
+    return conv2d(input.to(kFloat32), weight.to(kFloat32),
+                  bias.defined() ? bias.to(kFloat32) : bias, stride, padding, dilation, groups)
+        .to(input.dtype());
+  WEFT_CHECK(input.dtype() == kFloat32, "conv2d expects float32, got ", input.str(), " and ",
+             weight.str());
   WEFT_CHECK(input.device() == weight.device(), "conv2d: input on ", input.device(),
              " but weight on ", weight.device());
   WEFT_CHECK(groups > 0 && input.size(1) % groups == 0 && weight.size(0) % groups == 0,

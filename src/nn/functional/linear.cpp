@@ -4,6 +4,7 @@
 #include <cblas.h>
 
 #include "../../ops/cpu/skinny_gemm.h"
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -11,6 +12,23 @@
 namespace weft::nn::functional {
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
+  if (amp::autocast_active(input)) {
+    auto lower = [](const Tensor& t) {
+      return amp::autocast_cast(t, amp::CastPolicy::LowerPrecision);
+    };
+    Tensor x = lower(input), w = lower(weight), b = lower(bias);
+    amp::AutocastSuspend inside;
+    return linear(x, w, b);
+  }
+  WEFT_CHECK(input.dtype() == weight.dtype() && (!bias.defined() || bias.dtype() == weight.dtype()),
+             "linear: expected input, weight and bias of one dtype, got ", input.str(), ", ",
+             weight.str(), (bias.defined() ? ", " + bias.str() : std::string()));
+  // 16-bit floats on the CPU: the float32 addmm on widened copies, rounded once (PyTorch's
+  // float32 accumulation). CUDA runs them through cuBLAS below.
+  if (is_reduced_float(input.dtype()) && input.device().is_cpu())
+    return linear(input.to(kFloat32), weight.to(kFloat32),
+                  bias.defined() ? bias.to(kFloat32) : bias)
+        .to(input.dtype());
   WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());
   WEFT_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ",
              shape_str(input.sizes()), " does not match weight ", shape_str(weight.sizes()),
@@ -24,9 +42,6 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   }
   WEFT_CHECK(bias.dim() == 1 && bias.size(0) == weight.size(0), "linear: bias ", bias.str(),
              " does not match ", weight.size(0), " out_features");
-  WEFT_CHECK(input.dtype() == kFloat32 && weight.dtype() == kFloat32 && bias.dtype() == kFloat32,
-             "linear expects float32 tensors, got ", input.str(), ", ", weight.str(), ", ",
-             bias.str());
   WEFT_CHECK(input.device() == weight.device() && bias.device() == weight.device(),
              "linear: input on ", input.device(), ", weight on ", weight.device(), ", bias on ",
              bias.device());
@@ -36,6 +51,7 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
     return input.dim() == 2 ? out : out.view(out_shape);
   }
 #endif
+  WEFT_CHECK(input.dtype() == kFloat32, "linear expects float32 tensors, got ", input.str());
   const int64_t M = x2.size(0), N = weight.size(0), K = weight.size(1);
   Tensor x = x2.contiguous(), w = weight.contiguous(), b = bias.contiguous();
   Tensor out = make_empty({M, N}, kFloat32, input.device());

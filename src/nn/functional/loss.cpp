@@ -5,6 +5,7 @@
 #ifdef WEFT_WITH_CUDA
 #include "../../ops/cuda/nn_ops.h"
 #endif
+#include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
@@ -27,10 +28,28 @@ void check_same_shape(const Tensor& input, const Tensor& target, const char* op)
   WEFT_CHECK(input.sizes() == target.sizes(), op, ": target ", shape_str(target.sizes()),
              " must have the same shape as input ", shape_str(input.sizes()));
 }
+
+Tensor widen(const Tensor& t) {
+  return t.defined() && is_reduced_float(t.dtype()) ? t.to(kFloat32) : t;
+}
+bool any_reduced(const Tensor& a, const Tensor& b) {
+  return is_reduced_float(a.dtype()) || (b.defined() && is_reduced_float(b.dtype()));
+}
+// Losses compute in float32. With bf16/fp16 operands they run on widened copies; inside autocast
+// (where losses are on the float32 list) the loss stays float32, outside it is rounded back to
+// the input's dtype once.
+template <typename F>
+Tensor in_float32(const Tensor& input, const Tensor& target, F f) {
+  Tensor out = f(widen(input), widen(target));
+  return amp::autocast_active(input) ? out : out.to(input.dtype());
+}
 }  // namespace
 
 Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
   check_same_shape(input, target, "mse_loss");
+  if (any_reduced(input, target))
+    return in_float32(input, target,
+                      [&](const Tensor& x, const Tensor& y) { return mse_loss(x, y, r); });
   if (r == Reduction::None || input.dtype() != kFloat32 || target.dtype() != kFloat32 ||
       !input.device().is_cpu()) {
     Tensor d = input - target;
@@ -68,6 +87,15 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
 
 Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction r) {
   check_same_shape(input, target, "binary_cross_entropy");
+  // PyTorch refuses it under CUDA autocast: in fp16 the log terms lose what the loss is about.
+  WEFT_CHECK(!(input.device().is_cuda() && amp::autocast_active(input)),
+             "binary_cross_entropy is unsafe to autocast on CUDA: use "
+             "binary_cross_entropy_with_logits (BCEWithLogitsLoss), which fuses the sigmoid and is "
+             "safe, or compute it outside the autocast region");
+  if (any_reduced(input, target))
+    return in_float32(input, target, [&](const Tensor& x, const Tensor& y) {
+      return binary_cross_entropy(x, y, r);
+    });
   if (input.numel() > 0) {  // two reductions, so that it reads the same on every device
     NoGradGuard ng;
     const float hi = input.max().item<float>(), lo = -(-input).max().item<float>();
@@ -84,6 +112,10 @@ Tensor binary_cross_entropy(const Tensor& input, const Tensor& target, Reduction
 Tensor binary_cross_entropy_with_logits(const Tensor& input, const Tensor& target, Reduction r,
                                         const Tensor& pos_weight) {
   check_same_shape(input, target, "binary_cross_entropy_with_logits");
+  if (any_reduced(input, target) || any_reduced(input, pos_weight))
+    return in_float32(input, target, [&](const Tensor& x, const Tensor& y) {
+      return binary_cross_entropy_with_logits(x, y, r, widen(pos_weight));
+    });
   // loss = (1 - y) x + (1 + (pw - 1) y) * log(1 + exp(-x)), with a stable log1p(exp(-x)).
   Tensor softplus_neg = (-input).clamp(0.0, std::nullopt) + ((-input.abs()).exp() + 1.0).log();
   Tensor l;
@@ -150,6 +182,10 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
              "nll_loss expects input [N, C] or [C], got ", log_probs.str());
   WEFT_CHECK(target.dtype() == kInt64, "nll_loss: target must be int64 class indices, got ",
              target.str());
+  if (is_reduced_float(log_probs.dtype()))
+    return in_float32(log_probs, target, [&](const Tensor& x, const Tensor& t) {
+      return nll_loss(x, t, r, ignore_index);
+    });
   Tensor lp = log_probs.dim() == 1 ? log_probs.unsqueeze(0) : log_probs;
   Tensor tg = target.dim() == 0 ? target.reshape({1}) : target;
   const int64_t N = lp.size(0), C = lp.size(1);
@@ -197,6 +233,10 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
 }
 
 Tensor cross_entropy(const Tensor& input, const Tensor& target, Reduction r, int64_t ignore_index) {
+  if (any_reduced(input, target))
+    return in_float32(input, target, [&](const Tensor& x, const Tensor& t) {
+      return cross_entropy(x, t, r, ignore_index);
+    });
   WEFT_CHECK(input.dim() == 1 || input.dim() == 2,
              "cross_entropy expects logits [N, C] or [C], got ", input.str());
   return nll_loss(input.log_softmax(-1), target, r, ignore_index);
@@ -215,7 +255,7 @@ Tensor dropout(const Tensor& input, double p, bool training, Generator* gen) {
   float* pm = mask.data_ptr<float>();
   const float keep = (float)(1.0 - p), scale = 1.0f / keep;
   for (int64_t i = 0; i < mask.numel(); ++i) pm[i] = pm[i] < keep ? scale : 0.0f;
-  return input * mask.to(input.device());
+  return (input * mask.to(input.device())).to(input.dtype());  // bf16 * float32 mask is float32
 }
 
 }  // namespace weft::nn::functional

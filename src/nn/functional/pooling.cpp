@@ -25,7 +25,7 @@ int64_t pooled_size(int64_t in, int64_t k, int64_t s, int64_t p, bool ceil_mode)
 void check_pool(const Tensor& x, std::array<int64_t, 2> k, std::array<int64_t, 2> s,
                 std::array<int64_t, 2> p, const char* op) {
   WEFT_CHECK(x.dim() == 4, op, " expects a 4-D input [N, C, H, W], got ", x.str());
-  WEFT_CHECK(x.dtype() == kFloat32, op, " expects float32, got ", x.str());
+  WEFT_CHECK(is_floating_point(x.dtype()), op, " expects a floating point input, got ", x.str());
   WEFT_CHECK(k[0] > 0 && k[1] > 0 && s[0] > 0 && s[1] > 0, op,
              ": kernel and stride must be positive");
   WEFT_CHECK(p[0] >= 0 && p[1] >= 0 && p[0] * 2 <= k[0] && p[1] * 2 <= k[1], op,
@@ -37,6 +37,8 @@ void check_pool(const Tensor& x, std::array<int64_t, 2> k, std::array<int64_t, 2
 Tensor max_pool2d(const Tensor& input, std::array<int64_t, 2> k, std::array<int64_t, 2> s,
                   std::array<int64_t, 2> p, bool ceil_mode) {
   check_pool(input, k, s, p, "max_pool2d");
+  if (is_reduced_float(input.dtype()))  // exact: the maximum of widened values is one of them
+    return max_pool2d(input.to(kFloat32), k, s, p, ceil_mode).to(input.dtype());
   Tensor x = input.contiguous();
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   const int64_t Ho = pooled_size(H, k[0], s[0], p[0], ceil_mode);
@@ -184,6 +186,8 @@ Tensor avg_pool_backward(const Tensor& g, const AvgWindows& win, const Shape& in
 
 Tensor avg_pool_common(const Tensor& input, AvgWindows win, int64_t Ho, int64_t Wo,
                        const char* name) {
+  if (is_reduced_float(input.dtype()))
+    return avg_pool_common(input.to(kFloat32), std::move(win), Ho, Wo, name).to(input.dtype());
   Tensor x = input.contiguous();
   Shape in_shape = x.sizes();
 #ifdef WEFT_WITH_CUDA

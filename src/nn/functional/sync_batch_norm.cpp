@@ -12,6 +12,12 @@ Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_
                        const Tensor& weight, const Tensor& bias, double momentum, double eps,
                        BatchNormSync& sync) {
   using namespace detail;
+  if (batch_norm_needs_widening(input, running_mean, running_var, weight, bias))
+    return batch_norm_widened(
+        input, running_mean, running_var, weight, bias,
+        [&](const Tensor& x, Tensor rm, Tensor rv, const Tensor& w, const Tensor& b) {
+          return sync_batch_norm(x, rm, rv, w, b, momentum, eps, sync);
+        });
   WEFT_CHECK(input.dim() >= 2, "sync_batch_norm expects [N, C, ...], got ", input.str());
   const int64_t C = input.size(1);
   ChannelStats local = batch_norm_stats(input);

@@ -94,11 +94,14 @@ namespace functional {
 Tensor channel_shuffle(const Tensor& input, int64_t groups) {
   WEFT_CHECK(input.dim() >= 3, "channel_shuffle expects an input of rank >= 3 [N, C, *], got ",
              input.str());
-  WEFT_CHECK(input.dtype() == kFloat32, "channel_shuffle expects float32, got ", input.str());
+  WEFT_CHECK(is_floating_point(input.dtype()),
+             "channel_shuffle expects a floating point input, got ", input.str());
   WEFT_CHECK(groups > 0, "channel_shuffle: groups must be positive, got ", groups);
   const int64_t C = input.size(1);
   WEFT_CHECK(C % groups == 0, "channel_shuffle: number of channels ", C,
              " must be divisible by groups ", groups);
+  if (is_reduced_float(input.dtype()))  // exact: the values only move
+    return channel_shuffle(input.to(kFloat32), groups).to(input.dtype());
   Tensor out = shuffle(input, groups);
   // The inverse of shuffling with g groups is shuffling with C/g groups.
   autograd::record("ChannelShuffleBackward", {&input}, out, [groups, C](std::vector<Tensor>& g) {
