@@ -278,15 +278,15 @@ Tensor unary_op(const Tensor& a, const char* name, Reads reads, [[maybe_unused]]
     Tensor x = a.detach(), y = out.detach();
     const bool rx = reads == Reads::X || reads == Reads::XY;
     const bool ry = reads == Reads::Y || reads == Reads::XY;
-    autograd::record(
-        name, {&a}, out,
-        [x, y, dfn, cop, s0, s1, reduced](std::vector<Tensor>& g) {
-          if (!reduced) return std::vector<Tensor>{unary_grad(g[0], x, y, cop, s0, s1, dfn)};
-          Tensor gx = unary_grad(g[0].to(kFloat32), x.to(kFloat32), y.to(kFloat32), cop, s0, s1,
-                                 dfn);
-          return std::vector<Tensor>{gx.to(x.dtype())};
-        },
-        {rx ? x : Tensor(), ry ? y : Tensor()});
+    autograd::record(name, {&a}, out,
+                     [x, y, dfn, cop, s0, s1, reduced](std::vector<Tensor>& g) {
+                       if (!reduced)
+                         return std::vector<Tensor>{unary_grad(g[0], x, y, cop, s0, s1, dfn)};
+                       Tensor gx = unary_grad(g[0].to(kFloat32), x.to(kFloat32), y.to(kFloat32),
+                                              cop, s0, s1, dfn);
+                       return std::vector<Tensor>{gx.to(x.dtype())};
+                     },
+                     {rx ? x : Tensor(), ry ? y : Tensor()});
   }
   return out;
 }

@@ -274,8 +274,7 @@ Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
                    [y, d, log, reduced](std::vector<Tensor>& g) {
                      if (!reduced)
                        return std::vector<Tensor>{softmax_grad(g[0], y, d, log, kFloat32)};
-                     Tensor gx =
-                         softmax_grad(g[0].to(kFloat32), y.to(kFloat32), d, log, y.dtype());
+                     Tensor gx = softmax_grad(g[0].to(kFloat32), y.to(kFloat32), d, log, y.dtype());
                      return std::vector<Tensor>{gx.to(y.dtype())};
                    },
                    {y});
