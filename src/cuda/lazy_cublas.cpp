@@ -59,3 +59,11 @@ WEFT_CUBLAS_FORWARD(cublasStatus_t, cublasSgemm_v2_64,
                      int64_t lda, const float* B, int64_t ldb, const float* beta, float* C,
                      int64_t ldc),
                     (handle, transa, transb, m, n, k, alpha, A, lda, B, ldb, beta, C, ldc))
+WEFT_CUBLAS_FORWARD(cublasStatus_t, cublasGemmEx_64,
+                    (cublasHandle_t handle, cublasOperation_t transa, cublasOperation_t transb,
+                     int64_t m, int64_t n, int64_t k, const void* alpha, const void* A,
+                     cudaDataType Atype, int64_t lda, const void* B, cudaDataType Btype,
+                     int64_t ldb, const void* beta, void* C, cudaDataType Ctype, int64_t ldc,
+                     cublasComputeType_t computeType, cublasGemmAlgo_t algo),
+                    (handle, transa, transb, m, n, k, alpha, A, Atype, lda, B, Btype, ldb, beta, C,
+                     Ctype, ldc, computeType, algo))

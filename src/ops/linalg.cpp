@@ -80,10 +80,12 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     return mm(la, lb, trans_a, trans_b);
   }
   check_same_dtype(a, b, "mm");
-  // 16-bit floats: a float32 product (float32 accumulation, as PyTorch's) rounded once.
-  if (is_reduced_float(a.dtype()))
+  // 16-bit floats on the CPU: a float32 product (float32 accumulation, as PyTorch's) rounded
+  // once. cuBLAS takes them as they are, with the same float32 accumulation.
+  if (is_reduced_float(a.dtype()) && a.device().is_cpu())
     return mm(a.to(kFloat32), b.to(kFloat32), trans_a, trans_b).to(a.dtype());
-  check_float(a, "mm");
+  WEFT_CHECK(a.dtype() == kFloat32 || a.device().is_cuda(), "mm expects float32 tensors, got ",
+             a.str());
   WEFT_CHECK(a.device() == b.device(), "mm: tensors on different devices, ", a.device(), " and ",
              b.device());
   WEFT_CHECK(a.dim() == 2 && b.dim() == 2, "mm expects 2-D tensors, got ", a.str(), " and ",
@@ -93,7 +95,7 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   WEFT_CHECK(K == K2, "mm: shapes ", shape_str(a.sizes()), (trans_a ? "^T" : ""), " and ",
              shape_str(b.sizes()), (trans_b ? "^T" : ""), " cannot be multiplied (", K, " vs ", K2,
              ")");
-  Tensor out = make_empty({M, N}, kFloat32, a.device());
+  Tensor out = make_empty({M, N}, a.dtype(), a.device());
   gemm(a, trans_a, b, trans_b, out, 0.0f);
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = a.detach(), sb = b.detach();

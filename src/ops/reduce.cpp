@@ -131,7 +131,10 @@ Tensor Tensor::mean(std::vector<int64_t> dims, bool keepdim) const {
 }
 
 // 16-bit floats: the rounded sum, divided and rounded again, as PyTorch's CPU mean.
-Tensor Tensor::mean() const { return sum() / (double)std::max<int64_t>(numel(), 1); }
+Tensor Tensor::mean() const {
+  amp::AutocastSuspend inside;
+  return sum() / (double)std::max<int64_t>(numel(), 1);
+}
 
 std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
   if (is_reduced_float(dtype())) {  // exact: the maximum of widened values is one of them

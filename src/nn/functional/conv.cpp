@@ -134,13 +134,14 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   WEFT_CHECK(input.dtype() == weight.dtype() && (!bias.defined() || bias.dtype() == weight.dtype()),
              "conv2d: expected input, weight and bias of one dtype, got ", input.str(), ", ",
              weight.str(), (bias.defined() ? ", " + bias.str() : std::string()));
-  // 16-bit floats: the float32 convolution on widened copies, rounded once.
-  if (is_reduced_float(input.dtype()))
+  // 16-bit floats on the CPU: the float32 convolution on widened copies, rounded once. cuDNN
+  // takes them as they are, with float32 accumulation.
+  if (is_reduced_float(input.dtype()) && input.device().is_cpu())
     return conv2d(input.to(kFloat32), weight.to(kFloat32),
                   bias.defined() ? bias.to(kFloat32) : bias, stride, padding, dilation, groups)
         .to(input.dtype());
-  WEFT_CHECK(input.dtype() == kFloat32, "conv2d expects float32, got ", input.str(), " and ",
-             weight.str());
+  WEFT_CHECK(input.dtype() == kFloat32 || input.device().is_cuda(), "conv2d expects float32, got ",
+             input.str(), " and ", weight.str());
   WEFT_CHECK(input.device() == weight.device(), "conv2d: input on ", input.device(),
              " but weight on ", weight.device());
   WEFT_CHECK(groups > 0 && input.size(1) % groups == 0 && weight.size(0) % groups == 0,

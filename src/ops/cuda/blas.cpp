@@ -1,7 +1,8 @@
-// GEMM on cuBLAS for float32 CUDA tensors. One cuBLAS handle per (thread, device), bound to the
-// current stream and that stream's workspace at each call. Math mode follows
-// weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH (full float32 products, PyTorch's default) or
-// CUBLAS_TF32_TENSOR_OP_MATH.
+// GEMM on cuBLAS for float32, bf16 and fp16 CUDA tensors. One cuBLAS handle per (thread,
+// device), bound to the current stream and that stream's workspace at each call. float32: math
+// mode follows weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH (full float32 products, PyTorch's
+// default) or CUBLAS_TF32_TENSOR_OP_MATH. 16-bit floats: cublasGemmEx with float32 accumulation
+// (CUBLAS_COMPUTE_32F) on the tensor cores, the result rounded once, as PyTorch's.
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -45,14 +46,14 @@ std::pair<void*, size_t> workspace_for(int device, cudaStream_t stream) {
 // holds the transpose; copied to contiguous when neither layout fits.
 struct BlasView {
   Tensor keep;
-  const float* data;
+  const void* data;
   int64_t ld;
   bool trans;
 };
 
 BlasView blas_view(const Tensor& m) {
   const int64_t r = m.size(0), c = m.size(1), s0 = m.stride(0), s1 = m.stride(1);
-  auto ptr = [](const Tensor& t) { return static_cast<const float*>(t.device_ptr()); };
+  auto ptr = [](const Tensor& t) { return t.device_ptr(); };
   if (s1 == 1 && (r <= 1 || s0 >= std::max<int64_t>(c, 1)))
     return {m, ptr(m), std::max<int64_t>({s0, c, 1}), false};
   if (s0 == 1 && (c <= 1 || s1 >= std::max<int64_t>(r, 1)))
@@ -66,8 +67,10 @@ BlasView blas_view(const Tensor& m) {
 void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float beta) {
   WEFT_CHECK(a.device() == b.device() && b.device() == c.device() && c.device().is_cuda(),
              "cuda::gemm: operands on ", a.device(), ", ", b.device(), ", ", c.device());
-  WEFT_CHECK(a.dtype() == kFloat32 && b.dtype() == kFloat32 && c.dtype() == kFloat32,
-             "cuda::gemm expects float32 tensors");
+  WEFT_CHECK(a.dtype() == b.dtype() && b.dtype() == c.dtype() &&
+                 (a.dtype() == kFloat32 || is_reduced_float(a.dtype())),
+             "cuda::gemm expects float32, bf16 or fp16 tensors of one dtype, got ", a.str(), ", ",
+             b.str(), ", ", c.str());
   const int64_t M = c.size(0), N = c.size(1), K = ta ? a.size(0) : a.size(1);
   if (M == 0 || N == 0) return;
   if (K == 0) {
@@ -93,13 +96,24 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, f
   WEFT_CUBLAS_CHECK(cublasSetStream(h, stream));
   // After cublasSetStream, which resets the handle to its default workspace.
   WEFT_CUBLAS_CHECK(cublasSetWorkspace(h, ws, ws_bytes));
-  WEFT_CUBLAS_CHECK(
-      cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
   // Row-major C = A' B' is column-major C^T = B'^T A'^T: B' first, sizes N x M.
   const float alpha = 1.0f;
-  WEFT_CUBLAS_CHECK(cublasSgemm_64(
-      h, eff_tb ? CUBLAS_OP_T : CUBLAS_OP_N, eff_ta ? CUBLAS_OP_T : CUBLAS_OP_N, N, M, K, &alpha,
-      vb.data, vb.ld, va.data, va.ld, &beta, static_cast<float*>(c.device_ptr()), c.stride(0)));
+  const cublasOperation_t op_b = eff_tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+  const cublasOperation_t op_a = eff_ta ? CUBLAS_OP_T : CUBLAS_OP_N;
+  if (c.dtype() == kFloat32) {
+    WEFT_CUBLAS_CHECK(
+        cublasSetMathMode(h, allow_tf32() ? CUBLAS_TF32_TENSOR_OP_MATH : CUBLAS_DEFAULT_MATH));
+    WEFT_CUBLAS_CHECK(cublasSgemm_64(h, op_b, op_a, N, M, K, &alpha,
+                                     static_cast<const float*>(vb.data), vb.ld,
+                                     static_cast<const float*>(va.data), va.ld, &beta,
+                                     static_cast<float*>(c.device_ptr()), c.stride(0)));
+    return;
+  }
+  const cudaDataType_t type = c.dtype() == DType::BFloat16 ? CUDA_R_16BF : CUDA_R_16F;
+  WEFT_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
+  WEFT_CUBLAS_CHECK(cublasGemmEx_64(h, op_b, op_a, N, M, K, &alpha, vb.data, type, vb.ld, va.data,
+                                    type, va.ld, &beta, c.device_ptr(), type, c.stride(0),
+                                    CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 
 }  // namespace weft::cuda

@@ -1,7 +1,7 @@
-// conv2d on cuDNN (nn_ops.h): forward, backward data, backward filter and bias, with the
-// algorithms ranked by cuDNN's heuristics once per shape (with their workspace sizes), the first
-// whose workspace the caching allocator can give used. One cuDNN handle per (thread, device),
-// bound to the current stream.
+// conv2d on cuDNN (nn_ops.h), float32, bf16 or fp16: forward, backward data, backward filter and
+// bias, with the algorithms ranked by cuDNN's heuristics once per shape (with their workspace
+// sizes), the first whose workspace the caching allocator can give used. One cuDNN handle per
+// (thread, device), bound to the current stream.
 #include <cudnn.h>
 
 #include <atomic>
@@ -41,28 +41,33 @@ struct Descs {
   cudnnFilterDescriptor_t w = nullptr;
   cudnnConvolutionDescriptor_t conv = nullptr;
 
-  Descs(const Shape& xs, const Shape& ws, const Shape& ys, const ConvParams& p) {
+  Descs(const Shape& xs, const Shape& ws, const Shape& ys, const ConvParams& p, DType dtype) {
+    const cudnnDataType_t t = dtype == DType::BFloat16  ? CUDNN_DATA_BFLOAT16
+                              : dtype == DType::Float16 ? CUDNN_DATA_HALF
+                                                        : CUDNN_DATA_FLOAT;
     WEFT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&x));
     WEFT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&y));
     WEFT_CUDNN_CHECK(cudnnCreateTensorDescriptor(&b));
     WEFT_CUDNN_CHECK(cudnnCreateFilterDescriptor(&w));
     WEFT_CUDNN_CHECK(cudnnCreateConvolutionDescriptor(&conv));
-    WEFT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)xs[0],
-                                                (int)xs[1], (int)xs[2], (int)xs[3]));
-    WEFT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, (int)ys[0],
-                                                (int)ys[1], (int)ys[2], (int)ys[3]));
-    WEFT_CUDNN_CHECK(
-        cudnnSetTensor4dDescriptor(b, CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, 1, (int)ys[1], 1, 1));
-    WEFT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, CUDNN_DATA_FLOAT, CUDNN_TENSOR_NCHW, (int)ws[0],
-                                                (int)ws[1], (int)ws[2], (int)ws[3]));
+    WEFT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(x, CUDNN_TENSOR_NCHW, t, (int)xs[0], (int)xs[1],
+                                                (int)xs[2], (int)xs[3]));
+    WEFT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(y, CUDNN_TENSOR_NCHW, t, (int)ys[0], (int)ys[1],
+                                                (int)ys[2], (int)ys[3]));
+    WEFT_CUDNN_CHECK(cudnnSetTensor4dDescriptor(b, CUDNN_TENSOR_NCHW, t, 1, (int)ys[1], 1, 1));
+    WEFT_CUDNN_CHECK(cudnnSetFilter4dDescriptor(w, t, CUDNN_TENSOR_NCHW, (int)ws[0], (int)ws[1],
+                                                (int)ws[2], (int)ws[3]));
     WEFT_CUDNN_CHECK(cudnnSetConvolution2dDescriptor(conv, (int)p.ph, (int)p.pw, (int)p.sh,
                                                      (int)p.sw, (int)p.dh, (int)p.dw,
                                                      CUDNN_CROSS_CORRELATION, CUDNN_DATA_FLOAT));
     WEFT_CUDNN_CHECK(cudnnSetConvolutionGroupCount(conv, (int)p.groups));
     // FMA math keeps float32 convolutions as exact as PyTorch's with cudnn.allow_tf32 off;
-    // tensor cores (TF32) only when asked for.
-    WEFT_CUDNN_CHECK(
-        cudnnSetConvolutionMathType(conv, allow_tf32() ? CUDNN_DEFAULT_MATH : CUDNN_FMA_MATH));
+    // tensor cores (TF32) only when asked for. 16-bit data: tensor cores, float32 accumulation
+    // (the convolution descriptor's compute type above), as PyTorch's.
+    const cudnnMathType_t math = t != CUDNN_DATA_FLOAT ? CUDNN_TENSOR_OP_MATH
+                                 : allow_tf32()        ? CUDNN_DEFAULT_MATH
+                                                       : CUDNN_FMA_MATH;
+    WEFT_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
   }
   ~Descs() {
     cudnnDestroyTensorDescriptor(x);
@@ -90,7 +95,7 @@ struct Algos {
   Choice<cudnnConvolutionBwdFilterAlgo_t> bwd_filter;
 };
 using Key = std::tuple<Shape, Shape, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t,
-                       bool, int>;
+                       bool, int, DType>;
 
 // The usable results among `perf` (n of them), with the workspace size `size_of` reports for
 // each (an algorithm whose size cannot be had is skipped).
@@ -160,8 +165,8 @@ Algos& algos_for(cudnnHandle_t h, const Descs& d, const Key& key) {
 }
 
 Key key_of(const Tensor& x, const Tensor& w, const ConvParams& p) {
-  return {x.sizes(),    w.sizes(),       p.sh, p.sw, p.ph, p.pw, p.dh, p.dw, p.groups,
-          allow_tf32(), x.device().index};
+  return {x.sizes(),    w.sizes(),        p.sh,     p.sw, p.ph, p.pw, p.dh, p.dw, p.groups,
+          allow_tf32(), x.device().index, x.dtype()};
 }
 
 // A tensor's first element on its device (raw_data() is for host memory).
@@ -200,9 +205,11 @@ Picked<Algo> pick(Choice<Algo>& c, Device d, const char* what) {
 }
 
 void check_conv_args(const Tensor& x, const Tensor& w, const char* what) {
-  WEFT_CHECK(x.dtype() == kFloat32 && w.dtype() == kFloat32 && x.is_contiguous() &&
-                 w.is_contiguous() && x.device() == w.device() && x.dim() == 4 && w.dim() == 4,
-             "CUDA ", what, ": expects contiguous float32 4-D input and weight on one device, got ",
+  WEFT_CHECK(x.dtype() == w.dtype() && (x.dtype() == kFloat32 || is_reduced_float(x.dtype())) &&
+                 x.is_contiguous() && w.is_contiguous() && x.device() == w.device() &&
+                 x.dim() == 4 && w.dim() == 4,
+             "CUDA ", what,
+             ": expects contiguous 4-D input and weight of one float dtype on one device, got ",
              x.str(), " on ", x.device(), " and ", w.str(), " on ", w.device());
 }
 
@@ -215,17 +222,18 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParam
   cudnnHandle_t h = handle_for(dev);
   const int64_t Ho = (x.size(2) + 2 * p.ph - p.dh * (w.size(2) - 1) - 1) / p.sh + 1;
   const int64_t Wo = (x.size(3) + 2 * p.pw - p.dw * (w.size(3) - 1) - 1) / p.sw + 1;
-  Tensor y = make_empty({x.size(0), w.size(0), Ho, Wo}, kFloat32, x.device());
+  Tensor y = make_empty({x.size(0), w.size(0), Ho, Wo}, x.dtype(), x.device());
   if (y.numel() == 0) return y;
-  Descs d(x.sizes(), w.sizes(), y.sizes(), p);
+  Descs d(x.sizes(), w.sizes(), y.sizes(), p, x.dtype());
   Algos& a = algos_for(h, d, key_of(x, w, p));
   const auto fwd = pick(a.fwd, x.device(), "conv2d");
   const float one = 1.0f, zero = 0.0f;
   WEFT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, dptr(x), d.w, dptr(w), d.conv, fwd.algo,
                                            dptr(fwd.ws), fwd.bytes, &zero, d.y, dptr(y)));
   if (b.defined()) {
-    WEFT_CHECK(b.dtype() == kFloat32 && b.is_contiguous() && b.device() == x.device(),
-               "CUDA conv2d: bias ", b.str(), " must be contiguous float32 on ", x.device());
+    WEFT_CHECK(b.dtype() == x.dtype() && b.is_contiguous() && b.device() == x.device(),
+               "CUDA conv2d: bias ", b.str(), " must be contiguous ", x.dtype(), " on ",
+               x.device());
     WEFT_CUDNN_CHECK(cudnnAddTensor(h, &one, d.b, dptr(b), &one, d.y, dptr(y)));
   }
   return y;
@@ -238,26 +246,26 @@ ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, c
   const int dev = x.device().index;
   detail::DeviceScope scope(dev);
   cudnnHandle_t h = handle_for(dev);
-  Descs d(x.sizes(), w.sizes(), dy.sizes(), p);
+  Descs d(x.sizes(), w.sizes(), dy.sizes(), p, x.dtype());
   Algos& a = algos_for(h, d, key_of(x, w, p));
   const float one = 1.0f, zero = 0.0f;
   ConvGrads g;
   if (want_dx) {
-    g.dx = make_empty(x.sizes(), kFloat32, x.device());
+    g.dx = make_empty(x.sizes(), x.dtype(), x.device());
     const auto bd = pick(a.bwd_data, x.device(), "conv2d backward (data)");
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, dptr(w), d.y, dptr(dy), d.conv,
                                                   bd.algo, dptr(bd.ws), bd.bytes, &zero, d.x,
                                                   dptr(g.dx)));
   }
   if (want_dw) {
-    g.dw = make_empty(w.sizes(), kFloat32, w.device());
+    g.dw = make_empty(w.sizes(), w.dtype(), w.device());
     const auto bf = pick(a.bwd_filter, x.device(), "conv2d backward (filter)");
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, dptr(x), d.y, dptr(dy), d.conv,
                                                     bf.algo, dptr(bf.ws), bf.bytes, &zero, d.w,
                                                     dptr(g.dw)));
   }
   if (want_db) {
-    g.db = make_empty({dy.size(1)}, kFloat32, x.device());
+    g.db = make_empty({dy.size(1)}, x.dtype(), x.device());
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, d.y, dptr(dy), &zero, d.b, dptr(g.db)));
   }
   return g;

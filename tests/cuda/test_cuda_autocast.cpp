@@ -1,0 +1,91 @@
+// bf16/fp16 on CUDA and CUDA autocast: PyTorch's bf16 goldens replayed on the GPU (cuBLAS and
+// cuDNN on 16-bit data, the other ops through float32), cuBLAS/cuDNN half products against the
+// CPU's float32 ones, and CUDA autocast's lists (fp16 by default; losses, softmax, exp, log, pow
+// and sum in float32; binary_cross_entropy refused).
+#include <gtest/gtest.h>
+
+#include "../bf16_golden.h"
+#include "skip_without_cuda.h"
+#include "weft/amp.h"
+#include "weft/autograd.h"
+#include "weft/nn.h"
+
+namespace weft {
+namespace {
+
+using namespace test;
+const Device kGpu = Device::CUDA(0);
+
+TEST(CudaBf16Ops, MatchPyTorch) {
+  SKIP_WITHOUT_CUDA();
+  check_ops_against_golden(kGpu);
+}
+
+TEST(CudaAutocast, Bf16TrainingMatchesPyTorch) {
+  SKIP_WITHOUT_CUDA();
+  check_autocast_training(kGpu);
+}
+
+// cuBLAS and cuDNN on 16-bit data accumulate in float32 and round once, like the CPU's widened
+// float32 products: the two differ only in summation order.
+TEST(CudaAutocast, HalfProductsMatchTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (DType dt : {DType::BFloat16, DType::Float16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    manual_seed(21);
+    Tensor a = randn({37, 64}).to(dt), b = randn({48, 64}).to(dt);
+    Tensor x = randn({4, 8, 9, 9}).to(dt), w = (randn({16, 8, 3, 3}) * 0.2).to(dt);
+    Tensor bias = randn({16}).to(dt);
+    const double ulp = dt == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024;
+    Tensor ga = a.to(kGpu).requires_grad_(true), gb = b.to(kGpu).requires_grad_(true);
+    Tensor ca = a.clone().requires_grad_(true), cb = b.clone().requires_grad_(true);
+    Tensor gp = mm(ga, gb, false, true), cp = mm(ca, cb, false, true);
+    ASSERT_EQ(gp.dtype(), dt);
+    EXPECT_TRUE(close_normwise(gp, cp, ulp, "mm"));
+    Tensor gout = randn(cp.sizes()).to(dt);
+    gp.backward(gout.to(kGpu));
+    cp.backward(gout);
+    EXPECT_TRUE(close_normwise(ga.grad(), ca.grad(), ulp, "mm grad a"));
+    EXPECT_TRUE(close_normwise(gb.grad(), cb.grad(), ulp, "mm grad b"));
+
+    Tensor gx = x.to(kGpu).requires_grad_(true), gw = w.to(kGpu).requires_grad_(true);
+    Tensor cx = x.clone().requires_grad_(true), cw = w.clone().requires_grad_(true);
+    Tensor gy = nn::functional::conv2d(gx, gw, bias.to(kGpu), {1, 1}, {1, 1});
+    Tensor cy = nn::functional::conv2d(cx, cw, bias, {1, 1}, {1, 1});
+    ASSERT_EQ(gy.dtype(), dt);
+    EXPECT_TRUE(close_normwise(gy, cy, ulp, "conv2d"));
+    Tensor cg = randn(cy.sizes()).to(dt);
+    gy.backward(cg.to(kGpu));
+    cy.backward(cg);
+    EXPECT_TRUE(close_normwise(gx.grad(), cx.grad(), ulp, "conv2d grad x"));
+    EXPECT_TRUE(close_normwise(gw.grad(), cw.grad(), 2 * ulp, "conv2d grad w"));
+  }
+}
+
+TEST(CudaAutocast, ListsAsPyTorch) {
+  SKIP_WITHOUT_CUDA();
+  manual_seed(22);
+  nn::Linear fc(6, 4);
+  fc->to(kGpu);
+  Tensor x = randn({3, 6}).to(kGpu), target = randint(0, 4, {3}).to(kGpu);
+  Tensor cpu_x = randn({3, 6});
+  amp::autocast region(DeviceType::CUDA);
+  EXPECT_EQ(amp::get_autocast_dtype(DeviceType::CUDA), DType::Float16);
+  Tensor h = fc(x);
+  EXPECT_EQ(h.dtype(), DType::Float16);
+  EXPECT_TRUE(
+      bit_equal(h, nn::functional::linear(x.to(DType::Float16), fc->weight.to(DType::Float16),
+                                          fc->bias.to(DType::Float16))));
+  EXPECT_EQ(h.relu().dtype(), DType::Float16);
+  EXPECT_EQ(h.mean().dtype(), DType::Float16);  // on no list
+  for (const Tensor& t : {h.softmax(1), h.log_softmax(1), h.exp(), h.log(), h.pow(2.0), h.sum()})
+    EXPECT_EQ(t.dtype(), kFloat32);
+  EXPECT_EQ(nn::functional::cross_entropy(h, target).dtype(), kFloat32);
+  EXPECT_EQ(nn::functional::binary_cross_entropy_with_logits(h, h.sigmoid()).dtype(), kFloat32);
+  EXPECT_THROW(nn::functional::binary_cross_entropy(h.sigmoid(), h.sigmoid()), Error);
+  nn::Linear cpu_fc(6, 4);
+  EXPECT_EQ(cpu_fc(cpu_x).dtype(), kFloat32);  // a CUDA region leaves CPU tensors alone
+}
+
+}  // namespace
+}  // namespace weft
