@@ -136,6 +136,43 @@ TEST(WeftTrain, KilledRunResumesExactly) {
   fs::remove(dir.string() + ".log");
 }
 
+// One process under --amp: bf16 learns; fp16's loss scaler state (backed off by the overflows of
+// the first steps) goes into the checkpoint, so a resumed run repeats the uninterrupted one.
+TEST(WeftTrain, MixedPrecisionLearnsAndResumes) {
+  if (!fs::exists(kData))
+    GTEST_SKIP() << kData << " is missing (Debian package dataset-fashion-mnist)";
+  auto cmd = [](const fs::path& dir, int epochs, const std::string& extra) {
+    return build_dir() +
+           "/tools/weft-train --limit-train 1536 --limit-test 500 --batch-size 32 --epochs " +
+           std::to_string(epochs) + " --checkpoint-dir " + dir.string() + " --no-progress " + extra;
+  };
+  auto bf16 = fresh_dir("bf16");
+  auto r = run_command(cmd(bf16, 1, "--amp bf16"), 120);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto rows = csv_rows((bf16 / "metrics.csv").string());
+  ASSERT_EQ(rows.size(), 1u) << r.output;
+  std::stringstream row(rows[0]);
+  std::string cell;
+  for (int i = 0; i < 4; ++i) std::getline(row, cell, ',');
+  EXPECT_GT(std::stod(cell), 0.5) << "chance is 0.1\n" << r.output;
+
+  auto ref = fresh_dir("fp16_ref"), split = fresh_dir("fp16_split");
+  r = run_command(cmd(ref, 2, "--amp fp16"), 120);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_command(cmd(split, 1, "--amp fp16"), 120);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_command(cmd(split, 2, "--amp fp16 --resume"), 120);
+  ASSERT_EQ(r.code, 0) << r.output;
+  auto a = csv_rows((ref / "metrics.csv").string()), b = csv_rows((split / "metrics.csv").string());
+  ASSERT_EQ(a.size(), 2u);
+  ASSERT_EQ(b.size(), 2u) << r.output;
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(metrics_only(a[i]), metrics_only(b[i]));
+  r = run_command(build_dir() + "/tools/weft-train --amp fp8", 30);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("unknown --amp fp8"), std::string::npos) << r.output;
+  for (const auto& d : {bf16, ref, split}) fs::remove_all(d);
+}
+
 TEST(WeftTrain, BadOptionsAndData) {
   auto r = run_command(build_dir() + "/tools/weft-train --epochs zero", 30);
   EXPECT_EQ(r.code, 2);

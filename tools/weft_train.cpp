@@ -33,6 +33,7 @@ namespace {
 struct Config {
   std::string model = "cnn", data = "/usr/share/datasets/fashion-mnist", optimizer = "sgd";
   std::string scheduler = "cosine", device = "cpu", checkpoint_dir = "checkpoints", metrics;
+  std::string amp = "none";
   int epochs = 8, threads = 1, workers = 1;
   int64_t batch_size = 64, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;
@@ -58,6 +59,8 @@ const char* kUsage =
     "  --workers W                  data loader threads (default 1)\n"
     "  --device cpu|cuda|cuda:N     (default cpu; cuda: each process takes GPU LOCAL_RANK %\n"
     "                               #GPUs, NCCL between processes; needs a CUDA build)\n"
+    "  --amp none|bf16|fp16         mixed precision: the forward under autocast in that dtype\n"
+    "                               (fp16 adds loss scaling, a GradScaler; default none)\n"
     "  --checkpoint-dir DIR         (default checkpoints)\n"
     "  --resume                     continue from the newest good checkpoint in DIR\n"
     "  --metrics FILE               CSV of per-epoch metrics (default DIR/metrics.csv)\n"
@@ -134,6 +137,8 @@ Config parse(int argc, char** argv) {
       c.workers = parse_number<int>(a, v);
     else if (a == "--device")
       c.device = v;
+    else if (a == "--amp")
+      c.amp = v;
     else if (a == "--checkpoint-dir")
       c.checkpoint_dir = v;
     else if (a == "--metrics")
@@ -151,6 +156,8 @@ Config parse(int argc, char** argv) {
     bad_option("unknown --optimizer " + c.optimizer);
   if (c.scheduler != "cosine" && c.scheduler != "step" && c.scheduler != "none")
     bad_option("unknown --scheduler " + c.scheduler);
+  if (c.amp != "none" && c.amp != "bf16" && c.amp != "fp16")
+    bad_option("unknown --amp " + c.amp + " (none, bf16 or fp16)");
   if (c.device != "cpu") {
     if (c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
       bad_option("unknown --device " + c.device + " (cpu, cuda or cuda:N)");
@@ -189,17 +196,19 @@ struct Checkpoint {
   int epoch = 0;  // epochs completed
   nn::StateDict model;
   optim::OptimizerState optim;
+  std::map<std::string, std::string> scaler;
   std::map<std::string, std::string> meta;
 };
 
 void save_checkpoint(const Config& c, int epoch, nn::Module& model, optim::Optimizer& opt,
-                     const std::string& metrics_row) {
+                     const amp::GradScaler& scaler, const std::string& metrics_row) {
   TensorDict all;
   for (auto& [k, t] : model.state_dict()) all.insert("model." + k, t);
   auto st = opt.state_dict();
   for (auto& [k, t] : st.tensors) all.insert("optim." + k, t);
   std::map<std::string, std::string> meta;
   for (auto& [k, v] : st.scalars) meta["optim." + k] = v;
+  for (auto& [k, v] : scaler.state_dict()) meta["scaler." + k] = v;
   meta["epoch"] = std::to_string(epoch);
   meta["model"] = c.model;
   meta["seed"] = std::to_string(c.seed);
@@ -233,8 +242,10 @@ std::optional<Checkpoint> load_latest(const Config& c) {
         else if (k.rfind("optim.", 0) == 0)
           ck.optim.tensors.insert(k.substr(6), t);
       }
-      for (auto& [k, v] : ck.meta)
+      for (auto& [k, v] : ck.meta) {
         if (k.rfind("optim.", 0) == 0) ck.optim.scalars[k.substr(6)] = v;
+        if (k.rfind("scaler.", 0) == 0) ck.scaler[k.substr(7)] = v;
+      }
       ck.epoch = std::stoi(ck.meta.at("epoch"));
       WEFT_CHECK(ck.meta.at("model") == c.model, "checkpoint is of model '", ck.meta.at("model"),
                  "' but --model is '", c.model, "'");
@@ -296,7 +307,15 @@ class Progress {
 };
 
 // Each rank evaluates every world-th test sample; sums are all-reduced.
-std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test, Device dev) {
+// The autocast dtype of --amp, if any.
+std::optional<DType> amp_dtype(const Config& c) {
+  if (c.amp == "bf16") return DType::BFloat16;
+  if (c.amp == "fp16") return DType::Float16;
+  return std::nullopt;
+}
+
+std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test, Device dev,
+                                   std::optional<DType> amp) {
   NoGradGuard ng;
   model.eval();
   const int rank = dist::get_rank(), world = dist::get_world_size();
@@ -312,6 +331,7 @@ std::pair<double, double> evaluate(nn::Module& model, const data::MNIST& test, D
       ys.push_back(test.labels()[i]);
     }
     Tensor x = stack(xs).to(dev), y = stack(ys).to(dev);
+    amp::autocast region(dev.type, amp.value_or(DType::BFloat16), amp.has_value());
     Tensor logits = model.forward(x);
     loss += F::cross_entropy(logits, y, F::Reduction::Sum).item<double>();
     correct += (double)logits.argmax(1).eq(y).sum().item<int64_t>();
@@ -370,6 +390,8 @@ int run(const Config& c) {
   else
     opt = std::make_unique<optim::AdamW>(
         model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+  // Loss scaling keeps small fp16 gradients from flushing to zero; bf16 has float32's range.
+  amp::GradScaler scaler({.enabled = c.amp == "fp16"});
   std::unique_ptr<optim::LRScheduler> sched;
   if (c.scheduler == "cosine")
     sched = std::make_unique<optim::CosineAnnealingLR>(*opt, c.epochs);
@@ -383,6 +405,7 @@ int run(const Config& c) {
     if (ck) {
       model->load_state_dict(ck->model);
       opt->load_state_dict(ck->optim);
+      if (scaler.is_enabled() && !ck->scaler.empty()) scaler.load_state_dict(ck->scaler);
       start_epoch = ck->epoch;
       if (sched) sched->set_last_epoch(start_epoch);
       if (lead)
@@ -435,9 +458,14 @@ int run(const Config& c) {
       // Pinned batches: the copies overlap with the previous step's kernels.
       Tensor x = xb.to(dev, /*non_blocking=*/true), y = yb.to(dev, /*non_blocking=*/true);
       opt->zero_grad();
-      Tensor loss = F::cross_entropy(net->forward(x), y);
-      loss.backward();
-      opt->step();
+      Tensor loss;
+      {
+        amp::autocast region(dev.type, amp_dtype(c).value_or(DType::BFloat16), c.amp != "none");
+        loss = F::cross_entropy(net->forward(x), y);
+      }
+      scaler.scale(loss).backward();
+      scaler.step(*opt);
+      scaler.update();
       loss_sum += loss.item<double>();
       ++steps;
       if (lead) progress.update(steps, loss_sum / (double)steps, steps * c.batch_size * world);
@@ -449,7 +477,7 @@ int run(const Config& c) {
     if (world > 1) dist::default_group()->allreduce({tl})->wait();
     auto tv = tl.to_vector_float();
     double train_loss = tv[0] / std::max(1.0f, tv[1]);
-    auto [test_loss, acc] = evaluate(*model, test, dev);
+    auto [test_loss, acc] = evaluate(*model, test, dev, amp_dtype(c));
     double ips = (double)(steps * c.batch_size * world) / secs;
     if (lead) {
       char row[256];
@@ -460,7 +488,7 @@ int run(const Config& c) {
           epoch + 1, c.epochs, train_loss, test_loss, 100 * acc, ips);
       std::fflush(stdout);
       std::ofstream(c.metrics, std::ios::app) << row << "\n";
-      save_checkpoint(c, epoch + 1, *model, *opt, row);
+      save_checkpoint(c, epoch + 1, *model, *opt, scaler, row);
     }
   }
   if (lead)
