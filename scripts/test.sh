@@ -44,7 +44,7 @@ cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWEFT_WERROR=ON -DWEFT_BUILD_
   -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
 cmake --build build-tsan -j"$JOBS" --target weft_tests
 OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/weft_tests \
-  --gtest_filter='Store*:TCPStore*:FileStore*:DataLoader*:DataParallel*:Autograd*:Threads*' --gtest_brief=1
+  --gtest_filter='Store*:TCPStore*:FileStore*:DataLoader*:DataParallel*:Autograd*:Threads*:Autocast*' --gtest_brief=1
 
 echo "== bounded fuzz run of the file parsers"
 bash fuzz/run_fuzz.sh build-fuzz "${FUZZ_SECONDS:-30}"

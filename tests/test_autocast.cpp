@@ -52,6 +52,37 @@ TEST(Bf16Ops, TypePromotion) {
   EXPECT_EQ((f32 + small).to_vector_float()[0], 1.0f + 1.0f / 256);
 }
 
+TEST(Bf16Ops, ModuleToDtypeKeepsIdentity) {
+  manual_seed(9);
+  nn::Sequential m{nn::Conv2d(3, 4, 3), nn::BatchNorm2d(4), nn::ReLU(), nn::Flatten(),
+                   nn::Linear(4 * 4 * 4, 2)};
+  const nn::StateDict before = m->state_dict();
+  Tensor handle = m->parameters()[0];  // an optimizer or replica would hold this
+  m->to(kBF16);
+  EXPECT_EQ(handle.dtype(), kBF16);
+  for (const auto& [k, v] : m->state_dict()) {
+    if (!is_floating_point(before.at(k).dtype())) {
+      EXPECT_EQ(v.dtype(), kInt64) << k;  // num_batches_tracked stays
+      continue;
+    }
+    EXPECT_TRUE(bit_equal(v, before.at(k).to(kBF16))) << k;
+  }
+  Tensor y = m(randn({2, 3, 6, 6}).to(kBF16));
+  EXPECT_EQ(y.dtype(), kBF16);
+  // The bf16 running statistics received the training step's update.
+  Tensor rm = m->state_dict().at("1.running_mean");
+  EXPECT_EQ(rm.dtype(), kBF16);
+  EXPECT_FALSE(bit_equal(rm, zeros({4}, {.dtype = kBF16})));
+  y.sum().backward();
+  EXPECT_EQ(handle.grad().dtype(), kBF16);
+  optim::SGD opt(m->parameters(), {.lr = 0.1});
+  EXPECT_THROW(opt.step(), Error);  // weft's optimizers step float32 parameters only
+  m->to(kFloat32);
+  EXPECT_EQ(handle.dtype(), kFloat32);
+  EXPECT_EQ(handle.grad().dtype(), kFloat32);
+  EXPECT_THROW(m->to(kInt64), Error);
+}
+
 TEST(Bf16Ops, InPlaceAndGradientDtypes) {
   manual_seed(4);
   Tensor x = randn({4, 3}).to(kBF16), y = randn({4, 3});

@@ -132,20 +132,41 @@ void Module::apply(const std::function<void(Module&)>& fn) {
   fn(*this);
 }
 
+namespace {
+// Gives `t` the memory of `moved` (a copy of it elsewhere or in another dtype), so that every
+// holder of `t` (optimizers, replicas, hooks) sees the change.
+void rebind(Tensor& t, const Tensor& moved) {
+  TensorImpl* impl = t.impl();
+  impl->storage = moved.impl()->storage;
+  impl->offset = 0;
+  impl->strides = moved.strides();
+  impl->dtype = moved.dtype();
+}
+}  // namespace
+
 void Module::to(Device device) {
   auto move = [&](Tensor& t) {
     if (!t.defined() || t.device() == device) return;
-    Tensor moved = t.detach().to(device).contiguous();
-    TensorImpl* impl = t.impl();
-    impl->storage = moved.impl()->storage;
-    impl->offset = 0;
-    impl->strides = moved.strides();
+    rebind(t, t.detach().to(device).contiguous());
     Tensor g = t.grad();
     if (g.defined()) t.mutable_grad() = g.to(device);
   };
   for (auto& [n, t] : params_) move(t);
   for (auto& [n, t] : buffers_) move(t);
   for (auto& [n, c] : children_) c->to(device);
+}
+
+void Module::to(DType dtype) {
+  WEFT_CHECK(is_floating_point(dtype), "Module::to: dtype must be floating point, got ", dtype);
+  auto cast = [&](Tensor& t) {
+    if (!t.defined() || !is_floating_point(t.dtype()) || t.dtype() == dtype) return;
+    rebind(t, t.detach().to(dtype).contiguous());
+    Tensor g = t.grad();
+    if (g.defined()) t.mutable_grad() = g.to(dtype);
+  };
+  for (auto& [n, t] : params_) cast(t);
+  for (auto& [n, t] : buffers_) cast(t);
+  for (auto& [n, c] : children_) c->to(dtype);
 }
 
 StateDict Module::state_dict() const {

@@ -56,6 +56,10 @@ class Module : public std::enable_shared_from_this<Module> {
   void apply(const std::function<void(Module&)>& fn);
   // Moves parameters and buffers (keeping their identity, as PyTorch's Module.to).
   void to(Device device);
+  // Casts the floating-point parameters and buffers (and their gradients) to `dtype`, keeping
+  // their identity; int64 buffers (num_batches_tracked) stay. model.to(kBFloat16) is PyTorch's
+  // model.bfloat16(); weft's optimizers step float32 parameters only.
+  void to(DType dtype);
 
   StateDict state_dict() const;
   LoadResult load_state_dict(const StateDict& state, bool strict = true);
