@@ -1,16 +1,18 @@
 #!/usr/bin/env bash
-# compare.sh [--threads N] [--steps S] [--warmup W] [--device cpu|cuda] [workloads...]
+# compare.sh [--threads N] [--steps S] [--warmup W] [--device cpu|cuda] [--amp none|bf16|fp16]
+#            [workloads...]
 # Builds bench/weft_step (Release, in $WEFT_BENCH_BUILD or build-bench/) if needed, then for each
 # workload runs weft, PyTorch as installed, and PyTorch with glibc told to keep memory
 # (MALLOC_MMAP_THRESHOLD_/MALLOC_TRIM_THRESHOLD_, see DESIGN.md), and prints a table of median
 # step times, ratios (weft / PyTorch; lower is better) and peak RSS. Raw JSON lines go to stderr.
 # --device cuda (the GPU machine): a CUDA build in build-bench-cuda, batch 256, GPU 0.
+# --amp: forward and loss under autocast in both (PyTorch 1.13's CPU autocast takes bf16 only).
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
 python="${PYTHON:-/usr/bin/python3}"
-threads=1 steps=50 warmup=5 device=cpu
+threads=1 steps=50 warmup=5 device=cpu amp=none
 workloads=()
 while [[ $# -gt 0 ]]; do
   case "$1" in
@@ -18,7 +20,8 @@ while [[ $# -gt 0 ]]; do
     --steps) steps="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --device) device="$2"; shift 2 ;;
-    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    --amp) amp="$2"; shift 2 ;;
+    -h|--help) sed -n '2,8p' "$0"; exit 0 ;;
     -*) echo "compare.sh: unknown flag $1" >&2; exit 2 ;;
     *) workloads+=("$1"); shift ;;
   esac
@@ -37,7 +40,7 @@ fi
 make -C "$build" weft_step -j"${JOBS:-2}" >&2
 weft_step="$build/bench/weft_step"
 
-common=(--threads "$threads" --steps "$steps" --warmup "$warmup" --device "$device")
+common=(--threads "$threads" --steps "$steps" --warmup "$warmup" --device "$device" --amp "$amp")
 results=()
 for w in "${workloads[@]}"; do
   r1=$("$weft_step" --workload "$w" "${common[@]}")
@@ -50,7 +53,7 @@ done
 
 printf '%s\n' "${results[@]}" | "$python" -c '
 import json, sys
-print(f"device={sys.argv[3]} threads={sys.argv[1]} steps={sys.argv[2]} (median step ms; ratio = weft/torch, lower is better)")
+print(f"device={sys.argv[3]} amp={sys.argv[4]} threads={sys.argv[1]} steps={sys.argv[2]} (median step ms; ratio = weft/torch, lower is better)")
 hdr = ("workload", "weft ms", "torch ms", "tuned ms", "weft/torch", "weft/tuned",
        "weft MB", "torch MB", "tuned MB")
 print("| " + " | ".join(hdr) + " |")
@@ -61,4 +64,4 @@ for line in sys.stdin:
     row += ["%.3f" % (a["median_ms"] / r["median_ms"]) for r in (b, c)]
     row += ["%.0f" % r["peak_rss_mb"] for r in (a, b, c)]
     print("| " + " | ".join(row) + " |")
-' "$threads" "$steps" "$device"
+' "$threads" "$steps" "$device" "$amp"

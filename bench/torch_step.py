@@ -4,9 +4,10 @@
 Times the same training step as weft_step (zero_grad, forward, loss, backward, SGD step with
 lr 0.01 and momentum 0.9) on DESIGN.md's workloads and prints one line of JSON:
   torch_step.py --workload linear|convbn|mlp25m --threads N --steps S --warmup W [--batch B]
-                [--device cpu|cuda] [--wrap none|ddp|dp]
+                [--device cpu|cuda] [--wrap none|ddp|dp] [--amp none|bf16|fp16]
 On CUDA the batch defaults to 256 and each step ends with torch.cuda.synchronize(); --wrap ddp
-is DistributedDataParallel at world 1, --wrap dp DataParallel over one device.
+is DistributedDataParallel at world 1, --wrap dp DataParallel over one device. --amp runs
+forward and loss under torch.autocast in that dtype (no loss scaling).
 """
 import argparse
 import json
@@ -63,6 +64,7 @@ def main():
     ap.add_argument("--batch", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--wrap", default="none", choices=["none", "ddp", "dp"])
+    ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     a = ap.parse_args()
     gpu = a.device == "cuda"
 
@@ -82,12 +84,14 @@ def main():
     elif a.wrap == "dp":
         step_model = nn.DataParallel(model, device_ids=[0] if gpu else None)
     sync = torch.cuda.synchronize if gpu else (lambda: None)
+    amp_dtype = torch.float16 if a.amp == "fp16" else torch.bfloat16
 
     ms = []
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         opt.zero_grad()
-        loss = loss_fn(step_model(x), y)
+        with torch.autocast(a.device, dtype=amp_dtype, enabled=a.amp != "none"):
+            loss = loss_fn(step_model(x), y)
         loss.backward()
         opt.step()
         sync()
@@ -98,7 +102,7 @@ def main():
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"impl": "torch", "workload": a.workload, "device": a.device,
-                      "wrap": a.wrap, "threads": a.threads,
+                      "wrap": a.wrap, "amp": a.amp, "threads": a.threads,
                       "median_ms": round(percentile(ms, 0.5), 4),
                       "p10_ms": round(percentile(ms, 0.1), 4),
                       "p90_ms": round(percentile(ms, 0.9), 4),

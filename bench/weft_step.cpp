@@ -1,12 +1,13 @@
 // weft_step: times one training step (zero_grad, forward, loss, backward, SGD step with
 // lr 0.01 and momentum 0.9) of DESIGN.md's benchmark workloads and prints one line of JSON.
 //   weft_step --workload linear|convbn|mlp25m --threads N --steps S --warmup W [--batch B]
-//             [--device cpu|cuda] [--wrap none|ddp|dp] [--breakdown]
+//             [--device cpu|cuda] [--wrap none|ddp|dp] [--amp none|bf16|fp16] [--breakdown]
 // --breakdown also prints, to stderr, the median ms of each phase (zero_grad, forward, loss,
 // backward, step) as a second JSON line; the phase clocks add a few ns to each step.
 // --device cuda (CUDA builds) runs on GPU 0 with batch 256 by default and waits for the GPU at
 // the end of each step. --wrap ddp wraps the model in DistributedDataParallel at world 1 (a
 // process group of one, Gloo on CPU, NCCL on CUDA); --wrap dp in DataParallel over one device.
+// --amp runs forward and loss under amp::autocast in that dtype (no loss scaling, in both).
 // bench/torch_step.py does the same in PyTorch; bench/compare.sh runs both.
 #include <sys/resource.h>
 
@@ -19,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "weft/amp.h"
 #include "weft/cuda.h"
 #include "weft/dist/distributed.h"
 #include "weft/generator.h"
@@ -101,7 +103,7 @@ double percentile(std::vector<double> v, double p) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  std::string workload, device = "cpu", wrap = "none";
+  std::string workload, device = "cpu", wrap = "none", amp = "none";
   int64_t threads = 1, steps = 50, warmup = 5, batch = 0;
   bool breakdown = false;
   for (int i = 1; i < argc; ++i) {
@@ -127,6 +129,8 @@ int main(int argc, char** argv) {
       device = v;
     else if (a == "--wrap")
       wrap = v;
+    else if (a == "--amp")
+      amp = v;
     else
       usage(("unknown flag " + a).c_str());
   }
@@ -135,6 +139,8 @@ int main(int argc, char** argv) {
 
   if (device != "cpu" && device != "cuda") usage("--device must be cpu or cuda");
   if (wrap != "none" && wrap != "ddp" && wrap != "dp") usage("--wrap must be none, ddp or dp");
+  if (amp != "none" && amp != "bf16" && amp != "fp16") usage("--amp must be none, bf16 or fp16");
+  const weft::DType amp_dtype = amp == "fp16" ? weft::DType::Float16 : weft::DType::BFloat16;
   const bool gpu = device == "cuda";
   if (gpu && !weft::cuda::is_available()) usage("--device cuda: no usable CUDA device");
   const weft::Device dev = gpu ? weft::Device::CUDA(0) : weft::Device::CPU();
@@ -174,9 +180,13 @@ int main(int argc, char** argv) {
     t[0] = clock::now();
     opt.zero_grad();
     if (breakdown) t[1] = clock::now();
-    weft::Tensor out = step_model->forward(w.input);
-    if (breakdown) t[2] = clock::now();
-    weft::Tensor loss = w.loss(out, w.target);
+    weft::Tensor out, loss;
+    {
+      weft::amp::autocast region(dev.type, amp_dtype, amp != "none");
+      out = step_model->forward(w.input);
+      if (breakdown) t[2] = clock::now();
+      loss = w.loss(out, w.target);
+    }
     if (breakdown) t[3] = clock::now();
     loss.backward();
     if (breakdown) t[4] = clock::now();
@@ -203,10 +213,10 @@ int main(int argc, char** argv) {
   rusage ru{};
   getrusage(RUSAGE_SELF, &ru);
   std::printf(
-      "{\"impl\":\"weft\",\"workload\":\"%s\",\"device\":\"%s\",\"wrap\":\"%s\",\"threads\":%lld,"
-      "\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"peak_rss_mb\":%.1f}\n",
-      workload.c_str(), device.c_str(), wrap.c_str(), (long long)threads, percentile(ms, 0.5),
-      percentile(ms, 0.1), percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
+      "{\"impl\":\"weft\",\"workload\":\"%s\",\"device\":\"%s\",\"wrap\":\"%s\",\"amp\":\"%s\","
+      "\"threads\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"peak_rss_mb\":%.1f}\n",
+      workload.c_str(), device.c_str(), wrap.c_str(), amp.c_str(), (long long)threads,
+      percentile(ms, 0.5), percentile(ms, 0.1), percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
   if (wrap == "ddp") weft::dist::destroy_process_group();
   return 0;
 }

@@ -25,7 +25,8 @@ log=/dev/null
     bench)
       bench/compare.sh --device cuda convbn mlp25m
       bench/overhead.sh --device cuda
-      bench/parallel.sh --device cuda ;;
+      bench/parallel.sh --device cuda
+      bench/compare.sh --device cuda --amp fp16 convbn mlp25m ;;
     *) echo "gpu_check: unknown phase '$phase' (build, test or bench)" >&2; exit 2 ;;
   esac
 } 2>&1 | tee "$log"
