@@ -54,6 +54,11 @@ TEST(DDP, GradScalerSkipsTheSameStepsOnEveryRank) {
   EXPECT_EQ(count(r.output, "scaler steps as expected 1, scale 2048"), 2) << r.output;
 }
 
+TEST(DDP, UnderAutocastEquivalentToSingleProcess) {
+  auto r = launch(2, "ddp_worker", "autocast");
+  EXPECT_EQ(r.code, 0) << r.output;
+}
+
 TEST(DDP, ManyBucketsAndBucketViews) {
   auto r = launch(3, "ddp_worker", "equiv_buckets sgd");
   EXPECT_EQ(r.code, 0) << r.output;
