@@ -58,10 +58,6 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float b
               (blasint)vb.ld, beta, c.data_ptr<float>(), (blasint)std::max<int64_t>(N, 1));
 }
 
-void check_float(const Tensor& t, const char* op) {
-  WEFT_CHECK(t.dtype() == kFloat32, op, " expects float32 tensors, got ", t.str());
-}
-
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
   WEFT_CHECK(a.dtype() == b.dtype(), op, ": expected both tensors to have the same dtype, got ",
              a.str(), " and ", b.str());
@@ -122,8 +118,10 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return matmul(la, lb);
   }
   check_same_dtype(a, b, "matmul");
-  if (is_reduced_float(a.dtype())) return matmul(a.to(kFloat32), b.to(kFloat32)).to(a.dtype());
-  check_float(a, "matmul");
+  if (is_reduced_float(a.dtype()) && a.device().is_cpu())  // as mm: float32, rounded once
+    return matmul(a.to(kFloat32), b.to(kFloat32)).to(a.dtype());
+  WEFT_CHECK(a.dtype() == kFloat32 || a.device().is_cuda(), "matmul expects float32 tensors, got ",
+             a.str());
   WEFT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got ",
              a.str(), " and ", b.str());
   if (a.dim() == 1 && b.dim() == 1) return (a * b).sum();
@@ -145,7 +143,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
   eb.insert(eb.end(), {b.size(-2), b.size(-1)});
   const int64_t nb = shape_numel(batch), n = a.size(-2), k = a.size(-1), m = b.size(-1);
   Tensor a3 = a.expand(ea).reshape({nb, n, k}), b3 = b.expand(eb).reshape({nb, k, m});
-  Tensor out = make_empty({nb, n, m}, kFloat32, a.device());
+  Tensor out = make_empty({nb, n, m}, a.dtype(), a.device());
   {
     NoGradGuard ng;
     for (int64_t i = 0; i < nb; ++i) {

@@ -15,6 +15,7 @@
 #include "../../cuda/cuda_check.h"
 #include "../../cuda/handle_pool.h"
 #include "nn_ops.h"
+#include "weft/autograd.h"
 #include "weft/cuda.h"
 
 #define WEFT_CUDNN_CHECK(call)                                               \
@@ -234,6 +235,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParam
     WEFT_CHECK(b.dtype() == x.dtype() && b.is_contiguous() && b.device() == x.device(),
                "CUDA conv2d: bias ", b.str(), " must be contiguous ", x.dtype(), " on ",
                x.device());
+    // 16-bit outputs: the bias added as PyTorch adds it there (output.add_(bias), in float,
+    // rounded); cuDNN's AddTensor is not documented for bf16.
+    if (is_reduced_float(y.dtype())) {
+      NoGradGuard ng;  // the caller records the convolution's one backward node
+      return y + b.view({1, b.size(0), 1, 1});
+    }
     WEFT_CUDNN_CHECK(cudnnAddTensor(h, &one, d.b, dptr(b), &one, d.y, dptr(y)));
   }
   return y;
@@ -264,7 +271,9 @@ ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, c
                                                     bf.algo, dptr(bf.ws), bf.bytes, &zero, d.w,
                                                     dptr(g.dw)));
   }
-  if (want_db) {
+  if (want_db && is_reduced_float(dy.dtype())) {
+    g.db = dy.sum({0, 2, 3});  // float32 accumulation, rounded once; as for the bias above
+  } else if (want_db) {
     g.db = make_empty({dy.size(1)}, x.dtype(), x.device());
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardBias(h, &one, d.y, dptr(dy), &zero, d.b, dptr(g.db)));
   }
