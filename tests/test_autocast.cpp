@@ -52,6 +52,31 @@ TEST(Bf16Ops, TypePromotion) {
   EXPECT_EQ((f32 + small).to_vector_float()[0], 1.0f + 1.0f / 256);
 }
 
+// PyTorch refuses products of mixed dtypes (outside autocast); so does weft, naming both.
+TEST(Bf16Ops, MixedDtypeProductsAreClearErrors) {
+  Tensor x = randn({2, 3}).to(kBF16), w = randn({4, 3}), b = randn({4});
+  auto message = [](const std::function<void()>& f) {
+    try {
+      f();
+    } catch (const Error& e) {
+      return std::string(e.what());
+    }
+    return std::string("no error");
+  };
+  const std::string lin = message([&] { F::linear(x, w, b); });
+  EXPECT_NE(lin.find("linear: expected input, weight and bias of one dtype"), std::string::npos)
+      << lin;
+  EXPECT_NE(lin.find("bfloat16"), std::string::npos) << lin;
+  const std::string conv = message([&] {
+    F::conv2d(randn({1, 3, 4, 4}).to(kBF16), randn({2, 3, 3, 3}), Tensor());
+  });
+  EXPECT_NE(conv.find("conv2d: expected input, weight and bias of one dtype"), std::string::npos)
+      << conv;
+  const std::string mat = message([&] { matmul(x, w.transpose(0, 1)); });
+  EXPECT_NE(mat.find("matmul: expected both tensors to have the same dtype"), std::string::npos)
+      << mat;
+}
+
 TEST(Bf16Ops, ModuleToDtypeKeepsIdentity) {
   manual_seed(9);
   nn::Sequential m{nn::Conv2d(3, 4, 3), nn::BatchNorm2d(4), nn::ReLU(), nn::Flatten(),
