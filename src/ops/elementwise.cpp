@@ -54,8 +54,11 @@ DType result_type(const Tensor& a, const Tensor& b) {
 
 namespace {
 
-bool any_reduced(const Tensor& a, const Tensor& b) {
-  return is_reduced_float(a.dtype()) || is_reduced_float(b.dtype());
+// Operands that must be widened: a 16-bit float on the CPU (which has float32 kernels only), or
+// mixed dtypes with a 16-bit float. CUDA kernels take two operands of one 16-bit type as they are.
+bool widen_operands(const Tensor& a, const Tensor& b) {
+  if (!is_reduced_float(a.dtype()) && !is_reduced_float(b.dtype())) return false;
+  return !(a.device().is_cuda() && a.dtype() == b.dtype());
 }
 
 void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
@@ -146,7 +149,7 @@ std::pair<Tensor, Tensor> promote(const Tensor& a, const Tensor& b, const char* 
 template <typename F>
 Tensor arith(const Tensor& a0, const Tensor& b0, const char* op,
              [[maybe_unused]] cuda::BinaryOp cop, [[maybe_unused]] double alpha, F f) {
-  auto [a, b] = promote(a0, b0, op);
+  auto [a, b] = promote(a0, b0, op);  // one 16-bit type passes through, to CUDA's kernels
 #ifdef WEFT_WITH_CUDA
   if (a.device().is_cuda()) return cuda::binary(cop, a, b, alpha);
 #endif
@@ -159,7 +162,7 @@ Tensor arith(const Tensor& a0, const Tensor& b0, const char* op,
 
 Tensor add(const Tensor& a, const Tensor& b, double alpha) {
   check_same_device(a, b, "add");
-  if (any_reduced(a, b)) return add(a.to(kFloat32), b.to(kFloat32), alpha).to(result_type(a, b));
+  if (widen_operands(a, b)) return add(a.to(kFloat32), b.to(kFloat32), alpha).to(result_type(a, b));
   const auto cop = cuda::BinaryOp::Add;
   Tensor out = alpha == 1.0 ? arith(a, b, "add", cop, alpha, [](auto x, auto y) { return x + y; })
                             : arith(a, b, "add", cop, alpha, [alpha](auto x, auto y) {
@@ -176,7 +179,7 @@ Tensor sub(const Tensor& a, const Tensor& b) { return add(a, b, -1.0); }
 
 Tensor mul(const Tensor& a, const Tensor& b) {
   check_same_device(a, b, "mul");
-  if (any_reduced(a, b)) return mul(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
+  if (widen_operands(a, b)) return mul(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
   Tensor out = arith(a, b, "mul", cuda::BinaryOp::Mul, 1.0, [](auto x, auto y) { return x * y; });
   if (autograd::any_requires_grad({&a, &b})) {
     Tensor sa = a.detach(), sb = b.detach();
@@ -193,8 +196,10 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 Tensor div(const Tensor& a, const Tensor& b) {
   check_same_device(a, b, "div");
-  if (any_reduced(a, b)) return div(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
-  auto [fa, fb] = promote(a.to(kFloat32), b.to(kFloat32), "div");
+  if (widen_operands(a, b)) return div(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
+  // int64 operands divide as float32; 16-bit ones (on CUDA) as they are.
+  auto [fa, fb] = is_reduced_float(a.dtype()) ? std::pair<Tensor, Tensor>{a, b}
+                                              : promote(a.to(kFloat32), b.to(kFloat32), "div");
 #ifdef WEFT_WITH_CUDA
   Tensor out = fa.device().is_cuda()
                    ? cuda::binary(cuda::BinaryOp::Div, fa, fb)
@@ -262,7 +267,8 @@ Tensor unary_grad(const Tensor& g, const Tensor& x, const Tensor& y,
 template <typename F, typename D>
 Tensor unary_op(const Tensor& a, const char* name, Reads reads, [[maybe_unused]] cuda::UnaryOp cop,
                 [[maybe_unused]] double s0, [[maybe_unused]] double s1, F f, D dfn) {
-  const bool reduced = a.defined() && is_reduced_float(a.dtype());
+  // 16-bit floats on the CPU go through float32 copies; the CUDA kernels take them as they are.
+  const bool reduced = a.defined() && is_reduced_float(a.dtype()) && !a.device().is_cuda();
   Tensor out;
   if (reduced) {
     NoGradGuard ng;

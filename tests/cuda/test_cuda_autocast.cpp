@@ -4,6 +4,8 @@
 // and sum in float32; binary_cross_entropy refused).
 #include <gtest/gtest.h>
 
+#include <functional>
+
 #include "../bf16_golden.h"
 #include "skip_without_cuda.h"
 #include "weft/amp.h"
@@ -24,6 +26,43 @@ TEST(CudaBf16Ops, MatchPyTorch) {
 TEST(CudaAutocast, Bf16TrainingMatchesPyTorch) {
   SKIP_WITHOUT_CUDA();
   check_autocast_training(kGpu);
+}
+
+// The 16-bit elementwise kernels (float math on widened loads, one rounding) against the CPU's
+// widened float32 ops, forward and backward, for both 16-bit types.
+TEST(CudaAutocast, HalfElementwiseMatchesTheCpu) {
+  SKIP_WITHOUT_CUDA();
+  for (DType dt : {DType::BFloat16, DType::Float16}) {
+    SCOPED_TRACE(dtype_name(dt));
+    const double ulp = dt == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024;
+    manual_seed(23);
+    Tensor a = randn({33, 17}).to(dt), b = (randn({17}).abs() + 0.5).to(dt);
+    using Fn = std::function<Tensor(const Tensor&, const Tensor&)>;
+    const std::vector<std::pair<std::string, Fn>> ops = {
+        {"add", [](auto& x, auto& y) { return x + y; }},
+        {"sub", [](auto& x, auto& y) { return x - y; }},
+        {"mul", [](auto& x, auto& y) { return x * y; }},
+        {"div", [](auto& x, auto& y) { return x / y; }},
+        {"relu", [](auto& x, auto&) { return x.relu(); }},
+        {"sigmoid", [](auto& x, auto&) { return x.sigmoid(); }},
+        {"tanh", [](auto& x, auto&) { return x.tanh(); }},
+        {"scale", [](auto& x, auto&) { return x * 0.3 + 1.0; }},
+    };
+    for (const auto& [name, fn] : ops) {
+      Tensor ca = a.clone().requires_grad_(true), cb = b.clone().requires_grad_(true);
+      Tensor ga = a.to(kGpu).requires_grad_(true), gb = b.to(kGpu).requires_grad_(true);
+      Tensor co = fn(ca, cb), go = fn(ga, gb);
+      ASSERT_EQ(go.dtype(), dt) << name;
+      EXPECT_TRUE(close(go, co, ulp, name));
+      Tensor gout = randn(co.sizes()).to(dt);
+      co.backward(gout);
+      go.backward(gout.to(kGpu));
+      EXPECT_TRUE(close(ga.grad(), ca.grad(), ulp, name + " grad a"));
+      if (cb.grad().defined()) {  // summed over the broadcast rows: in another order
+        EXPECT_TRUE(close_normwise(gb.grad(), cb.grad(), ulp, name + " grad b"));
+      }
+    }
+  }
 }
 
 // cuBLAS and cuDNN on 16-bit data accumulate in float32 and round once, like the CPU's widened

@@ -35,7 +35,8 @@ enum class UnaryOp {
   RSub,
   RDiv,
 };
-// float32; the scalars are the op's (Pow: exponent; Clamp: lo, hi; *Scalar: the scalar).
+// float32, bf16 or fp16 (16-bit: float math, the result rounded once); the scalars are the op's
+// (Pow: exponent; Clamp: lo, hi; *Scalar: the scalar).
 Tensor unary(UnaryOp op, const Tensor& x, double s0 = 0, double s1 = 0);
 // The op's gradient g * dy/dx from x (input) and y (output), all of x's shape.
 Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double s0 = 0,
@@ -44,8 +45,8 @@ Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor
 void scalar_(UnaryOp op, const Tensor& t, double s);
 
 enum class BinaryOp { Add, Mul, Div, Eq };
-// Broadcasting a op b, a and b of the same dtype (float32 or int64; Div float32 only); Add
-// computes a + alpha*b. Eq gives int64 0/1.
+// Broadcasting a op b, a and b of the same dtype (float32, int64, bf16 or fp16; Div not int64,
+// Eq not 16-bit); Add computes a + alpha*b. Eq gives int64 0/1.
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 1.0);
 // In place, float32: self = self + alpha*other (Add) or self * other (Mul), other broadcast.
 void binary_(BinaryOp op, const Tensor& self, const Tensor& other, double alpha = 1.0);

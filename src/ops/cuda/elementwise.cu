@@ -1,10 +1,13 @@
-// Elementwise CUDA kernels: float32 unary ops and their gradients, broadcasting binary ops on
-// float32/int64, and the in-place forms. Each functor computes exactly what the CPU kernel's
-// lambda in src/ops/elementwise.cpp computes (same float/double steps), so CPU and CUDA agree
-// to rounding of the device's math functions.
+// Elementwise CUDA kernels: unary ops and their gradients on float32, bf16 and fp16, broadcasting
+// binary ops on float32/int64/bf16/fp16, and the float32 in-place forms. Each functor computes
+// exactly what the CPU kernel's lambda in src/ops/elementwise.cpp computes (same float/double
+// steps), so CPU and CUDA agree to rounding of the device's math functions. 16-bit operands are
+// loaded as float, and each result is rounded once (InFloat): the CPU's widened computation in
+// one pass.
 #include <cmath>
 
 #include "cuda_ops.h"
+#include "dispatch.cuh"
 #include "loops.cuh"
 #include "weft/ops.h"
 
@@ -13,6 +16,26 @@ namespace weft::cuda {
 namespace {
 
 using detail::launch_elementwise;
+
+// A float functor over T storage: operands widened to float, the result rounded to T once.
+template <typename T, typename Op>
+struct InFloat {
+  Op op;
+  template <typename... X>
+  __device__ T operator()(X... x) const {
+    return detail::convert<T>(op(detail::to_float(x)...));
+  }
+};
+
+// Calls f.template operator()<T>() with T the device type of a float32, bf16 or fp16 `dtype`.
+template <typename F>
+void dispatch_float(DType dtype, const char* what, F&& f) {
+  WEFT_CHECK(dtype == kFloat32 || is_reduced_float(dtype), what,
+             ": expected a float32, bf16 or fp16 tensor, got ", dtype);
+  detail::dispatch_dtype(dtype, [&]<typename T>() {
+    if constexpr (!std::is_same_v<T, int64_t>) f.template operator()<T>();
+  });
+}
 
 template <UnaryOp OP>
 struct UnaryF {
@@ -127,21 +150,29 @@ struct AddAlphaFloatF {
 }  // namespace
 
 Tensor unary(UnaryOp op, const Tensor& x, double s0, double s1) {
-  check_float_cuda(x, "unary op");
-  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
-  dispatch_unary(op, [&]<UnaryOp OP>() {
-    launch_elementwise<float, float>(out, UnaryF<OP>{s0, s1}, {x});
+  WEFT_CHECK(x.device().is_cuda(), "unary op: expected a CUDA tensor, got one on ", x.device());
+  Tensor out = make_empty(x.sizes(), x.dtype(), x.device());
+  dispatch_float(x.dtype(), "unary op", [&]<typename T>() {
+    dispatch_unary(op, [&]<UnaryOp OP>() {
+      launch_elementwise<T, T>(out, InFloat<T, UnaryF<OP>>{{s0, s1}}, {x});
+    });
   });
   return out;
 }
 
 Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double s0,
                       double s1) {
-  check_float_cuda(g, "unary op backward");
-  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
-  const Tensor ge = g.sizes() == x.sizes() ? g : g.detach().expand(x.sizes());
-  dispatch_unary(op, [&]<UnaryOp OP>() {
-    launch_elementwise<float, float, float, float>(out, UnaryBackF<OP>{s0, s1}, {ge, x, y});
+  WEFT_CHECK(x.device().is_cuda() && g.device() == x.device() && y.device() == x.device(),
+             "unary op backward: expected CUDA tensors on one device");
+  WEFT_CHECK(y.dtype() == x.dtype(), "unary op backward: input ", x.str(), " and output ", y.str(),
+             " differ in dtype");
+  Tensor out = make_empty(x.sizes(), x.dtype(), x.device());
+  const Tensor gt = g.dtype() == x.dtype() ? g : g.to(x.dtype());
+  const Tensor ge = gt.sizes() == x.sizes() ? gt : gt.detach().expand(x.sizes());
+  dispatch_float(x.dtype(), "unary op backward", [&]<typename T>() {
+    dispatch_unary(op, [&]<UnaryOp OP>() {
+      launch_elementwise<T, T, T, T>(out, InFloat<T, UnaryBackF<OP>>{{s0, s1}}, {ge, x, y});
+    });
   });
   return out;
 }
@@ -159,12 +190,28 @@ void scalar_(UnaryOp op, const Tensor& t, double s) {
 Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha) {
   WEFT_CHECK(a.device() == b.device() && a.device().is_cuda(), "binary op: tensors on ", a.device(),
              " and ", b.device());
-  WEFT_CHECK(a.dtype() == b.dtype() && (a.dtype() == kFloat32 || a.dtype() == kInt64),
-             "binary op: unsupported dtypes ", a.dtype(), " and ", b.dtype());
+  WEFT_CHECK(a.dtype() == b.dtype(), "binary op: operands of one dtype expected, got ", a.dtype(),
+             " and ", b.dtype());
   const Shape shape = a.sizes() == b.sizes() ? a.sizes() : broadcast_shapes(a.sizes(), b.sizes());
   const Tensor ea = a.sizes() == shape ? a : a.detach().expand(shape);
   const Tensor eb = b.sizes() == shape ? b : b.detach().expand(shape);
   Tensor out = make_empty(shape, op == BinaryOp::Eq ? kInt64 : a.dtype(), a.device());
+  if (is_reduced_float(a.dtype())) {  // float math on widened loads, rounded once
+    WEFT_CHECK(op != BinaryOp::Eq, "binary op: eq on 16-bit floats compares them as float32");
+    dispatch_float(a.dtype(), "binary op", [&]<typename T>() {
+      if (op == BinaryOp::Add && alpha == 1.0)
+        launch_elementwise<T, T, T>(out, InFloat<T, AddF<float>>{}, {ea, eb});
+      else if (op == BinaryOp::Add)
+        launch_elementwise<T, T, T>(out, InFloat<T, AddAlphaF<float>>{{alpha}}, {ea, eb});
+      else if (op == BinaryOp::Mul)
+        launch_elementwise<T, T, T>(out, InFloat<T, MulF<float>>{}, {ea, eb});
+      else
+        launch_elementwise<T, T, T>(out, InFloat<T, DivF>{}, {ea, eb});
+    });
+    return out;
+  }
+  WEFT_CHECK(a.dtype() == kFloat32 || a.dtype() == kInt64, "binary op: unsupported dtype ",
+             a.dtype());
   auto run = [&]<typename T>() {
     switch (op) {
       case BinaryOp::Add:
