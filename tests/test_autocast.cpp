@@ -129,6 +129,12 @@ TEST(Bf16Ops, InPlaceAndGradientDtypes) {
   ASSERT_EQ(root.dtype(), kBF16);
   root.backward();
   EXPECT_TRUE(bit_equal(leaf2.grad(), full({4, 3}, 3.0, {.dtype = kBF16})));
+  // A float32 seed for a bf16 root is cast to it, as PyTorch's engine does.
+  Tensor leaf3 = x.clone().requires_grad_(true);
+  Tensor out3 = leaf3 * 2.0;
+  out3.backward(full({4, 3}, 1.0 / 3));
+  EXPECT_EQ(leaf3.grad().dtype(), kBF16);
+  EXPECT_TRUE(bit_equal(leaf3.grad(), (full({4, 3}, 1.0 / 3).to(kBF16) * 2.0)));
   EXPECT_THROW(mm(x, y, false, true), Error);  // mixed dtypes in a matrix product
 }
 

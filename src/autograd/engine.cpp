@@ -282,6 +282,9 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
     } else {
       WEFT_CHECK(g.sizes() == r.sizes(), "backward: gradient ", g.str(), " does not match ",
                  r.str());
+      // PyTorch casts a seed of another floating dtype to the root's (validate_outputs).
+      if (g.dtype() != r.dtype() && is_floating_point(g.dtype()) && is_floating_point(r.dtype()))
+        g = g.to(r.dtype());
     }
     seeds.emplace_back(gradient_edge(r), g);
   }

@@ -29,7 +29,9 @@ TEST(CudaAutocast, Bf16TrainingMatchesPyTorch) {
 }
 
 // The 16-bit elementwise kernels (float math on widened loads, one rounding) against the CPU's
-// widened float32 ops, forward and backward, for both 16-bit types.
+// widened float32 ops, forward and backward, for both 16-bit types. IEEE float arithmetic and
+// round-to-nearest are the same on both sides, so the arithmetic ops agree bit for bit (a
+// truncating or double rounding would show); the transcendental ones within an ulp.
 TEST(CudaAutocast, HalfElementwiseMatchesTheCpu) {
   SKIP_WITHOUT_CUDA();
   for (DType dt : {DType::BFloat16, DType::Float16}) {
@@ -38,26 +40,33 @@ TEST(CudaAutocast, HalfElementwiseMatchesTheCpu) {
     manual_seed(23);
     Tensor a = randn({33, 17}).to(dt), b = (randn({17}).abs() + 0.5).to(dt);
     using Fn = std::function<Tensor(const Tensor&, const Tensor&)>;
-    const std::vector<std::pair<std::string, Fn>> ops = {
-        {"add", [](auto& x, auto& y) { return x + y; }},
-        {"sub", [](auto& x, auto& y) { return x - y; }},
-        {"mul", [](auto& x, auto& y) { return x * y; }},
-        {"div", [](auto& x, auto& y) { return x / y; }},
-        {"relu", [](auto& x, auto&) { return x.relu(); }},
-        {"sigmoid", [](auto& x, auto&) { return x.sigmoid(); }},
-        {"tanh", [](auto& x, auto&) { return x.tanh(); }},
-        {"scale", [](auto& x, auto&) { return x * 0.3 + 1.0; }},
+    struct Case {
+      std::string name;
+      bool exact;
+      Fn fn;
     };
-    for (const auto& [name, fn] : ops) {
+    const std::vector<Case> ops = {
+        {"add", true, [](auto& x, auto& y) { return x + y; }},
+        {"sub", true, [](auto& x, auto& y) { return x - y; }},
+        {"mul", true, [](auto& x, auto& y) { return x * y; }},
+        {"div", true, [](auto& x, auto& y) { return x / y; }},
+        {"relu", true, [](auto& x, auto&) { return x.relu(); }},
+        {"scale", true, [](auto& x, auto&) { return x * 0.3 + 1.0; }},
+        {"sigmoid", false, [](auto& x, auto&) { return x.sigmoid(); }},
+        {"tanh", false, [](auto& x, auto&) { return x.tanh(); }},
+    };
+    for (const auto& [name, exact, fn] : ops) {
       Tensor ca = a.clone().requires_grad_(true), cb = b.clone().requires_grad_(true);
       Tensor ga = a.to(kGpu).requires_grad_(true), gb = b.to(kGpu).requires_grad_(true);
       Tensor co = fn(ca, cb), go = fn(ga, gb);
       ASSERT_EQ(go.dtype(), dt) << name;
-      EXPECT_TRUE(close(go, co, ulp, name));
+      EXPECT_TRUE(exact ? bit_equal(go.to(Device::CPU()), co) : close(go, co, ulp, name)) << name;
       Tensor gout = randn(co.sizes()).to(dt);
       co.backward(gout);
       go.backward(gout.to(kGpu));
-      EXPECT_TRUE(close(ga.grad(), ca.grad(), ulp, name + " grad a"));
+      const Tensor gga = ga.grad().to(Device::CPU());
+      EXPECT_TRUE(exact ? bit_equal(gga, ca.grad()) : close(gga, ca.grad(), ulp, name))
+          << name << " grad a";
       if (cb.grad().defined()) {  // summed over the broadcast rows: in another order
         EXPECT_TRUE(close_normwise(gb.grad(), cb.grad(), ulp, name + " grad b"));
       }
@@ -74,7 +83,7 @@ TEST(CudaAutocast, HalfProductsMatchTheCpu) {
     manual_seed(21);
     Tensor a = randn({37, 64}).to(dt), b = randn({48, 64}).to(dt);
     Tensor x = randn({4, 8, 9, 9}).to(dt), w = (randn({16, 8, 3, 3}) * 0.2).to(dt);
-    Tensor bias = randn({16}).to(dt);
+    Tensor bias = randn({16}).to(dt), p = randn({3, 5, 7}).to(dt), q = randn({3, 7, 4}).to(dt);
     const double ulp = dt == DType::BFloat16 ? 1.0 / 128 : 1.0 / 1024;
     Tensor ga = a.to(kGpu).requires_grad_(true), gb = b.to(kGpu).requires_grad_(true);
     Tensor ca = a.clone().requires_grad_(true), cb = b.clone().requires_grad_(true);
@@ -86,11 +95,19 @@ TEST(CudaAutocast, HalfProductsMatchTheCpu) {
     cp.backward(gout);
     EXPECT_TRUE(close_normwise(ga.grad(), ca.grad(), ulp, "mm grad a"));
     EXPECT_TRUE(close_normwise(gb.grad(), cb.grad(), ulp, "mm grad b"));
+    // A transposed view (passed to cuBLAS as a flag) and a batched product (GemmEx per batch).
+    Tensor at = a.transpose(0, 1).contiguous();
+    EXPECT_TRUE(close_normwise(mm(at.to(kGpu).transpose(0, 1), b.to(kGpu), false, true),
+                               mm(at.transpose(0, 1), b, false, true), ulp, "mm of a view"));
+    Tensor gpq = matmul(p.to(kGpu), q.to(kGpu));
+    ASSERT_EQ(gpq.dtype(), dt);
+    EXPECT_TRUE(close_normwise(gpq, matmul(p, q), ulp, "batched matmul"));
 
     Tensor gx = x.to(kGpu).requires_grad_(true), gw = w.to(kGpu).requires_grad_(true);
     Tensor cx = x.clone().requires_grad_(true), cw = w.clone().requires_grad_(true);
-    Tensor gy = nn::functional::conv2d(gx, gw, bias.to(kGpu), {1, 1}, {1, 1});
-    Tensor cy = nn::functional::conv2d(cx, cw, bias, {1, 1}, {1, 1});
+    Tensor gbias = bias.to(kGpu).requires_grad_(true), cbias = bias.clone().requires_grad_(true);
+    Tensor gy = nn::functional::conv2d(gx, gw, gbias, {1, 1}, {1, 1});
+    Tensor cy = nn::functional::conv2d(cx, cw, cbias, {1, 1}, {1, 1});
     ASSERT_EQ(gy.dtype(), dt);
     EXPECT_TRUE(close_normwise(gy, cy, ulp, "conv2d"));
     Tensor cg = randn(cy.sizes()).to(dt);
@@ -98,6 +115,7 @@ TEST(CudaAutocast, HalfProductsMatchTheCpu) {
     cy.backward(cg);
     EXPECT_TRUE(close_normwise(gx.grad(), cx.grad(), ulp, "conv2d grad x"));
     EXPECT_TRUE(close_normwise(gw.grad(), cw.grad(), 2 * ulp, "conv2d grad w"));
+    EXPECT_TRUE(close_normwise(gbias.grad(), cbias.grad(), ulp, "conv2d grad bias"));
   }
 }
 

@@ -2,7 +2,9 @@
 // device), bound to the current stream and that stream's workspace at each call. float32: math
 // mode follows weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH (full float32 products, PyTorch's
 // default) or CUBLAS_TF32_TENSOR_OP_MATH. 16-bit floats: cublasGemmEx with float32 accumulation
-// (CUBLAS_COMPUTE_32F) on the tensor cores, the result rounded once, as PyTorch's.
+// (CUBLAS_COMPUTE_32F) on the tensor cores. As with PyTorch's defaults
+// (allow_bf16/fp16_reduced_precision_reduction), cuBLAS may reduce split-K partial sums in the
+// output type, so a result may be rounded more than once.
 #include <algorithm>
 #include <map>
 #include <mutex>

@@ -61,9 +61,9 @@ Tensor max_backward(const Tensor& g, const Tensor& idx, const Shape& in_shape, i
 Tensor softmax(const Tensor& x, int64_t d, bool log);
 
 // --- cuBLAS (blas.cpp) ---
-// c = op(a) @ op(b) + beta * c for 2-D float32 tensors on one CUDA device; a and b may be
-// strided (transposed views are passed to cuBLAS as flags), c needs unit stride in dim 1.
-// TF32 only when allow_tf32().
+// c = op(a) @ op(b) + beta * c for 2-D tensors of one dtype (float32, bf16 or fp16) on one CUDA
+// device; a and b may be strided (transposed views are passed to cuBLAS as flags), c needs unit
+// stride in dim 1. float32: TF32 only when allow_tf32(); 16-bit: float32 accumulation.
 void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
           float beta);
 

@@ -249,7 +249,8 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParam
 ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, const ConvParams& p,
                           bool want_dx, bool want_dw, bool want_db) {
   check_conv_args(x, w, "conv2d backward");
-  Tensor dy = dy0.contiguous();
+  // The descriptors are declared in x's dtype: a gradient of another one would be misread.
+  Tensor dy = (dy0.dtype() == x.dtype() ? dy0 : dy0.to(x.dtype())).contiguous();
   const int dev = x.device().index;
   detail::DeviceScope scope(dev);
   cudnnHandle_t h = handle_for(dev);

@@ -56,8 +56,9 @@ Tensor nll_loss_per_sample(const Tensor& log_probs, const Tensor& target, int64_
 Tensor nll_loss_backward(const Tensor& g, bool per_sample, double scale, const Tensor& target,
                          int64_t C, int64_t ignore_index);
 
-// cuDNN convolution of contiguous NCHW float32 tensors (weight [K, C/G, kh, kw]). TF32 only
-// when weft::cuda::allow_tf32() (PyTorch's conv numerics otherwise).
+// cuDNN convolution of contiguous NCHW tensors of one dtype, float32, bf16 or fp16 (weight
+// [K, C/G, kh, kw]). float32: TF32 only when weft::cuda::allow_tf32() (PyTorch's conv numerics
+// otherwise); 16-bit: tensor cores with float32 accumulation.
 struct ConvParams {
   int64_t sh, sw, ph, pw, dh, dw, groups;
 };
