@@ -7,6 +7,7 @@
 #include <functional>
 
 #include "bf16_golden.h"
+#include "error_message.h"
 #include "weft/amp.h"
 #include "weft/autograd.h"
 #include "weft/nn.h"
@@ -55,14 +56,7 @@ TEST(Bf16Ops, TypePromotion) {
 // PyTorch refuses products of mixed dtypes (outside autocast); so does weft, naming both.
 TEST(Bf16Ops, MixedDtypeProductsAreClearErrors) {
   Tensor x = randn({2, 3}).to(kBF16), w = randn({4, 3}), b = randn({4});
-  auto message = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  const auto message = test::error_message;
   const std::string lin = message([&] { F::linear(x, w, b); });
   EXPECT_NE(lin.find("linear: expected input, weight and bias of one dtype"), std::string::npos)
       << lin;

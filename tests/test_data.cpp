@@ -18,6 +18,7 @@
 #include <thread>
 #include <vector>
 
+#include "error_message.h"
 #include "idx_bytes.h"
 #include "weft/data.h"
 #include "weft/error.h"
@@ -570,14 +571,7 @@ TEST(CIFAR10, ReadsBatchesInOrderFromTheTarballDirectory) {
 }
 
 TEST(CIFAR10, BadFilesAreClearErrors) {
-  auto message = [](const std::function<void()>& f) {
-    try {
-      f();
-    } catch (const Error& e) {
-      return std::string(e.what());
-    }
-    return std::string("no error");
-  };
+  const auto message = test::error_message;
   TempDir dir;
   EXPECT_NE(message([&] { CIFAR10((dir.path / "absent").string()); }).find("does not exist"),
             std::string::npos);
