@@ -144,29 +144,28 @@ void rebind(Tensor& t, const Tensor& moved) {
 }
 }  // namespace
 
-void Module::to(Device device) {
-  auto move = [&](Tensor& t) {
-    if (!t.defined() || t.device() == device) return;
-    rebind(t, t.detach().to(device).contiguous());
+void Module::convert(const std::function<bool(const Tensor&)>& applies,
+                     const std::function<Tensor(const Tensor&)>& f) {
+  auto one = [&](Tensor& t) {
+    if (!t.defined() || !applies(t)) return;
+    rebind(t, f(t.detach()).contiguous());
     Tensor g = t.grad();
-    if (g.defined()) t.mutable_grad() = g.to(device);
+    if (g.defined()) t.mutable_grad() = f(g);
   };
-  for (auto& [n, t] : params_) move(t);
-  for (auto& [n, t] : buffers_) move(t);
-  for (auto& [n, c] : children_) c->to(device);
+  for (auto& [n, t] : params_) one(t);
+  for (auto& [n, t] : buffers_) one(t);
+  for (auto& [n, c] : children_) c->convert(applies, f);
+}
+
+void Module::to(Device device) {
+  convert([&](const Tensor& t) { return t.device() != device; },
+          [&](const Tensor& t) { return t.to(device); });
 }
 
 void Module::to(DType dtype) {
   WEFT_CHECK(is_floating_point(dtype), "Module::to: dtype must be floating point, got ", dtype);
-  auto cast = [&](Tensor& t) {
-    if (!t.defined() || !is_floating_point(t.dtype()) || t.dtype() == dtype) return;
-    rebind(t, t.detach().to(dtype).contiguous());
-    Tensor g = t.grad();
-    if (g.defined()) t.mutable_grad() = g.to(dtype);
-  };
-  for (auto& [n, t] : params_) cast(t);
-  for (auto& [n, t] : buffers_) cast(t);
-  for (auto& [n, c] : children_) c->to(dtype);
+  convert([&](const Tensor& t) { return is_floating_point(t.dtype()) && t.dtype() != dtype; },
+          [&](const Tensor& t) { return t.to(dtype); });
 }
 
 StateDict Module::state_dict() const {

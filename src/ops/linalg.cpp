@@ -63,15 +63,11 @@ void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
              a.str(), " and ", b.str());
 }
 
-Tensor lower_precision(const Tensor& t) {
-  return amp::autocast_cast(t, amp::CastPolicy::LowerPrecision);
-}
-
 }  // namespace
 
 Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   if (amp::autocast_active(a)) {
-    Tensor la = lower_precision(a), lb = lower_precision(b);
+    Tensor la = amp::autocast_lower_precision(a), lb = amp::autocast_lower_precision(b);
     amp::AutocastSuspend inside;
     return mm(la, lb, trans_a, trans_b);
   }
@@ -113,7 +109,7 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
 
 Tensor matmul(const Tensor& a, const Tensor& b) {
   if (amp::autocast_active(a)) {
-    Tensor la = lower_precision(a), lb = lower_precision(b);
+    Tensor la = amp::autocast_lower_precision(a), lb = amp::autocast_lower_precision(b);
     amp::AutocastSuspend inside;
     return matmul(la, lb);
   }

@@ -38,6 +38,9 @@ void clear_autocast_cache();
 enum class CastPolicy { LowerPrecision, Float32 };
 bool autocast_active(const Tensor& t);
 Tensor autocast_cast(const Tensor& t, CastPolicy policy);
+inline Tensor autocast_lower_precision(const Tensor& t) {
+  return autocast_cast(t, CastPolicy::LowerPrecision);
+}
 // CUDA's float32 list beyond the losses (exp, log, pow, softmax, log_softmax, sum): true when `t`
 // is a 16-bit float CUDA tensor inside a CUDA region, and the op should run on t.to(float32).
 bool autocast_to_float32_on_cuda(const Tensor& t);

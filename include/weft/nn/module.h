@@ -86,6 +86,13 @@ class Module : public std::enable_shared_from_this<Module> {
   // structure must be the same.
   void copy_state_from(const Module& other);
 
+ private:
+  // Replaces, in place (keeping each tensor's identity), every parameter and buffer for which
+  // `applies` holds, and its gradient, by f of it, in this module and its children (to()).
+  void convert(const std::function<bool(const Tensor&)>& applies,
+               const std::function<Tensor(const Tensor&)>& f);
+
+ protected:
   std::string type_name_;
   bool training_ = true;
   OrderedDict<Tensor> params_;

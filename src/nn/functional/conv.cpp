@@ -121,10 +121,9 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
               std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
               std::array<int64_t, 2> dilation, int64_t groups) {
   if (amp::autocast_active(input)) {
-    auto lower = [](const Tensor& t) {
-      return amp::autocast_cast(t, amp::CastPolicy::LowerPrecision);
-    };
-    Tensor x = lower(input), w = lower(weight), b = lower(bias);
+    using amp::autocast_lower_precision;
+    Tensor x = autocast_lower_precision(input), w = autocast_lower_precision(weight),
+           b = autocast_lower_precision(bias);
     amp::AutocastSuspend inside;
     return conv2d(x, w, b, stride, padding, dilation, groups);
   }

@@ -13,10 +13,9 @@ namespace weft::nn::functional {
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   if (amp::autocast_active(input)) {
-    auto lower = [](const Tensor& t) {
-      return amp::autocast_cast(t, amp::CastPolicy::LowerPrecision);
-    };
-    Tensor x = lower(input), w = lower(weight), b = lower(bias);
+    using amp::autocast_lower_precision;
+    Tensor x = autocast_lower_precision(input), w = autocast_lower_precision(weight),
+           b = autocast_lower_precision(bias);
     amp::AutocastSuspend inside;
     return linear(x, w, b);
   }
