@@ -9,6 +9,7 @@
 
 #include "../src/ops/cpu/conv.h"
 #include "../src/ops/cpu/skinny_gemm.h"
+#include "weft/autograd.h"
 #include "weft/generator.h"
 #include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/functional.h"
@@ -97,6 +98,53 @@ TEST(FastKernels, ConvOneDnnMatchesIm2col) {
       EXPECT_LT(rel_diff(got.dw, ref.dw), 1e-5);
       EXPECT_LT(rel_diff(got.db, ref.db), 1e-5);
     }
+  }
+}
+
+// oneDNN's native bf16 convolution (float32 accumulation) against the widened path (float32
+// im2col on exact copies): both round the same sums once, so they differ by at most one bf16
+// rounding of the output (2^-8 relative), here measured against the largest entry.
+TEST(FastKernels, ConvOneDnnBf16MatchesWidened) {
+  const std::vector<ConvCase> cases = {
+      {32, 3, 32, 32, 32, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, false},
+      {4, 32, 16, 16, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, true, true},
+      {2, 4, 5, 6, 6, 3, 3, 2, 1, 1, 1, 1, 2, 2, true, true},
+      {3, 8, 9, 7, 12, 3, 2, 2, 3, 2, 0, 2, 1, 4, false, true},
+      {2, 6, 11, 10, 6, 5, 3, 1, 2, 2, 1, 1, 3, 6, true, true},
+  };
+  const weft::DType bf16 = weft::DType::BFloat16;
+  for (size_t k = 0; k < cases.size(); ++k) {
+    const ConvCase& c = cases[k];
+    SCOPED_TRACE(testing::Message() << "case " << k);
+    ConvResult r[2];
+    std::string node[2];
+    for (int native = 0; native < 2; ++native) {
+      weft::cpu::set_conv_backend(native ? ConvBackend::kOneDnn : ConvBackend::kIm2col);
+      weft::Generator gen(300 + k);
+      Tensor x = weft::randn({c.N, c.C, c.H, c.W}, &gen).to(bf16).requires_grad_(c.grad_input);
+      Tensor w = weft::randn({c.K, c.C / c.G, c.kh, c.kw}, &gen).to(bf16).requires_grad_(true);
+      Tensor b = c.bias ? weft::randn({c.K}, &gen).to(bf16).requires_grad_(true) : Tensor();
+      Tensor y = F::conv2d(x, w, b, {c.sh, c.sw}, {c.ph, c.pw}, {c.dh, c.dw}, c.G);
+      ASSERT_EQ(y.dtype(), bf16);
+      node[native] = y.grad_fn()->name();
+      y.backward(weft::randn(y.sizes(), &gen).to(bf16));
+      ASSERT_EQ(w.grad().dtype(), bf16);
+      r[native].y = y.detach().to_vector_float();
+      if (c.grad_input) r[native].dx = x.grad().to_vector_float();
+      r[native].dw = w.grad().to_vector_float();
+      if (c.bias) r[native].db = b.grad().to_vector_float();
+      weft::cpu::set_conv_backend(ConvBackend::kAuto);
+    }
+    // On a CPU with bf16 instructions oneDNN has native kernels, so the bf16 node is used.
+    if (__builtin_cpu_supports("avx512bf16")) {
+      EXPECT_EQ(node[1], "ConvolutionBackward");
+    }
+    EXPECT_EQ(node[0], "ToCopyBackward");
+    const double tol = 1.0 / 256;
+    EXPECT_LT(rel_diff(r[1].y, r[0].y), tol);
+    EXPECT_LT(rel_diff(r[1].dx, r[0].dx), tol);
+    EXPECT_LT(rel_diff(r[1].dw, r[0].dw), tol);
+    EXPECT_LT(rel_diff(r[1].db, r[0].db), tol);
   }
 }
 

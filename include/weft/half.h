@@ -10,9 +10,10 @@ namespace weft {
 inline uint16_t float_to_bf16(float f) {
   uint32_t u;
   std::memcpy(&u, &f, 4);
-  if ((u & 0x7fffffff) > 0x7f800000) return (uint16_t)((u >> 16) | 0x40);  // quiet NaN
-  u += 0x7fff + ((u >> 16) & 1);
-  return (uint16_t)(u >> 16);
+  // A select rather than a branch, so that loops over this vectorise.
+  const uint32_t nan = (u >> 16) | 0x40;  // quiet NaN
+  const uint32_t rounded = (u + 0x7fff + ((u >> 16) & 1)) >> 16;
+  return (uint16_t)((u & 0x7fffffff) > 0x7f800000 ? nan : rounded);
 }
 
 inline float bf16_to_float(uint16_t h) {

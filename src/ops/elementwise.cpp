@@ -3,6 +3,7 @@
 // round the result once (PyTorch's opmath rule); the casts carry the gradients.
 #include <cmath>
 
+#include "cpu/dtype_convert.h"
 #include "cpu/loops.h"
 #include "cpu/parallel.h"
 #include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
@@ -134,6 +135,50 @@ Tensor unary_kernel(const Tensor& a, F f) {
                            o[off[0] + i * st[0]] = f(pa[off[1] + i * st[1]]);
                        });
   return out;
+}
+
+// Calls f.template operator()<T>() with T the bit type of a 16-bit float dtype.
+template <typename F>
+void dispatch_reduced(DType t, F&& f) {
+  if (t == DType::BFloat16)
+    f.template operator()<cpu::BFloat16Bits>();
+  else
+    f.template operator()<cpu::Float16Bits>();
+}
+
+// out[i] = round(f(widen(in[0][i]), widen(in[1][i]), ...)) over contiguous 16-bit tensors of
+// one dtype and shape: the result of running f on widened copies and rounding the output,
+// without the copies.
+template <size_t N, typename F>
+Tensor reduced_map(const std::array<const Tensor*, N>& in, F f) {
+  const Tensor& a = *in[0];
+  Tensor out = make_empty(a.sizes(), a.dtype(), a.device());
+  const int64_t n = out.numel();
+  dispatch_reduced(a.dtype(), [&]<typename T>() {
+    std::array<const T*, N> p;
+    for (size_t k = 0; k < N; ++k) p[k] = static_cast<const T*>(in[k]->raw_data());
+    T* o = static_cast<T*>(out.raw_data());
+    cpu::parallel_for(0, n, cpu::kGrainSize, [&](int64_t s, int64_t e) {
+      for (int64_t i = s; i < e; ++i) {
+        if constexpr (N == 1)
+          o[i] = cpu::convert<T>(f(cpu::to_float(p[0][i])));
+        else
+          o[i] = cpu::convert<T>(
+              f(cpu::to_float(p[0][i]), cpu::to_float(p[1][i]), cpu::to_float(p[2][i])));
+      }
+    });
+  });
+  return out;
+}
+
+// Whether reduced_map takes these operands as they are.
+bool reduced_mappable(std::initializer_list<const Tensor*> ts) {
+  const Tensor& a = **ts.begin();
+  for (const Tensor* t : ts)
+    if (!t->defined() || t->dtype() != a.dtype() || t->sizes() != a.sizes() ||
+        !t->is_contiguous() || !t->device().is_cpu())
+      return false;
+  return is_reduced_float(a.dtype());
 }
 
 // Promotes mixed int64/float32 operands to float32, as PyTorch's type promotion does.
@@ -272,7 +317,9 @@ Tensor unary_op(const Tensor& a, const char* name, Reads reads, [[maybe_unused]]
   Tensor out;
   if (reduced) {
     NoGradGuard ng;
-    out = unary_op(a.to(kFloat32), name, reads, cop, s0, s1, f, dfn).to(a.dtype());
+    out = reduced_mappable({&a})
+              ? reduced_map<1>({&a}, f)
+              : unary_op(a.to(kFloat32), name, reads, cop, s0, s1, f, dfn).to(a.dtype());
   } else {
 #ifdef WEFT_WITH_CUDA
     out = a.defined() && a.device().is_cuda() ? cuda::unary(cop, a, s0, s1) : unary_kernel(a, f);
@@ -288,6 +335,8 @@ Tensor unary_op(const Tensor& a, const char* name, Reads reads, [[maybe_unused]]
                      [x, y, dfn, cop, s0, s1, reduced](std::vector<Tensor>& g) {
                        if (!reduced)
                          return std::vector<Tensor>{unary_grad(g[0], x, y, cop, s0, s1, dfn)};
+                       if (reduced_mappable({&g[0], &x, &y}))
+                         return std::vector<Tensor>{reduced_map<3>({&g[0], &x, &y}, dfn)};
                        Tensor gx = unary_grad(g[0].to(kFloat32), x.to(kFloat32), y.to(kFloat32),
                                               cop, s0, s1, dfn);
                        return std::vector<Tensor>{gx.to(x.dtype())};

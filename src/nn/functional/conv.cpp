@@ -92,6 +92,45 @@ void conv2d_im2col(const ConvGeom& g, const float* px, const float* pw, const fl
 void conv2d_backward_im2col(const ConvGeom& g, const float* px, const float* pw, const float* pdy,
                             float* pdx, float* pdw);
 
+// bf16 through oneDNN (g.bf16): undefined if oneDNN has no native kernel for the shape. The
+// weight and bias gradients come out in float32 and are rounded once to bf16, as are all
+// results of the widened path; dx comes out in bf16.
+Tensor conv2d_onednn_bf16(const Tensor& input, const Tensor& weight, const Tensor& bias,
+                          const ConvGeom& g) {
+  Tensor x = input.contiguous(), w = weight.contiguous();
+  Tensor b = bias.defined() ? bias.to(kFloat32).contiguous() : Tensor();
+  Tensor out = make_empty({g.N, g.K, g.Ho, g.Wo}, DType::BFloat16);
+  if (!cpu::onednn_conv_forward(g, x.raw_data(), w.raw_data(),
+                                b.defined() ? b.data_ptr<float>() : nullptr, out.raw_data()))
+    return Tensor();
+  if (autograd::any_requires_grad({&input, &weight, &bias})) {
+    bool gx = input.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
+    Tensor xs = x.detach(), ws = w.detach();
+    autograd::record(
+        "ConvolutionBackward", {&input, &weight, &bias}, out,
+        [g, xs, ws, gx, gw, gb](std::vector<Tensor>& grads) {
+          Tensor dy = grads[0].to(DType::BFloat16).contiguous();
+          Tensor dx = gx ? make_empty({g.N, g.C, g.H, g.W}, DType::BFloat16) : Tensor();
+          Tensor dw = gw ? make_empty({g.K, g.Cg(), g.kh, g.kw}) : Tensor();
+          Tensor db = gb && gw ? make_empty({g.K}) : Tensor();
+          if (!cpu::onednn_conv_backward(g, xs.raw_data(), ws.raw_data(), dy.raw_data(),
+                                         gx ? dx.raw_data() : nullptr,
+                                         gw ? dw.data_ptr<float>() : nullptr,
+                                         db.defined() ? db.data_ptr<float>() : nullptr)) {
+            // oneDNN ran the forward, so it has the backward; if not, say so plainly.
+            WEFT_CHECK(false, "conv2d: oneDNN has no bf16 backward for input ",
+                       shape_str({g.N, g.C, g.H, g.W}), " and weight ",
+                       shape_str({g.K, g.Cg(), g.kh, g.kw}));
+          }
+          if (gb && !gw) db = dy.to(kFloat32).sum({0, 2, 3});
+          return std::vector<Tensor>{dx, gw ? dw.to(DType::BFloat16) : dw,
+                                     gb ? db.to(DType::BFloat16) : db};
+        },
+        {gx ? ws : Tensor(), gw ? xs : Tensor()});
+  }
+  return out;
+}
+
 }  // namespace
 
 #ifdef WEFT_WITH_CUDA
@@ -133,14 +172,8 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   WEFT_CHECK(input.dtype() == weight.dtype() && (!bias.defined() || bias.dtype() == weight.dtype()),
              "conv2d: expected input, weight and bias of one dtype, got ", input.str(), ", ",
              weight.str(), (bias.defined() ? ", " + bias.str() : std::string()));
-  // 16-bit floats on the CPU: the float32 convolution on widened copies, rounded once. cuDNN
-  // takes them as they are, with float32 accumulation.
-  if (is_reduced_float(input.dtype()) && input.device().is_cpu())
-    return conv2d(input.to(kFloat32), weight.to(kFloat32),
-                  bias.defined() ? bias.to(kFloat32) : bias, stride, padding, dilation, groups)
-        .to(input.dtype());
-  WEFT_CHECK(input.dtype() == kFloat32 || input.device().is_cuda(), "conv2d expects float32, got ",
-             input.str(), " and ", weight.str());
+  WEFT_CHECK(is_floating_point(input.dtype()), "conv2d expects a float dtype, got ", input.str(),
+             " and ", weight.str());
   WEFT_CHECK(input.device() == weight.device(), "conv2d: input on ", input.device(),
              " but weight on ", weight.device());
   WEFT_CHECK(groups > 0 && input.size(1) % groups == 0 && weight.size(0) % groups == 0,
@@ -179,6 +212,17 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
 #ifdef WEFT_WITH_CUDA
   if (input.device().is_cuda()) return conv2d_cuda(input, weight, bias, g);
 #endif
+  // 16-bit floats on the CPU: oneDNN's native bf16 convolution where it has one (float32
+  // accumulation, one rounding), else the float32 convolution on widened copies, rounded once.
+  if (is_reduced_float(input.dtype())) {
+    if (input.dtype() == DType::BFloat16 && cpu::conv_backend() != cpu::ConvBackend::kIm2col) {
+      g.bf16 = true;
+      if (Tensor out = conv2d_onednn_bf16(input, weight, bias, g); out.defined()) return out;
+    }
+    return conv2d(input.to(kFloat32), weight.to(kFloat32),
+                  bias.defined() ? bias.to(kFloat32) : bias, stride, padding, dilation, groups)
+        .to(input.dtype());
+  }
   Tensor x = input.contiguous(), w = weight.contiguous();
   Tensor b = bias.defined() ? bias.contiguous() : Tensor();
   Tensor out = make_empty({g.N, g.K, g.Ho, g.Wo}, kFloat32, input.device());

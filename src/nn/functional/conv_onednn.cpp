@@ -3,7 +3,9 @@
 // cache keyed by shape. The primitives pick their own (blocked) layouts; weft's plain NCHW
 // tensors are reordered into them and back around each call, into buffers from weft's caching
 // allocator. Scratchpads are ours too (scratchpad_mode::user), so that a primitive may run on
-// any thread, and on several at once.
+// any thread, and on several at once. bf16 convolutions (g.bf16) take bf16 data and weights,
+// accumulate in float32 and return float32 weight and bias gradients; they are used only where
+// oneDNN has a native (jit) kernel for them: its reference kernels are far slower than widening.
 #include <array>
 #include <atomic>
 #include <cstdlib>
@@ -13,6 +15,7 @@
 #include <mutex>
 #include <oneapi/dnnl/dnnl.hpp>
 #include <optional>
+#include <string>
 #include <unordered_map>
 #include <utility>
 #include <vector>
@@ -67,15 +70,19 @@ Op finish(const dnnl::primitive& prim, std::vector<Arg> args, const memory::desc
 }
 
 // The plain memory descriptors of one convolution shape.
+// Data, weights and outputs are in g's type; bias and the weight gradient (dwei) in float32.
 struct Plain {
-  memory::desc src, wei, bias, dst;
+  memory::desc src, wei, dwei, bias, dst;
   memory::dims strides, dilates, pad_l, pad_r;
   explicit Plain(const ConvGeom& g) {
-    src = memory::desc({g.N, g.C, g.H, g.W}, memory::data_type::f32, tag::nchw);
-    dst = memory::desc({g.N, g.K, g.Ho, g.Wo}, memory::data_type::f32, tag::nchw);
-    wei = g.G == 1
-              ? memory::desc({g.K, g.C, g.kh, g.kw}, memory::data_type::f32, tag::oihw)
-              : memory::desc({g.G, g.Kg(), g.Cg(), g.kh, g.kw}, memory::data_type::f32, tag::goihw);
+    const auto dt = g.bf16 ? memory::data_type::bf16 : memory::data_type::f32;
+    src = memory::desc({g.N, g.C, g.H, g.W}, dt, tag::nchw);
+    dst = memory::desc({g.N, g.K, g.Ho, g.Wo}, dt, tag::nchw);
+    const memory::dims wdims = g.G == 1 ? memory::dims{g.K, g.C, g.kh, g.kw}
+                                        : memory::dims{g.G, g.Kg(), g.Cg(), g.kh, g.kw};
+    const tag wtag = g.G == 1 ? tag::oihw : tag::goihw;
+    wei = memory::desc(wdims, dt, wtag);
+    dwei = memory::desc(wdims, memory::data_type::f32, wtag);
     bias = memory::desc({g.K}, memory::data_type::f32, tag::x);
     strides = {g.sh, g.sw};
     dilates = {g.dh - 1, g.dw - 1};
@@ -85,7 +92,7 @@ struct Plain {
              (g.Wo - 1) * g.sw + (g.kw - 1) * g.dw + 1 - g.W - g.pw};
   }
   static memory::desc any(const memory::desc& d) {
-    return memory::desc(d.dims(), memory::data_type::f32, tag::any);
+    return memory::desc(d.dims(), d.data_type(), tag::any);
   }
 };
 
@@ -98,10 +105,18 @@ struct Entry {
   bool tried_fwd[2] = {false, false}, tried_bwd_data = false, tried_bwd_w[2] = {false, false};
 };
 
-using Key = std::array<int64_t, 15>;
+using Key = std::array<int64_t, 16>;
 
 Key key_of(const ConvGeom& g, bool wino) {
-  return {g.N, g.C, g.H, g.W, g.K, g.kh, g.kw, g.sh, g.sw, g.ph, g.pw, g.dh, g.dw, g.G, wino};
+  return {g.N,  g.C,  g.H,  g.W,  g.K,  g.kh, g.kw, g.sh,
+          g.sw, g.ph, g.pw, g.dh, g.dw, g.G,  wino, g.bf16};
+}
+
+// A bf16 primitive that oneDNN could only give as a reference kernel is refused (see above).
+template <class PD>
+void require_native(const ConvGeom& g, const PD& pd) {
+  if (g.bf16 && std::string(pd.impl_info_str()).find("ref") != std::string::npos)
+    throw dnnl::error(dnnl_unimplemented, "no native bf16 kernel");
 }
 
 std::mutex g_mutex;
@@ -137,6 +152,7 @@ const Op* get_fwd(Entry& e, const ConvGeom& g, bool bias) {
     try {
       Plain p(g);
       const auto& pd = *fwd_pd(e, g, bias);
+      require_native(g, pd);
       std::vector<Arg> args{make_arg(DNNL_ARG_SRC, true, p.src, pd.src_desc()),
                             make_arg(DNNL_ARG_WEIGHTS, true, p.wei, pd.weights_desc()),
                             make_arg(DNNL_ARG_DST, false, p.dst, pd.dst_desc())};
@@ -159,6 +175,7 @@ const Op* get_bwd_data(Entry& e, const ConvGeom& g) {
                                               Plain::any(p.dst), p.strides, p.dilates, p.pad_l,
                                               p.pad_r);
       dnnl::convolution_backward_data::primitive_desc pd(d, attr, engine(), *fwd_pd(e, g, false));
+      require_native(g, pd);
       std::vector<Arg> args{make_arg(DNNL_ARG_DIFF_DST, true, p.dst, pd.diff_dst_desc()),
                             make_arg(DNNL_ARG_WEIGHTS, true, p.wei, pd.weights_desc()),
                             make_arg(DNNL_ARG_DIFF_SRC, false, p.src, pd.diff_src_desc())};
@@ -177,13 +194,14 @@ const Op* get_bwd_w(Entry& e, const ConvGeom& g, bool bias) {
       Plain p(g);
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      dnnl::convolution_backward_weights::desc d(e.alg, Plain::any(p.src), Plain::any(p.wei),
+      dnnl::convolution_backward_weights::desc d(e.alg, Plain::any(p.src), Plain::any(p.dwei),
                                                  bias ? p.bias : memory::desc(), Plain::any(p.dst),
                                                  p.strides, p.dilates, p.pad_l, p.pad_r);
       dnnl::convolution_backward_weights::primitive_desc pd(d, attr, engine(), *fwd_pd(e, g, bias));
+      require_native(g, pd);
       std::vector<Arg> args{make_arg(DNNL_ARG_DIFF_DST, true, p.dst, pd.diff_dst_desc()),
                             make_arg(DNNL_ARG_SRC, true, p.src, pd.src_desc()),
-                            make_arg(DNNL_ARG_DIFF_WEIGHTS, false, p.wei, pd.diff_weights_desc())};
+                            make_arg(DNNL_ARG_DIFF_WEIGHTS, false, p.dwei, pd.diff_weights_desc())};
       if (bias) args.push_back(make_arg(DNNL_ARG_DIFF_BIAS, false, p.bias, pd.diff_bias_desc()));
       e.bwd_w[bias] =
           finish(dnnl::convolution_backward_weights(pd), std::move(args), pd.scratchpad_desc());
@@ -240,8 +258,8 @@ class Runner {
 
 bool try_winograd(const ConvGeom& g) {
   const ConvBackend b = conv_backend();
-  return (b == ConvBackend::kAuto || b == ConvBackend::kOneDnnWinograd) && g.Cg() >= 16 &&
-         g.Kg() >= 16;
+  return (b == ConvBackend::kAuto || b == ConvBackend::kOneDnnWinograd) && !g.bf16 &&
+         g.Cg() >= 16 && g.Kg() >= 16;
 }
 
 }  // namespace
@@ -263,8 +281,7 @@ ConvBackend conv_backend() {
   return (ConvBackend)b;
 }
 
-bool onednn_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b,
-                         float* y) {
+bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y) {
   std::shared_ptr<Entry> e;
   const Op* op = nullptr;
   {
@@ -286,8 +303,8 @@ bool onednn_conv_forward(const ConvGeom& g, const float* x, const float* w, cons
   return true;
 }
 
-bool onednn_conv_backward(const ConvGeom& g, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* db) {
+bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
+                          float* dw, float* db) {
   std::shared_ptr<Entry> e;
   const Op *bd = nullptr, *bw = nullptr;
   {

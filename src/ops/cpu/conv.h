@@ -10,6 +10,7 @@ namespace weft::cpu {
 
 struct ConvGeom {
   int64_t N, C, H, W, K, kh, kw, sh, sw, ph, pw, dh, dw, G, Ho, Wo;
+  bool bf16 = false;  // oneDNN only: x, w, y, dy and dx in bf16 (b, dw and db stay float32)
   int64_t Cg() const { return C / G; }
   int64_t Kg() const { return K / G; }
   int64_t rows() const { return Cg() * kh * kw; }  // im2col rows per group
@@ -28,11 +29,10 @@ ConvBackend conv_backend();
 
 // y = conv(x, w) + b (b may be null). False if oneDNN can't run this convolution; nothing
 // has been written then.
-bool onednn_conv_forward(const ConvGeom& g, const float* x, const float* w, const float* b,
-                         float* y);
+bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y);
 // Any of dx, dw may be null (not wanted); db (null or not) only with dw. Those given are
 // overwritten. False as above.
-bool onednn_conv_backward(const ConvGeom& g, const float* x, const float* w, const float* dy,
-                          float* dx, float* dw, float* db);
+bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
+                          float* dw, float* db);
 
 }  // namespace weft::cpu
