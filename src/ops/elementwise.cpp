@@ -55,11 +55,15 @@ DType result_type(const Tensor& a, const Tensor& b) {
 
 namespace {
 
-// Operands that must be widened: a 16-bit float on the CPU (which has float32 kernels only), or
-// mixed dtypes with a 16-bit float. CUDA kernels take two operands of one 16-bit type as they are.
+bool reduced_mappable(std::initializer_list<const Tensor*> ts);
+
+// Operands that must be widened: mixed dtypes with a 16-bit float, or 16-bit floats on the CPU
+// that its one-pass loop (reduced_map) does not take. CUDA kernels take two operands of one
+// 16-bit type as they are.
 bool widen_operands(const Tensor& a, const Tensor& b) {
   if (!is_reduced_float(a.dtype()) && !is_reduced_float(b.dtype())) return false;
-  return !(a.device().is_cuda() && a.dtype() == b.dtype());
+  if (a.dtype() != b.dtype()) return true;
+  return !(a.device().is_cuda() || reduced_mappable({&a, &b}));
 }
 
 void check_same_device(const Tensor& a, const Tensor& b, const char* op) {
@@ -162,6 +166,8 @@ Tensor reduced_map(const std::array<const Tensor*, N>& in, F f) {
       for (int64_t i = s; i < e; ++i) {
         if constexpr (N == 1)
           o[i] = cpu::convert<T>(f(cpu::to_float(p[0][i])));
+        else if constexpr (N == 2)
+          o[i] = cpu::convert<T>(f(cpu::to_float(p[0][i]), cpu::to_float(p[1][i])));
         else
           o[i] = cpu::convert<T>(
               f(cpu::to_float(p[0][i]), cpu::to_float(p[1][i]), cpu::to_float(p[2][i])));
@@ -199,6 +205,7 @@ Tensor arith(const Tensor& a0, const Tensor& b0, const char* op,
   if (a.device().is_cuda()) return cuda::binary(cop, a, b, alpha);
 #endif
   if (a.dtype() == kInt64) return binary_kernel<int64_t>(a, b, kInt64, f);
+  if (is_reduced_float(a.dtype())) return reduced_map<2>({&a, &b}, f);  // see widen_operands
   WEFT_CHECK(a.dtype() == kFloat32, op, ": unsupported dtype ", a.dtype());
   return binary_kernel<float>(a, b, kFloat32, f);
 }
@@ -241,7 +248,9 @@ Tensor mul(const Tensor& a, const Tensor& b) {
 
 Tensor div(const Tensor& a, const Tensor& b) {
   check_same_device(a, b, "div");
-  if (widen_operands(a, b)) return div(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
+  // On the CPU 16-bit operands always widen: the backward then rounds once, as it always has.
+  if (widen_operands(a, b) || (is_reduced_float(a.dtype()) && a.device().is_cpu()))
+    return div(a.to(kFloat32), b.to(kFloat32)).to(result_type(a, b));
   // int64 operands divide as float32; 16-bit ones (on CUDA) as they are.
   auto [fa, fb] = is_reduced_float(a.dtype()) ? std::pair<Tensor, Tensor>{a, b}
                                               : promote(a.to(kFloat32), b.to(kFloat32), "div");
