@@ -1,6 +1,9 @@
 // Tensor basics: views share storage, broadcasting, reductions, dtype/shape errors, RNG.
 #include <gtest/gtest.h>
 
+#include <functional>
+
+#include "error_message.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -116,4 +119,27 @@ TEST(Tensor, InplaceOnLeafRequiringGradIsRefused) {
   NoGradGuard ng;
   w.add_(ones({3}));
   EXPECT_EQ(w.sum().item<float>(), 6.0f);
+}
+
+// PyTorch's partial-overlap rule: an in-place op whose input is another view of the memory it
+// writes is refused (the result would depend on the order elements are visited), and nothing
+// is written; the same view, or disjoint views of one storage, are fine.
+TEST(Tensor, InplaceFromOverlappingViewIsRefused) {
+  Tensor x = arange(30).to(kFloat32).reshape({5, 6});
+  const Tensor before = x.clone();
+  for (auto f :
+       std::vector<std::function<void()>>{[&] { x.add_(x[0]); }, [&] { x.mul_(x.slice(0, 2, 3)); },
+                                          [&] { x.slice(0, 1, 5).copy_(x.slice(0, 0, 4)); }}) {
+    const std::string m = test::error_message(f);
+    EXPECT_NE(m.find("refer to a single memory location"), std::string::npos) << m;
+    EXPECT_NE(m.find("the written-to Tensor[float32, ("), std::string::npos) << m;
+  }
+  EXPECT_EQ(x.to_vector_float(), before.to_vector_float());
+  x.mul_(x);
+  x[0].copy_(x[1]);
+  x.slice(0, 0, 2).add_(x.slice(0, 3, 5));
+  Tensor expect = before * before;
+  expect[0].copy_(expect[1]);
+  expect.slice(0, 0, 2).add_(expect.slice(0, 3, 5).clone());
+  EXPECT_EQ(x.to_vector_float(), expect.to_vector_float());
 }

@@ -3,6 +3,7 @@
 // round the result once (PyTorch's opmath rule); the casts carry the gradients.
 #include <cmath>
 
+#include "../tensor/memory_overlap.h"
 #include "cpu/dtype_convert.h"
 #include "cpu/loops.h"
 #include "cpu/parallel.h"
@@ -467,6 +468,10 @@ void begin_inplace(const Tensor& t, const char* op) {
              " that requires grad; wrap it in NoGradGuard");
   t.bump_version();
 }
+void begin_inplace(const Tensor& t, const Tensor& other, const char* op) {
+  detail::assert_no_partial_overlap(t, other, op);
+  begin_inplace(t, op);
+}
 // A 16-bit float self is updated through a float32 copy, rounded once on the way back.
 template <typename F>
 Tensor& inplace_widened(Tensor& self, F f) {
@@ -507,7 +512,7 @@ void inplace_binary(Tensor& self, const Tensor& other, F f) {
 }  // namespace
 
 Tensor& Tensor::add_(const Tensor& other0, double alpha) {
-  begin_inplace(*this, "add_");
+  begin_inplace(*this, other0, "add_");
   if (is_reduced_float(dtype()))
     return inplace_widened(*this, [&](Tensor& w) { w.add_(other0, alpha); });
   const Tensor other = as_float32(other0);
@@ -555,7 +560,7 @@ Tensor& Tensor::mul_(double value) {
 }
 
 Tensor& Tensor::mul_(const Tensor& other0) {
-  begin_inplace(*this, "mul_");
+  begin_inplace(*this, other0, "mul_");
   if (is_reduced_float(dtype())) return inplace_widened(*this, [&](Tensor& w) { w.mul_(other0); });
   const Tensor other = as_float32(other0);
 #ifdef WEFT_WITH_CUDA

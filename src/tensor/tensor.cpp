@@ -11,6 +11,7 @@
 #include "../ops/cpu/dtype_convert.h"
 #include "../ops/cpu/loops.h"
 #include "../ops/cpu/parallel.h"
+#include "memory_overlap.h"
 #include "weft/allocator.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
@@ -464,6 +465,7 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   WEFT_CHECK(src.defined(), "copy_ from an undefined tensor");
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
              "a leaf tensor that requires grad is used in an in-place copy_; use NoGradGuard");
+  detail::assert_no_partial_overlap(*this, src, "copy_");
   bump_version();
   Tensor s = src.sizes() == sizes() ? src : src.expand(sizes());
 #ifdef WEFT_WITH_CUDA

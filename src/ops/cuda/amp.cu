@@ -46,6 +46,12 @@ __global__ void update_scale_kernel(float* scale, int64_t* tracker, const float*
 void amp_non_finite_check_and_unscale_(const std::vector<Tensor>& grads, const Tensor& found_inf,
                                        const Tensor& inv_scale) {
   const Device dev = found_inf.device();
+  WEFT_CHECK(dev.is_cuda() && found_inf.dtype() == kFloat32 && found_inf.numel() == 1 &&
+                 inv_scale.device() == dev && inv_scale.dtype() == kFloat32 &&
+                 inv_scale.numel() == 1,
+             "amp unscale: found_inf and inv_scale must be float32 [1] on one CUDA device, got ",
+             found_inf.str(), " on ", found_inf.device(), " and ", inv_scale.str(), " on ",
+             inv_scale.device());
   detail::DeviceScope scope(dev.index);
   cudaStream_t stream = detail::stream_of(dev.index);
   for (const Tensor& g : grads) {

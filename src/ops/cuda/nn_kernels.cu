@@ -340,8 +340,12 @@ Tensor backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean, con
 
 void running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
                    const Tensor& var, const Tensor& dcount, int64_t hcount, double momentum) {
+  check_on(mean, mean, "running stats");
   for (const Tensor* t : {&running_mean, &running_var, &var}) check_on(*t, mean, "running stats");
   const int64_t C = mean.numel();
+  WEFT_CHECK(running_mean.numel() == C && running_var.numel() == C && var.numel() == C,
+             "CUDA running stats: running_mean ", running_mean.str(), ", running_var ",
+             running_var.str(), " and var ", var.str(), " must have the ", C, " channels of mean");
   if (C == 0) return;
   const int64_t* dc = device_count(dcount, mean);
   DeviceScope scope(mean.device().index);

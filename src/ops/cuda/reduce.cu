@@ -1,6 +1,7 @@
 // Reductions on CUDA: sum over any set of dims (double accumulators, as the CPU kernel, in a
 // fixed order: deterministic), max/argmax along a dim with the CPU's tie and NaN rules, its
 // backward scatter, and softmax/log_softmax along a dim (max-shifted, sums in double).
+#include <atomic>
 #include <cmath>
 
 #include "cuda_ops.h"
@@ -17,14 +18,15 @@ using detail::kThreads;
 using detail::OffsetCalc;
 using detail::stream_of;
 
+// Cached per device; DataParallel's threads ask at once, hence the atomics.
 int sm_count(int device) {
-  static int counts[64] = {};
-  if (!counts[device]) {
-    int n = 0;
+  static std::atomic<int> counts[64] = {};
+  int n = device < 64 ? counts[device].load(std::memory_order_relaxed) : 0;
+  if (!n) {
     WEFT_CUDA_CHECK(cudaDeviceGetAttribute(&n, cudaDevAttrMultiProcessorCount, device));
-    counts[device] = n;
+    if (device < 64) counts[device].store(n, std::memory_order_relaxed);
   }
-  return counts[device];
+  return n;
 }
 
 __device__ __forceinline__ double warp_sum(double v) {
@@ -242,8 +244,9 @@ Tensor sum(const Tensor& x, const std::vector<bool>& mask) {
   DeviceScope scope(dev);
   cudaStream_t stream = stream_of(dev);
   const OffsetCalc<1> kept = dims_calc(x, mask, false), red = dims_calc(x, mask, true);
-  // Rows when the reduced elements are the ones adjacent in memory; columns otherwise.
-  const bool rows = red.ndim > 0 && red.strides[red.ndim - 1][0] == 1;
+  // Rows when the reduced elements are the ones adjacent in memory and there are enough of them
+  // for a block each; columns otherwise (a block per 2-element row would idle 254 threads).
+  const bool rows = red.ndim > 0 && red.strides[red.ndim - 1][0] == 1 && R >= 32;
   const int64_t target_blocks = 4 * (int64_t)sm_count(dev);
   const int64_t m_blocks = rows ? M : (M + kThreads - 1) / kThreads;
   const int64_t min_per_chunk = rows ? 4 * kThreads : 64;
