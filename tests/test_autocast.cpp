@@ -71,6 +71,48 @@ TEST(Bf16Ops, OnePassLoopsEqualWidenedPath) {
     }
 }
 
+// Batch norm on a 16-bit input with float32 parameters (the CPU kernels' native path) against
+// the widened path, which a 16-bit weight holding the same values takes: bit for bit, output,
+// input gradient, parameter gradients (rounded as the widened path rounds them) and running
+// statistics, in training and eval mode, for long rows (widened one at a time) and short ones.
+TEST(Bf16Ops, BatchNormNativeEqualsWidened) {
+  for (DType dt : {kBF16, DType::Float16})
+    for (Shape shape : {Shape{4, 3, 8, 9}, Shape{6, 5, 7}})
+      for (bool training : {true, false}) {
+        SCOPED_TRACE(std::string(dtype_name(dt)) + " " + shape_str(shape) +
+                     (training ? " train" : " eval"));
+        manual_seed(5);
+        const int64_t C = shape[1];
+        Tensor x = (randn(shape) * 2.0 + 0.5).to(dt);
+        Tensor w16 = (rand({C}) + 0.5).to(dt), b16 = randn({C}).to(dt);
+        Tensor gout = randn(shape).to(dt);
+        Tensor stats = rand({2, C}) + 0.5;
+        std::vector<Tensor> out, gx, gw, gb, rm;
+        for (bool native : {true, false}) {
+          Tensor xi = x.clone().requires_grad_();
+          Tensor w = native ? w16.to(kFloat32) : w16.clone();
+          Tensor b = native ? b16.to(kFloat32) : b16.clone();
+          w.requires_grad_();
+          b.requires_grad_();
+          Tensor run_mean = stats[0].clone(), run_var = stats[1].clone();
+          Tensor y = F::batch_norm(xi, run_mean, run_var, w, b, training, 0.1, 1e-5);
+          y.backward(gout);
+          out.push_back(y);
+          gx.push_back(xi.grad());
+          gw.push_back(w.grad().to(dt));
+          gb.push_back(b.grad().to(dt));
+          rm.push_back(cat({run_mean, run_var}));
+        }
+        EXPECT_EQ(out[0].dtype(), dt);
+        EXPECT_EQ(gx[0].dtype(), dt);
+        EXPECT_TRUE(bit_equal(out[0], out[1]));
+        EXPECT_TRUE(bit_equal(gx[0], gx[1]));
+        EXPECT_TRUE(bit_equal(gw[0], gw[1]));
+        EXPECT_TRUE(bit_equal(gb[0], gb[1]));
+        EXPECT_TRUE(bit_equal(rm[0], rm[1]));
+      }
+}
+
 TEST(Bf16Ops, TypePromotion) {
   Tensor bf = ones({3}, {.dtype = kBF16}), f16 = ones({3}, {.dtype = DType::Float16});
   Tensor f32 = ones({3}), i64 = ones({3}, {.dtype = kInt64});

@@ -52,10 +52,12 @@ Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor
                                  const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
                                  const Tensor& sum_dy_xmu, const Tensor& device_count);
 
-// Batch norm with a bf16/fp16 input, parameter or running statistic: `run` gets float32 widenings
+// PyTorch's rule for 16-bit batch norm: statistics and normalisation in float, a bf16 input with
+// float32 parameters giving a bf16 output. The CPU kernels above take a 16-bit x/dy with float32
+// parameters as they are (their outputs in x's dtype). Otherwise (a 16-bit parameter or running
+// statistic, or a 16-bit input on CUDA: batch_norm_needs_widening) `run` gets float32 widenings
 // of them all (the same tensors where already float32), its output is rounded once to the
-// input's dtype, and 16-bit running statistics receive the update. PyTorch's rule: statistics
-// and normalisation in float, bf16 input with float32 parameters giving a bf16 output.
+// input's dtype, and 16-bit running statistics receive the update.
 using BatchNormFn =
     std::function<Tensor(const Tensor& input, Tensor running_mean, Tensor running_var,
                          const Tensor& weight, const Tensor& bias)>;

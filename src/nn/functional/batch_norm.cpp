@@ -1,9 +1,13 @@
 // Batch normalisation kernels over contiguous [N, C, S] data and the differentiable
-// functional::batch_norm built from them. Channel statistics accumulate in double.
+// functional::batch_norm built from them. Channel statistics accumulate in double. On the CPU
+// the data (x, dy) may be bf16/fp16: rows of S >= kLanes values are widened one at a time into
+// an L1-sized buffer and outputs rounded once as they are stored, which gives the float32
+// kernels' results on widened copies without making the copies; short rows do make them.
 #include <algorithm>
 #include <cmath>
 #include <vector>
 
+#include "../../ops/cpu/dtype_convert.h"
 #include "../../ops/cpu/parallel.h"
 #include "../../ops/cpu/reduce_lanes.h"
 #include "../../ops/cpu/stream_copy.h"
@@ -25,7 +29,7 @@ struct Layout {
 Layout layout_of(const Tensor& x) {
   WEFT_CHECK(x.dim() >= 2, "batch_norm expects an input of at least 2 dims [N, C, ...], got ",
              x.str());
-  WEFT_CHECK(x.dtype() == kFloat32, "batch_norm expects float32, got ", x.str());
+  WEFT_CHECK(is_floating_point(x.dtype()), "batch_norm expects a float dtype, got ", x.str());
   int64_t s = 1;
   for (int64_t i = 2; i < x.dim(); ++i) s *= x.size(i);
   return {x.size(0), x.size(1), s};
@@ -35,6 +39,50 @@ const float* opt_ptr(const Tensor& t) {
 }
 }  // namespace
 
+// Row r (of S values) of a contiguous float32 or 16-bit tensor, as float32: a float32 tensor's
+// own memory, a 16-bit one's widened into buf.
+class FloatRows {
+ public:
+  FloatRows(const Tensor& t, int64_t S) : base_(t.raw_data()), dtype_(t.dtype()), S_(S) {}
+  const float* row(int64_t r, float* buf) const {
+    if (dtype_ == kFloat32) return static_cast<const float*>(base_) + r * S_;
+    cpu::dispatch_dtype(dtype_, [&]<typename T>() {
+      if constexpr (cpu::is_half_v<T>) {
+        const T* p = static_cast<const T*>(base_) + r * S_;
+        for (int64_t i = 0; i < S_; ++i) buf[i] = cpu::to_float(p[i]);
+      }
+    });
+    return buf;
+  }
+
+ private:
+  const void* base_;
+  DType dtype_;
+  int64_t S_;
+};
+
+// Stores o[r*S + i] = f(i) for i < S, rounding once into a 16-bit output; large float32
+// outputs are streamed past the cache (stream_output).
+template <typename F>
+void store_row(const Tensor& out, bool stream, int64_t r, int64_t S, F f) {
+  if (out.dtype() == kFloat32) {
+    float* o = static_cast<float*>(out.raw_data()) + r * S;
+    if (stream)
+      cpu::stream_store_fn(o, S, f);
+    else
+      for (int64_t i = 0; i < S; ++i) o[i] = f(i);
+    return;
+  }
+  cpu::dispatch_dtype(out.dtype(), [&]<typename T>() {
+    if constexpr (cpu::is_half_v<T>) {
+      T* o = static_cast<T*>(out.raw_data()) + r * S;
+      for (int64_t i = 0; i < S; ++i) o[i] = cpu::convert<T>(f(i));
+    }
+  });
+}
+
+Tensor as_float32(const Tensor& t) { return t.dtype() == kFloat32 ? t : t.to(kFloat32); }
+
 // Per-channel reductions over [N, C, S]. Rows of S >= kLanes values (conv feature maps) are
 // reduced one at a time by the lane kernels, each row while it sits in L1, and the rows of a
 // channel are combined in double; short rows (BatchNorm1d: S == 1) are reduced across n with
@@ -43,7 +91,9 @@ namespace {
 bool long_rows(int64_t S) { return S >= cpu::kLanes; }
 // Outputs of 16 MB and more bypass the cache (half the last-level cache of these machines):
 // nothing reads them back before they would have been evicted anyway.
-bool stream_output(const Tensor& out) { return out.nbytes() >= (size_t(16) << 20); }
+bool stream_output(const Tensor& out) {
+  return out.dtype() == kFloat32 && out.nbytes() >= (size_t(16) << 20);
+}
 
 // For short rows: calls f(j0, j1) over ranges of the C*S positions, split across threads.
 template <typename F>
@@ -63,21 +113,23 @@ ChannelStats batch_norm_stats(const Tensor& x0) {
 #endif
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
+  if (x.dtype() != kFloat32 && !long_rows(S)) return batch_norm_stats(x.to(kFloat32));
   Tensor mean = empty({C}, {.device = x.device()}), var = empty({C}, {.device = x.device()});
-  const float* px = x.data_ptr<float>();
   float* pm = mean.data_ptr<float>();
   float* pv = var.data_ptr<float>();
   const int64_t M = N * S;
   if (long_rows(S)) {
+    const FloatRows xs(x, S);
     // Rows are visited in memory order (n outer) with one accumulator pair per channel: a
     // linear walk the prefetcher follows, where channel by channel would jump a whole sample
     // every row. Each channel still merges its rows in n order, so results do not change.
     cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
       std::vector<double> mus(c1 - c0, 0.0), m2s(c1 - c0, 0.0);
+      std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S);
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = c0; c < c1; ++c) {
           // The row's mean and centred sum of squares, merged into the channel's (Chan et al.).
-          const float* row = px + (n * C + c) * S;
+          const float* row = xs.row(n * C + c, buf.data());
           const double row_shift = cpu::lane_sum(row, S) / (double)S;
           double s1, s2;
           cpu::lane_centered_moments(row, S, (float)row_shift, &s1, &s2);
@@ -96,6 +148,7 @@ ChannelStats batch_norm_stats(const Tensor& x0) {
     });
     return {mean, var, M};
   }
+  const float* px = x.data_ptr<float>();
   const int64_t CS = C * S;
   std::vector<double> acc(CS, 0.0), mu_of(CS);
   double* pa = acc.data();
@@ -141,9 +194,8 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
 #endif
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
-  Tensor out = make_empty(x.sizes(), kFloat32, x.device());
-  const float* px = x.data_ptr<float>();
-  float* po = out.data_ptr<float>();
+  Tensor out = make_empty(x.sizes(), x.dtype(), x.device());
+  const FloatRows xs(x, S);
   Tensor mc = mean.contiguous(), ic = invstd.contiguous();
   const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>();
   Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
@@ -153,17 +205,14 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
   const bool stream = stream_output(out);
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
                     [&](int64_t r0, int64_t r1) {
+                      std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S);
                       for (int64_t r = r0; r < r1; ++r) {
                         int64_t c = r % C;
                         float scale = pi[c] * (pw ? pw[c] : 1.0f);
                         float shift = (pb ? pb[c] : 0.0f) - pm[c] * scale;
-                        const float* a = px + r * S;
-                        float* o = po + r * S;
-                        if (stream)
-                          cpu::stream_store_fn(o, S,
-                                               [&](int64_t i) { return a[i] * scale + shift; });
-                        else
-                          for (int64_t i = 0; i < S; ++i) o[i] = a[i] * scale + shift;
+                        const float* a = xs.row(r, buf.data());
+                        store_row(out, stream, r, S,
+                                  [&](int64_t i) { return a[i] * scale + shift; });
                       }
                       if (stream) cpu::stream_fence();
                     });
@@ -179,20 +228,23 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Te
 #endif
   Tensor x = x0.contiguous(), dy = dy0.contiguous();
   auto [N, C, S] = layout_of(x);
+  if ((x.dtype() != kFloat32 || dy.dtype() != kFloat32) && !long_rows(S))
+    return batch_norm_backward_reduce(as_float32(dy), as_float32(x), mean);
   Tensor sdy = empty({C}, {.device = x.device()}), sdyx = empty({C}, {.device = x.device()});
-  const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
   Tensor mc = mean.contiguous();
   const float* pm = mc.data_ptr<float>();
   float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
   if (long_rows(S)) {
+    const FloatRows xs(x, S), dys(dy, S);
     // Memory order with per-channel sums, as batch_norm_stats (same summation order).
     cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
       std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
+      std::vector<float> xbuf(x.dtype() == kFloat32 ? 0 : S), dbuf(dy.dtype() == kFloat32 ? 0 : S);
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = c0; c < c1; ++c) {
           double ra, rb;
-          cpu::lane_sum_dot_centered(pd + (n * C + c) * S, px + (n * C + c) * S, S, pm[c], &ra,
-                                     &rb);
+          cpu::lane_sum_dot_centered(dys.row(n * C + c, dbuf.data()),
+                                     xs.row(n * C + c, xbuf.data()), S, pm[c], &ra, &rb);
           as[c - c0] += ra;
           bs[c - c0] += rb;
         }
@@ -203,6 +255,7 @@ std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Te
     });
     return {sdy, sdyx};
   }
+  const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
   const int64_t CS = C * S;
   std::vector<double> acc1(CS, 0.0), acc2(CS, 0.0);
   std::vector<float> mu_of(CS);
@@ -243,9 +296,8 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
 #endif
   Tensor x = x0.contiguous(), dy = dy0.contiguous();
   auto [N, C, S] = layout_of(x);
-  Tensor dx = make_empty(x.sizes(), kFloat32, x.device());
-  const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
-  float* po = dx.data_ptr<float>();
+  Tensor dx = make_empty(x.sizes(), x.dtype(), x.device());
+  const FloatRows xs(x, S), dys(dy, S);
   Tensor mc = mean.contiguous(), ic = invstd.contiguous(), s1 = sum_dy.contiguous(),
          s2 = sum_dy_xmu.contiguous();
   Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
@@ -255,6 +307,8 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
   const bool stream = stream_output(dx);
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
                     [&](int64_t r0, int64_t r1) {
+                      std::vector<float> xbuf(x.dtype() == kFloat32 ? 0 : S),
+                          dbuf(dy.dtype() == kFloat32 ? 0 : S);
                       for (int64_t r = r0; r < r1; ++r) {
                         int64_t c = r % C;
                         // dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu)))
@@ -264,16 +318,11 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
                         const float k = (float)(ps2[c] * inv_count) * is * is;
                         const float mu = pm[c];
                         const float scale = w * is;
-                        const float* xr = px + r * S;
-                        const float* dr = pd + r * S;
-                        float* o = po + r * S;
-                        auto f = [&](int64_t i) {
+                        const float* xr = xs.row(r, xbuf.data());
+                        const float* dr = dys.row(r, dbuf.data());
+                        store_row(dx, stream, r, S, [&](int64_t i) {
                           return scale * (dr[i] - mdy - (xr[i] - mu) * k);
-                        };
-                        if (stream)
-                          cpu::stream_store_fn(o, S, f);
-                        else
-                          for (int64_t i = 0; i < S; ++i) o[i] = f(i);
+                        });
                       }
                       if (stream) cpu::stream_fence();
                     });
@@ -391,9 +440,10 @@ Tensor batch_norm_backward_elemt([[maybe_unused]] const Tensor& dy, const Tensor
 bool batch_norm_needs_widening(const Tensor& input, const Tensor& running_mean,
                                const Tensor& running_var, const Tensor& weight,
                                const Tensor& bias) {
-  for (const Tensor* t : {&input, &running_mean, &running_var, &weight, &bias})
+  for (const Tensor* t : {&running_mean, &running_var, &weight, &bias})
     if (t->defined() && is_reduced_float(t->dtype())) return true;
-  return false;
+  // The CPU kernels take a 16-bit input with float32 parameters (autocast's case) as it is.
+  return is_reduced_float(input.dtype()) && !input.device().is_cpu();
 }
 
 Tensor batch_norm_widened(const Tensor& input, Tensor& running_mean, Tensor& running_var,
