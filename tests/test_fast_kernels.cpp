@@ -4,9 +4,11 @@
 // the skinny SGEMM kernels (small batch x large weight) against a double-precision product.
 #include <gtest/gtest.h>
 
+#include <array>
 #include <cmath>
 #include <vector>
 
+#include "../src/ops/cpu/bf16_gemm.h"
 #include "../src/ops/cpu/conv.h"
 #include "../src/ops/cpu/skinny_gemm.h"
 #include "weft/autograd.h"
@@ -146,6 +148,55 @@ TEST(FastKernels, ConvOneDnnBf16MatchesWidened) {
     EXPECT_LT(rel_diff(r[1].dw, r[0].dw), tol);
     EXPECT_LT(rel_diff(r[1].db, r[0].db), tol);
   }
+}
+
+// oneDNN's native bf16 products (float32 accumulation) against float32 products of the same
+// values rounded once: they differ only by summation order, within one bf16 rounding of the
+// largest entry. Every transpose combination, skinny (Linear at batch 16) and odd shapes, and
+// Linear with its bias fused, forward and backward.
+TEST(FastKernels, Bf16GemmMatchesWidened) {
+  const weft::DType bf16 = weft::DType::BFloat16;
+  const double tol = 1.0 / 256;
+  weft::Generator gen(17);
+  for (auto [M, N, K] :
+       std::vector<std::array<int64_t, 3>>{{16, 512, 1024}, {5, 7, 3}, {64, 33, 129}})
+    for (bool ta : {false, true})
+      for (bool tb : {false, true}) {
+        SCOPED_TRACE(testing::Message()
+                     << M << "x" << N << "x" << K << " ta " << ta << " tb " << tb);
+        Tensor a = weft::randn(ta ? weft::Shape{K, M} : weft::Shape{M, K}, &gen).to(bf16);
+        Tensor b = weft::randn(tb ? weft::Shape{N, K} : weft::Shape{K, N}, &gen).to(bf16);
+        if (__builtin_cpu_supports("avx512bf16")) {  // oneDNN has native kernels for these
+          Tensor c = weft::make_empty({M, N}, bf16);
+          EXPECT_TRUE(weft::cpu::bf16_gemm(ta, tb, M, N, K,
+                                           static_cast<const uint16_t*>(a.raw_data()), ta ? M : K,
+                                           static_cast<const uint16_t*>(b.raw_data()), tb ? K : N,
+                                           static_cast<uint16_t*>(c.raw_data()), N));
+        }
+        Tensor got = weft::mm(a, b, ta, tb);
+        ASSERT_EQ(got.dtype(), bf16);
+        Tensor ref = weft::mm(a.to(weft::kFloat32), b.to(weft::kFloat32), ta, tb).to(bf16);
+        EXPECT_LT(rel_diff(got.to_vector_float(), ref.to_vector_float()), tol);
+      }
+  Tensor x = weft::randn({16, 300}, &gen).to(bf16).requires_grad_();
+  Tensor w = weft::randn({70, 300}, &gen).to(bf16).requires_grad_();
+  Tensor b = weft::randn({70}, &gen).to(bf16).requires_grad_();
+  Tensor y = F::linear(x, w, b);
+  if (__builtin_cpu_supports("avx512bf16")) {
+    EXPECT_EQ(y.grad_fn()->name(), "AddmmBackward");  // the native path, not widened copies
+  }
+  Tensor gout = weft::randn({16, 70}, &gen).to(bf16);
+  y.backward(gout);
+  Tensor xf = x.detach().to(weft::kFloat32).requires_grad_();
+  Tensor wf = w.detach().to(weft::kFloat32).requires_grad_();
+  Tensor bf = b.detach().to(weft::kFloat32).requires_grad_();
+  Tensor yf = F::linear(xf, wf, bf);
+  yf.backward(gout.to(weft::kFloat32));
+  auto rounded = [&](const Tensor& t) { return t.to(bf16).to_vector_float(); };
+  EXPECT_LT(rel_diff(y.to_vector_float(), rounded(yf)), tol);
+  EXPECT_LT(rel_diff(x.grad().to_vector_float(), rounded(xf.grad())), tol);
+  EXPECT_LT(rel_diff(w.grad().to_vector_float(), rounded(wf.grad())), tol);
+  EXPECT_LT(rel_diff(b.grad().to_vector_float(), rounded(bf.grad())), tol);
 }
 
 TEST(FastKernels, BatchNormReductionsMatchDouble) {

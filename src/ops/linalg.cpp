@@ -1,8 +1,9 @@
-// Matrix products on OpenBLAS SGEMM (skinny products on weft's own kernels, cpu/skinny_gemm.h).
-// Transposed operands are passed to BLAS as flags, never copied; batched and broadcast matmul loop
-// SGEMM over the batch.
+// Matrix products on OpenBLAS SGEMM (skinny products on weft's own kernels, cpu/skinny_gemm.h),
+// bf16 ones on oneDNN's (cpu/bf16_gemm.h). Transposed operands are passed to BLAS as flags, never
+// copied; batched and broadcast matmul loop GEMM over the batch.
 #include <cblas.h>
 
+#include "cpu/bf16_gemm.h"
 #include "cpu/skinny_gemm.h"
 #ifdef WEFT_WITH_CUDA
 #include "cuda/cuda_ops.h"
@@ -15,23 +16,25 @@ namespace weft {
 
 namespace {
 
-// A 2-D float tensor as BLAS sees it: data, leading dimension, and whether it is transposed.
+// A 2-D tensor as BLAS sees it: data, leading dimension, and whether it is transposed.
 struct BlasView {
   Tensor t;  // keeps storage alive
-  const float* data;
+  const void* data;
   int64_t ld;
   bool trans;
+  const float* f32() const { return static_cast<const float*>(data); }
+  const uint16_t* bits16() const { return static_cast<const uint16_t*>(data); }
 };
 
 BlasView blas_view(const Tensor& m) {
   const int64_t r = m.size(0), c = m.size(1);
   const int64_t s0 = m.stride(0), s1 = m.stride(1);
   if (s1 == 1 && (r <= 1 || s0 >= std::max<int64_t>(c, 1)))
-    return {m, m.data_ptr<float>(), std::max<int64_t>({s0, c, 1}), false};
+    return {m, m.raw_data(), std::max<int64_t>({s0, c, 1}), false};
   if (s0 == 1 && (c <= 1 || s1 >= std::max<int64_t>(r, 1)))
-    return {m, m.data_ptr<float>(), std::max<int64_t>({s1, r, 1}), true};
+    return {m, m.raw_data(), std::max<int64_t>({s1, r, 1}), true};
   Tensor cm = m.contiguous();
-  return {cm, cm.data_ptr<float>(), std::max<int64_t>(c, 1), false};
+  return {cm, cm.raw_data(), std::max<int64_t>(c, 1), false};
 }
 
 // C[M,N] (+)= op(A) @ op(B), raw, no autograd.
@@ -50,11 +53,22 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float b
     return;
   }
   const bool eff_ta = ta != va.trans, eff_tb = tb != vb.trans;
-  if (cpu::skinny_sgemm(eff_ta, eff_tb, M, N, K, va.data, va.ld, vb.data, vb.ld, beta,
+  if (c.dtype() == DType::BFloat16) {
+    WEFT_CHECK(beta == 0.0f, "bf16 gemm accumulating into its output is not supported");
+    if (cpu::bf16_gemm(eff_ta, eff_tb, M, N, K, va.bits16(), va.ld, vb.bits16(), vb.ld,
+                       static_cast<uint16_t*>(c.raw_data()), N))
+      return;
+    // No native bf16 kernel here: the float32 product of widened copies, rounded once.
+    Tensor cf = make_empty({M, N});
+    gemm(a.to(kFloat32), ta, b.to(kFloat32), tb, cf, 0.0f);
+    c.copy_(cf);
+    return;
+  }
+  if (cpu::skinny_sgemm(eff_ta, eff_tb, M, N, K, va.f32(), va.ld, vb.f32(), vb.ld, beta,
                         c.data_ptr<float>(), N))
     return;
   cblas_sgemm(CblasRowMajor, eff_ta ? CblasTrans : CblasNoTrans, eff_tb ? CblasTrans : CblasNoTrans,
-              (blasint)M, (blasint)N, (blasint)K, 1.0f, va.data, (blasint)va.ld, vb.data,
+              (blasint)M, (blasint)N, (blasint)K, 1.0f, va.f32(), (blasint)va.ld, vb.f32(),
               (blasint)vb.ld, beta, c.data_ptr<float>(), (blasint)std::max<int64_t>(N, 1));
 }
 
@@ -72,12 +86,11 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
     return mm(la, lb, trans_a, trans_b);
   }
   check_same_dtype(a, b, "mm");
-  // 16-bit floats on the CPU: a float32 product (float32 accumulation, as PyTorch's) rounded
-  // once. cuBLAS takes them as they are, with the same float32 accumulation.
-  if (is_reduced_float(a.dtype()) && a.device().is_cpu())
+  // 16-bit floats: float32 accumulation (as PyTorch's), the product rounded once. cuBLAS and
+  // (bf16 on the CPU) gemm take them as they are; fp16 on the CPU goes through float32 copies.
+  if (a.dtype() == DType::Float16 && a.device().is_cpu())
     return mm(a.to(kFloat32), b.to(kFloat32), trans_a, trans_b).to(a.dtype());
-  WEFT_CHECK(a.dtype() == kFloat32 || a.device().is_cuda(), "mm expects float32 tensors, got ",
-             a.str());
+  WEFT_CHECK(is_floating_point(a.dtype()), "mm expects float tensors, got ", a.str());
   WEFT_CHECK(a.device() == b.device(), "mm: tensors on different devices, ", a.device(), " and ",
              b.device());
   WEFT_CHECK(a.dim() == 2 && b.dim() == 2, "mm expects 2-D tensors, got ", a.str(), " and ",
@@ -114,10 +127,9 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return matmul(la, lb);
   }
   check_same_dtype(a, b, "matmul");
-  if (is_reduced_float(a.dtype()) && a.device().is_cpu())  // as mm: float32, rounded once
+  if (a.dtype() == DType::Float16 && a.device().is_cpu())  // as mm: float32, rounded once
     return matmul(a.to(kFloat32), b.to(kFloat32)).to(a.dtype());
-  WEFT_CHECK(a.dtype() == kFloat32 || a.device().is_cuda(), "matmul expects float32 tensors, got ",
-             a.str());
+  WEFT_CHECK(is_floating_point(a.dtype()), "matmul expects float tensors, got ", a.str());
   WEFT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got ",
              a.str(), " and ", b.str());
   if (a.dim() == 1 && b.dim() == 1) return (a * b).sum();

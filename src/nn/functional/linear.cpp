@@ -3,6 +3,7 @@
 // nodes than mm + add matter for small, overhead-bound layers.
 #include <cblas.h>
 
+#include "../../ops/cpu/bf16_gemm.h"
 #include "../../ops/cpu/skinny_gemm.h"
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
@@ -22,12 +23,15 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   WEFT_CHECK(input.dtype() == weight.dtype() && (!bias.defined() || bias.dtype() == weight.dtype()),
              "linear: expected input, weight and bias of one dtype, got ", input.str(), ", ",
              weight.str(), (bias.defined() ? ", " + bias.str() : std::string()));
-  // 16-bit floats on the CPU: the float32 addmm on widened copies, rounded once (PyTorch's
-  // float32 accumulation). CUDA runs them through cuBLAS below.
-  if (is_reduced_float(input.dtype()) && input.device().is_cpu())
+  // 16-bit floats: float32 accumulation (PyTorch's), the result rounded once. CUDA runs them
+  // through cuBLAS below, bf16 on the CPU through oneDNN where it has a native kernel; otherwise
+  // the float32 addmm on widened copies.
+  auto widened = [&] {
     return linear(input.to(kFloat32), weight.to(kFloat32),
                   bias.defined() ? bias.to(kFloat32) : bias)
         .to(input.dtype());
+  };
+  if (input.dtype() == DType::Float16 && input.device().is_cpu()) return widened();
   WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());
   WEFT_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ",
              shape_str(input.sizes()), " does not match weight ", shape_str(weight.sizes()),
@@ -50,20 +54,28 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
     return input.dim() == 2 ? out : out.view(out_shape);
   }
 #endif
-  WEFT_CHECK(input.dtype() == kFloat32, "linear expects float32 tensors, got ", input.str());
   const int64_t M = x2.size(0), N = weight.size(0), K = weight.size(1);
   Tensor x = x2.contiguous(), w = weight.contiguous(), b = bias.contiguous();
-  Tensor out = make_empty({M, N}, kFloat32, input.device());
-  float* po = out.data_ptr<float>();
-  const float* pb = b.data_ptr<float>();
-  for (int64_t m = 0; m < M; ++m)
-    for (int64_t n = 0; n < N; ++n) po[m * N + n] = pb[n];
-  if (M > 0 && N > 0 && K > 0 &&
-      !cpu::skinny_sgemm(false, true, M, N, K, x.data_ptr<float>(), K, w.data_ptr<float>(), K, 1.0f,
-                         po, N))
-    cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)K, 1.0f,
-                x.data_ptr<float>(), (blasint)K, w.data_ptr<float>(), (blasint)K, 1.0f, po,
-                (blasint)N);
+  Tensor out = make_empty({M, N}, input.dtype(), input.device());
+  if (input.dtype() == DType::BFloat16) {
+    Tensor bf = b.to(kFloat32);
+    if (!cpu::bf16_gemm(false, true, M, N, K, static_cast<const uint16_t*>(x.raw_data()), K,
+                        static_cast<const uint16_t*>(w.raw_data()), K,
+                        static_cast<uint16_t*>(out.raw_data()), N, bf.data_ptr<float>()))
+      return widened();  // no native kernel for it, or an empty product
+  } else {
+    WEFT_CHECK(input.dtype() == kFloat32, "linear expects float32 tensors, got ", input.str());
+    float* po = out.data_ptr<float>();
+    const float* pb = b.data_ptr<float>();
+    for (int64_t m = 0; m < M; ++m)
+      for (int64_t n = 0; n < N; ++n) po[m * N + n] = pb[n];
+    if (M > 0 && N > 0 && K > 0 &&
+        !cpu::skinny_sgemm(false, true, M, N, K, x.data_ptr<float>(), K, w.data_ptr<float>(), K,
+                           1.0f, po, N))
+      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)K, 1.0f,
+                  x.data_ptr<float>(), (blasint)K, w.data_ptr<float>(), (blasint)K, 1.0f, po,
+                  (blasint)N);
+  }
   if (autograd::any_requires_grad({&x2, &weight, &bias})) {
     bool gx = x2.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
     Tensor xs = x.detach(), ws = w.detach();
