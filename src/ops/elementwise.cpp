@@ -153,9 +153,11 @@ void dispatch_reduced(DType t, F&& f) {
 
 // out[i] = round(f(widen(in[0][i]), widen(in[1][i]), ...)) over contiguous 16-bit tensors of
 // one dtype and shape: the result of running f on widened copies and rounding the output,
-// without the copies.
+// without the copies. Blocks of kBlock values are widened into L1-resident buffers, so that
+// the conversions and f each run as a loop the compiler vectorises.
 template <size_t N, typename F>
 Tensor reduced_map(const std::array<const Tensor*, N>& in, F f) {
+  constexpr int64_t kBlock = 512;
   const Tensor& a = *in[0];
   Tensor out = make_empty(a.sizes(), a.dtype(), a.device());
   const int64_t n = out.numel();
@@ -164,14 +166,19 @@ Tensor reduced_map(const std::array<const Tensor*, N>& in, F f) {
     for (size_t k = 0; k < N; ++k) p[k] = static_cast<const T*>(in[k]->raw_data());
     T* o = static_cast<T*>(out.raw_data());
     cpu::parallel_for(0, n, cpu::kGrainSize, [&](int64_t s, int64_t e) {
-      for (int64_t i = s; i < e; ++i) {
-        if constexpr (N == 1)
-          o[i] = cpu::convert<T>(f(cpu::to_float(p[0][i])));
-        else if constexpr (N == 2)
-          o[i] = cpu::convert<T>(f(cpu::to_float(p[0][i]), cpu::to_float(p[1][i])));
-        else
-          o[i] = cpu::convert<T>(
-              f(cpu::to_float(p[0][i]), cpu::to_float(p[1][i]), cpu::to_float(p[2][i])));
+      float x[N][kBlock], y[kBlock];
+      for (int64_t i0 = s; i0 < e; i0 += kBlock) {
+        const int64_t m = std::min(kBlock, e - i0);
+        for (size_t k = 0; k < N; ++k) cpu::widen(p[k] + i0, m, x[k]);
+        for (int64_t i = 0; i < m; ++i) {
+          if constexpr (N == 1)
+            y[i] = f(x[0][i]);
+          else if constexpr (N == 2)
+            y[i] = f(x[0][i], x[1][i]);
+          else
+            y[i] = f(x[0][i], x[1][i], x[2][i]);
+        }
+        cpu::narrow(y, m, o + i0);
       }
     });
   });

@@ -451,6 +451,10 @@ void copy_kernel(const Tensor& dst, const Tensor& src) {
                          if (st[0] == 1 && st[1] == 1) {
                            if constexpr (std::is_same_v<Dst, Src>)
                              std::memcpy(dp, sp, n * sizeof(Dst));
+                           else if constexpr (std::is_same_v<Dst, float> && cpu::is_half_v<Src>)
+                             cpu::widen(sp, n, dp);
+                           else if constexpr (cpu::is_half_v<Dst> && std::is_same_v<Src, float>)
+                             cpu::narrow(sp, n, dp);
                            else
                              for (int64_t i = 0; i < n; ++i) dp[i] = cpu::convert<Dst>(sp[i]);
                          } else {

@@ -47,10 +47,7 @@ class FloatRows {
   const float* row(int64_t r, float* buf) const {
     if (dtype_ == kFloat32) return static_cast<const float*>(base_) + r * S_;
     cpu::dispatch_dtype(dtype_, [&]<typename T>() {
-      if constexpr (cpu::is_half_v<T>) {
-        const T* p = static_cast<const T*>(base_) + r * S_;
-        for (int64_t i = 0; i < S_; ++i) buf[i] = cpu::to_float(p[i]);
-      }
+      if constexpr (cpu::is_half_v<T>) cpu::widen(static_cast<const T*>(base_) + r * S_, S_, buf);
     });
     return buf;
   }
@@ -61,10 +58,11 @@ class FloatRows {
   int64_t S_;
 };
 
-// Stores o[r*S + i] = f(i) for i < S, rounding once into a 16-bit output; large float32
-// outputs are streamed past the cache (stream_output).
+// Stores o[r*S + i] = f(i) for i < S. A 16-bit output gets the values computed into buf (S
+// floats) and then rounded once; large float32 outputs are streamed past the cache
+// (stream_output).
 template <typename F>
-void store_row(const Tensor& out, bool stream, int64_t r, int64_t S, F f) {
+void store_row(const Tensor& out, bool stream, int64_t r, int64_t S, float* buf, F f) {
   if (out.dtype() == kFloat32) {
     float* o = static_cast<float*>(out.raw_data()) + r * S;
     if (stream)
@@ -73,11 +71,9 @@ void store_row(const Tensor& out, bool stream, int64_t r, int64_t S, F f) {
       for (int64_t i = 0; i < S; ++i) o[i] = f(i);
     return;
   }
+  for (int64_t i = 0; i < S; ++i) buf[i] = f(i);
   cpu::dispatch_dtype(out.dtype(), [&]<typename T>() {
-    if constexpr (cpu::is_half_v<T>) {
-      T* o = static_cast<T*>(out.raw_data()) + r * S;
-      for (int64_t i = 0; i < S; ++i) o[i] = cpu::convert<T>(f(i));
-    }
+    if constexpr (cpu::is_half_v<T>) cpu::narrow(buf, S, static_cast<T*>(out.raw_data()) + r * S);
   });
 }
 
@@ -205,13 +201,14 @@ Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invs
   const bool stream = stream_output(out);
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
                     [&](int64_t r0, int64_t r1) {
-                      std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S);
+                      std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S),
+                          obuf(out.dtype() == kFloat32 ? 0 : S);
                       for (int64_t r = r0; r < r1; ++r) {
                         int64_t c = r % C;
                         float scale = pi[c] * (pw ? pw[c] : 1.0f);
                         float shift = (pb ? pb[c] : 0.0f) - pm[c] * scale;
                         const float* a = xs.row(r, buf.data());
-                        store_row(out, stream, r, S,
+                        store_row(out, stream, r, S, obuf.data(),
                                   [&](int64_t i) { return a[i] * scale + shift; });
                       }
                       if (stream) cpu::stream_fence();
@@ -308,7 +305,8 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
                     [&](int64_t r0, int64_t r1) {
                       std::vector<float> xbuf(x.dtype() == kFloat32 ? 0 : S),
-                          dbuf(dy.dtype() == kFloat32 ? 0 : S);
+                          dbuf(dy.dtype() == kFloat32 ? 0 : S),
+                          obuf(dx.dtype() == kFloat32 ? 0 : S);
                       for (int64_t r = r0; r < r1; ++r) {
                         int64_t c = r % C;
                         // dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu)))
@@ -320,7 +318,7 @@ Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tens
                         const float scale = w * is;
                         const float* xr = xs.row(r, xbuf.data());
                         const float* dr = dys.row(r, dbuf.data());
-                        store_row(dx, stream, r, S, [&](int64_t i) {
+                        store_row(dx, stream, r, S, obuf.data(), [&](int64_t i) {
                           return scale * (dr[i] - mdy - (xr[i] - mu) * k);
                         });
                       }
