@@ -1,7 +1,9 @@
 // Tensor basics: views share storage, broadcasting, reductions, dtype/shape errors, RNG.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
+#include <limits>
 
 #include "error_message.h"
 #include "weft/autograd.h"
@@ -142,4 +144,25 @@ TEST(Tensor, InplaceFromOverlappingViewIsRefused) {
   expect[0].copy_(expect[1]);
   expect.slice(0, 0, 2).add_(expect.slice(0, 3, 5).clone());
   EXPECT_EQ(x.to_vector_float(), expect.to_vector_float());
+}
+
+// relu's edge values as PyTorch gives them (torch.relu and its backward on these inputs):
+// NaN and -0 pass through, and the gradient passes wherever the output is not <= 0.
+TEST(Tensor, ReluEdgeValuesAsPyTorch) {
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  const float inf = std::numeric_limits<float>::infinity();
+  for (DType dt : {kFloat32, DType::BFloat16, DType::Float16}) {
+    Tensor x = tensor(std::vector<float>{-0.0f, 0.0f, nan, -inf, 2.0f, -3.0f}, {6}).to(dt);
+    x.requires_grad_();
+    Tensor y = x.relu();
+    y.backward(ones({6}).to(dt));
+    const std::vector<float> v = y.detach().to_vector_float();
+    EXPECT_TRUE(v[0] == 0.0f && std::signbit(v[0])) << dtype_name(dt);
+    EXPECT_TRUE(v[1] == 0.0f && !std::signbit(v[1]));
+    EXPECT_TRUE(std::isnan(v[2]));
+    EXPECT_EQ(v[3], 0.0f);
+    EXPECT_EQ(v[4], 2.0f);
+    EXPECT_EQ(v[5], 0.0f);
+    EXPECT_EQ(x.grad().to_vector_float(), (std::vector<float>{0, 0, 1, 0, 1, 0}));
+  }
 }

@@ -431,8 +431,9 @@ Tensor Tensor::pow(double e) const {
 Tensor Tensor::relu() const {
   return unary_op(
       *this, "ReluBackward", Reads::Y, cuda::UnaryOp::Relu, 0, 0,
-      [](float x) { return x > 0 ? x : 0.0f; },
-      [](float g, float, float y) { return y > 0 ? g : 0.0f; });
+      // PyTorch's: NaN and -0 pass through; the gradient passes where the output is not <= 0.
+      [](float x) { return x < 0 ? 0.0f : x; },
+      [](float g, float, float y) { return y <= 0 ? 0.0f : g; });
 }
 Tensor Tensor::sigmoid() const {
   return unary_op(

@@ -47,7 +47,7 @@ struct UnaryF {
     if constexpr (OP == UnaryOp::Sqrt) return sqrtf(x);
     if constexpr (OP == UnaryOp::Abs) return fabsf(x);
     if constexpr (OP == UnaryOp::Pow) return (float)pow((double)x, s0);
-    if constexpr (OP == UnaryOp::Relu) return x > 0 ? x : 0.0f;
+    if constexpr (OP == UnaryOp::Relu) return x < 0 ? 0.0f : x;  // NaN and -0 pass (PyTorch)
     if constexpr (OP == UnaryOp::Sigmoid) return 1.0f / (1.0f + expf(-x));
     if constexpr (OP == UnaryOp::Tanh) return tanhf(x);
     if constexpr (OP == UnaryOp::Clamp) {
@@ -77,7 +77,7 @@ struct UnaryBackF {
     if constexpr (OP == UnaryOp::Abs) return x > 0 ? g : (x < 0 ? -g : 0.0f);
     if constexpr (OP == UnaryOp::Pow)
       return s0 == 0 ? 0.0f : (float)(g * s0 * pow((double)x, s0 - 1));
-    if constexpr (OP == UnaryOp::Relu) return y > 0 ? g : 0.0f;
+    if constexpr (OP == UnaryOp::Relu) return y <= 0 ? 0.0f : g;
     if constexpr (OP == UnaryOp::Sigmoid) return g * y * (1.0f - y);
     if constexpr (OP == UnaryOp::Tanh) return g * (1.0f - y * y);
     if constexpr (OP == UnaryOp::Clamp) return x >= (float)s0 && x <= (float)s1 ? g : 0.0f;
