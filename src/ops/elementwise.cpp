@@ -1,6 +1,7 @@
 // Broadcasting elementwise arithmetic and activations, float32 (int64 for +,-,* and eq),
-// with their backward formulas. bf16/fp16 operands run the float32 kernels on widened copies and
-// round the result once (PyTorch's opmath rule); the casts carry the gradients.
+// with their backward formulas. bf16/fp16 operands compute in float32 and round the result once
+// (PyTorch's opmath rule): same-shape contiguous ones in one pass (reduced_map), others through
+// the float32 kernels on widened copies, whose casts carry the gradients.
 #include <cmath>
 
 #include "../tensor/memory_overlap.h"

@@ -5,7 +5,7 @@
 #include <cmath>
 
 #include "../golden.h"
-#include "skip_without_cuda.h"
+#include "cuda_test.h"
 #include "weft/amp.h"
 #include "weft/autograd.h"
 #include "weft/nn.h"

@@ -7,7 +7,7 @@
 #include <functional>
 
 #include "../bf16_golden.h"
-#include "skip_without_cuda.h"
+#include "cuda_test.h"
 #include "weft/amp.h"
 #include "weft/autograd.h"
 #include "weft/nn.h"
@@ -16,7 +16,6 @@ namespace weft {
 namespace {
 
 using namespace test;
-const Device kGpu = Device::CUDA(0);
 
 TEST(CudaBf16Ops, MatchPyTorch) {
   SKIP_WITHOUT_CUDA();

@@ -7,7 +7,7 @@
 #include <sstream>
 #include <string>
 
-#include "skip_without_cuda.h"
+#include "cuda_test.h"
 #include "weft/ops.h"
 
 namespace {

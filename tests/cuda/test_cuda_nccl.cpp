@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "../subprocess.h"
+#include "cuda_test.h"
 #include "weft/cuda.h"
 
 using weft::test::build_dir;
@@ -28,8 +29,7 @@ int count(const std::string& s, const std::string& what) {
 }  // namespace
 
 TEST(CudaNCCL, CollectivesWorldOfOne) {
-  if (!weft::cuda::is_available())
-    GTEST_SKIP() << "no CUDA device: the GPU tests run on the GPU machine";
+  SKIP_WITHOUT_CUDA();
   auto r = launch(1, "collectives");
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_EQ(count(r.output, "OK collectives"), 1) << r.output;

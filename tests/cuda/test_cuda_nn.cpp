@@ -9,7 +9,7 @@
 #include "../golden_modules.h"
 #include "../subprocess.h"
 #include "../sync_bn_replay.h"
-#include "skip_without_cuda.h"
+#include "cuda_test.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/dist/distributed.h"
@@ -27,8 +27,8 @@ using weft::test::kRtol;
 
 namespace {
 
-const Device kGpu = Device::CUDA(0);
-Tensor host(const Tensor& t) { return t.to(Device::CPU()); }
+using weft::test::host;
+using weft::test::kGpu;
 
 }  // namespace
 

@@ -13,7 +13,7 @@
 #include <sstream>
 
 #include "../golden.h"
-#include "skip_without_cuda.h"
+#include "cuda_test.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/data.h"
@@ -30,8 +30,8 @@ using weft::test::kRtol;
 
 namespace {
 
-const Device kGpu = Device::CUDA(0);
-Tensor host(const Tensor& t) { return t.detach().to(Device::CPU()); }
+using weft::test::host;
+using weft::test::kGpu;
 Tensor gpu(const Tensor& t) { return t.detach().to(kGpu); }
 
 // CUDA result `got` against the CPU's `want` (both any device), elementwise.

@@ -116,12 +116,11 @@ Tensor conv2d_onednn_bf16(const Tensor& input, const Tensor& weight, const Tenso
           if (!cpu::onednn_conv_backward(g, xs.raw_data(), ws.raw_data(), dy.raw_data(),
                                          gx ? dx.raw_data() : nullptr,
                                          gw ? dw.data_ptr<float>() : nullptr,
-                                         db.defined() ? db.data_ptr<float>() : nullptr)) {
+                                         db.defined() ? db.data_ptr<float>() : nullptr))
             // oneDNN ran the forward, so it has the backward; if not, say so plainly.
-            WEFT_CHECK(false, "conv2d: oneDNN has no bf16 backward for input ",
+            WEFT_ERROR("conv2d: oneDNN has no bf16 backward for input ",
                        shape_str({g.N, g.C, g.H, g.W}), " and weight ",
                        shape_str({g.K, g.Cg(), g.kh, g.kw}));
-          }
           if (gb && !gw) db = dy.to(kFloat32).sum({0, 2, 3});
           return std::vector<Tensor>{dx, gw ? dw.to(DType::BFloat16) : dw,
                                      gb ? db.to(DType::BFloat16) : db};
