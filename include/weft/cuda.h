@@ -20,7 +20,8 @@ namespace weft::cuda {
 bool is_available();
 // Devices visible to this process; 0 without the backend, a driver or a GPU.
 int device_count();
-// Waits for all work queued on `device` (-1: every device; nothing to do without devices).
+// Waits for all work queued on `device` (-1: every device weft has used; nothing to do without
+// devices).
 void synchronize(int device = -1);
 
 // TF32 tensor-core math for float32 GEMMs. Off by default, so that float32 products round as

@@ -45,15 +45,18 @@ class CudaRaw : public RawAllocator {
     return ev;
   }
   bool event_done(EventId event) override {
+    DeviceScope scope(device_);  // the query would otherwise make a context on the current GPU
     const cudaError_t e = cudaEventQuery(static_cast<cudaEvent_t>(event));
     if (e == cudaErrorNotReady) return false;
     WEFT_CUDA_CHECK(e);
     return true;
   }
-  void destroy_event(EventId event) override {
+  void wait_event(EventId event) override {
     DeviceScope scope(device_);
-    cudaEventDestroy(static_cast<cudaEvent_t>(event));
+    WEFT_CUDA_CHECK(cudaEventSynchronize(static_cast<cudaEvent_t>(event)));
   }
+  // Needs no current device, and runs from destructors: must not throw.
+  void destroy_event(EventId event) override { cudaEventDestroy(static_cast<cudaEvent_t>(event)); }
 
  private:
   int device_;
@@ -107,16 +110,17 @@ size_t pinned_round(size_t n) {
 // streams complete out of order); true when none is outstanding.
 bool events_done(PinnedBlock& b) {
   for (size_t i = 0; i < b.events.size();) {
-    const cudaError_t e = cudaEventQuery(b.events[i].second);
+    cudaError_t e;
+    {
+      DeviceScope scope(b.events[i].first);  // the event's device, not whichever is current
+      e = cudaEventQuery(b.events[i].second);
+    }
     if (e == cudaErrorNotReady) {
       ++i;
       continue;
     }
     WEFT_CUDA_CHECK(e);
-    {
-      DeviceScope scope(b.events[i].first);
-      cudaEventDestroy(b.events[i].second);
-    }
+    cudaEventDestroy(b.events[i].second);
     b.events.erase(b.events.begin() + (ptrdiff_t)i);
   }
   return b.events.empty();
@@ -157,7 +161,17 @@ void* pinned_alloc(size_t nbytes) {
     return p;
   }
   void* p = nullptr;
-  WEFT_CUDA_CHECK(cudaHostAlloc(&p, size, cudaHostAllocDefault));
+  // On a device that already has a context: a thread that never chose one (a DataLoader
+  // worker) would otherwise make a context on GPU 0 in every process. Portable: pinned for
+  // every device's context, whichever allocated it.
+  int device = 0;
+  for (int d = 0; d < device_count(); ++d)
+    if (entered(d)) {
+      device = d;
+      break;
+    }
+  DeviceScope scope(device);
+  WEFT_CUDA_CHECK(cudaHostAlloc(&p, size, cudaHostAllocPortable));
   c.blocks.emplace(p, PinnedBlock{size, true, {}});
   return p;
 }

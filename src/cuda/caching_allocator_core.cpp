@@ -53,7 +53,13 @@ BlockPool::Block* BlockPool::new_segment(size_t size, StreamId stream, bool smal
                                              : (size + kRoundLarge - 1) / kRoundLarge * kRoundLarge;
   void* p = raw_.malloc(seg);
   if (!p) {
-    // Out of memory: give every cached segment back and try once more, as PyTorch does.
+    // Out of memory: wait for the blocks other streams still use (record_stream), give every
+    // cached segment back and try once more, as PyTorch does.
+    for (auto& [event, block] : pending_) {
+      (void)block;
+      raw_.wait_event(event);
+    }
+    process_events();
     release_free_segments();
     p = raw_.malloc(seg);
   }

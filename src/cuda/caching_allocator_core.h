@@ -27,6 +27,7 @@ class RawAllocator {
   virtual void free(void* ptr) = 0;
   virtual EventId record_event(StreamId stream) = 0;  // marks the stream's current point
   virtual bool event_done(EventId event) = 0;
+  virtual void wait_event(EventId event) = 0;  // blocks the host until the event completes
   virtual void destroy_event(EventId event) = 0;
 };
 

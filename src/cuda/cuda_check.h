@@ -15,7 +15,12 @@ namespace weft::cuda::detail {
 [[noreturn]] void throw_cublas_error(cublasStatus_t st, const char* call, const char* file,
                                      int line);
 
-// Sets the calling thread's CUDA device to `device` for the scope, restoring the previous one.
+// Devices that weft has made current (and so given a primary context) on any thread.
+void mark_entered(int device);
+bool entered(int device);
+
+// Sets the calling thread's CUDA device to `device` for the scope, then restores the previous
+// one if that device has a context from weft (see runtime.cpp).
 class DeviceScope {
  public:
   explicit DeviceScope(int device);

@@ -26,14 +26,32 @@ void throw_cublas_error(cublasStatus_t st, const char* call, const char* file, i
                                   cublasGetStatusName(st) + ": " + cublasGetStatusString(st));
 }
 
+namespace {
+// The devices weft has made current on some thread, so that their primary contexts exist.
+std::atomic<uint64_t> g_entered{0};
+}  // namespace
+
+void mark_entered(int device) {
+  if (device >= 0 && device < 64) g_entered.fetch_or(uint64_t{1} << device);
+}
+
+bool entered(int device) {
+  return device >= 0 && device < 64 && ((g_entered.load() >> device) & 1);
+}
+
 DeviceScope::DeviceScope(int device) {
   WEFT_CUDA_CHECK(cudaGetDevice(&prev_));
   if (prev_ != device) WEFT_CUDA_CHECK(cudaSetDevice(device));
+  mark_entered(device);
 }
 
 DeviceScope::~DeviceScope() {
+  // Since CUDA 12 cudaSetDevice creates the device's primary context: a fresh thread reports
+  // device 0 as current, and switching back to it would put a context (~0.5 GB) on GPU 0 in
+  // every process of a multi-GPU job. So a thread is switched back only to a device that
+  // already has one from weft (PyTorch's MaybeSetDevice does the same).
   int now = -1;
-  if (cudaGetDevice(&now) == cudaSuccess && now != prev_) cudaSetDevice(prev_);
+  if (cudaGetDevice(&now) == cudaSuccess && now != prev_ && entered(prev_)) cudaSetDevice(prev_);
 }
 
 }  // namespace detail
@@ -88,8 +106,9 @@ int device_count() {
 }
 
 void synchronize(int device) {
-  if (device < 0) {
-    for (int d = 0; d < device_count(); ++d) synchronize(d);
+  if (device < 0) {  // the devices weft has used: others have nothing to wait for
+    for (int d = 0; d < device_count(); ++d)
+      if (detail::entered(d)) synchronize(d);
     return;
   }
   detail::DeviceScope scope(checked_device(device));
@@ -105,7 +124,11 @@ int current_device() {
   return d;
 }
 
-void set_device(int device) { WEFT_CUDA_CHECK(cudaSetDevice(checked_device(device))); }
+void set_device(int device) {
+  device = checked_device(device);
+  WEFT_CUDA_CHECK(cudaSetDevice(device));
+  detail::mark_entered(device);
+}
 
 bool Stream::query() const {
   detail::DeviceScope scope(device_);
@@ -170,11 +193,10 @@ StreamGuard::StreamGuard(const Stream& s) : prev_(current_stream(s.device())) {
 }
 StreamGuard::~StreamGuard() { set_current_stream(prev_); }
 
+// cudaEventDestroy needs no current device, and a destructor must not throw (it may run while
+// an exception unwinds, or after CUDA's own teardown at exit): errors are ignored.
 Event::~Event() {
-  if (event_) {
-    detail::DeviceScope scope(device_);
-    cudaEventDestroy(event_);
-  }
+  if (event_) cudaEventDestroy(event_);
 }
 
 Event::Event(Event&& o) noexcept : timing_(o.timing_), device_(o.device_), event_(o.event_) {
@@ -183,10 +205,7 @@ Event::Event(Event&& o) noexcept : timing_(o.timing_), device_(o.device_), event
 
 Event& Event::operator=(Event&& o) noexcept {
   if (this != &o) {
-    if (event_) {
-      detail::DeviceScope scope(device_);
-      cudaEventDestroy(event_);
-    }
+    if (event_) cudaEventDestroy(event_);
     timing_ = o.timing_;
     device_ = o.device_;
     event_ = o.event_;

@@ -142,6 +142,22 @@ struct ProcessGroupNCCL::Impl {
     settle(queued != ncclSuccess && queued != ncclInProgress ? queued : ended, what);
   }
 
+  // A peer that dies mid-collective shows as an asynchronous error on the communicator long
+  // before the timeout; abort on it then. Skipped while an op is being issued (that thread
+  // polls the same state). Caller holds neither lock.
+  void poll_async_error() {
+    std::string why;
+    {
+      std::unique_lock<std::mutex> issue_lock(issue_mu, std::try_to_lock);
+      if (!issue_lock.owns_lock() || !comm) return;
+      ncclResult_t r = ncclSuccess;
+      if (ncclCommGetAsyncError(comm, &r) != ncclSuccess || r == ncclSuccess || r == ncclInProgress)
+        return;
+      why = "the communicator on " + where + " reported an error: " + nccl_message(r, comm);
+    }
+    abort(why);
+  }
+
   void watch();
 };
 
@@ -222,7 +238,16 @@ class WorkNCCL : public Work {
       error_ = error;
       cbs.swap(callbacks_);
     }
-    for (auto& cb : cbs) cb(error);
+    for (auto& cb : cbs) {
+      try {
+        cb(error);
+      } catch (...) {
+        // Callbacks run on the watchdog thread: a failing one fails the Work (first error
+        // wins, reported by wait()) instead of ending the process.
+        std::lock_guard<std::mutex> lock(mu_);
+        if (!error_) error_ = std::current_exception();
+      }
+    }
     keep_.clear();
   }
   void fail(std::exception_ptr error) { finish(error); }
@@ -253,6 +278,8 @@ class WorkNCCL : public Work {
 // Completes finished Works in order (their callbacks run here) and aborts the communicator when
 // the oldest unfinished one is overdue; then every pending Work fails with that error.
 void ProcessGroupNCCL::Impl::watch() {
+  // On the group's GPU, so that the event queries below make no context on another one.
+  if (cudaSetDevice(device) == cudaSuccess) cuda::detail::mark_entered(device);
   std::unique_lock<std::mutex> lock(mu);
   while (true) {
     cv.wait_for(lock,
@@ -261,7 +288,13 @@ void ProcessGroupNCCL::Impl::watch() {
     while (!pending.empty()) {
       std::shared_ptr<WorkNCCL> w = pending.front();
       lock.unlock();
-      const bool done = w->is_completed();
+      bool done = true;
+      try {
+        done = w->is_completed();
+      } catch (...) {  // a CUDA error from the event query: the op failed, the thread goes on
+        w->fail(std::current_exception());
+      }
+      if (!done) poll_async_error();
       lock.lock();
       if (done) {
         pending.pop_front();
@@ -375,7 +408,11 @@ ProcessGroupNCCL::~ProcessGroupNCCL() {
   }
   m.cv.notify_all();
   if (m.watchdog.joinable()) m.watchdog.join();  // returns once no op is pending (or all failed)
-  cuda::detail::DeviceScope scope(m.device);
+  // Not a DeviceScope, which throws: a destructor may run after CUDA's own teardown at exit
+  // (a default group never destroyed), where every call fails; errors are ignored then.
+  int prev = -1;
+  const bool switched = cudaGetDevice(&prev) == cudaSuccess && prev != m.device &&
+                        cudaSetDevice(m.device) == cudaSuccess;
   // A Work still held elsewhere may call wait(timeout) and abort: the comm goes under the locks.
   std::lock_guard<std::mutex> issue_lock(m.issue_mu);
   std::lock_guard<std::mutex> lock(m.mu);
@@ -394,7 +431,9 @@ ProcessGroupNCCL::~ProcessGroupNCCL() {
     m.comm = nullptr;
     m.broken = "the process group was destroyed";
   }
-  if (m.stream) cudaStreamDestroy(m.stream);
+  // m.stream is kept, not destroyed: tensors the collectives used may outlive the group, and
+  // when freed the caching allocator records an event on every stream that used them.
+  if (switched && cuda::detail::entered(prev)) cudaSetDevice(prev);
 }
 
 int ProcessGroupNCCL::device() const { return impl_->device; }

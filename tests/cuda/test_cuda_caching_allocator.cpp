@@ -46,12 +46,16 @@ class FakeDevice : public RawAllocator {
     return e;
   }
   bool event_done(EventId e) override { return !pending_.count(e); }
+  void wait_event(EventId e) override {
+    pending_.erase(e);
+    ++waits;
+  }
   void destroy_event(EventId e) override { destroyed.insert(e); }
 
   void complete_all_events() { pending_.clear(); }
   size_t in_use() const { return in_use_; }
   size_t live_segments() const { return live_.size(); }
-  int mallocs = 0, frees = 0;
+  int mallocs = 0, frees = 0, waits = 0;
   std::set<EventId> destroyed;
 
  private:
@@ -201,6 +205,21 @@ TEST(CudaCachingAllocator, OutOfMemoryReleasesTheCacheAndRetries) {
     EXPECT_NE(msg.find("fake:0: out of memory"), std::string::npos) << msg;
     EXPECT_NE(msg.find("20.0 MiB allocated"), std::string::npos) << msg;
   }
+  pool.free(b);
+}
+
+// A block freed while another stream still used it is cached only once that stream's work is
+// done; out of memory, the pool waits for such blocks before giving the cache back and retrying.
+TEST(CudaCachingAllocator, OutOfMemoryWaitsForBlocksStillInUseOnOtherStreams) {
+  FakeDevice dev(40 * kMiB);
+  BlockPool pool(dev, "fake:0");
+  void* a = pool.allocate(30 * kMiB, stream(0));
+  pool.record_stream(a, stream(5));  // e.g. NCCL's stream read it
+  pool.free(a);                      // pending on stream 5's event: not yet reusable
+  void* b = pool.allocate(30 * kMiB, stream(1));
+  EXPECT_EQ(dev.waits, 1);  // waited for the event, then released the segment and retried
+  EXPECT_EQ(dev.frees, 1);
+  EXPECT_EQ(dev.live_segments(), 1u);
   pool.free(b);
 }
 
