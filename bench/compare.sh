@@ -37,7 +37,7 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
   cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=Release -DWEFT_BUILD_TESTS=OFF -DWEFT_BUILD_BENCH=ON \
     -DWEFT_CUDA=$cuda_flag >&2
 fi
-make -C "$build" weft_step -j"${JOBS:-2}" >&2
+cmake --build "$build" --target weft_step -j"${JOBS:-2}" >&2
 weft_step="$build/bench/weft_step"
 
 common=(--threads "$threads" --steps "$steps" --warmup "$warmup" --device "$device" --amp "$amp")

@@ -67,6 +67,12 @@ def main():
     ap.add_argument("--amp", default="none", choices=["none", "bf16", "fp16"])
     a = ap.parse_args()
     gpu = a.device == "cuda"
+    if gpu:
+        # As weft's defaults (weft::cuda::allow_tf32() is false): no TF32 in float32 products or
+        # convolutions. PyTorch's own default allows it in cuDNN convolutions, which would
+        # compare tensor-core TF32 against weft's float32 FMA math.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
 
     torch.set_num_threads(a.threads)
     torch.manual_seed(0)
@@ -102,7 +108,7 @@ def main():
 
     rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
     print(json.dumps({"impl": "torch", "workload": a.workload, "device": a.device,
-                      "wrap": a.wrap, "amp": a.amp, "threads": a.threads,
+                      "wrap": a.wrap, "amp": a.amp, "threads": a.threads, "tf32": False,
                       "median_ms": round(percentile(ms, 0.5), 4),
                       "p10_ms": round(percentile(ms, 0.1), 4),
                       "p90_ms": round(percentile(ms, 0.9), 4),

@@ -85,9 +85,10 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, f
     }
     return;
   }
-  WEFT_CHECK(c.stride(1) == 1 && c.stride(0) >= std::max<int64_t>(N, 1),
+  WEFT_CHECK(c.stride(1) == 1 && (M <= 1 || c.stride(0) >= std::max<int64_t>(N, 1)),
              "cuda::gemm: the output needs unit stride in dim 1, got strides ",
              shape_str(c.strides()));
+  const int64_t ldc = std::max<int64_t>({c.stride(0), N, 1});  // a 1-row output may have less
   const BlasView va = blas_view(a), vb = blas_view(b);
   const bool eff_ta = ta != va.trans, eff_tb = tb != vb.trans;
   const int dev = c.device().index;
@@ -108,13 +109,13 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, f
     WEFT_CUBLAS_CHECK(cublasSgemm_64(h, op_b, op_a, N, M, K, &alpha,
                                      static_cast<const float*>(vb.data), vb.ld,
                                      static_cast<const float*>(va.data), va.ld, &beta,
-                                     static_cast<float*>(c.device_ptr()), c.stride(0)));
+                                     static_cast<float*>(c.device_ptr()), ldc));
     return;
   }
   const cudaDataType_t type = c.dtype() == DType::BFloat16 ? CUDA_R_16BF : CUDA_R_16F;
   WEFT_CUBLAS_CHECK(cublasSetMathMode(h, CUBLAS_DEFAULT_MATH));
   WEFT_CUBLAS_CHECK(cublasGemmEx_64(h, op_b, op_a, N, M, K, &alpha, vb.data, type, vb.ld, va.data,
-                                    type, va.ld, &beta, c.device_ptr(), type, c.stride(0),
+                                    type, va.ld, &beta, c.device_ptr(), type, ldc,
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
 

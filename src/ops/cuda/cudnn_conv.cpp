@@ -225,6 +225,12 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParam
   const int64_t Wo = (x.size(3) + 2 * p.pw - p.dw * (w.size(3) - 1) - 1) / p.sw + 1;
   Tensor y = make_empty({x.size(0), w.size(0), Ho, Wo}, x.dtype(), x.device());
   if (y.numel() == 0) return y;
+  if (x.numel() == 0 || w.numel() == 0) {  // no input channels (cuDNN refuses): the bias alone
+    y.zero_();
+    if (!b.defined()) return y;
+    NoGradGuard ng;
+    return y + b.view({1, b.size(0), 1, 1});
+  }
   Descs d(x.sizes(), w.sizes(), y.sizes(), p, x.dtype());
   Algos& a = algos_for(h, d, key_of(x, w, p));
   const auto fwd = pick(a.fwd, x.device(), "conv2d");
@@ -253,11 +259,19 @@ ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, c
   Tensor dy = (dy0.dtype() == x.dtype() ? dy0 : dy0.to(x.dtype())).contiguous();
   const int dev = x.device().index;
   detail::DeviceScope scope(dev);
+  ConvGrads g;
+  if (x.numel() == 0 || w.numel() == 0 || dy.numel() == 0) {
+    // An empty batch (or no channels), which cuDNN refuses: nothing flows, the gradients are 0.
+    auto zeros_of = [&](const Shape& s) { return make_empty(s, x.dtype(), x.device()).zero_(); };
+    if (want_dx) g.dx = zeros_of(x.sizes());
+    if (want_dw) g.dw = zeros_of(w.sizes());
+    if (want_db) g.db = zeros_of({w.size(0)});
+    return g;
+  }
   cudnnHandle_t h = handle_for(dev);
   Descs d(x.sizes(), w.sizes(), dy.sizes(), p, x.dtype());
   Algos& a = algos_for(h, d, key_of(x, w, p));
   const float one = 1.0f, zero = 0.0f;
-  ConvGrads g;
   if (want_dx) {
     g.dx = make_empty(x.sizes(), x.dtype(), x.device());
     const auto bd = pick(a.bwd_data, x.device(), "conv2d backward (data)");
