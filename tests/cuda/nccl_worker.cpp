@@ -154,6 +154,10 @@ void collectives(int rank, int world, Device dev) {
 // within the group timeout with an error naming the rank and the op; later ops fail fast.
 void timeout(int rank, Device dev) {
   auto pg = default_group();
+  // NCCL >= 2.22 connects peers at a communicator's first collective: one op together first,
+  // so that the lone op below hangs on the device (wait's timeout), not while being enqueued.
+  Tensor warm = full({16}, 1.0, {.device = dev});
+  pg->allreduce({warm})->wait(std::chrono::seconds(30));
   if (rank == 1) {
     std::this_thread::sleep_for(std::chrono::seconds(8));
     std::printf("OK timeout\n");
@@ -193,7 +197,7 @@ int main(int argc, char** argv) {
     const Device dev = Device::CUDA((lr ? std::atoi(lr) : 0) % ndev);
     DeviceGuard guard(dev);  // NCCL becomes the default backend, on this rank's GPU
     InitOptions o;
-    o.timeout = std::chrono::seconds(scenario == "timeout" ? 3 : 60);
+    o.timeout = std::chrono::seconds(scenario == "timeout" ? 15 : 60);
     init_process_group(o);
     g_rank = get_rank();
     if (scenario == "collectives")

@@ -57,7 +57,9 @@ void cross_check(const std::string& what, const std::vector<Tensor>& inputs,
   }
   Tensor oc = fn(c), og = fn(g);
   ASSERT_EQ(og.device(), kGpu);
-  ASSERT_TRUE(same(og, oc, rtol));
+  // An absolute floor that scales with rtol: entries that cancel to ~0 keep the summation
+  // order's rounding (cuBLAS and OpenBLAS add in different orders).
+  ASSERT_TRUE(same(og, oc, rtol, rtol * 0.1));
   if (!oc.requires_grad()) return;
   Tensor gout = randn(oc.sizes());
   oc.backward(gout);
@@ -66,7 +68,7 @@ void cross_check(const std::string& what, const std::vector<Tensor>& inputs,
     if (!c[i].grad().defined()) continue;
     ASSERT_TRUE(g[i].grad().defined()) << "input " << i;
     EXPECT_EQ(g[i].grad().device(), kGpu);
-    EXPECT_TRUE(same(g[i].grad(), c[i].grad(), rtol)) << "gradient of input " << i;
+    EXPECT_TRUE(same(g[i].grad(), c[i].grad(), rtol, rtol * 0.1)) << "gradient of input " << i;
   }
 }
 
