@@ -65,10 +65,13 @@ struct Descs {
     // FMA math keeps float32 convolutions as exact as PyTorch's with cudnn.allow_tf32 off;
     // tensor cores (TF32) only when asked for. 16-bit data: tensor cores, float32 accumulation
     // (the convolution descriptor's compute type above), as PyTorch's.
+    // Each chosen algorithm then runs with the math type cuDNN's heuristics gave it (PyTorch
+    // does the same: cuDNN decides tensor-core use by algorithm and math type together).
     const cudnnMathType_t math = t != CUDNN_DATA_FLOAT ? CUDNN_TENSOR_OP_MATH
                                  : allow_tf32()        ? CUDNN_DEFAULT_MATH
                                                        : CUDNN_FMA_MATH;
     WEFT_CUDNN_CHECK(cudnnSetConvolutionMathType(conv, math));
+    fma_only = t == CUDNN_DATA_FLOAT && !allow_tf32();
   }
   ~Descs() {
     cudnnDestroyTensorDescriptor(x);
@@ -79,6 +82,15 @@ struct Descs {
   }
   Descs(const Descs&) = delete;
   Descs& operator=(const Descs&) = delete;
+  bool fma_only = false;  // float32 without TF32: no tensor-core algorithm may run
+};
+
+// An algorithm as cuDNN's heuristics listed it: with its math type and workspace size.
+template <typename Algo>
+struct Candidate {
+  Algo algo;
+  cudnnMathType_t math;
+  size_t bytes;
 };
 
 // One direction's usable algorithms for a geometry in cuDNN's heuristic order (status
@@ -87,7 +99,7 @@ struct Descs {
 // ones whose workspace could not be allocated, so that a step does not retry them.
 template <typename Algo>
 struct Choice {
-  std::vector<std::pair<Algo, size_t>> candidates;
+  std::vector<Candidate<Algo>> candidates;
   std::atomic<size_t> first{0};
 };
 struct Algos {
@@ -99,16 +111,19 @@ using Key = std::tuple<Shape, Shape, int64_t, int64_t, int64_t, int64_t, int64_t
                        bool, int, DType>;
 
 // The usable results among `perf` (n of them), with the workspace size `size_of` reports for
-// each (an algorithm whose size cannot be had is skipped).
+// each under its math type (an algorithm whose size cannot be had is skipped). float32 without
+// TF32 keeps FMA math whatever the heuristics say. Leaves d.conv's math type changed.
 template <typename Algo, typename Perf, typename SizeOf>
-std::vector<std::pair<Algo, size_t>> usable(const Perf* perf, int n, SizeOf size_of,
-                                            const char* what) {
-  std::vector<std::pair<Algo, size_t>> out;
+std::vector<Candidate<Algo>> usable(const Descs& d, const Perf* perf, int n, SizeOf size_of,
+                                    const char* what) {
+  std::vector<Candidate<Algo>> out;
   for (int i = 0; i < n; ++i) {
     if (perf[i].status != CUDNN_STATUS_SUCCESS) continue;
+    const cudnnMathType_t math = d.fma_only ? CUDNN_FMA_MATH : perf[i].mathType;
+    if (cudnnSetConvolutionMathType(d.conv, math) != CUDNN_STATUS_SUCCESS) continue;
     size_t bytes = 0;
     if (size_of(perf[i].algo, &bytes) != CUDNN_STATUS_SUCCESS) continue;
-    out.emplace_back(perf[i].algo, bytes);
+    out.push_back({perf[i].algo, math, bytes});
   }
   WEFT_CHECK(!out.empty(), "cuDNN: no ", what, " algorithm for this convolution (", n,
              " heuristic results, none usable)");
@@ -130,7 +145,7 @@ Algos& algos_for(cudnnHandle_t h, const Descs& d, const Key& key) {
   WEFT_CUDNN_CHECK(cudnnGetConvolutionForwardAlgorithm_v7(
       h, d.x, d.w, d.conv, d.y, CUDNN_CONVOLUTION_FWD_ALGO_COUNT, &n, fp));
   auto fwd = usable<cudnnConvolutionFwdAlgo_t>(
-      fp, n,
+      d, fp, n,
       [&](cudnnConvolutionFwdAlgo_t algo, size_t* bytes) {
         return cudnnGetConvolutionForwardWorkspaceSize(h, d.x, d.w, d.conv, d.y, algo, bytes);
       },
@@ -139,7 +154,7 @@ Algos& algos_for(cudnnHandle_t h, const Descs& d, const Key& key) {
   WEFT_CUDNN_CHECK(cudnnGetConvolutionBackwardDataAlgorithm_v7(
       h, d.w, d.y, d.conv, d.x, CUDNN_CONVOLUTION_BWD_DATA_ALGO_COUNT, &n, dp));
   auto bwd_data = usable<cudnnConvolutionBwdDataAlgo_t>(
-      dp, n,
+      d, dp, n,
       [&](cudnnConvolutionBwdDataAlgo_t algo, size_t* bytes) {
         return cudnnGetConvolutionBackwardDataWorkspaceSize(h, d.w, d.y, d.conv, d.x, algo, bytes);
       },
@@ -148,7 +163,7 @@ Algos& algos_for(cudnnHandle_t h, const Descs& d, const Key& key) {
   WEFT_CUDNN_CHECK(cudnnGetConvolutionBackwardFilterAlgorithm_v7(
       h, d.x, d.y, d.conv, d.w, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_COUNT, &n, wp));
   auto bwd_filter = usable<cudnnConvolutionBwdFilterAlgo_t>(
-      wp, n,
+      d, wp, n,
       [&](cudnnConvolutionBwdFilterAlgo_t algo, size_t* bytes) {
         return cudnnGetConvolutionBackwardFilterWorkspaceSize(h, d.x, d.y, d.conv, d.w, algo,
                                                               bytes);
@@ -181,7 +196,8 @@ Tensor workspace(size_t bytes, Device d) {
 }
 
 // An algorithm of `c` and its workspace: the first, from c.first on, whose workspace can be
-// allocated; the ones skipped are skipped by later calls too.
+// allocated; the ones skipped are skipped by later calls too. Its math type is set on `descs`'
+// convolution descriptor, for the call that runs it.
 template <typename Algo>
 struct Picked {
   Algo algo;
@@ -189,13 +205,14 @@ struct Picked {
   Tensor ws;
 };
 template <typename Algo>
-Picked<Algo> pick(Choice<Algo>& c, Device d, const char* what) {
+Picked<Algo> pick(Choice<Algo>& c, const Descs& descs, Device d, const char* what) {
   std::string failure;
   for (size_t i = c.first.load(); i < c.candidates.size(); ++i) {
-    const auto [algo, bytes] = c.candidates[i];
+    const auto [algo, math, bytes] = c.candidates[i];
     try {
       Tensor ws = workspace(bytes, d);
       if (i > c.first.load()) c.first.store(i);
+      WEFT_CUDNN_CHECK(cudnnSetConvolutionMathType(descs.conv, math));
       return {algo, bytes, ws};
     } catch (const Error& e) {  // out of memory: the next algorithm may need less
       failure = e.what();
@@ -233,7 +250,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParam
   }
   Descs d(x.sizes(), w.sizes(), y.sizes(), p, x.dtype());
   Algos& a = algos_for(h, d, key_of(x, w, p));
-  const auto fwd = pick(a.fwd, x.device(), "conv2d");
+  const auto fwd = pick(a.fwd, d, x.device(), "conv2d");
   const float one = 1.0f, zero = 0.0f;
   WEFT_CUDNN_CHECK(cudnnConvolutionForward(h, &one, d.x, dptr(x), d.w, dptr(w), d.conv, fwd.algo,
                                            dptr(fwd.ws), fwd.bytes, &zero, d.y, dptr(y)));
@@ -274,14 +291,14 @@ ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, c
   const float one = 1.0f, zero = 0.0f;
   if (want_dx) {
     g.dx = make_empty(x.sizes(), x.dtype(), x.device());
-    const auto bd = pick(a.bwd_data, x.device(), "conv2d backward (data)");
+    const auto bd = pick(a.bwd_data, d, x.device(), "conv2d backward (data)");
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardData(h, &one, d.w, dptr(w), d.y, dptr(dy), d.conv,
                                                   bd.algo, dptr(bd.ws), bd.bytes, &zero, d.x,
                                                   dptr(g.dx)));
   }
   if (want_dw) {
     g.dw = make_empty(w.sizes(), w.dtype(), w.device());
-    const auto bf = pick(a.bwd_filter, x.device(), "conv2d backward (filter)");
+    const auto bf = pick(a.bwd_filter, d, x.device(), "conv2d backward (filter)");
     WEFT_CUDNN_CHECK(cudnnConvolutionBackwardFilter(h, &one, d.x, dptr(x), d.y, dptr(dy), d.conv,
                                                     bf.algo, dptr(bf.ws), bf.bytes, &zero, d.w,
                                                     dptr(g.dw)));
