@@ -143,15 +143,6 @@ Tensor unary_kernel(const Tensor& a, F f) {
   return out;
 }
 
-// Calls f.template operator()<T>() with T the bit type of a 16-bit float dtype.
-template <typename F>
-void dispatch_reduced(DType t, F&& f) {
-  if (t == DType::BFloat16)
-    f.template operator()<cpu::BFloat16Bits>();
-  else
-    f.template operator()<cpu::Float16Bits>();
-}
-
 // out[i] = round(f(widen(in[0][i]), widen(in[1][i]), ...)) over contiguous 16-bit tensors of
 // one dtype and shape: the result of running f on widened copies and rounding the output,
 // without the copies. Blocks of kBlock values are widened into L1-resident buffers, so that
@@ -162,7 +153,7 @@ Tensor reduced_map(const std::array<const Tensor*, N>& in, F f) {
   const Tensor& a = *in[0];
   Tensor out = make_empty(a.sizes(), a.dtype(), a.device());
   const int64_t n = out.numel();
-  dispatch_reduced(a.dtype(), [&]<typename T>() {
+  cpu::dispatch_half(a.dtype(), [&]<typename T>() {
     std::array<const T*, N> p;
     for (size_t k = 0; k < N; ++k) p[k] = static_cast<const T*>(in[k]->raw_data());
     T* o = static_cast<T*>(out.raw_data());

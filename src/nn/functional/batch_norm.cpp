@@ -46,9 +46,8 @@ class FloatRows {
   FloatRows(const Tensor& t, int64_t S) : base_(t.raw_data()), dtype_(t.dtype()), S_(S) {}
   const float* row(int64_t r, float* buf) const {
     if (dtype_ == kFloat32) return static_cast<const float*>(base_) + r * S_;
-    cpu::dispatch_dtype(dtype_, [&]<typename T>() {
-      if constexpr (cpu::is_half_v<T>) cpu::widen(static_cast<const T*>(base_) + r * S_, S_, buf);
-    });
+    cpu::dispatch_half(
+        dtype_, [&]<typename T>() { cpu::widen(static_cast<const T*>(base_) + r * S_, S_, buf); });
     return buf;
   }
 
@@ -72,8 +71,8 @@ void store_row(const Tensor& out, bool stream, int64_t r, int64_t S, float* buf,
     return;
   }
   for (int64_t i = 0; i < S; ++i) buf[i] = f(i);
-  cpu::dispatch_dtype(out.dtype(), [&]<typename T>() {
-    if constexpr (cpu::is_half_v<T>) cpu::narrow(buf, S, static_cast<T*>(out.raw_data()) + r * S);
+  cpu::dispatch_half(out.dtype(), [&]<typename T>() {
+    cpu::narrow(buf, S, static_cast<T*>(out.raw_data()) + r * S);
   });
 }
 

@@ -82,4 +82,13 @@ void dispatch_dtype(DType t, F&& f) {
   detail::dispatch_dtype_as<BFloat16Bits, Float16Bits>(t, f);
 }
 
+// The same for a 16-bit float dtype only (T is BFloat16Bits or Float16Bits).
+template <typename F>
+void dispatch_half(DType t, F&& f) {
+  if (t == DType::BFloat16)
+    f.template operator()<BFloat16Bits>();
+  else
+    f.template operator()<Float16Bits>();
+}
+
 }  // namespace weft::cpu
