@@ -6,7 +6,7 @@
 //   weft_parallel bn                    SyncBatchNorm fwd+bwd on (64,232,28,28) per rank; run
 //                                       alone (plain BatchNorm, world 1) and under weft-run
 #include <weft/cuda.h>
-#include <weft/dist/distributed.h>
+#include <weft/distributed/distributed.h>
 #include <weft/nn/parallel/data_parallel.h>
 #include <weft/nn/sync_batchnorm.h>
 #include <weft/weft.h>

@@ -22,7 +22,7 @@
 
 #include "weft/amp.h"
 #include "weft/cuda.h"
-#include "weft/dist/distributed.h"
+#include "weft/distributed/distributed.h"
 #include "weft/generator.h"
 #include "weft/nn.h"
 #include "weft/nn/parallel/data_parallel.h"

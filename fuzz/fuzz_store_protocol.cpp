@@ -1,13 +1,14 @@
-// libFuzzer target for the TCPStore wire-protocol parser (weft/dist/store_protocol.h). Any input
-// must parse, ask for more bytes, or be rejected with a reason; a parsed message must re-encode
-// to exactly the bytes it came from, and no strict prefix of it may be accepted. The input is
-// treated as a stream, as the server does. Anything else (exception, sanitizer report) is a bug.
+// libFuzzer target for the TCPStore wire-protocol parser (weft/distributed/store_protocol.h). Any
+// input must parse, ask for more bytes, or be rejected with a reason; a parsed message must
+// re-encode to exactly the bytes it came from, and no strict prefix of it may be accepted. The
+// input is treated as a stream, as the server does. Anything else (exception, sanitizer report) is
+// a bug.
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
 
-#include "weft/dist/store_protocol.h"
+#include "weft/distributed/store_protocol.h"
 
 namespace proto = weft::dist::proto;
 

@@ -20,14 +20,14 @@ RunResult launch(int nproc, const std::string& worker, const std::string& args, 
   std::string cmd = (env.empty() ? "" : "env " + env + " ") + build_dir() +
                     "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
                     " --master-port " + std::to_string(free_port()) + " " + build_dir() +
-                    "/tests/dist/" + worker + " " + args;
+                    "/tests/distributed/" + worker + " " + args;
   return run_command(cmd, seconds);
 }
 
 RunResult mpirun(int n, const std::string& worker, const std::string& args) {
   std::string cmd = "mpirun --allow-run-as-root --oversubscribe -n " + std::to_string(n) +
                     " --mca btl self,tcp --mca btl_tcp_if_include lo " + build_dir() +
-                    "/tests/dist/" + worker + " " + args;
+                    "/tests/distributed/" + worker + " " + args;
   return run_command(cmd, 180);
 }
 
@@ -159,7 +159,7 @@ TEST(SyncBatchNorm, UnderMpirun) {
 
 TEST(DDP, TwoHostsInNetworkNamespaces) {
   auto r = run_command(
-      "bash " WEFT_SOURCE_DIR "/tests/dist/multihost.sh " + build_dir() + " equiv sgd", 150);
+      "bash " WEFT_SOURCE_DIR "/tests/distributed/multihost.sh " + build_dir() + " equiv sgd", 150);
   if (r.code == 77) GTEST_SKIP() << r.output;
   EXPECT_EQ(r.code, 0) << r.output;
   EXPECT_NE(r.output.find("[rank3]: rank 3:"), std::string::npos) << r.output;

@@ -8,9 +8,9 @@
 #include <cmath>
 #include <vector>
 
-#include "../src/ops/cpu/bf16_gemm.h"
-#include "../src/ops/cpu/conv.h"
-#include "../src/ops/cpu/skinny_gemm.h"
+#include "ops/cpu/bf16_gemm.h"
+#include "ops/cpu/conv.h"
+#include "ops/cpu/skinny_gemm.h"
 #include "weft/autograd.h"
 #include "weft/generator.h"
 #include "weft/nn/batch_norm_kernels.h"

@@ -21,8 +21,8 @@
 #include <thread>
 #include <vector>
 
-#include "weft/dist/distributed.h"
-#include "weft/dist/process_group_gloo.h"
+#include "weft/distributed/distributed.h"
+#include "weft/distributed/gloo/process_group_gloo.h"
 
 extern char** environ;
 

@@ -20,10 +20,10 @@
 #include <thread>
 #include <vector>
 
-#include "weft/dist/file_store.h"
-#include "weft/dist/store.h"
-#include "weft/dist/store_protocol.h"
-#include "weft/dist/tcp_store.h"
+#include "weft/distributed/file_store.h"
+#include "weft/distributed/store.h"
+#include "weft/distributed/store_protocol.h"
+#include "weft/distributed/tcp_store.h"
 
 namespace fs = std::filesystem;
 using namespace weft::dist;

@@ -18,7 +18,7 @@
 
 #include "weft/cuda.h"
 #include "weft/data.h"
-#include "weft/dist/distributed.h"
+#include "weft/distributed/distributed.h"
 #include "weft/models/shufflenet.h"
 #include "weft/nn/parallel/distributed_data_parallel.h"
 #include "weft/nn/sync_batchnorm.h"

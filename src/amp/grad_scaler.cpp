@@ -9,8 +9,8 @@
 #include <cstdio>
 #include <cstdlib>
 
-#include "../ops/cpu/parallel.h"
-#include "../ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
+#include "ops/cpu/parallel.h"
+#include "ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
 #include "weft/autograd.h"
 #include "weft/ops.h"
 

@@ -1,6 +1,10 @@
 // The backward engine: counts dependencies from the roots, then runs nodes whose inputs
 // are complete, latest-created first; AccumulateGrad nodes jump the queue (so DDP hooks
-// fire as early as possible). Runs on the caller's thread.
+// fire as early as possible). A graph on one device runs on the caller's thread; a graph
+// spanning several devices gets a worker thread per further device (the caller serves the
+// first root's).
+#include "weft/autograd/engine.h"
+
 #include <algorithm>
 #include <atomic>
 #include <condition_variable>
@@ -12,114 +16,10 @@
 #include <unordered_set>
 
 #include "weft/amp/autocast.h"
-#include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
 
-namespace weft {
-
-namespace {
-std::atomic<uint64_t> g_sequence{0};
-thread_local bool g_grad_enabled = true;
-}  // namespace
-
-Node::Node() : sequence_nr(g_sequence.fetch_add(1, std::memory_order_relaxed)) {}
-
-bool GradMode::is_enabled() { return g_grad_enabled; }
-void GradMode::set_enabled(bool e) { g_grad_enabled = e; }
-
-std::vector<Tensor> FunctionNode::apply(std::vector<Tensor>&& grads) {
-  WEFT_CHECK(fn_, "Trying to backward through the graph a second time (through ", name_,
-             "): its saved tensors were freed. Pass retain_graph=true to the first backward.");
-  for (const Saved& s : saved_) {
-    const uint32_t now = s.storage->version.load(std::memory_order_relaxed);
-    WEFT_CHECK(now == s.version,
-               "one of the variables needed for gradient computation has been modified by an "
-               "inplace operation: a ",
-               s.dtype, " tensor of shape ", shape_str(s.sizes), " saved by ", name_,
-               " is at version ", now, "; expected version ", s.version,
-               " instead (it was written in place, e.g. by copy_, fill_, add_, mul_ or an "
-               "optimizer step, after the forward pass that used it)");
-  }
-  return fn_(grads);
-}
-
-void FunctionNode::save_versions(const std::vector<Tensor>& saved) {
-  saved_.reserve(saved.size());
-  for (const Tensor& t : saved)
-    if (t.defined()) saved_.push_back({t.impl()->storage, t._version(), t.sizes(), t.dtype()});
-}
-
-AccumulateGrad::AccumulateGrad(Tensor l) : leaf(std::move(l)) {
-  sequence_nr = UINT64_MAX;  // run as soon as ready
-  device = leaf.device();
-}
-
-std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
-  Tensor& g = grads[0];
-  if (!g.defined()) return {};
-  WEFT_CHECK(g.sizes() == leaf.sizes(), "gradient ", g.str(), " does not match parameter ",
-             leaf.str());
-  NoGradGuard ng;
-  Tensor& slot = leaf.mutable_grad();
-  if (!slot.defined()) {
-    // Steal the incoming buffer when nobody else can see it; otherwise copy.
-    bool unique = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 &&
-                  g.is_contiguous() && g.numel() * itemsize(g.dtype()) == g.impl()->storage->nbytes;
-    slot = unique ? g.detach() : g.clone();
-  } else {
-    slot.add_(g);
-  }
-  auto& hooks = leaf.impl()->meta().post_acc_hooks;
-  for (size_t i = 0; i < hooks.size(); ++i) hooks[i].second(leaf);
-  return {};
-}
-
-namespace autograd {
-
-Edge gradient_edge(const Tensor& t) {
-  if (!t.defined() || !t.requires_grad()) return {};
-  AutogradMeta& m = t.impl()->meta();
-  if (m.grad_fn) return {m.grad_fn, m.output_nr};
-  auto acc = m.grad_accumulator.lock();
-  if (!acc) {
-    acc = std::make_shared<AccumulateGrad>(t);
-    m.grad_accumulator = acc;
-  }
-  return {acc, 0};
-}
-
-void set_gradient_edge(Tensor& t, Edge edge) {
-  AutogradMeta& m = t.impl()->meta();
-  m.requires_grad = true;
-  m.grad_fn = std::move(edge.fn);
-  m.output_nr = edge.input_nr;
-}
-
-bool any_requires_grad(std::initializer_list<const Tensor*> inputs) {
-  if (!GradMode::is_enabled()) return false;
-  for (const Tensor* t : inputs)
-    if (t && t->requires_grad()) return true;
-  return false;
-}
-
-void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
-            std::vector<Tensor*> outputs, FunctionNode::Fn backward,
-            const std::vector<Tensor>& saved) {
-  if (!any_requires_grad(inputs)) return;
-  auto node = std::make_shared<FunctionNode>(name, std::move(backward));
-  node->save_versions(saved);
-  node->next_edges.reserve(inputs.size());
-  for (const Tensor* t : inputs) node->next_edges.push_back(t ? gradient_edge(*t) : Edge{});
-  node->num_outputs = (uint32_t)outputs.size();
-  for (Tensor* o : outputs)
-    if (o && o->defined()) {
-      node->device = o->device();
-      break;
-    }
-  for (uint32_t i = 0; i < outputs.size(); ++i)
-    if (outputs[i] && outputs[i]->defined()) set_gradient_edge(*outputs[i], {node, i});
-}
+namespace weft::autograd {
 
 namespace {
 
@@ -239,8 +139,6 @@ void queue_callback(std::function<void()> fn) {
   t_callbacks->push_back(std::move(fn));
 }
 
-bool in_backward() { return t_callbacks != nullptr; }
-
 namespace {
 void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
                bool retain_graph);
@@ -342,5 +240,11 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
 
 }  // namespace
 
-}  // namespace autograd
+}  // namespace weft::autograd
+
+namespace weft {
+// Tensor::backward (declared with the tensor) is the engine's entry point.
+void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
+  autograd::backward({*this}, {gradient}, retain_graph);
+}
 }  // namespace weft

@@ -7,9 +7,9 @@
 #include <unordered_map>
 #include <vector>
 
-#include "allocator.h"
-#include "caching_allocator_core.h"
-#include "cuda_check.h"
+#include "cuda/allocator.h"
+#include "cuda/caching_allocator_core.h"
+#include "cuda/cuda_check.h"
 
 namespace weft::cuda {
 

@@ -1,4 +1,4 @@
-#include "caching_allocator_core.h"
+#include "cuda/caching_allocator_core.h"
 
 #include <algorithm>
 #include <functional>

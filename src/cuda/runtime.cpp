@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-#include "cuda_check.h"
+#include "cuda/cuda_check.h"
 #include "weft/cuda.h"
 
 namespace weft::cuda {

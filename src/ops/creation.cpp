@@ -10,7 +10,7 @@
 #include <cstdio>
 #include <cstring>
 
-#include "weft/autograd.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft {

@@ -4,13 +4,13 @@
 // the float32 kernels on widened copies, whose casts carry the gradients.
 #include <cmath>
 
-#include "../tensor/memory_overlap.h"
-#include "cpu/dtype_convert.h"
-#include "cpu/loops.h"
-#include "cpu/parallel.h"
-#include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
+#include "ops/cpu/dtype_convert.h"
+#include "ops/cpu/loops.h"
+#include "ops/cpu/parallel.h"
+#include "ops/cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
+#include "tensor/memory_overlap.h"
 #include "weft/amp/autocast.h"
-#include "weft/autograd.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft {

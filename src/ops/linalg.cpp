@@ -3,13 +3,13 @@
 // copied; batched and broadcast matmul loop GEMM over the batch.
 #include <cblas.h>
 
-#include "cpu/bf16_gemm.h"
-#include "cpu/skinny_gemm.h"
+#include "ops/cpu/bf16_gemm.h"
+#include "ops/cpu/skinny_gemm.h"
 #ifdef WEFT_WITH_CUDA
-#include "cuda/cuda_ops.h"
+#include "ops/cuda/cuda_ops.h"
 #endif
 #include "weft/amp/autocast.h"
-#include "weft/autograd.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft {

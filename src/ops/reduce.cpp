@@ -5,12 +5,12 @@
 #include <limits>
 #include <tuple>
 
-#include "cpu/loops.h"
-#include "cpu/parallel.h"
-#include "cpu/reduce_lanes.h"
-#include "cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
+#include "ops/cpu/loops.h"
+#include "ops/cpu/parallel.h"
+#include "ops/cpu/reduce_lanes.h"
+#include "ops/cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
 #include "weft/amp/autocast.h"
-#include "weft/autograd.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft {

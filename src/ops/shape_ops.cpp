@@ -1,5 +1,5 @@
 // Joining tensors: cat and stack, differentiable (backward slices the gradient apart).
-#include "weft/autograd.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft {

@@ -9,8 +9,8 @@
 #include <cmath>
 #include <map>
 
-#include "../ops/cpu/parallel.h"
-#include "../ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
+#include "ops/cpu/parallel.h"
+#include "ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
 #include "weft/ops.h"
 
 namespace weft::optim {

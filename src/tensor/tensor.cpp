@@ -8,16 +8,16 @@
 #include <iomanip>
 #include <sstream>
 
-#include "../ops/cpu/dtype_convert.h"
-#include "../ops/cpu/loops.h"
-#include "../ops/cpu/parallel.h"
-#include "memory_overlap.h"
+#include "ops/cpu/dtype_convert.h"
+#include "ops/cpu/loops.h"
+#include "ops/cpu/parallel.h"
+#include "tensor/memory_overlap.h"
 #include "weft/allocator.h"
-#include "weft/autograd.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 #ifdef WEFT_WITH_CUDA
-#include "../cuda/allocator.h"
-#include "../ops/cuda/cuda_ops.h"
+#include "cuda/allocator.h"
+#include "ops/cuda/cuda_ops.h"
 #endif
 
 namespace weft {
@@ -610,10 +610,6 @@ void Tensor::set_grad(const Tensor& g) {
     WEFT_CHECK(g.sizes() == sizes() && g.dtype() == dtype(), "set_grad: gradient ", g.str(),
                " does not match ", str());
   mutable_grad() = g;
-}
-
-void Tensor::backward(const Tensor& gradient, bool retain_graph) const {
-  autograd::backward({*this}, {gradient}, retain_graph);
 }
 
 int Tensor::register_post_accumulate_grad_hook(PostAccumulateGradHook hook) {

@@ -10,10 +10,10 @@
 #include <thread>
 #include <vector>
 
-#include "../dist/worker_check.h"
+#include "distributed/worker_check.h"
 #include "weft/cuda.h"
-#include "weft/dist/distributed.h"
-#include "weft/dist/process_group_nccl.h"
+#include "weft/distributed/distributed.h"
+#include "weft/distributed/nccl/process_group_nccl.h"
 #include "weft/ops.h"
 using namespace weft;
 using namespace weft::dist;

@@ -4,8 +4,8 @@
 
 #include <cmath>
 
-#include "../golden.h"
 #include "cuda_test.h"
+#include "golden.h"
 #include "weft/amp.h"
 #include "weft/autograd.h"
 #include "weft/nn.h"

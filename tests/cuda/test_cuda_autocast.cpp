@@ -6,7 +6,7 @@
 
 #include <functional>
 
-#include "../bf16_golden.h"
+#include "bf16_golden.h"
 #include "cuda_test.h"
 #include "weft/amp.h"
 #include "weft/autograd.h"

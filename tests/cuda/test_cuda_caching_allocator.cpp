@@ -7,7 +7,7 @@
 #include <map>
 #include <set>
 
-#include "../../src/cuda/caching_allocator_core.h"
+#include "cuda/caching_allocator_core.h"
 #include "weft/error.h"
 
 using weft::cuda::detail::BlockPool;

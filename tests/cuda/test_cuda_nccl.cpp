@@ -3,8 +3,8 @@
 // timeout scenario (needs 2 GPUs). Skips without a CUDA device.
 #include <gtest/gtest.h>
 
-#include "../subprocess.h"
 #include "cuda_test.h"
+#include "subprocess.h"
 #include "weft/cuda.h"
 
 using weft::test::build_dir;

@@ -5,14 +5,14 @@
 // statistics, and its forward and backward over simulated ranks. Each test skips without a device.
 #include <gtest/gtest.h>
 
-#include "../golden.h"
-#include "../golden_modules.h"
-#include "../subprocess.h"
-#include "../sync_bn_replay.h"
 #include "cuda_test.h"
+#include "golden.h"
+#include "golden_modules.h"
+#include "subprocess.h"
+#include "sync_bn_replay.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
-#include "weft/dist/distributed.h"
+#include "weft/distributed/distributed.h"
 #include "weft/nn.h"
 #include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/parallel/data_parallel.h"

@@ -12,8 +12,8 @@
 #include <optional>
 #include <sstream>
 
-#include "../golden.h"
 #include "cuda_test.h"
+#include "golden.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/data.h"

@@ -6,7 +6,7 @@
 // Eval mode, world size 1 or no initialised group: plain BatchNorm.
 #pragma once
 
-#include "weft/dist/process_group.h"
+#include "weft/distributed/process_group.h"
 #include "weft/nn/batchnorm.h"
 
 namespace weft::nn {

@@ -7,12 +7,12 @@
 #include <cmath>
 #include <vector>
 
-#include "../../ops/cpu/dtype_convert.h"
-#include "../../ops/cpu/parallel.h"
-#include "../../ops/cpu/reduce_lanes.h"
-#include "../../ops/cpu/stream_copy.h"
+#include "ops/cpu/dtype_convert.h"
+#include "ops/cpu/parallel.h"
+#include "ops/cpu/reduce_lanes.h"
+#include "ops/cpu/stream_copy.h"
 #ifdef WEFT_WITH_CUDA
-#include "../../ops/cuda/nn_ops.h"
+#include "ops/cuda/nn_ops.h"
 #endif
 #include "weft/autograd.h"
 #include "weft/nn/batch_norm_kernels.h"

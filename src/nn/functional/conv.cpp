@@ -2,9 +2,9 @@
 // SGEMM per image and group (1x1 stride-1 convs skip im2col; also the reference the tests
 // check oneDNN against). Backward recomputes the columns instead of keeping them: a little
 // compute for a lot of memory. CUDA tensors go to cuDNN (src/ops/cuda/cudnn_conv.cpp).
-#include "../../ops/cpu/conv.h"
+#include "ops/cpu/conv.h"
 #ifdef WEFT_WITH_CUDA
-#include "../../ops/cuda/nn_ops.h"
+#include "ops/cuda/nn_ops.h"
 #endif
 
 #include <cblas.h>

@@ -20,7 +20,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../ops/cpu/conv.h"
+#include "ops/cpu/conv.h"
 #include "weft/tensor.h"
 
 namespace weft::cpu {

@@ -3,8 +3,8 @@
 // nodes than mm + add matter for small, overhead-bound layers.
 #include <cblas.h>
 
-#include "../../ops/cpu/bf16_gemm.h"
-#include "../../ops/cpu/skinny_gemm.h"
+#include "ops/cpu/bf16_gemm.h"
+#include "ops/cpu/skinny_gemm.h"
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"

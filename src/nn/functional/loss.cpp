@@ -3,7 +3,7 @@
 #include <cmath>
 
 #ifdef WEFT_WITH_CUDA
-#include "../../ops/cuda/nn_ops.h"
+#include "ops/cuda/nn_ops.h"
 #endif
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"

@@ -1,10 +1,10 @@
 // 2-D max, average and adaptive-average pooling over contiguous NCHW, with backward.
 #include <cmath>
 
-#include "../../ops/cpu/parallel.h"
-#include "../../ops/cpu/reduce_lanes.h"
+#include "ops/cpu/parallel.h"
+#include "ops/cpu/reduce_lanes.h"
 #ifdef WEFT_WITH_CUDA
-#include "../../ops/cuda/nn_ops.h"
+#include "ops/cuda/nn_ops.h"
 #endif
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"

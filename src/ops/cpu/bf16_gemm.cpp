@@ -2,7 +2,7 @@
 // kept (a primitive costs far more to make than a small product does to run). Plain strided
 // memory on both sides, so no reorders; scratchpads come from weft's allocator
 // (scratchpad_mode::user), so that a primitive may run on any thread, and on several at once.
-#include "bf16_gemm.h"
+#include "ops/cpu/bf16_gemm.h"
 
 #include <array>
 #include <map>

@@ -11,7 +11,7 @@
 #include <immintrin.h>
 #endif
 
-#include "../dispatch_dtype.h"
+#include "ops/dispatch_dtype.h"
 #include "weft/half.h"
 
 namespace weft::cpu {

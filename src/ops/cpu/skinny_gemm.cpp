@@ -2,7 +2,7 @@
 // of one register's width (16 floats with AVX-512, 8 with AVX, 4 otherwise). Tiles past
 // the edge of the small operand read its last row again and drop the result, so that one
 // micro-kernel shape serves every size; leftover columns (fewer than a vector) take a scalar loop.
-#include "skinny_gemm.h"
+#include "ops/cpu/skinny_gemm.h"
 
 #include <immintrin.h>
 
@@ -11,7 +11,7 @@
 #include <cstring>
 #include <type_traits>
 
-#include "parallel.h"
+#include "ops/cpu/parallel.h"
 
 namespace weft::cpu {
 

@@ -3,8 +3,8 @@
 // training step with loss scaling queues work without waiting for the GPU.
 #include <cmath>
 
-#include "cuda_ops.h"
-#include "loops.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/loops.cuh"
 
 namespace weft::cuda {
 

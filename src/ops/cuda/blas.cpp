@@ -11,10 +11,10 @@
 #include <utility>
 #include <vector>
 
-#include "../../cuda/allocator.h"
-#include "../../cuda/cuda_check.h"
-#include "../../cuda/handle_pool.h"
-#include "cuda_ops.h"
+#include "cuda/allocator.h"
+#include "cuda/cuda_check.h"
+#include "cuda/handle_pool.h"
+#include "ops/cuda/cuda_ops.h"
 
 namespace weft::cuda {
 

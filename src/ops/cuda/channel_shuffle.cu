@@ -2,8 +2,8 @@
 // plane (n, o) is input plane (n, j*cpg + i) for o = i*groups + j, copied with 128-bit accesses
 // when the planes allow. Channels-last: each pixel's C channels are permuted, four outputs per
 // thread written as one 128-bit store, reads gathered from the same pixel (cached lines).
-#include "cuda_ops.h"
-#include "loops.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/loops.cuh"
 #include "weft/nn/channel_shuffle.h"
 
 namespace weft::cuda {

@@ -1,10 +1,10 @@
 // Copies (strided, with dtype conversion) and fills on CUDA tensors, and the host<->device and
 // device<->device transfers behind Tensor::copy_ / Tensor::to.
-#include "../../cuda/allocator.h"
-#include "cuda_ops.h"
-#include "dispatch.cuh"
-#include "loops.cuh"
-#include "weft/autograd.h"
+#include "cuda/allocator.h"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/dispatch.cuh"
+#include "ops/cuda/loops.cuh"
+#include "weft/autograd/graph.h"
 
 namespace weft::cuda {
 

@@ -12,10 +12,10 @@
 #include <utility>
 #include <vector>
 
-#include "../../cuda/cuda_check.h"
-#include "../../cuda/handle_pool.h"
-#include "nn_ops.h"
-#include "weft/autograd.h"
+#include "cuda/cuda_check.h"
+#include "cuda/handle_pool.h"
+#include "ops/cuda/nn_ops.h"
+#include "weft/autograd/graph.h"
 #include "weft/cuda.h"
 
 #define WEFT_CUDNN_CHECK(call)                                               \

@@ -9,7 +9,7 @@
 #include <cstdint>
 #include <type_traits>
 
-#include "../dispatch_dtype.h"
+#include "ops/dispatch_dtype.h"
 
 namespace weft::cuda::detail {
 

@@ -6,9 +6,9 @@
 // one pass.
 #include <cmath>
 
-#include "cuda_ops.h"
-#include "dispatch.cuh"
-#include "loops.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/dispatch.cuh"
+#include "ops/cuda/loops.cuh"
 #include "weft/ops.h"
 
 namespace weft::cuda {

@@ -13,7 +13,7 @@
 #include <utility>
 #include <vector>
 
-#include "../../cuda/cuda_check.h"
+#include "cuda/cuda_check.h"
 #include "weft/tensor.h"
 
 namespace weft::cuda::detail {

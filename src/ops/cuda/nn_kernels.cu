@@ -5,9 +5,9 @@
 
 #include <cmath>
 
-#include "../../cuda/cuda_check.h"
-#include "loops.cuh"
-#include "nn_ops.h"
+#include "cuda/cuda_check.h"
+#include "ops/cuda/loops.cuh"
+#include "ops/cuda/nn_ops.h"
 #include "weft/ops.h"
 
 namespace weft::cuda::nn {

@@ -3,8 +3,8 @@
 // 24 tensors, so a model's step is a few launches instead of several per parameter.
 #include <cmath>
 
-#include "cuda_ops.h"
-#include "loops.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/loops.cuh"
 
 namespace weft::cuda {
 

@@ -4,8 +4,8 @@
 #include <atomic>
 #include <cmath>
 
-#include "cuda_ops.h"
-#include "loops.cuh"
+#include "ops/cuda/cuda_ops.h"
+#include "ops/cuda/loops.cuh"
 #include "weft/ops.h"
 
 namespace weft::cuda {

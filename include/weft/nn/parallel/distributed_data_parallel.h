@@ -9,8 +9,8 @@
 #include <memory>
 #include <optional>
 
-#include "weft/dist/process_group.h"
-#include "weft/dist/reducer.h"
+#include "weft/distributed/process_group.h"
+#include "weft/distributed/reducer.h"
 #include "weft/nn/module.h"
 
 namespace weft::nn {

@@ -1,0 +1,112 @@
+// autograd's graph: the Nodes and Edges that differentiable ops record into (record(),
+// gradient_edge()), AccumulateGrad at the leaves, and grad mode. This is the part of autograd
+// the ops layer sees; the engine that runs a graph backward (weft/autograd/engine.h) sits
+// above the ops. See Note [The gradient's path] in docs/ARCHITECTURE.md.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <initializer_list>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "weft/tensor.h"
+
+namespace weft {
+
+struct Edge {
+  std::shared_ptr<Node> fn;
+  uint32_t input_nr = 0;
+  bool valid() const { return fn != nullptr; }
+};
+
+// One recorded operation: maps the gradients of its outputs to those of its inputs.
+struct Node {
+  Node();
+  virtual ~Node() = default;
+  // grads[i] is the gradient for output i (undefined if nothing flowed there).
+  virtual std::vector<Tensor> apply(std::vector<Tensor>&& grads) = 0;
+  virtual std::string name() const = 0;
+  // Drop saved tensors after a backward without retain_graph.
+  virtual void release() {}
+  std::vector<Edge> next_edges;
+  uint64_t sequence_nr;
+  uint32_t num_outputs = 1;
+  Device device;  // where its outputs live; the engine runs it on that device's worker
+};
+
+// Sink for a leaf: adds the incoming gradient into leaf.grad, then fires its hooks.
+struct AccumulateGrad : Node {
+  explicit AccumulateGrad(Tensor leaf);
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override;
+  std::string name() const override { return "AccumulateGrad"; }
+  Tensor leaf;
+};
+
+// A node whose backward is a closure; released closures make a second backward fail loudly.
+struct FunctionNode : Node {
+  using Fn = std::function<std::vector<Tensor>(std::vector<Tensor>&)>;
+  FunctionNode(std::string name, Fn fn) : name_(std::move(name)), fn_(std::move(fn)) {}
+  std::vector<Tensor> apply(std::vector<Tensor>&& grads) override;
+  std::string name() const override { return name_; }
+  void release() override {
+    fn_ = nullptr;
+    saved_.clear();
+  }
+  // Remembers the versions of the tensors the closure reads, checked before it runs.
+  void save_versions(const std::vector<Tensor>& saved);
+
+ private:
+  // The storage, not the tensor: a saved output's impl points back at this node.
+  struct Saved {
+    std::shared_ptr<Storage> storage;
+    uint32_t version;
+    Shape sizes;
+    DType dtype;
+  };
+  std::string name_;
+  Fn fn_;
+  std::vector<Saved> saved_;
+};
+
+// Grad mode is thread-local, as in PyTorch.
+struct GradMode {
+  static bool is_enabled();
+  static void set_enabled(bool enabled);
+};
+
+class NoGradGuard {
+ public:
+  NoGradGuard() : prev_(GradMode::is_enabled()) { GradMode::set_enabled(false); }
+  ~NoGradGuard() { GradMode::set_enabled(prev_); }
+  NoGradGuard(const NoGradGuard&) = delete;
+  NoGradGuard& operator=(const NoGradGuard&) = delete;
+
+ private:
+  bool prev_;
+};
+
+namespace autograd {
+
+// The edge a gradient for `t` must flow into: its grad_fn, its accumulator, or none.
+Edge gradient_edge(const Tensor& t);
+// Makes `t` a non-leaf output of `edge.fn` (DataParallel replicas route gradients this way).
+void set_gradient_edge(Tensor& t, Edge edge);
+bool any_requires_grad(std::initializer_list<const Tensor*> inputs);
+// Records `outputs` as produced by a FunctionNode over `inputs` if grad mode is on and any
+// input requires grad. The closure gets one gradient per output and returns one per input
+// (undefined for inputs that need none). `saved` lists the tensors the closure reads (inputs,
+// outputs, or views of them; undefined entries are skipped): if any is written in place before
+// the backward runs, the backward fails naming it, as PyTorch's saved-variable version check.
+void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
+            std::vector<Tensor*> outputs, FunctionNode::Fn backward,
+            const std::vector<Tensor>& saved = {});
+inline void record(const std::string& name, std::initializer_list<const Tensor*> inputs,
+                   Tensor& output, FunctionNode::Fn backward,
+                   const std::vector<Tensor>& saved = {}) {
+  record(name, inputs, std::vector<Tensor*>{&output}, std::move(backward), saved);
+}
+
+}  // namespace autograd
+}  // namespace weft

@@ -1,0 +1,37 @@
+// torch.distributed's entry points: init_process_group (env:// and file:// rendezvous),
+// the default group, new_group for subgroups, and free-function collectives on it.
+// env:// reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE (and LOCAL_RANK), as torchrun and
+// weft-run set them; under mpirun the MPI backend takes rank and size from MPI itself.
+#pragma once
+
+#include <memory>
+#include <optional>
+#include <string>
+
+#include "weft/distributed/process_group.h"
+
+namespace weft::dist {
+
+struct InitOptions {
+  // "gloo", "mpi", "nccl" (CUDA builds). "": mpi under mpirun, else nccl when the calling
+  // thread's current device is a CUDA device (DeviceGuard), else gloo.
+  std::string backend = "";
+  std::string init_method = "env://";  // or "file:///path/to/shared/file"
+  int world_size = -1;                 // -1: from the environment
+  int rank = -1;                       // -1: from the environment
+  Duration timeout = kDefaultTimeout;
+};
+
+void init_process_group(InitOptions options = {});
+bool is_initialized();
+void destroy_process_group();
+std::shared_ptr<ProcessGroup> default_group();  // throws if not initialized
+int get_rank();                                 // 0 when not initialized
+int get_world_size();                           // 1 when not initialized
+int get_local_rank();                           // LOCAL_RANK, or 0
+// A group of the given global ranks; every rank must call it (as in PyTorch), ranks
+// outside `ranks` get nullptr.
+std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks,
+                                        std::optional<Duration> timeout = std::nullopt);
+
+}  // namespace weft::dist

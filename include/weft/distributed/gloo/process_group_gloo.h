@@ -1,0 +1,54 @@
+// ProcessGroupGloo: the CPU backend (PyTorch's default), Gloo's collective algorithms over
+// its TCP transport, rendezvous through a weft Store. Guarantees: float32/int64 contiguous CPU
+// tensors only (anything else is refused at the call, naming the tensor); every op and the
+// connection setup end within the group timeout, and a dead peer surfaces as DistError naming
+// the op and Gloo's message ("Connection closed by peer [addr]:port").
+#pragma once
+
+#include <memory>
+#include <string>
+
+#include "weft/distributed/process_group.h"
+#include "weft/distributed/store.h"
+
+namespace weft::dist {
+
+struct GlooOptions {
+  // Address this rank listens on for its peers. Empty: pick one (see resolve_gloo_options).
+  std::string hostname;
+  // Network interface to listen on (like GLOO_SOCKET_IFNAME); wins over hostname.
+  std::string iface;
+  Duration timeout = kDefaultTimeout;  // connection setup and every collective
+};
+
+// Fills an empty hostname/iface: GLOO_SOCKET_IFNAME if set; else the local address that routes
+// to `peer_host` (MASTER_ADDR), so peers on other hosts can reach us; else the host name if it
+// resolves to a local address; else 127.0.0.1.
+GlooOptions resolve_gloo_options(GlooOptions options, const std::string& peer_host = "");
+
+class ProcessGroupGloo : public ProcessGroup {
+ public:
+  // Publishes this rank's address in `store` and connects to every other rank; throws DistError
+  // naming rank/size and the cause if the mesh is not complete within options.timeout. Ends with
+  // a barrier, so that when any rank returns every rank is done with the store.
+  ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int size, GlooOptions options = {});
+  ~ProcessGroupGloo() override;  // waits for the running op (bounded by its timeout)
+  std::string backend_name() const override { return "gloo"; }
+
+  // A list of tensors is reduced/broadcast tensor by tensor, as one Work.
+  std::shared_ptr<Work> allreduce(std::vector<Tensor> tensors,
+                                  ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> broadcast(std::vector<Tensor> tensors, int root = 0) override;
+  std::shared_ptr<Work> allgather(std::vector<Tensor> outputs, Tensor input) override;
+  // Gloo's reduce-scatter is awkward (legacy API, int counts): an allreduce of the
+  // concatenated inputs, keeping this rank's slice. Costs 2x the bandwidth of a real one.
+  std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
+                                       ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> barrier() override;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;  // keeps Gloo's headers out of weft's
+};
+
+}  // namespace weft::dist

@@ -1,0 +1,107 @@
+// Reducer: DistributedDataParallel's gradient machinery. Parameters are grouped into
+// buckets (reverse registration order: a small first bucket, then bucket_cap bytes); each
+// parameter's post-accumulate-grad hook copies its gradient into its bucket, and a bucket
+// whose gradients are all in is all-reduced asynchronously at once, buckets always in
+// index order so every rank issues the same collectives in the same order. A callback at
+// the end of backward waits for them and writes the averaged gradients back. After the
+// first iteration the buckets are rebuilt once in the order gradients really arrived
+// (rank 0's order, broadcast, so that all ranks agree).
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <vector>
+
+#include "weft/distributed/process_group.h"
+#include "weft/tensor.h"
+
+namespace weft::dist {
+
+// One bucket as a communication hook sees it: `buffer` holds the (already divided by world
+// size) gradients of `params`, flattened; the hook must leave the reduced result in buffer.
+struct GradBucket {
+  size_t index;
+  Tensor buffer;
+  std::vector<Tensor> params;
+  bool is_last() const { return last; }
+  bool last = false;
+};
+
+// Starts the reduction of a bucket; the returned Work completes when buffer holds the
+// result. The default is an all-reduce (SUM of pre-divided gradients = average).
+using CommHook = std::function<std::shared_ptr<Work>(ProcessGroup&, GradBucket&)>;
+
+struct ReducerOptions {
+  size_t first_bucket_bytes = 1024 * 1024;
+  size_t bucket_bytes = 25 * 1024 * 1024;
+  bool find_unused_parameters = false;
+  bool gradient_as_bucket_view = false;
+  // The graph is the same every iteration: unused parameters are found by walking the
+  // first iteration's graph and marked ready without a walk afterwards.
+  bool static_graph = false;
+};
+
+class Reducer {
+ public:
+  Reducer(std::vector<Tensor> params, std::vector<std::string> names,
+          std::shared_ptr<ProcessGroup> group, ReducerOptions options);
+  ~Reducer();
+  Reducer(const Reducer&) = delete;
+  Reducer& operator=(const Reducer&) = delete;
+
+  // Called by DDP's forward: the outputs let find_unused_parameters see which parameters
+  // the graph reaches. Also checks that the previous iteration's reduction finished.
+  void prepare_for_backward(const std::vector<Tensor>& outputs);
+  void set_comm_hook(CommHook hook) { hook_ = std::move(hook); }
+  void set_sync_enabled(bool on) { sync_enabled_ = on; }
+  // Where the parameters live; the Reducer's own collectives (flags, bucket orders) run there,
+  // as NCCL moves device memory only.
+  Device device() const { return params_.empty() ? Device::CPU() : params_[0].device(); }
+  // A group of one with no communication hook and no bucket views: the all-reduce and the
+  // average are the identity, so gradients stay where backward put them (no bucket copies).
+  bool identity_reduction() const {
+    return group_->size() == 1 && !hook_ && !options_.gradient_as_bucket_view;
+  }
+  bool sync_enabled() const { return sync_enabled_; }
+  // Join support: take part in one iteration's reductions with zero gradients, as a rank
+  // that has run out of data.
+  void reduce_zeros_as_joined();
+  // Bucket layout as parameter indices (for tests and logging).
+  std::vector<std::vector<size_t>> bucket_indices() const;
+
+ private:
+  struct Bucket {
+    std::vector<size_t> params;    // indices into params_
+    std::vector<int64_t> offsets;  // element offset of each param in buffer
+    Tensor buffer;
+    size_t pending = 0;
+    std::shared_ptr<Work> work;
+  };
+  void build_buckets(const std::vector<size_t>& order);
+  void on_grad_ready(size_t index);
+  void mark_ready(size_t index, bool have_grad);
+  void launch_ready_buckets();
+  void finalize();
+  void reset_iteration();
+
+  std::vector<Tensor> params_;
+  std::vector<std::string> names_;
+  std::shared_ptr<ProcessGroup> group_;
+  ReducerOptions options_;
+  CommHook hook_;
+  std::vector<Bucket> buckets_;
+  std::vector<std::pair<size_t, size_t>> locator_;  // param -> (bucket, slot)
+  std::vector<int> hook_ids_;
+  std::vector<bool> ready_;
+  std::vector<bool> used_;             // locally used this iteration
+  std::vector<bool> static_used_;      // static_graph: the first iteration's used set
+  std::vector<size_t> arrival_order_;  // first iteration's gradient order
+  size_t next_bucket_ = 0;
+  bool finalize_queued_ = false;
+  bool expect_backward_ = false;
+  bool sync_enabled_ = true;
+  bool buckets_rebuilt_ = false;
+  int64_t iteration_ = 0;
+};
+
+}  // namespace weft::dist

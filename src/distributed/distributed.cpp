@@ -1,0 +1,364 @@
+#include "weft/distributed/distributed.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <mutex>
+#include <thread>
+
+#include "weft/data/distributed_sampler.h"
+#include "weft/distributed/file_store.h"
+#include "weft/distributed/gloo/process_group_gloo.h"
+#include "weft/distributed/mpi/process_group_mpi.h"
+#include "weft/distributed/nccl/process_group_nccl.h"
+#include "weft/distributed/tcp_store.h"
+
+namespace weft::dist {
+
+namespace {
+
+struct State {
+  std::mutex mu;
+  std::shared_ptr<ProcessGroup> group;
+  std::shared_ptr<Store> store;  // null under MPI
+  std::string master_addr;       // where peers are: picks the address Gloo listens on
+  Duration timeout = kDefaultTimeout;
+  int groups_created = 0;  // same on every rank, since every rank calls new_group
+};
+State g_state;  // namespace scope: outlives the MPI runtime's static holder (see mpi backend)
+
+const char* kEnvHint =
+    " (weft-run, torchrun and mpirun set MASTER_ADDR, MASTER_PORT, RANK and WORLD_SIZE; "
+    "or pass InitOptions::rank/world_size)";
+
+std::optional<std::string> env(const char* name) {
+  const char* v = std::getenv(name);
+  if (!v) return std::nullopt;
+  return std::string(v);
+}
+
+int64_t parse_int(const std::string& what, const std::string& s, int64_t lo, int64_t hi) {
+  size_t used = 0;
+  int64_t v = 0;
+  try {
+    v = std::stoll(s, &used);
+  } catch (...) {
+    used = 0;
+  }
+  if (s.empty() || used != s.size()) {
+    throw DistError("init_process_group: " + what + "='" + s + "' is not an integer");
+  }
+  if (v < lo || v > hi) {
+    throw DistError("init_process_group: " + what + "=" + s + " is out of range [" +
+                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
+  }
+  return v;
+}
+
+int env_int(const char* name, int64_t lo, int64_t hi) {
+  auto v = env(name);
+  if (!v) {
+    throw DistError(std::string("init_process_group(env://): environment variable ") + name +
+                    " is not set" + kEnvHint);
+  }
+  return static_cast<int>(parse_int(std::string("environment variable ") + name, *v, lo, hi));
+}
+
+std::string describe(int world_size, const std::string& backend) {
+  return "world_size=" + std::to_string(world_size) + " backend=" + backend;
+}
+
+// Every rank publishes what it joined with, then reads everyone's in rank order: a rank that
+// never comes or disagrees is named, rather than surfacing later as a hang or a garbled
+// collective. The store's host (rank 0 over TCP) lingers briefly on failure, so that the
+// others can still read the store and print their own diagnosis.
+void check_joined(Store& store, int rank, int world_size, const std::string& backend,
+                  Duration timeout, const std::string& where, bool hosts_store) {
+  const std::string prefix = "weft/init/";
+  const auto key = [&](int r) { return prefix + "info/" + std::to_string(r); };
+  if (store.add(prefix + "count/" + std::to_string(rank), 1) > 1) {
+    throw DistError("init_process_group: two processes joined as rank " + std::to_string(rank) +
+                    " of " + std::to_string(world_size) + " at " + where +
+                    " (duplicate RANK, or a stale store file from an earlier job)");
+  }
+  const std::string mine = describe(world_size, backend);
+  store.set(key(rank), mine);
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  std::string error;
+  for (int r = 0; r < world_size && error.empty(); ++r) {
+    try {
+      const auto left =
+          std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
+      store.wait({key(r)}, std::max(left, Duration(1)));
+    } catch (const DistError& e) {
+      std::string missing = std::to_string(r);
+      try {
+        for (int q = r + 1; q < world_size; ++q) {
+          if (!store.check({key(q)})) missing += ", " + std::to_string(q);
+        }
+      } catch (...) {
+      }
+      error = "init_process_group: rank " + std::to_string(rank) + " of " +
+              std::to_string(world_size) + " waited " + std::to_string(timeout.count()) +
+              " ms at " + where + " but rank(s) " + missing + " did not join (" + e.what() + ")";
+      break;
+    }
+    const std::string theirs = store.get_string(key(r));
+    if (theirs != mine) {
+      error = "init_process_group: rank " + std::to_string(r) + " joined with " + theirs +
+              ", but rank " + std::to_string(rank) + " has " + mine + " (at " + where +
+              "); every rank must agree";
+    }
+  }
+  if (error.empty()) return;
+  try {
+    store.add(prefix + "failed", 1);
+    if (hosts_store) {
+      const auto linger =
+          std::chrono::steady_clock::now() + std::min<Duration>(timeout, std::chrono::seconds(2));
+      while (std::chrono::steady_clock::now() < linger) {
+        int64_t joined = 0;
+        for (int r = 0; r < world_size; ++r) joined += store.check({key(r)}) ? 1 : 0;
+        if (store.add(prefix + "failed", 0) >= joined) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(10));
+      }
+    }
+  } catch (...) {
+  }
+  throw DistError(error);
+}
+
+// Explicit choice first; under mpirun MPI; then, as PyTorch, NCCL when the thread's current
+// device is a CUDA device; else Gloo.
+std::string pick_backend(const std::string& b) {
+  if (!b.empty()) {
+    if (b == "gloo" || b == "mpi" || b == "nccl") return b;
+    throw DistError("init_process_group: unknown backend '" + b + "' (known: gloo, mpi, nccl)");
+  }
+  if (env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE")) return "mpi";
+  if (current_device().is_cuda()) return "nccl";
+  return "gloo";
+}
+
+// A group of `size` ranks over `store` (prefixed for this group) with the chosen backend.
+std::shared_ptr<ProcessGroup> make_group(const std::string& backend, std::shared_ptr<Store> store,
+                                         int rank, int size, Duration timeout,
+                                         const std::string& master_addr) {
+  // Without the CUDA backend ProcessGroupNCCL is the stub of src/distributed/nccl/no_nccl.cpp,
+  // whose constructor says so.
+  if (backend == "nccl")
+    return std::make_shared<ProcessGroupNCCL>(store, rank, size, NCCLOptions{.timeout = timeout});
+  GlooOptions go;
+  go.timeout = timeout;
+  go = resolve_gloo_options(go, master_addr);
+  return std::make_shared<ProcessGroupGloo>(std::move(store), rank, size, go);
+}
+
+std::vector<int> checked_ranks(std::vector<int> ranks, int world) {
+  if (ranks.empty()) {
+    for (int r = 0; r < world; ++r) ranks.push_back(r);
+  }
+  std::sort(ranks.begin(), ranks.end());  // as PyTorch: group ranks follow global order
+  for (size_t i = 0; i < ranks.size(); ++i) {
+    if (ranks[i] < 0 || ranks[i] >= world) {
+      throw DistError("new_group: rank " + std::to_string(ranks[i]) +
+                      " is not in the default group of size " + std::to_string(world));
+    }
+    if (i > 0 && ranks[i] == ranks[i - 1]) {
+      throw DistError("new_group: rank " + std::to_string(ranks[i]) + " is listed twice");
+    }
+  }
+  return ranks;
+}
+
+}  // namespace
+
+namespace {
+void init_locked(InitOptions o);
+}
+
+void init_process_group(InitOptions o) {
+  {
+    std::lock_guard<std::mutex> lock(g_state.mu);
+    init_locked(std::move(o));
+  }
+  // DistributedSampler's defaults come from the default group (the data layer does not
+  // depend on this one, so it is told).
+  data::set_default_replica_provider([] {
+    return std::pair<int, int>{get_world_size(), get_rank()};
+  });
+}
+
+namespace {
+void init_locked(InitOptions o) {
+  if (g_state.group) {
+    throw DistError("init_process_group: already initialized (call destroy_process_group first)");
+  }
+  const std::string backend = pick_backend(o.backend);
+
+  if (backend == "mpi") {
+    const int wrank = ProcessGroupMPI::world_rank(), wsize = ProcessGroupMPI::world_size();
+    if ((o.rank >= 0 && o.rank != wrank) || (o.world_size > 0 && o.world_size != wsize)) {
+      throw DistError("init_process_group(mpi): InitOptions asks for rank " +
+                      std::to_string(o.rank) + " of " + std::to_string(o.world_size) +
+                      ", but MPI says rank " + std::to_string(wrank) + " of " +
+                      std::to_string(wsize));
+    }
+    g_state.group = ProcessGroupMPI::create({}, o.timeout);
+    g_state.timeout = o.timeout;
+    g_state.groups_created = 0;
+    return;
+  }
+
+  // Rendezvous settings first, so that a bad one fails before anything waits.
+  const std::string& m = o.init_method;
+  std::string file_path, master_addr;
+  int port = 0;
+  if (m.rfind("file://", 0) == 0) {
+    file_path = m.substr(7);
+    if (file_path.empty()) throw DistError("init_process_group: '" + m + "' names no file");
+  } else if (m.rfind("tcp://", 0) == 0) {
+    const std::string hp = m.substr(6);
+    const size_t colon = hp.rfind(':');
+    if (colon == std::string::npos || colon == 0) {
+      throw DistError("init_process_group: '" + m + "' is not tcp://host:port");
+    }
+    master_addr = hp.substr(0, colon);
+    if (master_addr.size() > 2 && master_addr.front() == '[') {
+      master_addr = master_addr.substr(1, master_addr.size() - 2);  // [v6 address]
+    }
+    port = static_cast<int>(parse_int("port in " + m, hp.substr(colon + 1), 1, 65535));
+  } else if (m == "env://") {
+    auto a = env("MASTER_ADDR");
+    if (!a || a->empty()) {
+      throw DistError(std::string("init_process_group(env://): environment variable "
+                                  "MASTER_ADDR is not set") +
+                      kEnvHint);
+    }
+    master_addr = *a;
+    port = env_int("MASTER_PORT", 1, 65535);
+  } else {
+    throw DistError("init_process_group: unsupported init_method '" + m +
+                    "' (use env://, tcp://host:port or file:///path)");
+  }
+  const int world = o.world_size > 0 ? o.world_size : env_int("WORLD_SIZE", 1, 1 << 20);
+  const int rank = o.rank >= 0 ? o.rank : env_int("RANK", 0, 1 << 20);
+  if (rank >= world) {
+    throw DistError("init_process_group: RANK=" + std::to_string(rank) +
+                    " is not below WORLD_SIZE=" + std::to_string(world));
+  }
+
+  // weft-run --rdzv-timeout S exports WEFT_RDZV_TIMEOUT: how long joining may take (reaching
+  // the store, every rank checking in), as torchrun's rendezvous timeout; the collectives keep
+  // o.timeout.
+  Duration rdzv_timeout = o.timeout;
+  if (auto v = env("WEFT_RDZV_TIMEOUT"); v && !v->empty()) {
+    char* end = nullptr;
+    const double s = std::strtod(v->c_str(), &end);
+    if (end == v->c_str() || *end != '\0' || !(s > 0) || s > 1e7) {
+      throw DistError("init_process_group: WEFT_RDZV_TIMEOUT='" + *v +
+                      "' is not a positive number of seconds");
+    }
+    rdzv_timeout = Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
+  }
+
+  std::shared_ptr<Store> store;
+  std::string where;
+  if (!file_path.empty()) {
+    store = std::make_shared<FileStore>(file_path, world, rdzv_timeout);
+    where = "file " + file_path;
+  } else {
+    where = master_addr + ":" + std::to_string(port);
+    store = std::make_shared<TCPStore>(master_addr, static_cast<uint16_t>(port), world,
+                                       /*is_server=*/rank == 0, rdzv_timeout,
+                                       /*wait_for_workers=*/false);
+  }
+  check_joined(*store, rank, world, backend, rdzv_timeout, where,
+               /*hosts_store=*/file_path.empty() && rank == 0);
+  g_state.group = make_group(backend, std::make_shared<PrefixStore>("weft/pg/0", store), rank,
+                             world, o.timeout, master_addr);
+  g_state.store = std::move(store);
+  g_state.master_addr = master_addr;
+  g_state.timeout = o.timeout;
+  g_state.groups_created = 0;
+}
+}  // namespace
+
+bool is_initialized() {
+  std::lock_guard<std::mutex> lock(g_state.mu);
+  return g_state.group != nullptr;
+}
+
+void destroy_process_group() {
+  std::shared_ptr<ProcessGroup> group;
+  std::shared_ptr<Store> store;
+  {
+    std::lock_guard<std::mutex> lock(g_state.mu);
+    group = std::move(g_state.group);
+    store = std::move(g_state.store);
+    g_state.group = nullptr;
+    g_state.store = nullptr;
+    g_state.groups_created = 0;
+  }
+  // Outside the lock: the group waits for its running op. Subgroups the user still holds keep
+  // their own connections and stay usable.
+  group.reset();
+  store.reset();
+}
+
+std::shared_ptr<ProcessGroup> default_group() {
+  std::lock_guard<std::mutex> lock(g_state.mu);
+  if (!g_state.group) {
+    throw DistError(
+        "weft::dist: the default process group is not initialized; call "
+        "init_process_group() first");
+  }
+  return g_state.group;
+}
+
+int get_rank() {
+  std::lock_guard<std::mutex> lock(g_state.mu);
+  return g_state.group ? g_state.group->rank() : 0;
+}
+
+int get_world_size() {
+  std::lock_guard<std::mutex> lock(g_state.mu);
+  return g_state.group ? g_state.group->size() : 1;
+}
+
+int get_local_rank() {
+  for (const char* name : {"LOCAL_RANK", "OMPI_COMM_WORLD_LOCAL_RANK", "MPI_LOCALRANKID"}) {
+    if (auto v = env(name)) {
+      return static_cast<int>(
+          parse_int(std::string("environment variable ") + name, *v, 0, 1 << 20));
+    }
+  }
+  return 0;
+}
+
+std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks_in,
+                                        std::optional<Duration> timeout) {
+  std::shared_ptr<ProcessGroup> parent;
+  std::shared_ptr<Store> store;
+  std::string master_addr;
+  int id = 0;
+  Duration t;
+  {
+    std::lock_guard<std::mutex> lock(g_state.mu);
+    if (!g_state.group) throw DistError("new_group: call init_process_group() first");
+    parent = g_state.group;
+    store = g_state.store;
+    master_addr = g_state.master_addr;
+    id = ++g_state.groups_created;
+    t = timeout.value_or(g_state.timeout);
+  }
+  const std::vector<int> ranks = checked_ranks(ranks_in, parent->size());
+  if (parent->backend_name() == "mpi") return ProcessGroupMPI::create(ranks, t);
+
+  auto it = std::find(ranks.begin(), ranks.end(), parent->rank());
+  if (it == ranks.end()) return nullptr;
+  return make_group(
+      parent->backend_name(), std::make_shared<PrefixStore>("weft/pg/" + std::to_string(id), store),
+      static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), t, master_addr);
+}
+
+}  // namespace weft::dist

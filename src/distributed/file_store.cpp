@@ -1,0 +1,270 @@
+#include "weft/distributed/file_store.h"
+
+#include <fcntl.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <charconv>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <thread>
+
+namespace weft::dist {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr const char* kInternalPrefix = "__weft_store__/";
+constexpr const char* kFinishedKey = "__weft_store__/finished";
+constexpr char kSetRecord = 'S';
+constexpr char kDeleteRecord = 'D';
+constexpr auto kPollInterval = std::chrono::milliseconds(5);
+
+std::string errno_str(int e) { return std::strerror(e); }
+
+std::string describe_keys(const std::vector<std::string>& keys) {
+  std::string s = "[";
+  for (size_t i = 0; i < keys.size(); ++i) s += (i ? ", '" : "'") + keys[i] + "'";
+  return s + "]";
+}
+
+void put_u32(std::vector<uint8_t>& out, size_t v) {
+  for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
+}
+
+std::vector<uint8_t> record(char op, const std::string& key, const std::vector<uint8_t>* value) {
+  std::vector<uint8_t> r;
+  r.push_back(static_cast<uint8_t>(op));
+  put_u32(r, key.size());
+  r.insert(r.end(), key.begin(), key.end());
+  if (value) {
+    put_u32(r, value->size());
+    r.insert(r.end(), value->begin(), value->end());
+  }
+  return r;
+}
+
+bool parse_int(const std::vector<uint8_t>& v, int64_t* out) {
+  const char* b = reinterpret_cast<const char*>(v.data());
+  const auto [p, ec] = std::from_chars(b, b + v.size(), *out);
+  return ec == std::errc() && p == b + v.size() && !v.empty();
+}
+
+}  // namespace
+
+// Opens the file, takes flock (shared for reads, exclusive for writes) and replays the records
+// appended since this store last looked. The store's mutex must be held.
+class FileStore::Locked {
+ public:
+  Locked(FileStore& s, bool exclusive) : s_(s) {
+    fd_ = ::open(s.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (fd_ < 0) fail("cannot open: " + errno_str(errno));
+    try {
+      while (::flock(fd_, exclusive ? LOCK_EX : LOCK_SH) != 0) {
+        if (errno != EINTR) fail("flock failed: " + errno_str(errno));
+      }
+      catch_up();
+    } catch (...) {
+      ::close(fd_);  // the destructor does not run for a throwing constructor
+      throw;
+    }
+  }
+  ~Locked() { ::close(fd_); }  // closing drops the flock
+  Locked(const Locked&) = delete;
+  Locked& operator=(const Locked&) = delete;
+
+  void append(char op, const std::string& key, const std::vector<uint8_t>* value) {
+    const auto r = record(op, key, value);
+    // The file is appended at its end, which is where catch_up() stopped (we hold the lock).
+    size_t done = 0;
+    while (done < r.size()) {
+      const ssize_t n =
+          ::pwrite(fd_, r.data() + done, r.size() - done, static_cast<off_t>(s_.pos_ + done));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail("write failed: " + errno_str(errno));
+      done += static_cast<size_t>(n);
+    }
+    s_.pos_ += r.size();
+    if (op == kSetRecord)
+      s_.cache_[key] = *value;
+    else
+      s_.cache_.erase(key);
+  }
+
+  [[noreturn]] void fail(const std::string& why) const {
+    throw DistError("FileStore '" + s_.path_ + "': " + why);
+  }
+
+ private:
+  void catch_up() {
+    struct stat st {};
+    if (::fstat(fd_, &st) != 0) fail("fstat failed: " + errno_str(errno));
+    const auto size = static_cast<uint64_t>(st.st_size);
+    if (st.st_ino != s_.ino_ || size < s_.pos_) {
+      // A different (removed and recreated) or truncated file: replay it from the start.
+      s_.cache_.clear();
+      s_.pos_ = 0;
+      s_.ino_ = st.st_ino;
+    }
+    if (size == s_.pos_) return;
+    std::vector<uint8_t> buf(size - s_.pos_);
+    size_t got = 0;
+    while (got < buf.size()) {
+      const ssize_t n =
+          ::pread(fd_, buf.data() + got, buf.size() - got, static_cast<off_t>(s_.pos_ + got));
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) fail("read failed: " + (n == 0 ? std::string("short read") : errno_str(errno)));
+      got += static_cast<size_t>(n);
+    }
+    size_t p = 0;
+    auto u32 = [&](uint32_t* v) {
+      if (buf.size() - p < 4) return false;
+      *v = uint32_t{buf[p]} | uint32_t{buf[p + 1]} << 8 | uint32_t{buf[p + 2]} << 16 |
+           uint32_t{buf[p + 3]} << 24;
+      p += 4;
+      return true;
+    };
+    while (p < buf.size()) {
+      const size_t start = p;
+      auto corrupt = [&](const char* what) {
+        fail("corrupt record at offset " + std::to_string(s_.pos_ + start) + ": " + what);
+      };
+      const char op = static_cast<char>(buf[p++]);
+      if (op != kSetRecord && op != kDeleteRecord) corrupt("unknown record type");
+      uint32_t klen = 0;
+      if (!u32(&klen) || klen > buf.size() - p) corrupt("truncated key");
+      std::string key(reinterpret_cast<const char*>(buf.data() + p), klen);
+      p += klen;
+      if (op == kSetRecord) {
+        uint32_t vlen = 0;
+        if (!u32(&vlen) || vlen > buf.size() - p) corrupt("truncated value");
+        s_.cache_[key].assign(buf.begin() + static_cast<std::ptrdiff_t>(p),
+                              buf.begin() + static_cast<std::ptrdiff_t>(p + vlen));
+        p += vlen;
+      } else {
+        s_.cache_.erase(key);
+      }
+    }
+    s_.pos_ = size;
+  }
+
+  FileStore& s_;
+  int fd_ = -1;
+};
+
+FileStore::FileStore(std::string path, int world_size, Duration timeout)
+    : Store(timeout), path_(std::move(path)), world_size_(world_size) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, false);  // fails early, naming the path, if the file cannot be created
+}
+
+FileStore::~FileStore() {
+  if (world_size_ <= 0) return;
+  try {
+    std::lock_guard<std::mutex> lock(mu_);
+    Locked f(*this, true);
+    if (add_locked(f, kFinishedKey, 1) >= world_size_) ::unlink(path_.c_str());
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "[weft] FileStore '%s': cleanup failed: %s\n", path_.c_str(), e.what());
+  }
+}
+
+void FileStore::set(const std::string& key, const std::vector<uint8_t>& value) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, true);
+  f.append(kSetRecord, key, &value);
+}
+
+std::vector<uint8_t> FileStore::get(const std::string& key) {
+  wait({key}, timeout_);
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, false);
+  auto it = cache_.find(key);
+  // Deleted between the wait and now: report it rather than return a bogus value.
+  if (it == cache_.end()) f.fail("key '" + key + "' was deleted while being read");
+  return it->second;
+}
+
+int64_t FileStore::add_locked(Locked& f, const std::string& key, int64_t delta) {
+  int64_t cur = 0;
+  auto it = cache_.find(key);
+  if (it != cache_.end() && !parse_int(it->second, &cur))
+    f.fail("add: value of key '" + key + "' is not an integer");
+  int64_t result = 0;
+  if (__builtin_add_overflow(cur, delta, &result)) f.fail("add: key '" + key + "' overflows");
+  const std::string s = std::to_string(result);
+  const std::vector<uint8_t> v(s.begin(), s.end());
+  f.append(kSetRecord, key, &v);
+  return result;
+}
+
+int64_t FileStore::add(const std::string& key, int64_t delta) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, true);
+  return add_locked(f, key, delta);
+}
+
+std::vector<uint8_t> FileStore::compare_set(const std::string& key,
+                                            const std::vector<uint8_t>& expected,
+                                            const std::vector<uint8_t>& desired) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, true);
+  auto it = cache_.find(key);
+  if (it == cache_.end()) {
+    if (!expected.empty()) return expected;
+  } else if (it->second != expected) {
+    return it->second;
+  }
+  f.append(kSetRecord, key, &desired);
+  return desired;
+}
+
+bool FileStore::check(const std::vector<std::string>& keys) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, false);
+  return std::all_of(keys.begin(), keys.end(), [&](auto& k) { return cache_.count(k) != 0; });
+}
+
+bool FileStore::delete_key(const std::string& key) {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, true);
+  if (!cache_.count(key)) return false;
+  f.append(kDeleteRecord, key, nullptr);
+  return true;
+}
+
+void FileStore::wait(const std::vector<std::string>& keys, Duration timeout) {
+  const auto deadline = Clock::now() + timeout;
+  for (;;) {
+    std::vector<std::string> missing;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      Locked f(*this, false);
+      for (auto& k : keys)
+        if (!cache_.count(k)) missing.push_back(k);
+    }
+    if (missing.empty()) return;
+    const auto now = Clock::now();
+    if (now >= deadline)
+      throw DistError("FileStore '" + path_ + "': wait for keys " + describe_keys(keys) +
+                      " timed out after " + std::to_string(timeout.count()) + " ms; missing " +
+                      describe_keys(missing));
+    std::this_thread::sleep_for(std::min<Clock::duration>(kPollInterval, deadline - now));
+  }
+}
+
+int64_t FileStore::num_keys() {
+  std::lock_guard<std::mutex> lock(mu_);
+  Locked f(*this, false);
+  const size_t plen = std::strlen(kInternalPrefix);
+  return static_cast<int64_t>(std::count_if(cache_.begin(), cache_.end(), [&](auto& kv) {
+    return kv.first.compare(0, plen, kInternalPrefix) != 0;
+  }));
+}
+
+}  // namespace weft::dist

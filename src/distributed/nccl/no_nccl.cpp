@@ -1,0 +1,28 @@
+// ProcessGroupNCCL in a build without the CUDA backend (CMake compiles this file instead of
+// process_group_nccl.cpp when nvcc was not found): constructing one throws DistError saying
+// why, so callers name the backend without an #ifdef.
+#include "weft/distributed/nccl/process_group_nccl.h"
+
+namespace weft::dist {
+
+struct ProcessGroupNCCL::Impl {};
+
+ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store>, int rank, int size, NCCLOptions)
+    : ProcessGroup(rank, size) {
+  throw DistError(
+      "nccl backend: this build of weft has no CUDA backend (nvcc was not found "
+      "when it was configured); use gloo or mpi, or rebuild with CUDA (rank " +
+      std::to_string(rank) + " of " + std::to_string(size) + ")");
+}
+// The constructor always throws, so no object exists for the members below to act on.
+ProcessGroupNCCL::~ProcessGroupNCCL() = default;
+int ProcessGroupNCCL::device() const { return -1; }
+std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor>, ReduceOp) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor>, int) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor>, Tensor) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor, std::vector<Tensor>, ReduceOp) {
+  return {};
+}
+std::shared_ptr<Work> ProcessGroupNCCL::barrier() { return {}; }
+
+}  // namespace weft::dist

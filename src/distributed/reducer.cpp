@@ -1,0 +1,280 @@
+#include "weft/distributed/reducer.h"
+
+#include <algorithm>
+#include <unordered_set>
+
+#include "weft/autograd.h"
+#include "weft/ops.h"
+
+namespace weft::dist {
+
+Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
+                 std::shared_ptr<ProcessGroup> group, ReducerOptions options)
+    : params_(std::move(params)),
+      names_(std::move(names)),
+      group_(std::move(group)),
+      options_(options) {
+  WEFT_CHECK(group_, "Reducer: no process group");
+  for (size_t i = 0; i < params_.size(); ++i) {
+    WEFT_CHECK(params_[i].dtype() == kFloat32, "DistributedDataParallel: parameter ", names_[i],
+               " is ", params_[i].dtype(), "; only float32 parameters are supported");
+    WEFT_CHECK(params_[i].is_contiguous(), "DistributedDataParallel: parameter ", names_[i],
+               " is not contiguous");
+  }
+  std::vector<size_t> order(params_.size());
+  for (size_t i = 0; i < order.size(); ++i) order[i] = order.size() - 1 - i;
+  build_buckets(order);
+  ready_.assign(params_.size(), false);
+  used_.assign(params_.size(), false);
+  for (size_t i = 0; i < params_.size(); ++i)
+    hook_ids_.push_back(
+        params_[i].register_post_accumulate_grad_hook([this, i](Tensor&) { on_grad_ready(i); }));
+}
+
+Reducer::~Reducer() {
+  for (size_t i = 0; i < params_.size(); ++i)
+    params_[i].remove_post_accumulate_grad_hook(hook_ids_[i]);
+}
+
+void Reducer::build_buckets(const std::vector<size_t>& order) {
+  buckets_.clear();
+  locator_.assign(params_.size(), {0, 0});
+  size_t bytes = 0;
+  // The first bucket is small so that communication starts early in backward.
+  auto cap = [&] {
+    return buckets_.size() == 1 ? std::min(options_.first_bucket_bytes, options_.bucket_bytes)
+                                : options_.bucket_bytes;
+  };
+  for (size_t idx : order) {
+    if (buckets_.empty() || bytes >= cap()) {
+      buckets_.emplace_back();
+      bytes = 0;
+    }
+    Bucket& b = buckets_.back();
+    locator_[idx] = {buckets_.size() - 1, b.params.size()};
+    b.offsets.push_back(b.offsets.empty() ? 0
+                                          : b.offsets.back() + params_[b.params.back()].numel());
+    b.params.push_back(idx);
+    bytes += params_[idx].nbytes();
+  }
+  for (Bucket& b : buckets_) {
+    int64_t total = b.offsets.empty() ? 0 : b.offsets.back() + params_[b.params.back()].numel();
+    b.buffer = zeros({total}, {.device = params_[b.params[0]].device()});
+    b.pending = b.params.size();
+  }
+}
+
+std::vector<std::vector<size_t>> Reducer::bucket_indices() const {
+  std::vector<std::vector<size_t>> out;
+  for (const Bucket& b : buckets_) out.push_back(b.params);
+  return out;
+}
+
+void Reducer::reset_iteration() {
+  std::fill(ready_.begin(), ready_.end(), false);
+  std::fill(used_.begin(), used_.end(), false);
+  for (Bucket& b : buckets_) {
+    b.pending = b.params.size();
+    b.work.reset();
+  }
+  next_bucket_ = 0;
+  finalize_queued_ = false;
+}
+
+void Reducer::prepare_for_backward(const std::vector<Tensor>& outputs) {
+  reset_iteration();
+  expect_backward_ = true;
+  if (options_.static_graph && iteration_ > 0) {
+    used_ = static_used_;  // the graph is the same every iteration: reuse the first walk
+    return;
+  }
+  if (!options_.find_unused_parameters && !options_.static_graph) return;
+  // Walk the graph from the outputs; parameters whose accumulator is not reached get no
+  // gradient in this backward, so they are marked ready as soon as backward starts.
+  std::unordered_set<Node*> seen;
+  std::vector<Node*> stack;
+  for (const Tensor& o : outputs)
+    if (o.defined() && o.grad_fn() && seen.insert(o.grad_fn().get()).second)
+      stack.push_back(o.grad_fn().get());
+  std::unordered_set<const TensorImpl*> reached;
+  for (const Tensor& o : outputs)
+    if (o.defined() && o.requires_grad() && o.is_leaf()) reached.insert(o.impl());
+  while (!stack.empty()) {
+    Node* n = stack.back();
+    stack.pop_back();
+    if (auto* acc = dynamic_cast<AccumulateGrad*>(n)) reached.insert(acc->leaf.impl());
+    for (const Edge& e : n->next_edges)
+      if (e.valid() && seen.insert(e.fn.get()).second) stack.push_back(e.fn.get());
+  }
+  for (size_t i = 0; i < params_.size(); ++i) used_[i] = reached.count(params_[i].impl()) > 0;
+  if (options_.static_graph) static_used_ = used_;
+}
+
+void Reducer::on_grad_ready(size_t index) {
+  if (!expect_backward_) return;  // forward ran under no_sync, or outside DDP
+  if (!finalize_queued_) {
+    finalize_queued_ = true;
+    autograd::queue_callback([this] { finalize(); });
+    if (options_.find_unused_parameters || options_.static_graph) {
+      std::vector<bool> reached = used_;
+      for (size_t i = 0; i < params_.size(); ++i)
+        if (!reached[i]) mark_ready(i, false);
+    }
+  }
+  if (!buckets_rebuilt_) arrival_order_.push_back(index);
+  used_[index] = true;
+  mark_ready(index, true);
+}
+
+void Reducer::mark_ready(size_t i, bool have_grad) {
+  WEFT_CHECK(!ready_[i], "DistributedDataParallel: parameter ", names_[i],
+             " was marked ready twice in one iteration (used in a reentrant backward, or "
+             "both unused and used); this is not supported");
+  ready_[i] = true;
+  auto [bi, slot] = locator_[i];
+  Bucket& b = buckets_[bi];
+  if (identity_reduction()) {  // the gradient is final where it is
+    if (--b.pending == 0) launch_ready_buckets();
+    return;
+  }
+  Tensor view = b.buffer.narrow(0, b.offsets[slot], params_[i].numel());
+  Tensor g = params_[i].grad();
+  NoGradGuard ng;
+  if (have_grad && g.defined()) {
+    if (g.impl()->storage != b.buffer.impl()->storage ||
+        g.storage_offset() != view.storage_offset())
+      view.copy_(g.reshape({-1}));
+  } else {
+    view.zero_();
+  }
+  if (--b.pending == 0) launch_ready_buckets();
+}
+
+void Reducer::launch_ready_buckets() {
+  // Strictly in bucket order, so every rank issues the same all-reduces in the same order.
+  while (next_bucket_ < buckets_.size() && buckets_[next_bucket_].pending == 0) {
+    Bucket& b = buckets_[next_bucket_];
+    NoGradGuard ng;
+    if (identity_reduction()) {
+      ++next_bucket_;
+      continue;
+    }
+    b.buffer.mul_(1.0 / group_->size());
+    if (hook_) {
+      GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size()};
+      for (size_t p : b.params) gb.params.push_back(params_[p]);
+      b.work = hook_(*group_, gb);
+    } else {
+      b.work = group_->allreduce({b.buffer});
+    }
+    ++next_bucket_;
+  }
+}
+
+void Reducer::finalize() {
+  expect_backward_ = false;
+  if (next_bucket_ < buckets_.size()) {
+    std::string missing;
+    int shown = 0;
+    for (size_t i = 0; i < params_.size(); ++i)
+      if (!ready_[i] && shown++ < 8) missing += (missing.empty() ? "" : ", ") + names_[i];
+    // Drain what was launched so the group stays usable for the error path.
+    for (Bucket& b : buckets_)
+      if (b.work) b.work->wait();
+    reset_iteration();
+    WEFT_ERROR("DistributedDataParallel: rank ", group_->rank(),
+               " finished backward but these "
+               "parameters received no gradient: ",
+               missing,
+               ". Parameters that do not take part "
+               "in producing the loss need DistributedDataParallel(..., {.find_unused_parameters "
+               "= true}); otherwise the other ranks would wait for them forever.");
+  }
+  for (Bucket& b : buckets_)
+    if (b.work) b.work->wait();
+  NoGradGuard ng;
+  std::vector<bool> globally_used(params_.size(), true);
+  if (options_.static_graph && !options_.find_unused_parameters) globally_used = static_used_;
+  if (options_.find_unused_parameters) {
+    Tensor flags = zeros({(int64_t)params_.size()}, {.dtype = kInt64});
+    int64_t* pf = flags.data_ptr<int64_t>();
+    for (size_t i = 0; i < params_.size(); ++i) pf[i] = used_[i] ? 1 : 0;
+    // On the parameters' device (NCCL reduces device memory only), read back on the host.
+    Tensor dflags = flags.to(device());
+    group_->allreduce({dflags}, ReduceOp::MAX)->wait();
+    flags = dflags.to(Device::CPU());
+    pf = flags.data_ptr<int64_t>();
+    for (size_t i = 0; i < params_.size(); ++i) globally_used[i] = pf[i] != 0;
+  }
+  for (size_t i = 0; i < params_.size() && !identity_reduction(); ++i) {
+    if (!globally_used[i]) continue;  // no rank produced a gradient: leave .grad untouched
+    auto [bi, slot] = locator_[i];
+    Bucket& b = buckets_[bi];
+    Tensor slice = b.buffer.narrow(0, b.offsets[slot], params_[i].numel()).view(params_[i].sizes());
+    Tensor& g = params_[i].mutable_grad();
+    if (options_.gradient_as_bucket_view)
+      g = slice;
+    else if (g.defined())
+      g.copy_(slice);
+    else
+      g = slice.clone();
+  }
+  if (!buckets_rebuilt_) {
+    // Rebuild once, in the order gradients arrived on rank 0 (broadcast so all agree).
+    std::vector<bool> seen(params_.size(), false);
+    std::vector<int64_t> order;
+    for (size_t idx : arrival_order_)
+      if (!seen[idx]) {
+        seen[idx] = true;
+        order.push_back((int64_t)idx);
+      }
+    for (size_t i = params_.size(); i-- > 0;)
+      if (!seen[i]) order.push_back((int64_t)i);
+    Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
+    group_->broadcast({t}, 0)->wait();
+    auto agreed = t.to(Device::CPU()).to_vector_int64();
+    std::vector<size_t> new_order(agreed.begin(), agreed.end());
+    std::vector<Tensor> keep;
+    if (options_.gradient_as_bucket_view)
+      for (auto& p : params_) keep.push_back(p.grad().defined() ? p.grad().clone() : Tensor());
+    build_buckets(new_order);
+    if (options_.gradient_as_bucket_view)
+      for (size_t i = 0; i < params_.size(); ++i) {
+        if (!keep[i].defined()) continue;
+        auto [bi, slot] = locator_[i];
+        Tensor slice =
+            buckets_[bi].buffer.narrow(0, buckets_[bi].offsets[slot], params_[i].numel());
+        slice.copy_(keep[i].reshape({-1}));
+        params_[i].mutable_grad() = slice.view(params_[i].sizes());
+      }
+    buckets_rebuilt_ = true;
+  }
+  reset_iteration();
+  ++iteration_;
+}
+
+void Reducer::reduce_zeros_as_joined() {
+  NoGradGuard ng;
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    Bucket& b = buckets_[i];
+    b.buffer.zero_();
+    b.work = group_->allreduce({b.buffer});
+  }
+  for (Bucket& b : buckets_) b.work->wait();
+  if (options_.find_unused_parameters) {
+    Tensor flags = zeros({(int64_t)params_.size()}, {.dtype = kInt64, .device = device()});
+    group_->allreduce({flags}, ReduceOp::MAX)->wait();
+  }
+  if (!buckets_rebuilt_) {
+    std::vector<int64_t> order;
+    for (size_t i = params_.size(); i-- > 0;) order.push_back((int64_t)i);
+    Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
+    group_->broadcast({t}, 0)->wait();
+    auto agreed = t.to(Device::CPU()).to_vector_int64();
+    build_buckets(std::vector<size_t>(agreed.begin(), agreed.end()));
+    buckets_rebuilt_ = true;
+  }
+  reset_iteration();
+}
+
+}  // namespace weft::dist

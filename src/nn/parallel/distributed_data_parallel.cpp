@@ -1,0 +1,270 @@
+#include "weft/nn/parallel/distributed_data_parallel.h"
+
+#include <cstring>
+
+#include "weft/autograd.h"
+#include "weft/distributed/distributed.h"
+#include "weft/half.h"
+#include "weft/ops.h"
+
+namespace weft::nn {
+
+namespace {
+
+// FNV-1a: a hash that is the same in every process (std::hash need not be).
+int64_t stable_hash(const std::string& s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return (int64_t)(h >> 1);
+}
+
+// Flattens `tensors` (grouped by dtype) into one buffer per dtype, broadcasts it from `root`,
+// and copies the result back: one collective for all parameters or buffers.
+void broadcast_coalesced(dist::ProcessGroup& pg, const std::vector<Tensor>& tensors, int root = 0) {
+  NoGradGuard ng;
+  for (DType dt : {kFloat32, kInt64}) {
+    std::vector<Tensor> group;
+    int64_t total = 0;
+    for (const Tensor& t : tensors)
+      if (t.dtype() == dt) {
+        group.push_back(t);
+        total += t.numel();
+      }
+    if (group.empty()) continue;
+    Tensor flat = empty({total}, {.dtype = dt, .device = group[0].device()});
+    int64_t off = 0;
+    for (const Tensor& t : group) {
+      flat.narrow(0, off, t.numel()).copy_(t.reshape({-1}));
+      off += t.numel();
+    }
+    pg.broadcast({flat}, root)->wait();
+    off = 0;
+    for (const Tensor& t : group) {
+      Tensor dst = t;
+      dst.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
+      off += t.numel();
+    }
+  }
+}
+
+}  // namespace
+
+DistributedDataParallelImpl::DistributedDataParallelImpl(std::shared_ptr<Module> module,
+                                                         DistributedDataParallelOptions options)
+    : Module("DistributedDataParallel"), module_(std::move(module)), options_(std::move(options)) {
+  WEFT_CHECK(module_, "DistributedDataParallel: null module");
+  group_ = options_.process_group ? options_.process_group : dist::default_group();
+  WEFT_CHECK(options_.bucket_cap_mb > 0, "DistributedDataParallel: bucket_cap_mb must be positive");
+  register_module("module", module_);
+  std::vector<std::pair<std::string, Tensor>> named;
+  for (auto& [n, p] : module_->named_parameters())
+    if (p.requires_grad()) named.emplace_back(n, p);
+  check_same_parameters(named);
+  std::vector<Tensor> state;
+  for (auto& [n, p] : module_->named_parameters()) state.push_back(p);
+  for (auto& [n, b] : module_->named_buffers()) state.push_back(b);
+  if (group_->size() > 1) broadcast_coalesced(*group_, state);
+  std::vector<Tensor> params;
+  std::vector<std::string> names;
+  for (auto& [n, p] : named) {
+    params.push_back(p);
+    names.push_back(n);
+  }
+  dist::ReducerOptions ro;
+  ro.bucket_bytes = (size_t)(options_.bucket_cap_mb * 1024 * 1024);
+  ro.find_unused_parameters = options_.find_unused_parameters;
+  ro.gradient_as_bucket_view = options_.gradient_as_bucket_view;
+  ro.static_graph = options_.static_graph;
+  reducer_ = std::make_unique<dist::Reducer>(params, names, group_, ro);
+}
+
+void DistributedDataParallelImpl::check_same_parameters(
+    const std::vector<std::pair<std::string, Tensor>>& named) {
+  // Every rank describes its parameters as int64s: count, then per parameter the hash of
+  // its name, dtype, ndim and sizes. Lengths first (they may differ), then the contents.
+  std::vector<int64_t> desc{(int64_t)named.size()};
+  for (auto& [n, p] : named) {
+    desc.push_back(stable_hash(n));
+    desc.push_back((int64_t)p.dtype());
+    desc.push_back(p.dim());
+    for (int64_t s : p.sizes()) desc.push_back(s);
+  }
+  const int world = group_->size();
+  if (world == 1) return;
+  // The descriptions travel on the parameters' device (NCCL moves device memory only) and
+  // are read back on the host.
+  const Device dev = named.empty() ? Device::CPU() : named[0].second.device();
+  auto on_host = [](std::vector<Tensor>& ts) {
+    for (Tensor& t : ts) t = t.to(Device::CPU());
+  };
+  std::vector<Tensor> lens;
+  for (int r = 0; r < world; ++r) lens.push_back(zeros({2}, {.dtype = kInt64, .device = dev}));
+  group_
+      ->allgather(
+          lens,
+          tensor(std::vector<int64_t>{(int64_t)desc.size(), (int64_t)named.size()}, {2}).to(dev))
+      ->wait();
+  on_host(lens);
+  int64_t max_len = 0;
+  for (auto& l : lens) max_len = std::max(max_len, l.data_ptr<int64_t>()[0]);
+  for (int r = 0; r < world; ++r)
+    WEFT_CHECK(lens[r].data_ptr<int64_t>()[1] == (int64_t)named.size(),
+               "DistributedDataParallel: rank ", group_->rank(), " has ", named.size(),
+               " parameters but rank ", r, " has ", lens[r].data_ptr<int64_t>()[1],
+               "; every rank must construct the same model");
+  desc.resize(max_len, -1);
+  std::vector<Tensor> all;
+  for (int r = 0; r < world; ++r) all.push_back(zeros({max_len}, {.dtype = kInt64, .device = dev}));
+  group_->allgather(all, tensor(desc, {max_len}).to(dev))->wait();
+  on_host(all);
+  for (int r = 0; r < world; ++r) {
+    const int64_t* other = all[r].data_ptr<int64_t>();
+    size_t pos = 1;
+    for (size_t i = 0; i < named.size(); ++i) {
+      const Tensor& p = named[i].second;
+      const size_t len = 3 + (size_t)p.dim();
+      bool same = std::memcmp(other + pos, desc.data() + pos, len * sizeof(int64_t)) == 0;
+      if (!same) {
+        std::string theirs = "(";
+        int64_t nd = other[pos + 2];
+        for (int64_t d = 0; d < nd && (int64_t)pos + 3 + d < max_len; ++d)
+          theirs += (d ? ", " : "") + std::to_string(other[pos + 3 + d]);
+        theirs += nd == 1 ? ",)" : ")";
+        WEFT_ERROR("DistributedDataParallel: models differ across ranks: parameter ", i, " ('",
+                   named[i].first, "') is ", shape_str(p.sizes()), " ", p.dtype(), " on rank ",
+                   group_->rank(), " but ",
+                   other[pos] != desc[pos] ? "has a different name" : "is " + theirs, " on rank ",
+                   r, "; every rank must construct the same model");
+      }
+      pos += len;
+    }
+  }
+}
+
+void DistributedDataParallelImpl::sync_buffers() {
+  auto bufs = module_->buffers();
+  if (!bufs.empty()) broadcast_coalesced(*group_, bufs);
+}
+
+Tensor DistributedDataParallelImpl::forward(const Tensor& input) {
+  auto out = forward_multi({input});
+  WEFT_CHECK(out.size() == 1, "DistributedDataParallel: module returned ", out.size(),
+             " outputs; use forward_multi()");
+  return out[0];
+}
+
+std::vector<Tensor> DistributedDataParallelImpl::forward_multi(const std::vector<Tensor>& inputs) {
+  if (join_mode_) {
+    Tensor active = ones({1}, {.dtype = kInt64, .device = reducer_->device()});
+    group_->allreduce({active})->wait();
+  }
+  if (options_.broadcast_buffers && group_->size() > 1 && is_training()) sync_buffers();
+  auto out = module_->forward_multi(inputs);
+  if (GradMode::is_enabled() && sync_) reducer_->prepare_for_backward(out);
+  return out;
+}
+
+void DistributedDataParallelImpl::join(const std::function<void()>& loop) {
+  WEFT_CHECK(!join_mode_, "DistributedDataParallel::join is not reentrant");
+  join_mode_ = true;
+  struct Reset {
+    bool& flag;
+    ~Reset() { flag = false; }
+  } reset{join_mode_};
+  loop();
+  // This rank is out of data: shadow the others' iterations until all are done.
+  int64_t shadowed = 0;
+  while (true) {
+    Tensor active = zeros({1}, {.dtype = kInt64, .device = reducer_->device()});
+    group_->allreduce({active})->wait();
+    if (active.to(Device::CPU()).item<int64_t>() == 0) break;
+    if (options_.broadcast_buffers && group_->size() > 1 && is_training()) sync_buffers();
+    reducer_->reduce_zeros_as_joined();
+    ++shadowed;
+  }
+  // Ranks that joined early skipped optimizer steps; as PyTorch does, every rank ends with
+  // the model of the (highest) rank that joined last.
+  Tensor last = tensor(std::vector<int64_t>{shadowed == 0 ? (int64_t)group_->rank() : -1}, {1})
+                    .to(reducer_->device());
+  group_->allreduce({last}, dist::ReduceOp::MAX)->wait();
+  last = last.to(Device::CPU());
+  std::vector<Tensor> state = module_->parameters();
+  for (Tensor& b : module_->buffers()) state.push_back(b);
+  broadcast_coalesced(*group_, state, (int)last.item<int64_t>());
+}
+
+void DistributedDataParallelImpl::register_comm_hook(dist::CommHook hook) {
+  reducer_->set_comm_hook(std::move(hook));
+}
+
+}  // namespace weft::nn
+
+namespace weft::dist {
+
+namespace {
+
+// Completes when `inner` does, then runs `after` once on the waiting thread.
+class ThenWork : public Work {
+ public:
+  ThenWork(std::shared_ptr<Work> inner, std::function<void()> after)
+      : inner_(std::move(inner)), after_(std::move(after)) {}
+  void wait(std::optional<Duration> timeout) override {
+    inner_->wait(timeout);
+    if (after_) {
+      auto fn = std::move(after_);
+      after_ = nullptr;
+      fn();
+    }
+  }
+  bool is_completed() override { return inner_->is_completed(); }
+  void then(std::function<void(std::exception_ptr)> fn) override { inner_->then(std::move(fn)); }
+
+ private:
+  std::shared_ptr<Work> inner_;
+  std::function<void()> after_;
+};
+
+template <typename Half>
+CommHook half_hook(DType dtype) {
+  return [dtype](ProcessGroup& pg, GradBucket& bucket) -> std::shared_ptr<Work> {
+    Tensor buf = bucket.buffer;
+    const int64_t n = buf.numel();
+    if (!buf.device().is_cpu()) {  // the device's own conversion kernels, both ways
+      Tensor half = buf.to(dtype);
+      auto work = pg.allreduce({half});
+      return std::make_shared<ThenWork>(work, [buf, half]() mutable {
+        NoGradGuard ng;
+        buf.copy_(half);
+      });
+    }
+    Tensor half = make_empty({n}, dtype, buf.device());
+    const float* src = buf.data_ptr<float>();
+    Half* h = static_cast<Half*>(half.raw_data());
+    for (int64_t i = 0; i < n; ++i) h[i] = Half::from_float(src[i]);
+    auto work = pg.allreduce({half});
+    return std::make_shared<ThenWork>(work, [buf, half, n]() {
+      float* dst = buf.data_ptr<float>();
+      const Half* hh = static_cast<const Half*>(half.raw_data());
+      for (int64_t i = 0; i < n; ++i) dst[i] = hh[i].to_float();
+    });
+  };
+}
+
+struct Fp16 {
+  uint16_t bits;
+  static Fp16 from_float(float f) { return {float_to_fp16(f)}; }
+  float to_float() const { return fp16_to_float(bits); }
+};
+
+struct Bf16 {
+  uint16_t bits;
+  static Bf16 from_float(float f) { return {float_to_bf16(f)}; }
+  float to_float() const { return bf16_to_float(bits); }
+};
+
+}  // namespace
+
+CommHook fp16_compress_hook() { return half_hook<Fp16>(DType::Float16); }
+CommHook bf16_compress_hook() { return half_hook<Bf16>(DType::BFloat16); }
+
+}  // namespace weft::dist
