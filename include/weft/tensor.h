@@ -218,6 +218,9 @@ Tensor operator-(double a, const Tensor& b);
 Tensor operator/(double a, const Tensor& b);
 
 std::ostream& operator<<(std::ostream& os, const Tensor& t);
+// True when `t` (rank 4, more than one channel) is laid out NHWC in memory (PyTorch's
+// t.is_contiguous(memory_format=torch.channels_last)).
+bool is_channels_last(const Tensor& t);
 
 // Internal: a tensor over fresh storage, and a view sharing another tensor's storage.
 Tensor make_empty(const Shape& shape, DType dtype = kFloat32, Device device = current_device());

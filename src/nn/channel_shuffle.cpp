@@ -10,13 +10,6 @@
 
 namespace weft::nn {
 
-bool is_channels_last(const Tensor& t) {
-  if (t.dim() != 4) return false;
-  const int64_t C = t.size(1), H = t.size(2), W = t.size(3);
-  return t.stride(1) == 1 && t.stride(3) == C && t.stride(2) == W * C && t.stride(0) == H * W * C &&
-         C > 1;
-}
-
 Tensor to_channels_last(const Tensor& t) {
   WEFT_CHECK(t.dim() == 4, "to_channels_last expects a 4-D tensor, got ", t.str());
   // NHWC storage viewed back as NCHW: permute a contiguous NHWC tensor.

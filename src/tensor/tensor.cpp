@@ -135,6 +135,13 @@ bool Tensor::is_contiguous() const {
   return true;
 }
 
+bool is_channels_last(const Tensor& t) {
+  if (t.dim() != 4) return false;
+  const int64_t C = t.size(1), H = t.size(2), W = t.size(3);
+  return t.stride(1) == 1 && t.stride(3) == C && t.stride(2) == W * C && t.stride(0) == H * W * C &&
+         C > 1;
+}
+
 std::string Tensor::str() const {
   if (!impl_) return "Tensor[undefined]";
   return std::string("Tensor[") + dtype_name(dtype()) + ", " + shape_str(sizes()) + "]";

@@ -24,8 +24,7 @@ class ChannelShuffleImpl : public Cloneable<ChannelShuffleImpl> {
 };
 using ChannelShuffle = ModuleHolder<ChannelShuffleImpl>;
 
-// True when `t` (rank 4) is laid out NHWC in memory (PyTorch's channels_last).
-bool is_channels_last(const Tensor& t);
+using weft::is_channels_last;  // declared with the tensor (weft/tensor.h)
 // A channels-last copy of a rank-4 tensor (same logical NCHW shape, NHWC memory).
 Tensor to_channels_last(const Tensor& t);
 

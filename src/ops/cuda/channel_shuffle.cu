@@ -4,7 +4,6 @@
 // thread written as one 128-bit store, reads gathered from the same pixel (cached lines).
 #include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/loops.cuh"
-#include "weft/nn/channel_shuffle.h"
 
 namespace weft::cuda {
 
@@ -87,7 +86,7 @@ Tensor channel_shuffle(const Tensor& x, int64_t groups) {
              "cuda::channel_shuffle expects a float32 CUDA tensor, got ", x.str(), " on ",
              x.device());
   const int64_t N = x.size(0), C = x.size(1);
-  const bool cl = nn::is_channels_last(x);
+  const bool cl = is_channels_last(x);
   Tensor xc = cl ? x : x.detach().contiguous();
   // Channels-last in, channels-last out: a fresh NHWC buffer viewed as NCHW.
   Tensor out =
