@@ -18,7 +18,7 @@ mkdir -p "$build"
 build=$(cd "$build" && pwd)
 
 flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-       -fno-omit-frame-pointer -I"$root/include")
+       -fno-omit-frame-pointer -I"$root/include" -I"$root/src")
 
 "$CXX" "${flags[@]}" -o "$build/fuzz_safetensors" "$root/fuzz/fuzz_safetensors.cpp" \
   "$root/src/serialize/safetensors_format.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp"

@@ -2,6 +2,7 @@
 // across N ranks with BatchNorm on the concatenated batch computed in-process. Exits 0 when
 // this rank matched; prints "rank R: ..." lines.
 #include <weft/distributed/distributed.h>
+#include <weft/distributed/sync_batchnorm.h>
 #include <weft/nn/parallel/distributed_data_parallel.h>
 #include <weft/nn/sync_batchnorm.h>
 #include <weft/weft.h>
@@ -47,7 +48,7 @@ int equivalence(const std::vector<int64_t>& sizes, Shape tail,
   int64_t start = 0;
   for (int r = 0; r < rank_in_group; ++r) start += sizes[r];
   const int64_t mine = sizes[rank_in_group];
-  nn::SyncBatchNorm sbn(C, {}, pg);
+  nn::SyncBatchNorm sbn(C, {}, dist::batchnorm_sync(pg));
   {
     NoGradGuard ng;
     sbn->weight.copy_(tensor(std::vector<float>{1.5f, -0.5f, 2.0f}, {3}));

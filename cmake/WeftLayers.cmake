@@ -1,0 +1,75 @@
+# weft's layers, enforced by the build (see docs/ARCHITECTURE.md, "Layers"). Each layer is an
+# OBJECT library that compiles against a view of the headers it may use: a folder in the build
+# tree holding links to its own public headers (weft/...) and private headers (src-relative, e.g.
+# ops/cpu/loops.h), plus the views of the layers below it, which it inherits by linking them.
+# An include of a higher layer's header is therefore "No such file" at compile time. The
+# objects of all layers make up the one library, weft::weft.
+
+# weft_layer(<name> [BELOW <lower layer>] HEADERS <paths under include/weft> SOURCES <paths
+#            under src>): a path ending in "/" takes its folder recursively, others are globs.
+function(weft_layer name)
+  cmake_parse_arguments(L "" "BELOW" "HEADERS;SOURCES" ${ARGN})
+  set(view ${CMAKE_BINARY_DIR}/layers/${name})
+  file(REMOVE_RECURSE ${view})
+  set(files "")
+  foreach(pattern ${L_HEADERS})
+    weft_layer_glob(hs ${PROJECT_SOURCE_DIR}/include/weft "${pattern}" "*.h")
+    foreach(h ${hs})
+      file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR}/include ${h})
+      weft_layer_link(${h} ${view}/${rel})
+    endforeach()
+  endforeach()
+  foreach(pattern ${L_SOURCES})
+    weft_layer_glob(fs ${PROJECT_SOURCE_DIR}/src "${pattern}" "*")
+    foreach(f ${fs})
+      file(RELATIVE_PATH rel ${PROJECT_SOURCE_DIR}/src ${f})
+      if(rel MATCHES "\\.(h|cuh)$")
+        weft_layer_link(${f} ${view}/${rel})  # a private header, "ops/cpu/loops.h"
+      elseif(rel MATCHES "\\.(cpp|cu)$")
+        list(APPEND files ${f})
+      endif()
+    endforeach()
+  endforeach()
+  # CUDA-only sources: .cu kernels and anything under a cuda/ or nccl/ folder, except the stubs
+  # (no_cuda.cpp, no_nccl.cpp) that stand in for them in a build without the backend.
+  set(sources "")
+  foreach(f ${files})
+    set(cuda_only OFF)
+    if(f MATCHES "/src/(.+/)?(cuda|nccl)/|\\.cu$")
+      set(cuda_only ON)
+    endif()
+    if(f MATCHES "/no_[a-z]+\\.cpp$")
+      if(NOT WEFT_WITH_CUDA)
+        list(APPEND sources ${f})
+      endif()
+    elseif(NOT cuda_only OR WEFT_WITH_CUDA)
+      list(APPEND sources ${f})
+    endif()
+  endforeach()
+  add_library(weft_${name} OBJECT ${sources})
+  file(MAKE_DIRECTORY ${view})
+  target_include_directories(weft_${name} PUBLIC ${view})
+  target_link_libraries(weft_${name} PUBLIC weft_layer_flags)
+  if(L_BELOW)
+    target_link_libraries(weft_${name} PUBLIC weft_${L_BELOW})
+  endif()
+  set_property(GLOBAL APPEND PROPERTY WEFT_LAYERS weft_${name})
+endfunction()
+
+function(weft_layer_glob out root pattern default_glob)
+  if(pattern MATCHES "/$")
+    file(GLOB_RECURSE found CONFIGURE_DEPENDS ${root}/${pattern}${default_glob})
+  else()
+    file(GLOB found CONFIGURE_DEPENDS ${root}/${pattern})
+  endif()
+  if(NOT found)
+    message(FATAL_ERROR "weft_layer: '${pattern}' matches nothing under ${root}")
+  endif()
+  set(${out} ${found} PARENT_SCOPE)
+endfunction()
+
+function(weft_layer_link target link)
+  get_filename_component(dir ${link} DIRECTORY)
+  file(MAKE_DIRECTORY ${dir})
+  file(CREATE_LINK ${target} ${link} SYMBOLIC)
+endfunction()
