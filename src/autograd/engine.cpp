@@ -51,6 +51,20 @@ std::vector<Tensor> run_node(Node& node, std::vector<Tensor>&& in, bool retain_g
   return out;
 }
 
+// Hands a finished node's output gradients to the nodes its edges lead to; `on_ready` gets each
+// one whose last incoming gradient has now arrived.
+template <typename OnReady>
+void propagate(const Node& node, std::vector<Tensor>& out,
+               std::unordered_map<Node*, Pending>& pending, OnReady on_ready) {
+  for (size_t i = 0; i < node.next_edges.size(); ++i) {
+    const Edge& e = node.next_edges[i];
+    if (!e.valid()) continue;
+    Pending& p = pending[e.fn.get()];
+    add_grad(p, e, i < out.size() ? std::move(out[i]) : Tensor());
+    if (--p.deps == 0) on_ready(e.fn);
+  }
+}
+
 struct ByPriority {
   bool operator()(const std::shared_ptr<Node>& a, const std::shared_ptr<Node>& b) const {
     return a->sequence_nr < b->sequence_nr;
@@ -113,13 +127,7 @@ void run_multi_device(std::unordered_map<Node*, Pending>& pending, std::vector<D
         return;
       }
       std::lock_guard<std::mutex> lk(mu);
-      for (size_t i = 0; i < node->next_edges.size(); ++i) {
-        const Edge& e = node->next_edges[i];
-        if (!e.valid()) continue;
-        Pending& p = pending[e.fn.get()];
-        add_grad(p, e, i < out.size() ? std::move(out[i]) : Tensor());
-        if (--p.deps == 0) queues[queue_of(*e.fn)].push(e.fn);
-      }
+      propagate(*node, out, pending, [&](const auto& fn) { queues[queue_of(*fn)].push(fn); });
       --remaining;
       cv.notify_all();
     }
@@ -162,11 +170,12 @@ void backward(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads
 }
 
 namespace {
-void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
-               bool retain_graph) {
+// Each root's edge with its seed gradient: the given one (cast to the root's floating dtype, as
+// PyTorch's validate_outputs), or ones for a scalar root.
+std::vector<std::pair<Edge, Tensor>> seed_roots(const std::vector<Tensor>& roots,
+                                                const std::vector<Tensor>& grads) {
   WEFT_CHECK(roots.size() == grads.size(), "backward: ", roots.size(), " roots but ", grads.size(),
              " gradients");
-  std::unordered_map<Node*, Pending> pending;
   std::vector<std::pair<Edge, Tensor>> seeds;
   for (size_t i = 0; i < roots.size(); ++i) {
     const Tensor& r = roots[i];
@@ -186,6 +195,13 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
     }
     seeds.emplace_back(gradient_edge(r), g);
   }
+  return seeds;
+}
+
+void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
+               bool retain_graph) {
+  std::vector<std::pair<Edge, Tensor>> seeds = seed_roots(roots, grads);
+  std::unordered_map<Node*, Pending> pending;
   // Count dependencies over the reachable graph and note the devices it spans.
   std::vector<Node*> stack;
   std::unordered_set<Node*> seen;
@@ -228,13 +244,7 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
     std::vector<Tensor> in = std::move(it->second.grads);
     pending.erase(it);
     std::vector<Tensor> out = run_node(*node, std::move(in), retain_graph);
-    for (size_t i = 0; i < node->next_edges.size(); ++i) {
-      const Edge& e = node->next_edges[i];
-      if (!e.valid()) continue;
-      Pending& p = pending[e.fn.get()];
-      add_grad(p, e, i < out.size() ? std::move(out[i]) : Tensor());
-      if (--p.deps == 0) ready.push(e.fn);
-    }
+    propagate(*node, out, pending, [&](const auto& fn) { ready.push(fn); });
   }
 }
 

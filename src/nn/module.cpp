@@ -43,12 +43,6 @@ void Module::add_child(const std::string& name, std::shared_ptr<Module> m) {
   children_.insert(name, std::move(m));
 }
 
-void Module::replace_module(const std::string& name, std::shared_ptr<Module> m) {
-  WEFT_CHECK(children_.contains(name), "replace_module: ", type_name_, " has no child '", name,
-             "'");
-  children_[name] = std::move(m);
-}
-
 namespace {
 template <typename F>
 void walk(const Module& m, const std::string& prefix, bool recurse, F&& f) {

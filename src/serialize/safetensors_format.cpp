@@ -114,24 +114,12 @@ SafetensorsFile SafetensorsFile::read(const std::string& path) {
   }
 }
 
-SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes) {
-  SafetensorsFile f;
-  f.bytes_ = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
-  const std::vector<uint8_t>& b = *f.bytes_;
+namespace {
 
-  WEFT_CHECK(b.size() >= 8, "safetensors: file is ", b.size(),
-             " bytes, shorter than the 8-byte header size");
-  uint64_t n = 0;
-  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(b[i]) << (8 * i);
-  WEFT_CHECK(n <= kMaxHeaderSize, "safetensors: header size ", n, " exceeds the limit of ",
-             kMaxHeaderSize, " bytes");
-  WEFT_CHECK(n <= b.size() - 8, "safetensors: header size ", n, " is larger than the ",
-             b.size() - 8, " bytes that follow it (truncated file?)");
-  const char* hbegin = reinterpret_cast<const char*>(b.data() + 8);
-  WEFT_CHECK(n > 0 && hbegin[0] == '{', "safetensors: header is not a JSON object");
-
-  // nlohmann keeps the last of duplicate keys silently; a callback sees every key, so track the
-  // keys of each open object to reject duplicates (ambiguous files) instead.
+// The header's JSON, parsed with duplicate keys refused: nlohmann keeps the last of duplicate
+// keys silently, so a callback tracks the keys of each open object (an ambiguous file is bad).
+nlohmann::json parse_header_json(const char* begin, uint64_t n) {
+  WEFT_CHECK(n > 0 && begin[0] == '{', "safetensors: header is not a JSON object");
   std::vector<std::set<std::string>> open_objects;
   std::string duplicate;
   bool has_duplicate = false;
@@ -151,65 +139,59 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes) {
   };
   nlohmann::json header;
   try {
-    header = nlohmann::json::parse(hbegin, hbegin + n, callback);
+    header = nlohmann::json::parse(begin, begin + n, callback);
   } catch (const nlohmann::json::exception& e) {
     WEFT_ERROR("safetensors: header is not valid JSON: ", e.what());
   }
   WEFT_CHECK(!has_duplicate, "safetensors: duplicate key '", duplicate, "' in the header");
   WEFT_CHECK(header.is_object(), "safetensors: header is not a JSON object");
+  return header;
+}
 
-  const uint64_t data_size = b.size() - 8 - n;
-  const uint8_t* data_base = b.data() + 8 + n;
-  struct Entry {
-    uint64_t begin, end;
-    TensorView view;
-  };
-  std::vector<Entry> entries;
-  for (const auto& [key, value] : header.items()) {
-    if (key == kMetadataKey) {
-      WEFT_CHECK(value.is_object(), "safetensors: __metadata__ is not a JSON object");
-      for (const auto& [mk, mv] : value.items()) {
-        WEFT_CHECK(mv.is_string(), "safetensors: __metadata__ value of key '", mk,
-                   "' is not a string");
-        f.metadata_[mk] = mv.get<std::string>();
-      }
-      continue;
-    }
-    WEFT_CHECK(value.is_object(), "safetensors: entry of tensor '", key, "' is not a JSON object");
-    Entry e;
-    e.view.name = key;
+struct Entry {
+  uint64_t begin, end;
+  TensorView view;
+};
 
-    const auto& dtype = required(value, key, "dtype");
-    WEFT_CHECK(dtype.is_string(), "safetensors: tensor '", key, "': dtype is not a string");
-    e.view.dtype = dtype.get<std::string>();
-    const DtypeInfo* info = find_dtype(e.view.dtype);
-    WEFT_CHECK(info != nullptr, "safetensors: tensor '", key, "' has unknown dtype '", e.view.dtype,
-               "'");
+// One tensor's header entry, checked against the data buffer it points into.
+Entry parse_entry(const std::string& key, const nlohmann::json& value, const uint8_t* data_base,
+                  uint64_t data_size) {
+  WEFT_CHECK(value.is_object(), "safetensors: entry of tensor '", key, "' is not a JSON object");
+  Entry e;
+  e.view.name = key;
 
-    const auto& shape = required(value, key, "shape");
-    WEFT_CHECK(shape.is_array(), "safetensors: tensor '", key, "': shape is not an array");
-    for (const auto& d : shape)
-      e.view.shape.push_back(static_cast<int64_t>(json_index(d, key, "shape dimension")));
+  const auto& dtype = required(value, key, "dtype");
+  WEFT_CHECK(dtype.is_string(), "safetensors: tensor '", key, "': dtype is not a string");
+  e.view.dtype = dtype.get<std::string>();
+  const DtypeInfo* info = find_dtype(e.view.dtype);
+  WEFT_CHECK(info != nullptr, "safetensors: tensor '", key, "' has unknown dtype '", e.view.dtype,
+             "'");
 
-    const auto& offsets = required(value, key, "data_offsets");
-    WEFT_CHECK(offsets.is_array() && offsets.size() == 2, "safetensors: tensor '", key,
-               "': data_offsets is not an array [begin, end]");
-    e.begin = json_index(offsets[0], key, "data_offsets begin");
-    e.end = json_index(offsets[1], key, "data_offsets end");
-    WEFT_CHECK(e.begin <= e.end, "safetensors: tensor '", key, "': data_offsets [", e.begin, ", ",
-               e.end, "] has begin > end");
-    WEFT_CHECK(e.end <= data_size, "safetensors: tensor '", key, "': data_offsets end ", e.end,
-               " is past the end of the ", data_size, "-byte data buffer (truncated file?)");
-    const uint64_t expected = checked_nbytes(e.view.shape, info->itemsize, key);
-    WEFT_CHECK(e.end - e.begin == expected, "safetensors: tensor '", key, "' has ", e.end - e.begin,
-               " bytes but its dtype and shape need ", expected);
-    e.view.data = data_base + e.begin;
-    e.view.nbytes = static_cast<size_t>(e.end - e.begin);
-    entries.push_back(std::move(e));
-  }
+  const auto& shape = required(value, key, "shape");
+  WEFT_CHECK(shape.is_array(), "safetensors: tensor '", key, "': shape is not an array");
+  for (const auto& d : shape)
+    e.view.shape.push_back(static_cast<int64_t>(json_index(d, key, "shape dimension")));
 
-  // As the official reader: sorted by offsets, the tensors must tile the data buffer exactly,
-  // which rules out overlaps (aliasing), gaps and trailing bytes alike.
+  const auto& offsets = required(value, key, "data_offsets");
+  WEFT_CHECK(offsets.is_array() && offsets.size() == 2, "safetensors: tensor '", key,
+             "': data_offsets is not an array [begin, end]");
+  e.begin = json_index(offsets[0], key, "data_offsets begin");
+  e.end = json_index(offsets[1], key, "data_offsets end");
+  WEFT_CHECK(e.begin <= e.end, "safetensors: tensor '", key, "': data_offsets [", e.begin, ", ",
+             e.end, "] has begin > end");
+  WEFT_CHECK(e.end <= data_size, "safetensors: tensor '", key, "': data_offsets end ", e.end,
+             " is past the end of the ", data_size, "-byte data buffer (truncated file?)");
+  const uint64_t expected = checked_nbytes(e.view.shape, info->itemsize, key);
+  WEFT_CHECK(e.end - e.begin == expected, "safetensors: tensor '", key, "' has ", e.end - e.begin,
+             " bytes but its dtype and shape need ", expected);
+  e.view.data = data_base + e.begin;
+  e.view.nbytes = static_cast<size_t>(e.end - e.begin);
+  return e;
+}
+
+// As the official reader: sorted by offsets, the tensors must tile the data buffer exactly,
+// which rules out overlaps (aliasing), gaps and trailing bytes alike.
+void check_tiling(std::vector<Entry>& entries, uint64_t data_size) {
   std::sort(entries.begin(), entries.end(), [](const Entry& a, const Entry& b) {
     return std::tie(a.begin, a.end, a.view.name) < std::tie(b.begin, b.end, b.view.name);
   });
@@ -225,6 +207,41 @@ SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes) {
   }
   WEFT_CHECK(cursor == data_size, "safetensors: ", data_size - cursor,
              " trailing bytes after the last tensor's data");
+}
+
+}  // namespace
+
+SafetensorsFile SafetensorsFile::parse(std::vector<uint8_t> bytes) {
+  SafetensorsFile f;
+  f.bytes_ = std::make_shared<const std::vector<uint8_t>>(std::move(bytes));
+  const std::vector<uint8_t>& b = *f.bytes_;
+
+  WEFT_CHECK(b.size() >= 8, "safetensors: file is ", b.size(),
+             " bytes, shorter than the 8-byte header size");
+  uint64_t n = 0;
+  for (int i = 0; i < 8; ++i) n |= static_cast<uint64_t>(b[i]) << (8 * i);
+  WEFT_CHECK(n <= kMaxHeaderSize, "safetensors: header size ", n, " exceeds the limit of ",
+             kMaxHeaderSize, " bytes");
+  WEFT_CHECK(n <= b.size() - 8, "safetensors: header size ", n, " is larger than the ",
+             b.size() - 8, " bytes that follow it (truncated file?)");
+  const nlohmann::json header = parse_header_json(reinterpret_cast<const char*>(b.data() + 8), n);
+
+  const uint64_t data_size = b.size() - 8 - n;
+  const uint8_t* data_base = b.data() + 8 + n;
+  std::vector<Entry> entries;
+  for (const auto& [key, value] : header.items()) {
+    if (key == kMetadataKey) {
+      WEFT_CHECK(value.is_object(), "safetensors: __metadata__ is not a JSON object");
+      for (const auto& [mk, mv] : value.items()) {
+        WEFT_CHECK(mv.is_string(), "safetensors: __metadata__ value of key '", mk,
+                   "' is not a string");
+        f.metadata_[mk] = mv.get<std::string>();
+      }
+      continue;
+    }
+    entries.push_back(parse_entry(key, value, data_base, data_size));
+  }
+  check_tiling(entries, data_size);
 
   f.tensors_.reserve(entries.size());
   for (Entry& e : entries) {

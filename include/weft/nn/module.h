@@ -38,7 +38,6 @@ class Module : public std::enable_shared_from_this<Module> {
     add_child(name, m);
     return m;
   }
-  void replace_module(const std::string& name, std::shared_ptr<Module> m);
 
   std::vector<Tensor> parameters(bool recurse = true) const;
   std::vector<std::pair<std::string, Tensor>> named_parameters(bool recurse = true) const;
