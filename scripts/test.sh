@@ -11,6 +11,9 @@ bash scripts/setup.sh
 echo "== clang-format"
 git ls-files '*.h' '*.cpp' '*.cu' '*.cuh' | xargs clang-format --dry-run -Werror
 
+echo "== docs/ARCHITECTURE.md names only paths that exist, and the notes the code cites"
+python3 scripts/check_docs.py
+
 echo "== release build and tests"
 # The CUDA backend is built where nvcc is found (CUDA tests skip without a GPU); the sanitizer
 # builds below leave it out (-DWEFT_CUDA=OFF) to keep CI time down.

@@ -2,7 +2,8 @@
 // are complete, latest-created first; AccumulateGrad nodes jump the queue (so DDP hooks
 // fire as early as possible). A graph on one device runs on the caller's thread; a graph
 // spanning several devices gets a worker thread per further device (the caller serves the
-// first root's).
+// first root's). DDP's overlap depends on this order: see Note [The gradient's path] in
+// docs/ARCHITECTURE.md.
 #include "weft/autograd/engine.h"
 
 #include <algorithm>

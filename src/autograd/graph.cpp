@@ -43,6 +43,8 @@ AccumulateGrad::AccumulateGrad(Tensor l) : leaf(std::move(l)) {
   device = leaf.device();
 }
 
+// Accumulates, then fires the leaf's post-accumulate-grad hooks: step 2 of
+// Note [The gradient's path] in docs/ARCHITECTURE.md.
 std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
   Tensor& g = grads[0];
   if (!g.defined()) return {};
