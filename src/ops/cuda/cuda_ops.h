@@ -11,12 +11,6 @@
 
 namespace weft::cuda {
 
-// --- copies and fills (copy.cu) ---
-// dst = src (already expanded to dst's shape), any dtypes, any of CPU/CUDA on either side.
-// Blocking unless `non_blocking` and the host side is pinned memory, as Tensor.copy_.
-void copy_(const Tensor& dst, const Tensor& src, bool non_blocking);
-void fill_(const Tensor& t, double value);
-
 // --- elementwise (elementwise.cu) ---
 enum class UnaryOp {
   Neg,
