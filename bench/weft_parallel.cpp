@@ -69,7 +69,6 @@ int main(int argc, char** argv) {
     // On the GPU, CUDA events around each call: kernel time, as PyTorch's side measures it,
     // without the launch and synchronisation overheads that would pull copy and shuffle together.
     auto timed = [&](const std::function<Tensor()>& fn) {
-#ifdef WEFT_WITH_CUDA
       if (gpu) {
         fn();
         cuda::synchronize(0);
@@ -85,7 +84,6 @@ int main(int argc, char** argv) {
         std::sort(t.begin(), t.end());
         return t[t.size() / 2];
       }
-#endif
       return median_ms(20, [&] { fn(); });
     };
     Tensor x = randn({64, 232, 28, 28}).to(dev);

@@ -161,13 +161,11 @@ Config parse(int argc, char** argv) {
   if (c.device != "cpu") {
     if (c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
       bad_option("unknown --device " + c.device + " (cpu, cuda or cuda:N)");
-#ifdef WEFT_WITH_CUDA
+    if (!cuda::is_built())
+      bad_option("--device " + c.device +
+                 " is not available: this build of weft has no CUDA backend");
     if (!cuda::is_available())
       bad_option("--device " + c.device + ": no CUDA device is available on this machine");
-#else
-    bad_option("--device " + c.device +
-               " is not available: this build of weft has no CUDA backend");
-#endif
   }
   if (c.epochs < 1 || c.batch_size < 1 || c.threads < 1 || c.workers < 0 || c.lr <= 0 ||
       c.limit_train < 0 || c.limit_test < 0 || c.weight_decay < 0)

@@ -1,7 +1,8 @@
 // torch.cuda for weft: device queries, streams and events, the caching allocator's statistics
-// and the TF32 switch. The queries exist in every build: without the CUDA backend (or without a
-// usable driver/GPU) is_available() is false and device_count() is 0. The rest exists in CUDA
-// builds (WEFT_WITH_CUDA). Includes no CUDA header: streams and events are opaque handles.
+// and the TF32 switch. Declared in every build, so callers need no #ifdef: without the CUDA
+// backend (src/cuda/no_cuda.cpp; WEFT_WITH_CUDA is defined only in builds with it) the queries
+// answer "none" (is_available() false, no devices, no current streams) and whatever needs a
+// device throws weft::Error. Includes no CUDA header: streams and events are opaque handles.
 #pragma once
 
 #include <cstddef>
@@ -16,6 +17,9 @@ struct CUevent_st;   // cudaEvent_t is CUevent_st*
 
 namespace weft::cuda {
 
+// True when this build of weft has the CUDA backend, whether or not a device can be used
+// (torch.backends.cuda.is_built()).
+bool is_built();
 // True when this build has the CUDA backend and at least one device can be used.
 bool is_available();
 // Devices visible to this process; 0 without the backend, a driver or a GPU.
@@ -30,7 +34,6 @@ void synchronize(int device = -1);
 void set_allow_tf32(bool allow);
 bool allow_tf32();
 
-#ifdef WEFT_WITH_CUDA
 // The calling thread's CUDA device (cudaGetDevice / cudaSetDevice), used where an API takes
 // device -1. Ops on CUDA tensors switch to their tensors' device themselves.
 int current_device();
@@ -65,6 +68,7 @@ void set_current_stream(const Stream& s);
 // another thread: a thread starts on the default streams, so the threads that work for a caller
 // (parallel_apply's replicas, the autograd engine's device workers) take the caller's streams,
 // as PyTorch's do, to stay ordered with the work it queued before and will queue after them.
+// Without devices the list is empty, and making an empty list current does nothing.
 std::vector<Stream> current_streams();
 void set_current_streams(const std::vector<Stream>& streams);
 
@@ -120,6 +124,5 @@ void empty_cache();
 // Tells the allocator that `t`'s memory is also used by work queued on `s`: when t's storage
 // is freed, the block is reused only after that work is done (torch's Tensor.record_stream).
 void record_stream(const Tensor& t, const Stream& s);
-#endif  // WEFT_WITH_CUDA
 
 }  // namespace weft::cuda

@@ -92,16 +92,12 @@ void run_multi_device(std::unordered_map<Node*, Pending>& pending, std::vector<D
   const int caller_threads = get_num_threads();
   const int per_worker = std::max(1, caller_threads / (int)devices.size());
   auto* callbacks = t_callbacks;
-#ifdef WEFT_WITH_CUDA
   // The workers queue their kernels on the caller's current streams (on which the forward ran,
   // parallel_apply's replicas included), not on the default streams a fresh thread starts with.
   const std::vector<cuda::Stream> streams = cuda::current_streams();
-#endif
   auto worker = [&](size_t qi) {
     t_callbacks = callbacks;
-#ifdef WEFT_WITH_CUDA
     cuda::set_current_streams(streams);
-#endif
     DeviceGuard dg(devices[qi]);
     NoGradGuard ng;
     set_num_threads(per_worker);

@@ -2,6 +2,7 @@
 // from one caching BlockPool per device (caching_allocator_core.h), tied to the device's current
 // stream at allocation; pinned host memory (cudaHostAlloc) is cached by size and reused only
 // after the copies that read or wrote it (recorded with pinned_record_use) have completed.
+// Declared in every build: without the CUDA backend (src/cuda/no_cuda.cpp) allocating throws.
 #pragma once
 
 #include <cstddef>

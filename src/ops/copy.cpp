@@ -1,19 +1,17 @@
-// The Tensor's copies (ATen's Copy.cpp and friends): copy_ and fill_ with their CPU kernels,
+// The Tensor's copies (ATen's Copy.cpp and friends): copy_ and fill_ (their kernels behind
+// copy_stub/fill_stub, Note [Device dispatch]),
 // the conversions to(dtype)/to(device), clone, contiguous and pin_memory (differentiable where
 // PyTorch's are), and reading values out with item() and to_vector_*().
+#include "ops/stubs/copy.h"
+
 #include <array>
 #include <cstring>
 
 #include "ops/cpu/dtype_convert.h"
-#include "ops/cpu/loops.h"
-#include "ops/cpu/parallel.h"
 #include "ops/view_result.h"
 #include "tensor/memory_overlap.h"
 #include "weft/autograd/graph.h"
 #include "weft/ops.h"
-#ifdef WEFT_WITH_CUDA
-#include "ops/cuda/cuda_ops.h"
-#endif
 
 namespace weft {
 
@@ -46,33 +44,6 @@ std::vector<int64_t> Tensor::to_vector_int64() const {
   return std::vector<int64_t>(p, p + c.numel());
 }
 
-namespace {
-template <typename Dst, typename Src>
-void copy_kernel(const Tensor& dst, const Tensor& src) {
-  Dst* d = static_cast<Dst*>(dst.impl()->storage->data);
-  const Src* s = static_cast<const Src*>(src.impl()->storage->data);
-  cpu::for_each_run<2>(dst.sizes(), {&dst.strides(), &src.strides()},
-                       {dst.storage_offset(), src.storage_offset()},
-                       [&](std::array<int64_t, 2> o, int64_t n, std::array<int64_t, 2> st) {
-                         Dst* dp = d + o[0];
-                         const Src* sp = s + o[1];
-                         if (st[0] == 1 && st[1] == 1) {
-                           if constexpr (std::is_same_v<Dst, Src>)
-                             std::memcpy(dp, sp, n * sizeof(Dst));
-                           else if constexpr (std::is_same_v<Dst, float> && cpu::is_half_v<Src>)
-                             cpu::widen(sp, n, dp);
-                           else if constexpr (cpu::is_half_v<Dst> && std::is_same_v<Src, float>)
-                             cpu::narrow(sp, n, dp);
-                           else
-                             for (int64_t i = 0; i < n; ++i) dp[i] = cpu::convert<Dst>(sp[i]);
-                         } else {
-                           for (int64_t i = 0; i < n; ++i)
-                             dp[i * st[0]] = cpu::convert<Dst>(sp[i * st[1]]);
-                         }
-                       });
-}
-}  // namespace
-
 Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   WEFT_CHECK(src.defined(), "copy_ from an undefined tensor");
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
@@ -80,27 +51,8 @@ Tensor& Tensor::copy_(const Tensor& src, bool non_blocking) {
   detail::assert_no_partial_overlap(*this, src, "copy_");
   bump_version();
   Tensor s = src.sizes() == sizes() ? src : src.expand(sizes());
-#ifdef WEFT_WITH_CUDA
-  if (device().is_cuda() || s.device().is_cuda()) {
-    cuda::copy_(*this, s, non_blocking);
-    return *this;
-  }
-#else
-  (void)non_blocking;  // only host<->CUDA copies can be asynchronous
-#endif
-  DType dt = dtype(), st = s.dtype();
-  if (dt == st && is_contiguous() && s.is_contiguous()) {
-    // One flat copy, split across the intra-op threads when it is big.
-    char* d = static_cast<char*>(raw_data());
-    const char* p = static_cast<const char*>(s.raw_data());
-    const int64_t bytes = (int64_t)nbytes();
-    cpu::parallel_for(0, bytes, (int64_t)1 << 20,
-                      [&](int64_t b, int64_t e) { std::memcpy(d + b, p + b, (size_t)(e - b)); });
-    return *this;
-  }
-  cpu::dispatch_dtype(dt, [&]<typename D>() {
-    cpu::dispatch_dtype(st, [&]<typename S>() { copy_kernel<D, S>(*this, s); });
-  });
+  // Between a host and a device the copy is the device side's.
+  ops::copy_stub(device().is_cpu() ? s.device() : device(), *this, s, non_blocking);
   return *this;
 }
 
@@ -108,26 +60,7 @@ Tensor& Tensor::fill_(double value) {
   WEFT_CHECK(!(requires_grad() && is_leaf() && GradMode::is_enabled()),
              "a leaf tensor that requires grad is used in an in-place fill_; use NoGradGuard");
   bump_version();
-#ifdef WEFT_WITH_CUDA
-  if (device().is_cuda()) {
-    cuda::fill_(*this, value);
-    return *this;
-  }
-#endif
-  auto run = [&](auto v) {
-    using T = decltype(v);
-    T* d = static_cast<T*>(impl_->storage->data);
-    cpu::for_each_run<1>(sizes(), {&strides()}, {storage_offset()},
-                         [&](std::array<int64_t, 1> o, int64_t n, std::array<int64_t, 1> st) {
-                           for (int64_t i = 0; i < n; ++i) d[o[0] + i * st[0]] = v;
-                         });
-  };
-  cpu::dispatch_dtype(dtype(), [&]<typename T>() {
-    if constexpr (std::is_same_v<T, int64_t>)
-      run((int64_t)value);
-    else
-      run(cpu::convert<T>((float)value));
-  });
+  ops::fill_stub(device(), *this, value);
   return *this;
 }
 

@@ -7,10 +7,8 @@
 #include <algorithm>
 #include <sstream>
 
-#include "weft/allocator.h"
-#ifdef WEFT_WITH_CUDA
 #include "cuda/allocator.h"
-#endif
+#include "weft/allocator.h"
 
 namespace weft {
 
@@ -21,8 +19,8 @@ Device current_device() { return t_current_device; }
 DeviceGuard::DeviceGuard(Device d) : prev_(t_current_device) { t_current_device = d; }
 DeviceGuard::~DeviceGuard() { t_current_device = prev_; }
 
+// Without the CUDA backend the CUDA allocators throw, saying so (src/cuda/no_cuda.cpp).
 Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pin) {
-#ifdef WEFT_WITH_CUDA
   if (pin) {
     WEFT_CHECK(d.is_cpu(), "pinned memory is host memory, not ", d);
     data = cuda::detail::pinned_alloc(n);
@@ -31,24 +29,14 @@ Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pi
   } else {
     data = cpu_alloc(n);
   }
-#else
-  WEFT_CHECK(d.is_cpu(), "device ", d, ": this build of weft has no CUDA backend (configure it ",
-             "where nvcc is found, with -DWEFT_CUDA=ON)");
-  WEFT_CHECK(!pin, "pinned memory: this build of weft has no CUDA backend");
-  data = cpu_alloc(n);
-#endif
 }
 Storage::~Storage() {
-#ifdef WEFT_WITH_CUDA
   if (pinned)
     cuda::detail::pinned_free(data);
   else if (device.is_cuda())
     cuda::detail::device_free(data, device.index);
   else
     cpu_free(data, nbytes);
-#else
-  cpu_free(data, nbytes);
-#endif
 }
 
 std::string shape_str(const Shape& s) {

@@ -23,17 +23,13 @@ std::vector<std::vector<Tensor>> parallel_apply(
   // Replicas run under the caller's autocast regions, as PyTorch's parallel_apply re-enters them.
   const amp::AutocastState autocast = amp::autocast_state();
   const int caller_threads = get_num_threads();
-#ifdef WEFT_WITH_CUDA
   // Each replica queues its kernels on the caller's current stream of its device, as PyTorch's
   // parallel_apply does: a fresh thread would start on the default streams, unordered with a
   // caller's non-blocking stream that scattered the inputs (and will gather the outputs).
   const std::vector<cuda::Stream> streams = cuda::current_streams();
-#endif
   auto run = [&](size_t i) {
     try {
-#ifdef WEFT_WITH_CUDA
       cuda::set_current_streams(streams);
-#endif
       GradMode::set_enabled(grad_mode);
       amp::set_autocast_state(autocast);
       DeviceGuard dg(devices[i]);

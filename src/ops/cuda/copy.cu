@@ -1,9 +1,10 @@
-// Copies (strided, with dtype conversion) and fills on CUDA tensors, and the host<->device and
-// device<->device transfers behind Tensor::copy_ / Tensor::to.
+// CUDA kernels of Tensor::copy_ and fill_ (ops/stubs/copy.h): copies (strided, with dtype
+// conversion) and fills on CUDA tensors, and the host<->device and device<->device transfers
+// behind Tensor::copy_ / Tensor::to.
 #include "cuda/allocator.h"
-#include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/dispatch.cuh"
 #include "ops/cuda/loops.cuh"
+#include "ops/stubs/copy.h"
 #include "weft/autograd/graph.h"
 
 namespace weft::cuda {
@@ -112,8 +113,8 @@ void device_to_device(const Tensor& dst, const Tensor& src) {
   if (!direct) convert_copy(dst, target);
 }
 
-}  // namespace
-
+// dst = src, any dtypes, any of CPU/CUDA on either side. Blocking unless `non_blocking` and the
+// host side is pinned memory, as Tensor.copy_.
 void copy_(const Tensor& dst, const Tensor& src, bool non_blocking) {
   WEFT_CHECK(src.sizes() == dst.sizes(), "cuda::copy_: shapes differ: ", dst.str(), " <- ",
              src.str());
@@ -141,5 +142,10 @@ void fill_(const Tensor& t, double value) {
     detail::launch_elementwise<T>(t, FillOp<T>{v}, {});
   });
 }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::copy_stub, CUDA, &copy_);
+WEFT_REGISTER_DISPATCH(ops::fill_stub, CUDA, &fill_);
 
 }  // namespace weft::cuda

@@ -11,46 +11,6 @@
 
 namespace weft::cuda {
 
-// --- copies and fills (copy.cu) ---
-// dst = src (already expanded to dst's shape), any dtypes, any of CPU/CUDA on either side.
-// Blocking unless `non_blocking` and the host side is pinned memory, as Tensor.copy_.
-void copy_(const Tensor& dst, const Tensor& src, bool non_blocking);
-void fill_(const Tensor& t, double value);
-
-// --- elementwise (elementwise.cu) ---
-enum class UnaryOp {
-  Neg,
-  Exp,
-  Log,
-  Sqrt,
-  Abs,
-  Pow,
-  Relu,
-  Sigmoid,
-  Tanh,
-  Clamp,
-  AddScalar,
-  MulScalar,
-  DivScalar,
-  RSub,
-  RDiv,
-};
-// float32, bf16 or fp16 (16-bit: float math, the result rounded once); the scalars are the op's
-// (Pow: exponent; Clamp: lo, hi; *Scalar: the scalar).
-Tensor unary(UnaryOp op, const Tensor& x, double s0 = 0, double s1 = 0);
-// The op's gradient g * dy/dx from x (input) and y (output), all of x's shape.
-Tensor unary_backward(UnaryOp op, const Tensor& g, const Tensor& x, const Tensor& y, double s0 = 0,
-                      double s1 = 0);
-// In place: t = t + s (AddScalar) or t * s (MulScalar), in float as the CPU kernels.
-void scalar_(UnaryOp op, const Tensor& t, double s);
-
-enum class BinaryOp { Add, Mul, Div, Eq };
-// Broadcasting a op b, a and b of the same dtype (float32, int64, bf16 or fp16; Div not int64,
-// Eq not 16-bit); Add computes a + alpha*b. Eq gives int64 0/1.
-Tensor binary(BinaryOp op, const Tensor& a, const Tensor& b, double alpha = 1.0);
-// In place, float32: self = self + alpha*other (Add) or self * other (Mul), other broadcast.
-void binary_(BinaryOp op, const Tensor& self, const Tensor& other, double alpha = 1.0);
-
 // --- reductions (reduce.cu) ---
 // Sum of float32 `x` over the dims where mask is true, in keepdim shape (accumulated in double).
 Tensor sum(const Tensor& x, const std::vector<bool>& mask);

@@ -1,19 +1,22 @@
-// Elementwise CUDA kernels: unary ops and their gradients on float32, bf16 and fp16, broadcasting
-// binary ops on float32/int64/bf16/fp16, and the float32 in-place forms. Each functor computes
-// exactly what the CPU kernel's lambda in src/ops/elementwise.cpp computes (same float/double
-// steps), so CPU and CUDA agree to rounding of the device's math functions. 16-bit operands are
-// loaded as float, and each result is rounded once (InFloat): the CPU's widened computation in
-// one pass.
+// CUDA kernels of the elementwise ops (ops/stubs/elementwise.h): unary ops and their gradients
+// on float32, bf16 and fp16, broadcasting binary ops on float32/int64/bf16/fp16, and the float32
+// in-place forms. Each functor computes exactly what the CPU kernel's functor in
+// src/ops/cpu/elementwise.cpp computes (same float/double steps), so CPU and CUDA agree to
+// rounding of the device's math functions. 16-bit operands are loaded as float, and each result
+// is rounded once (InFloat): the CPU's widened computation in one pass.
 #include <cmath>
 
-#include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/dispatch.cuh"
 #include "ops/cuda/loops.cuh"
+#include "ops/stubs/elementwise.h"
 #include "weft/ops.h"
 
 namespace weft::cuda {
 
 namespace {
+
+using ops::BinaryOp;
+using ops::UnaryOp;
 
 using detail::launch_elementwise;
 
@@ -147,8 +150,6 @@ struct AddAlphaFloatF {
   __device__ float operator()(float x, float y) const { return x + a * y; }
 };
 
-}  // namespace
-
 Tensor unary(UnaryOp op, const Tensor& x, double s0, double s1) {
   WEFT_CHECK(x.device().is_cuda(), "unary op: expected a CUDA tensor, got one on ", x.device());
   Tensor out = make_empty(x.sizes(), x.dtype(), x.device());
@@ -256,5 +257,17 @@ void binary_(BinaryOp op, const Tensor& self, const Tensor& other, double alpha)
   else
     WEFT_ERROR("cuda::binary_: unsupported op");
 }
+
+// Any two operands of one 16-bit dtype, as they are (eq compares float32 copies).
+bool binary_reduced_native(BinaryOp op, const Tensor&, const Tensor&) { return op != BinaryOp::Eq; }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::unary_stub, CUDA, &unary);
+WEFT_REGISTER_DISPATCH(ops::unary_backward_stub, CUDA, &unary_backward);
+WEFT_REGISTER_DISPATCH(ops::scalar_inplace_stub, CUDA, &scalar_);
+WEFT_REGISTER_DISPATCH(ops::binary_stub, CUDA, &binary);
+WEFT_REGISTER_DISPATCH(ops::binary_inplace_stub, CUDA, &binary_);
+WEFT_REGISTER_DISPATCH(ops::binary_reduced_native_stub, CUDA, &binary_reduced_native);
 
 }  // namespace weft::cuda
