@@ -63,10 +63,11 @@ class FileStore::Locked {
  public:
   Locked(FileStore& s, bool exclusive) : s_(s) {
     fd_ = ::open(s.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("cannot open: " + errno_str(errno));
+    if (fd_ < 0) WEFT_DIST_ERROR("FileStore '", s.path_, "': cannot open: ", errno_str(errno));
     try {
       while (::flock(fd_, exclusive ? LOCK_EX : LOCK_SH) != 0) {
-        if (errno != EINTR) fail("flock failed: " + errno_str(errno));
+        if (errno != EINTR)
+          WEFT_DIST_ERROR("FileStore '", s.path_, "': flock failed: ", errno_str(errno));
       }
       catch_up();
     } catch (...) {
@@ -86,7 +87,7 @@ class FileStore::Locked {
       const ssize_t n =
           ::pwrite(fd_, r.data() + done, r.size() - done, static_cast<off_t>(s_.pos_ + done));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("write failed: " + errno_str(errno));
+      if (n <= 0) WEFT_DIST_ERROR("FileStore '", s_.path_, "': write failed: ", errno_str(errno));
       done += static_cast<size_t>(n);
     }
     s_.pos_ += r.size();
@@ -96,14 +97,11 @@ class FileStore::Locked {
       s_.cache_.erase(key);
   }
 
-  [[noreturn]] void fail(const std::string& why) const {
-    throw DistError("FileStore '" + s_.path_ + "': " + why);
-  }
-
  private:
   void catch_up() {
     struct stat st {};
-    if (::fstat(fd_, &st) != 0) fail("fstat failed: " + errno_str(errno));
+    if (::fstat(fd_, &st) != 0)
+      WEFT_DIST_ERROR("FileStore '", s_.path_, "': fstat failed: ", errno_str(errno));
     const auto size = static_cast<uint64_t>(st.st_size);
     if (st.st_ino != s_.ino_ || size < s_.pos_) {
       // A different (removed and recreated) or truncated file: replay it from the start.
@@ -118,7 +116,9 @@ class FileStore::Locked {
       const ssize_t n =
           ::pread(fd_, buf.data() + got, buf.size() - got, static_cast<off_t>(s_.pos_ + got));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("read failed: " + (n == 0 ? std::string("short read") : errno_str(errno)));
+      if (n <= 0)
+        WEFT_DIST_ERROR("FileStore '", s_.path_,
+                        "': read failed: ", n == 0 ? std::string("short read") : errno_str(errno));
       got += static_cast<size_t>(n);
     }
     size_t p = 0;
@@ -132,7 +132,8 @@ class FileStore::Locked {
     while (p < buf.size()) {
       const size_t start = p;
       auto corrupt = [&](const char* what) {
-        fail("corrupt record at offset " + std::to_string(s_.pos_ + start) + ": " + what);
+        WEFT_DIST_ERROR("FileStore '", s_.path_, "': corrupt record at offset ", s_.pos_ + start,
+                        ": ", what);
       };
       const char op = static_cast<char>(buf[p++]);
       if (op != kSetRecord && op != kDeleteRecord) corrupt("unknown record type");
@@ -186,17 +187,19 @@ std::vector<uint8_t> FileStore::get(const std::string& key) {
   Locked f(*this, false);
   auto it = cache_.find(key);
   // Deleted between the wait and now: report it rather than return a bogus value.
-  if (it == cache_.end()) f.fail("key '" + key + "' was deleted while being read");
+  WEFT_CHECK_DIST(it != cache_.end(), "FileStore '", path_, "': key '", key,
+                  "' was deleted while being read");
   return it->second;
 }
 
 int64_t FileStore::add_locked(Locked& f, const std::string& key, int64_t delta) {
   int64_t cur = 0;
   auto it = cache_.find(key);
-  if (it != cache_.end() && !parse_int(it->second, &cur))
-    f.fail("add: value of key '" + key + "' is not an integer");
+  WEFT_CHECK_DIST(it == cache_.end() || parse_int(it->second, &cur), "FileStore '", path_,
+                  "': add: value of key '", key, "' is not an integer");
   int64_t result = 0;
-  if (__builtin_add_overflow(cur, delta, &result)) f.fail("add: key '" + key + "' overflows");
+  const bool overflow = __builtin_add_overflow(cur, delta, &result);
+  WEFT_CHECK_DIST(!overflow, "FileStore '", path_, "': add: key '", key, "' overflows");
   const std::string s = std::to_string(result);
   const std::vector<uint8_t> v(s.begin(), s.end());
   f.append(kSetRecord, key, &v);
@@ -250,10 +253,8 @@ void FileStore::wait(const std::vector<std::string>& keys, Duration timeout) {
     }
     if (missing.empty()) return;
     const auto now = Clock::now();
-    if (now >= deadline)
-      throw DistError("FileStore '" + path_ + "': wait for keys " + describe_keys(keys) +
-                      " timed out after " + std::to_string(timeout.count()) + " ms; missing " +
-                      describe_keys(missing));
+    WEFT_CHECK_DIST(now < deadline, "FileStore '", path_, "': wait for keys ", describe_keys(keys),
+                    " timed out after ", timeout.count(), " ms; missing ", describe_keys(missing));
     std::this_thread::sleep_for(std::min<Clock::duration>(kPollInterval, deadline - now));
   }
 }

@@ -131,8 +131,8 @@ class TCPStoreServer {
     std::string err;
     std::vector<sockaddr_storage> storage;
     const auto addrs = resolve(host, port, &err, &storage);
-    if (addrs.empty())
-      throw DistError("TCPStore server: cannot listen on " + endpoint(host, port) + ": " + err);
+    WEFT_CHECK_DIST(!addrs.empty(), "TCPStore server: cannot listen on ", endpoint(host, port),
+                    ": ", err);
     int last = 0;
     for (const auto& a : addrs) {
       const int fd = socket(a.ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -149,9 +149,8 @@ class TCPStoreServer {
       last = errno;
       ::close(fd);
     }
-    if (listen_fd_ < 0)
-      throw DistError("TCPStore server: cannot listen on " + endpoint(host, port) + ": " +
-                      errno_str(last));
+    WEFT_CHECK_DIST(listen_fd_ >= 0, "TCPStore server: cannot listen on ", endpoint(host, port),
+                    ": ", errno_str(last));
     sockaddr_storage ss{};
     socklen_t len = sizeof(ss);
     getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len);
@@ -160,7 +159,7 @@ class TCPStoreServer {
     if (pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) {
       const int e = errno;
       ::close(listen_fd_);
-      throw DistError("TCPStore server: pipe2 failed: " + errno_str(e));
+      WEFT_DIST_ERROR("TCPStore server: pipe2 failed: ", errno_str(e));
     }
     thread_ = std::thread([this] { run(); });
   }
@@ -235,7 +234,7 @@ class TCPStoreServer {
       const int n = ::poll(fds.data(), fds.size(), timeout_ms);
       if (n < 0) {
         if (errno == EINTR) continue;
-        throw DistError("poll failed: " + errno_str(errno));
+        WEFT_DIST_ERROR("poll failed: ", errno_str(errno));
       }
       if (fds[0].revents) {
         char buf[64];
@@ -560,8 +559,9 @@ TCPStore::TCPStore(std::string host, uint16_t port, int world_size, bool is_serv
   if (is_server) {
     server_ = std::make_unique<detail::TCPStoreServer>(host_, port_);
     port_ = server_->port();
-  } else if (port_ == 0) {
-    throw DistError("TCPStore client: port 0 is only valid for the server (host " + host_ + ")");
+  } else {
+    WEFT_CHECK_DIST(port_ != 0, "TCPStore client: port 0 is only valid for the server (host ",
+                    host_, ")");
   }
   connect_client();
   if (world_size > 0 && wait_for_workers) this->wait_for_workers(world_size);
@@ -572,9 +572,7 @@ TCPStore::~TCPStore() {
   server_.reset();
 }
 
-void TCPStore::fail(const std::string& what) const {
-  throw DistError("TCPStore " + endpoint(host_, port_) + ": " + what);
-}
+std::string TCPStore::name() const { return "TCPStore " + endpoint(host_, port_); }
 
 void TCPStore::connect_client() {
   const auto deadline = Clock::now() + timeout_;
@@ -621,7 +619,8 @@ void TCPStore::connect_client() {
     std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - now));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(250));
   }
-  fail("could not connect within " + std::to_string(timeout_.count()) + " ms (" + last_error + ")");
+  WEFT_DIST_ERROR(name(), ": could not connect within ", timeout_.count(), " ms (", last_error,
+                  ")");
 }
 
 void TCPStore::wait_for_workers(int world_size) {
@@ -631,8 +630,8 @@ void TCPStore::wait_for_workers(int world_size) {
   try {
     wait({kReadyKey}, timeout_);
   } catch (const DistError&) {
-    fail("only " + std::to_string(add(kJoinedKey, 0)) + " of " + std::to_string(world_size) +
-         " workers joined within " + std::to_string(timeout_.count()) + " ms");
+    WEFT_DIST_ERROR(name(), ": only ", add(kJoinedKey, 0), " of ", world_size,
+                    " workers joined within ", timeout_.count(), " ms");
   }
 }
 
@@ -641,13 +640,13 @@ proto::Message TCPStore::request(const proto::Message& req, Duration reply_withi
   const std::string what = std::string(proto::type_name(req.type)) +
                            (req.keys.empty() ? "" : " " + describe_keys(req.keys));
   std::lock_guard<std::mutex> lock(mu_);
-  if (fd_ < 0) fail(what + ": connection is closed after an earlier failure");
+  WEFT_CHECK_DIST(fd_ >= 0, name(), ": ", what, ": connection is closed after an earlier failure");
   const auto deadline = Clock::now() + reply_within;
   // Any failure leaves the stream at an unknown position, so the connection is closed for good.
   auto lost = [&](const std::string& why) {
     ::close(fd_);
     fd_ = -1;
-    fail(what + ": " + why);
+    WEFT_DIST_ERROR(name(), ": ", what, ": ", why);
   };
   auto wait_for = [&](short ev) {
     for (;;) {
@@ -680,7 +679,7 @@ proto::Message TCPStore::request(const proto::Message& req, Duration reply_withi
     if (pr.status == proto::ParseResult::kInvalid) lost("malformed reply: " + pr.error);
     if (pr.status == proto::ParseResult::kOk) {
       if (pr.consumed != in.size()) lost("unexpected bytes after the reply");
-      if (resp.type == MsgType::kError) fail(what + ": " + resp.text);
+      WEFT_CHECK_DIST(resp.type != MsgType::kError, name(), ": ", what, ": ", resp.text);
       return resp;
     }
     wait_for(POLLIN);
@@ -697,8 +696,7 @@ proto::Message TCPStore::request(const proto::Message& req, Duration reply_withi
 
 namespace {
 void expect(const proto::Message& m, MsgType t, const std::string& where) {
-  if (m.type != t)
-    throw DistError("TCPStore " + where + ": unexpected reply " + proto::type_name(m.type));
+  WEFT_CHECK_DIST(m.type == t, "TCPStore ", where, ": unexpected reply ", proto::type_name(m.type));
 }
 }  // namespace
 
@@ -716,8 +714,8 @@ std::vector<uint8_t> TCPStore::get(const std::string& key) {
   m.keys = {key};
   m.integer = clamp_ms(timeout_);
   auto r = request(m, Duration(m.integer) + kReplyGrace);
-  if (r.type == MsgType::kTimeout)
-    fail("get of key '" + key + "' timed out after " + std::to_string(m.integer) + " ms");
+  WEFT_CHECK_DIST(r.type != MsgType::kTimeout, name(), ": get of key '", key, "' timed out after ",
+                  m.integer, " ms");
   expect(r, MsgType::kValue, endpoint(host_, port_));
   return std::move(r.values.at(0));
 }
@@ -768,9 +766,8 @@ void TCPStore::wait(const std::vector<std::string>& keys, Duration timeout) {
   m.keys = keys;
   m.integer = clamp_ms(timeout);
   auto r = request(m, Duration(m.integer) + kReplyGrace);
-  if (r.type == MsgType::kTimeout)
-    fail("wait for keys " + describe_keys(keys) + " timed out after " + std::to_string(m.integer) +
-         " ms; missing " + describe_keys(r.keys));
+  WEFT_CHECK_DIST(r.type != MsgType::kTimeout, name(), ": wait for keys ", describe_keys(keys),
+                  " timed out after ", m.integer, " ms; missing ", describe_keys(r.keys));
   expect(r, MsgType::kOk, endpoint(host_, port_));
 }
 

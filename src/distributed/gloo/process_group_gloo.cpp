@@ -194,7 +194,7 @@ struct ProcessGroupGloo::Impl {
             break;
           }
         }
-        throw DistError(msg);
+        WEFT_DIST_ERROR(msg);
       }
     });
   }
@@ -252,10 +252,8 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
     : ProcessGroup(rank, size), impl_(std::make_unique<Impl>()) {
   timeout_ = options.timeout;
   impl_->where = "rank " + std::to_string(rank) + " of " + std::to_string(size);
-  if (size < 1 || rank < 0 || rank >= size) {
-    throw DistError("ProcessGroupGloo: rank " + std::to_string(rank) +
-                    " is outside a group of size " + std::to_string(size));
-  }
+  WEFT_CHECK_DIST(size >= 1 && rank >= 0 && rank < size, "ProcessGroupGloo: rank ", rank,
+                  " is outside a group of size ", size);
   WEFT_CHECK(store, "ProcessGroupGloo: null store");
   options = resolve_gloo_options(options);
   const std::string listen =
@@ -291,9 +289,9 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
     gloo::barrier(b);
     impl_->ctx = std::move(ctx);
   } catch (const std::exception& e) {
-    throw DistError("ProcessGroupGloo: " + impl_->where + " (listening on " + listen +
-                    ") could not connect to its peers within " +
-                    std::to_string(options.timeout.count()) + " ms: " + e.what());
+    WEFT_DIST_ERROR("ProcessGroupGloo: ", impl_->where, " (listening on ", listen,
+                    ") could not connect to its peers within ", options.timeout.count(),
+                    " ms: ", e.what());
   }
   impl_->queue = std::make_unique<detail::OpQueue>("weft-gloo-" + std::to_string(rank));
   // Gloo ops end within their timeout, so the destructor's wait for the running op is bounded.
@@ -304,7 +302,7 @@ ProcessGroupGloo::~ProcessGroupGloo() = default;
 
 std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
   std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
-  if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
+  WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& x = tensors[i];
     // fp16/bf16 are reduced by allreduce only (DDP's compression hooks).
@@ -324,10 +322,9 @@ std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, R
 
 std::shared_ptr<Work> ProcessGroupGloo::broadcast(std::vector<Tensor> tensors, int root) {
   std::string name = "broadcast(root " + std::to_string(root) + ")";
-  if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
-  if (root < 0 || root >= size_) {
-    throw DistError(impl_->what(name) + ": root is not a rank of the group");
-  }
+  WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
+  WEFT_CHECK_DIST(root >= 0 && root < size_, impl_->what(name),
+                  ": root is not a rank of the group");
   for (size_t i = 0; i < tensors.size(); ++i) {
     detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
   }
