@@ -7,31 +7,23 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <thread>
+
+#include "distributed/store_util.h"
 
 namespace weft::dist {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using detail::errno_str;
 
-constexpr const char* kInternalPrefix = "__weft_store__/";
 constexpr const char* kFinishedKey = "__weft_store__/finished";
 constexpr char kSetRecord = 'S';
 constexpr char kDeleteRecord = 'D';
 constexpr auto kPollInterval = std::chrono::milliseconds(5);
-
-std::string errno_str(int e) { return std::strerror(e); }
-
-std::string describe_keys(const std::vector<std::string>& keys) {
-  std::string s = "[";
-  for (size_t i = 0; i < keys.size(); ++i) s += (i ? ", '" : "'") + keys[i] + "'";
-  return s + "]";
-}
 
 void put_u32(std::vector<uint8_t>& out, size_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
@@ -47,12 +39,6 @@ std::vector<uint8_t> record(char op, const std::string& key, const std::vector<u
     r.insert(r.end(), value->begin(), value->end());
   }
   return r;
-}
-
-bool parse_int(const std::vector<uint8_t>& v, int64_t* out) {
-  const char* b = reinterpret_cast<const char*>(v.data());
-  const auto [p, ec] = std::from_chars(b, b + v.size(), *out);
-  return ec == std::errc() && p == b + v.size() && !v.empty();
 }
 
 }  // namespace
@@ -195,13 +181,12 @@ std::vector<uint8_t> FileStore::get(const std::string& key) {
 int64_t FileStore::add_locked(Locked& f, const std::string& key, int64_t delta) {
   int64_t cur = 0;
   auto it = cache_.find(key);
-  WEFT_CHECK_DIST(it == cache_.end() || parse_int(it->second, &cur), "FileStore '", path_,
+  WEFT_CHECK_DIST(it == cache_.end() || detail::parse_int(it->second, &cur), "FileStore '", path_,
                   "': add: value of key '", key, "' is not an integer");
   int64_t result = 0;
   const bool overflow = __builtin_add_overflow(cur, delta, &result);
   WEFT_CHECK_DIST(!overflow, "FileStore '", path_, "': add: key '", key, "' overflows");
-  const std::string s = std::to_string(result);
-  const std::vector<uint8_t> v(s.begin(), s.end());
+  const std::vector<uint8_t> v = detail::int_bytes(result);
   f.append(kSetRecord, key, &v);
   return result;
 }
@@ -253,8 +238,9 @@ void FileStore::wait(const std::vector<std::string>& keys, Duration timeout) {
     }
     if (missing.empty()) return;
     const auto now = Clock::now();
-    WEFT_CHECK_DIST(now < deadline, "FileStore '", path_, "': wait for keys ", describe_keys(keys),
-                    " timed out after ", timeout.count(), " ms; missing ", describe_keys(missing));
+    WEFT_CHECK_DIST(now < deadline, "FileStore '", path_, "': wait for keys ",
+                    detail::describe_keys(keys), " timed out after ", timeout.count(),
+                    " ms; missing ", detail::describe_keys(missing));
     std::this_thread::sleep_for(std::min<Clock::duration>(kPollInterval, deadline - now));
   }
 }
@@ -262,10 +248,7 @@ void FileStore::wait(const std::vector<std::string>& keys, Duration timeout) {
 int64_t FileStore::num_keys() {
   std::lock_guard<std::mutex> lock(mu_);
   Locked f(*this, false);
-  const size_t plen = std::strlen(kInternalPrefix);
-  return static_cast<int64_t>(std::count_if(cache_.begin(), cache_.end(), [&](auto& kv) {
-    return kv.first.compare(0, plen, kInternalPrefix) != 0;
-  }));
+  return detail::count_user_keys(cache_);
 }
 
 }  // namespace weft::dist

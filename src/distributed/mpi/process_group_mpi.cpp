@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "distributed/collectives.h"
 #include "distributed/work.h"
 
 namespace weft::dist {
@@ -187,7 +188,7 @@ ProcessGroupMPI::ProcessGroupMPI(int rank, int size, std::unique_ptr<Impl> impl)
 ProcessGroupMPI::~ProcessGroupMPI() = default;
 
 std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
-  const std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::allreduce_name(op);
   WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
@@ -196,9 +197,7 @@ std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, Re
   auto c = impl_->c;
   const int size = size_;
   return impl_->queue->enqueue(
-      impl_->what(std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
-                  detail::shape_dtype_str(tensors[0]) + (tensors.size() > 1 ? ", ..." : "") + ")"),
-      timeout_, [c, tensors, op, size] {
+      impl_->what(detail::allreduce_name(op, tensors)), timeout_, [c, tensors, op, size] {
         for (const Tensor& t : tensors) {
           const int n = static_cast<int>(t.numel());
           if (n == 0) continue;
@@ -213,7 +212,7 @@ std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, Re
 }
 
 std::shared_ptr<Work> ProcessGroupMPI::broadcast(std::vector<Tensor> tensors, int root) {
-  const std::string name = "broadcast(root " + std::to_string(root) + ")";
+  const std::string name = detail::broadcast_name(root);
   WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
   WEFT_CHECK_DIST(root >= 0 && root < size_, impl_->what(name),
                   ": root is not a rank of the group");
@@ -238,8 +237,7 @@ std::shared_ptr<Work> ProcessGroupMPI::allgather(std::vector<Tensor> outputs, Te
   count_of(impl_->what(name), input, size_);
   auto c = impl_->c;
   return impl_->queue->enqueue(
-      impl_->what("allgather(" + detail::shape_dtype_str(input) + ")"), timeout_,
-      [c, outputs, input] {
+      impl_->what(detail::allgather_name(input)), timeout_, [c, outputs, input] {
         const int n = static_cast<int>(input.numel());
         const size_t bytes = input.nbytes();
         if (n == 0) return;
@@ -257,15 +255,14 @@ std::shared_ptr<Work> ProcessGroupMPI::allgather(std::vector<Tensor> outputs, Te
 
 std::shared_ptr<Work> ProcessGroupMPI::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                       ReduceOp op) {
-  const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::reduce_scatter_name(op);
   detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
   count_of(impl_->what(name), output, size_);
   auto c = impl_->c;
   const int size = size_;
   return impl_->queue->enqueue(
-      impl_->what(std::string("reduce_scatter(") + detail::reduce_op_name(op) + ", " +
-                  detail::shape_dtype_str(output) + ")"),
-      timeout_, [c, output, inputs, op, size] {
+      impl_->what(detail::reduce_scatter_name(op, output)), timeout_,
+      [c, output, inputs, op, size] {
         const int n = static_cast<int>(output.numel());
         const size_t bytes = output.nbytes();
         if (n == 0) return;

@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "cuda/cuda_check.h"
-#include "distributed/work.h"
+#include "distributed/collectives.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
@@ -483,13 +483,11 @@ static std::shared_ptr<Work> run_op(const std::shared_ptr<ProcessGroupNCCL::Impl
 }
 
 std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
-  const std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::allreduce_name(op);
   WEFT_CHECK_DIST(!tensors.empty(), "weft.dist: ", name, " on ", impl_->where, ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i)
     check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
-  const std::string what = std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
-                           detail::shape_dtype_str(tensors[0]) +
-                           (tensors.size() > 1 ? ", ..." : "") + ")";
+  const std::string what = detail::allreduce_name(op, tensors);
   auto impl = impl_;
   return run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
     impl->group(what, [&] {
@@ -504,7 +502,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, R
 }
 
 std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor> tensors, int root) {
-  const std::string name = "broadcast(root " + std::to_string(root) + ")";
+  const std::string name = detail::broadcast_name(root);
   WEFT_CHECK_DIST(!tensors.empty(), "weft.dist: ", name, " on ", impl_->where, ": no tensors");
   WEFT_CHECK_DIST(root >= 0 && root < size_, "weft.dist: ", name, " on ", impl_->where,
                   ": root is not a rank of the group");
@@ -532,7 +530,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
     check_tensor(*impl_, name, outputs[i], "output " + std::to_string(i));
     check_like(*impl_, name, input, outputs[i], "output " + std::to_string(i));
   }
-  const std::string what = "allgather(" + detail::shape_dtype_str(input) + ")";
+  const std::string what = detail::allgather_name(input);
   const int64_t n = input.numel();
   // NCCL gathers into one buffer; the slices are then copied out on the NCCL stream.
   Tensor flat;
@@ -557,7 +555,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
 
 std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                        ReduceOp op) {
-  const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::reduce_scatter_name(op);
   check_tensor(*impl_, name, output, "output");
   WEFT_CHECK_DIST((int)inputs.size() == size_, "weft.dist: ", name, " on ", impl_->where, ": ",
                   inputs.size(), " input tensors for a group of size ", size_);
@@ -565,8 +563,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vecto
     check_tensor(*impl_, name, inputs[i], "input " + std::to_string(i));
     check_like(*impl_, name, output, inputs[i], "input " + std::to_string(i));
   }
-  const std::string what = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ", " +
-                           detail::shape_dtype_str(output) + ")";
+  const std::string what = detail::reduce_scatter_name(op, output);
   const int64_t n = output.numel();
   Tensor flat;
   {
