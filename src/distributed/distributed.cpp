@@ -44,22 +44,17 @@ int64_t parse_int(const std::string& what, const std::string& s, int64_t lo, int
   } catch (...) {
     used = 0;
   }
-  if (s.empty() || used != s.size()) {
-    throw DistError("init_process_group: " + what + "='" + s + "' is not an integer");
-  }
-  if (v < lo || v > hi) {
-    throw DistError("init_process_group: " + what + "=" + s + " is out of range [" +
-                    std::to_string(lo) + ", " + std::to_string(hi) + "]");
-  }
+  WEFT_CHECK_DIST(!s.empty() && used == s.size(), "init_process_group: ", what, "='", s,
+                  "' is not an integer");
+  WEFT_CHECK_DIST(v >= lo && v <= hi, "init_process_group: ", what, "=", s, " is out of range [",
+                  lo, ", ", hi, "]");
   return v;
 }
 
 int env_int(const char* name, int64_t lo, int64_t hi) {
   auto v = env(name);
-  if (!v) {
-    throw DistError(std::string("init_process_group(env://): environment variable ") + name +
-                    " is not set" + kEnvHint);
-  }
+  WEFT_CHECK_DIST(v, "init_process_group(env://): environment variable ", name, " is not set",
+                  kEnvHint);
   return static_cast<int>(parse_int(std::string("environment variable ") + name, *v, lo, hi));
 }
 
@@ -75,11 +70,9 @@ void check_joined(Store& store, int rank, int world_size, const std::string& bac
                   Duration timeout, const std::string& where, bool hosts_store) {
   const std::string prefix = "weft/init/";
   const auto key = [&](int r) { return prefix + "info/" + std::to_string(r); };
-  if (store.add(prefix + "count/" + std::to_string(rank), 1) > 1) {
-    throw DistError("init_process_group: two processes joined as rank " + std::to_string(rank) +
-                    " of " + std::to_string(world_size) + " at " + where +
-                    " (duplicate RANK, or a stale store file from an earlier job)");
-  }
+  WEFT_CHECK_DIST(store.add(prefix + "count/" + std::to_string(rank), 1) <= 1,
+                  "init_process_group: two processes joined as rank ", rank, " of ", world_size,
+                  " at ", where, " (duplicate RANK, or a stale store file from an earlier job)");
   const std::string mine = describe(world_size, backend);
   store.set(key(rank), mine);
   const auto deadline = std::chrono::steady_clock::now() + timeout;
@@ -124,7 +117,7 @@ void check_joined(Store& store, int rank, int world_size, const std::string& bac
     }
   } catch (...) {
   }
-  throw DistError(error);
+  WEFT_DIST_ERROR(error);
 }
 
 // Explicit choice first; under mpirun MPI; then, as PyTorch, NCCL when the thread's current
@@ -132,7 +125,7 @@ void check_joined(Store& store, int rank, int world_size, const std::string& bac
 std::string pick_backend(const std::string& b) {
   if (!b.empty()) {
     if (b == "gloo" || b == "mpi" || b == "nccl") return b;
-    throw DistError("init_process_group: unknown backend '" + b + "' (known: gloo, mpi, nccl)");
+    WEFT_DIST_ERROR("init_process_group: unknown backend '", b, "' (known: gloo, mpi, nccl)");
   }
   if (env("OMPI_COMM_WORLD_SIZE") || env("PMI_SIZE")) return "mpi";
   if (current_device().is_cuda()) return "nccl";
@@ -159,13 +152,10 @@ std::vector<int> checked_ranks(std::vector<int> ranks, int world) {
   }
   std::sort(ranks.begin(), ranks.end());  // as PyTorch: group ranks follow global order
   for (size_t i = 0; i < ranks.size(); ++i) {
-    if (ranks[i] < 0 || ranks[i] >= world) {
-      throw DistError("new_group: rank " + std::to_string(ranks[i]) +
-                      " is not in the default group of size " + std::to_string(world));
-    }
-    if (i > 0 && ranks[i] == ranks[i - 1]) {
-      throw DistError("new_group: rank " + std::to_string(ranks[i]) + " is listed twice");
-    }
+    WEFT_CHECK_DIST(ranks[i] >= 0 && ranks[i] < world, "new_group: rank ", ranks[i],
+                    " is not in the default group of size ", world);
+    WEFT_CHECK_DIST(i == 0 || ranks[i] != ranks[i - 1], "new_group: rank ", ranks[i],
+                    " is listed twice");
   }
   return ranks;
 }
@@ -190,19 +180,15 @@ void init_process_group(InitOptions o) {
 
 namespace {
 void init_locked(InitOptions o) {
-  if (g_state.group) {
-    throw DistError("init_process_group: already initialized (call destroy_process_group first)");
-  }
+  WEFT_CHECK_DIST(!g_state.group,
+                  "init_process_group: already initialized (call destroy_process_group first)");
   const std::string backend = pick_backend(o.backend);
 
   if (backend == "mpi") {
     const int wrank = ProcessGroupMPI::world_rank(), wsize = ProcessGroupMPI::world_size();
-    if ((o.rank >= 0 && o.rank != wrank) || (o.world_size > 0 && o.world_size != wsize)) {
-      throw DistError("init_process_group(mpi): InitOptions asks for rank " +
-                      std::to_string(o.rank) + " of " + std::to_string(o.world_size) +
-                      ", but MPI says rank " + std::to_string(wrank) + " of " +
-                      std::to_string(wsize));
-    }
+    WEFT_CHECK_DIST((o.rank < 0 || o.rank == wrank) && (o.world_size <= 0 || o.world_size == wsize),
+                    "init_process_group(mpi): InitOptions asks for rank ", o.rank, " of ",
+                    o.world_size, ", but MPI says rank ", wrank, " of ", wsize);
     g_state.group = ProcessGroupMPI::create({}, o.timeout);
     g_state.timeout = o.timeout;
     g_state.groups_created = 0;
@@ -215,13 +201,12 @@ void init_locked(InitOptions o) {
   int port = 0;
   if (m.rfind("file://", 0) == 0) {
     file_path = m.substr(7);
-    if (file_path.empty()) throw DistError("init_process_group: '" + m + "' names no file");
+    WEFT_CHECK_DIST(!file_path.empty(), "init_process_group: '", m, "' names no file");
   } else if (m.rfind("tcp://", 0) == 0) {
     const std::string hp = m.substr(6);
     const size_t colon = hp.rfind(':');
-    if (colon == std::string::npos || colon == 0) {
-      throw DistError("init_process_group: '" + m + "' is not tcp://host:port");
-    }
+    WEFT_CHECK_DIST(colon != std::string::npos && colon != 0, "init_process_group: '", m,
+                    "' is not tcp://host:port");
     master_addr = hp.substr(0, colon);
     if (master_addr.size() > 2 && master_addr.front() == '[') {
       master_addr = master_addr.substr(1, master_addr.size() - 2);  // [v6 address]
@@ -229,23 +214,19 @@ void init_locked(InitOptions o) {
     port = static_cast<int>(parse_int("port in " + m, hp.substr(colon + 1), 1, 65535));
   } else if (m == "env://") {
     auto a = env("MASTER_ADDR");
-    if (!a || a->empty()) {
-      throw DistError(std::string("init_process_group(env://): environment variable "
-                                  "MASTER_ADDR is not set") +
-                      kEnvHint);
-    }
+    WEFT_CHECK_DIST(a && !a->empty(),
+                    "init_process_group(env://): environment variable MASTER_ADDR is not set",
+                    kEnvHint);
     master_addr = *a;
     port = env_int("MASTER_PORT", 1, 65535);
   } else {
-    throw DistError("init_process_group: unsupported init_method '" + m +
+    WEFT_DIST_ERROR("init_process_group: unsupported init_method '", m,
                     "' (use env://, tcp://host:port or file:///path)");
   }
   const int world = o.world_size > 0 ? o.world_size : env_int("WORLD_SIZE", 1, 1 << 20);
   const int rank = o.rank >= 0 ? o.rank : env_int("RANK", 0, 1 << 20);
-  if (rank >= world) {
-    throw DistError("init_process_group: RANK=" + std::to_string(rank) +
-                    " is not below WORLD_SIZE=" + std::to_string(world));
-  }
+  WEFT_CHECK_DIST(rank < world, "init_process_group: RANK=", rank,
+                  " is not below WORLD_SIZE=", world);
 
   // weft-run --rdzv-timeout S exports WEFT_RDZV_TIMEOUT: how long joining may take (reaching
   // the store, every rank checking in), as torchrun's rendezvous timeout; the collectives keep
@@ -254,10 +235,9 @@ void init_locked(InitOptions o) {
   if (auto v = env("WEFT_RDZV_TIMEOUT"); v && !v->empty()) {
     char* end = nullptr;
     const double s = std::strtod(v->c_str(), &end);
-    if (end == v->c_str() || *end != '\0' || !(s > 0) || s > 1e7) {
-      throw DistError("init_process_group: WEFT_RDZV_TIMEOUT='" + *v +
-                      "' is not a positive number of seconds");
-    }
+    WEFT_CHECK_DIST(end != v->c_str() && *end == '\0' && s > 0 && s <= 1e7,
+                    "init_process_group: WEFT_RDZV_TIMEOUT='", *v,
+                    "' is not a positive number of seconds");
     rdzv_timeout = Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
   }
 
@@ -307,11 +287,9 @@ void destroy_process_group() {
 
 std::shared_ptr<ProcessGroup> default_group() {
   std::lock_guard<std::mutex> lock(g_state.mu);
-  if (!g_state.group) {
-    throw DistError(
-        "weft::dist: the default process group is not initialized; call "
-        "init_process_group() first");
-  }
+  WEFT_CHECK_DIST(g_state.group,
+                  "weft::dist: the default process group is not initialized; call "
+                  "init_process_group() first");
   return g_state.group;
 }
 
@@ -344,7 +322,7 @@ std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks_in,
   Duration t;
   {
     std::lock_guard<std::mutex> lock(g_state.mu);
-    if (!g_state.group) throw DistError("new_group: call init_process_group() first");
+    WEFT_CHECK_DIST(g_state.group, "new_group: call init_process_group() first");
     parent = g_state.group;
     store = g_state.store;
     master_addr = g_state.master_addr;

@@ -7,31 +7,23 @@
 
 #include <algorithm>
 #include <cerrno>
-#include <charconv>
 #include <chrono>
 #include <cstdio>
-#include <cstring>
 #include <thread>
+
+#include "distributed/store_util.h"
 
 namespace weft::dist {
 
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using detail::errno_str;
 
-constexpr const char* kInternalPrefix = "__weft_store__/";
 constexpr const char* kFinishedKey = "__weft_store__/finished";
 constexpr char kSetRecord = 'S';
 constexpr char kDeleteRecord = 'D';
 constexpr auto kPollInterval = std::chrono::milliseconds(5);
-
-std::string errno_str(int e) { return std::strerror(e); }
-
-std::string describe_keys(const std::vector<std::string>& keys) {
-  std::string s = "[";
-  for (size_t i = 0; i < keys.size(); ++i) s += (i ? ", '" : "'") + keys[i] + "'";
-  return s + "]";
-}
 
 void put_u32(std::vector<uint8_t>& out, size_t v) {
   for (int i = 0; i < 4; ++i) out.push_back(static_cast<uint8_t>(v >> (8 * i)));
@@ -49,12 +41,6 @@ std::vector<uint8_t> record(char op, const std::string& key, const std::vector<u
   return r;
 }
 
-bool parse_int(const std::vector<uint8_t>& v, int64_t* out) {
-  const char* b = reinterpret_cast<const char*>(v.data());
-  const auto [p, ec] = std::from_chars(b, b + v.size(), *out);
-  return ec == std::errc() && p == b + v.size() && !v.empty();
-}
-
 }  // namespace
 
 // Opens the file, takes flock (shared for reads, exclusive for writes) and replays the records
@@ -63,10 +49,11 @@ class FileStore::Locked {
  public:
   Locked(FileStore& s, bool exclusive) : s_(s) {
     fd_ = ::open(s.path_.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
-    if (fd_ < 0) fail("cannot open: " + errno_str(errno));
+    if (fd_ < 0) WEFT_DIST_ERROR("FileStore '", s.path_, "': cannot open: ", errno_str(errno));
     try {
       while (::flock(fd_, exclusive ? LOCK_EX : LOCK_SH) != 0) {
-        if (errno != EINTR) fail("flock failed: " + errno_str(errno));
+        if (errno != EINTR)
+          WEFT_DIST_ERROR("FileStore '", s.path_, "': flock failed: ", errno_str(errno));
       }
       catch_up();
     } catch (...) {
@@ -86,7 +73,7 @@ class FileStore::Locked {
       const ssize_t n =
           ::pwrite(fd_, r.data() + done, r.size() - done, static_cast<off_t>(s_.pos_ + done));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("write failed: " + errno_str(errno));
+      if (n <= 0) WEFT_DIST_ERROR("FileStore '", s_.path_, "': write failed: ", errno_str(errno));
       done += static_cast<size_t>(n);
     }
     s_.pos_ += r.size();
@@ -96,14 +83,11 @@ class FileStore::Locked {
       s_.cache_.erase(key);
   }
 
-  [[noreturn]] void fail(const std::string& why) const {
-    throw DistError("FileStore '" + s_.path_ + "': " + why);
-  }
-
  private:
   void catch_up() {
     struct stat st {};
-    if (::fstat(fd_, &st) != 0) fail("fstat failed: " + errno_str(errno));
+    if (::fstat(fd_, &st) != 0)
+      WEFT_DIST_ERROR("FileStore '", s_.path_, "': fstat failed: ", errno_str(errno));
     const auto size = static_cast<uint64_t>(st.st_size);
     if (st.st_ino != s_.ino_ || size < s_.pos_) {
       // A different (removed and recreated) or truncated file: replay it from the start.
@@ -118,7 +102,9 @@ class FileStore::Locked {
       const ssize_t n =
           ::pread(fd_, buf.data() + got, buf.size() - got, static_cast<off_t>(s_.pos_ + got));
       if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) fail("read failed: " + (n == 0 ? std::string("short read") : errno_str(errno)));
+      if (n <= 0)
+        WEFT_DIST_ERROR("FileStore '", s_.path_,
+                        "': read failed: ", n == 0 ? std::string("short read") : errno_str(errno));
       got += static_cast<size_t>(n);
     }
     size_t p = 0;
@@ -132,7 +118,8 @@ class FileStore::Locked {
     while (p < buf.size()) {
       const size_t start = p;
       auto corrupt = [&](const char* what) {
-        fail("corrupt record at offset " + std::to_string(s_.pos_ + start) + ": " + what);
+        WEFT_DIST_ERROR("FileStore '", s_.path_, "': corrupt record at offset ", s_.pos_ + start,
+                        ": ", what);
       };
       const char op = static_cast<char>(buf[p++]);
       if (op != kSetRecord && op != kDeleteRecord) corrupt("unknown record type");
@@ -186,19 +173,20 @@ std::vector<uint8_t> FileStore::get(const std::string& key) {
   Locked f(*this, false);
   auto it = cache_.find(key);
   // Deleted between the wait and now: report it rather than return a bogus value.
-  if (it == cache_.end()) f.fail("key '" + key + "' was deleted while being read");
+  WEFT_CHECK_DIST(it != cache_.end(), "FileStore '", path_, "': key '", key,
+                  "' was deleted while being read");
   return it->second;
 }
 
 int64_t FileStore::add_locked(Locked& f, const std::string& key, int64_t delta) {
   int64_t cur = 0;
   auto it = cache_.find(key);
-  if (it != cache_.end() && !parse_int(it->second, &cur))
-    f.fail("add: value of key '" + key + "' is not an integer");
+  WEFT_CHECK_DIST(it == cache_.end() || detail::parse_int(it->second, &cur), "FileStore '", path_,
+                  "': add: value of key '", key, "' is not an integer");
   int64_t result = 0;
-  if (__builtin_add_overflow(cur, delta, &result)) f.fail("add: key '" + key + "' overflows");
-  const std::string s = std::to_string(result);
-  const std::vector<uint8_t> v(s.begin(), s.end());
+  const bool overflow = __builtin_add_overflow(cur, delta, &result);
+  WEFT_CHECK_DIST(!overflow, "FileStore '", path_, "': add: key '", key, "' overflows");
+  const std::vector<uint8_t> v = detail::int_bytes(result);
   f.append(kSetRecord, key, &v);
   return result;
 }
@@ -250,10 +238,9 @@ void FileStore::wait(const std::vector<std::string>& keys, Duration timeout) {
     }
     if (missing.empty()) return;
     const auto now = Clock::now();
-    if (now >= deadline)
-      throw DistError("FileStore '" + path_ + "': wait for keys " + describe_keys(keys) +
-                      " timed out after " + std::to_string(timeout.count()) + " ms; missing " +
-                      describe_keys(missing));
+    WEFT_CHECK_DIST(now < deadline, "FileStore '", path_, "': wait for keys ",
+                    detail::describe_keys(keys), " timed out after ", timeout.count(),
+                    " ms; missing ", detail::describe_keys(missing));
     std::this_thread::sleep_for(std::min<Clock::duration>(kPollInterval, deadline - now));
   }
 }
@@ -261,10 +248,7 @@ void FileStore::wait(const std::vector<std::string>& keys, Duration timeout) {
 int64_t FileStore::num_keys() {
   std::lock_guard<std::mutex> lock(mu_);
   Locked f(*this, false);
-  const size_t plen = std::strlen(kInternalPrefix);
-  return static_cast<int64_t>(std::count_if(cache_.begin(), cache_.end(), [&](auto& kv) {
-    return kv.first.compare(0, plen, kInternalPrefix) != 0;
-  }));
+  return detail::count_user_keys(cache_);
 }
 
 }  // namespace weft::dist

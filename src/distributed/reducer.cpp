@@ -173,28 +173,41 @@ void Reducer::launch_ready_buckets() {
 
 void Reducer::finalize() {
   expect_backward_ = false;
-  if (next_bucket_ < buckets_.size()) {
-    std::string missing;
-    int shown = 0;
-    for (size_t i = 0; i < params_.size(); ++i)
-      if (!ready_[i] && shown++ < 8) missing += (missing.empty() ? "" : ", ") + names_[i];
-    // Drain what was launched so the group stays usable for the error path.
-    for (Bucket& b : buckets_)
-      if (b.work) b.work->wait();
-    reset_iteration();
-    WEFT_ERROR("DistributedDataParallel: rank ", group_->rank(),
-               " finished backward but these "
-               "parameters received no gradient: ",
-               missing,
-               ". Parameters that do not take part "
-               "in producing the loss need DistributedDataParallel(..., {.find_unused_parameters "
-               "= true}); otherwise the other ranks would wait for them forever.");
-  }
+  if (next_bucket_ < buckets_.size()) fail_unready();
   for (Bucket& b : buckets_)
     if (b.work) b.work->wait();
   NoGradGuard ng;
-  std::vector<bool> globally_used(params_.size(), true);
-  if (options_.static_graph && !options_.find_unused_parameters) globally_used = static_used_;
+  write_back_grads(globally_used());
+  if (!buckets_rebuilt_) rebuild_buckets();
+  reset_iteration();
+  ++iteration_;
+}
+
+// Some bucket never filled: parameters without a gradient that find_unused_parameters was not
+// told to expect. Names up to 8 of them.
+void Reducer::fail_unready() {
+  std::string missing;
+  int shown = 0;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!ready_[i] && shown++ < 8) missing += (missing.empty() ? "" : ", ") + names_[i];
+  // Drain what was launched so the group stays usable for the error path.
+  for (Bucket& b : buckets_)
+    if (b.work) b.work->wait();
+  reset_iteration();
+  WEFT_ERROR("DistributedDataParallel: rank ", group_->rank(),
+             " finished backward but these "
+             "parameters received no gradient: ",
+             missing,
+             ". Parameters that do not take part "
+             "in producing the loss need DistributedDataParallel(..., {.find_unused_parameters "
+             "= true}); otherwise the other ranks would wait for them forever.");
+}
+
+// Which parameters some rank produced a gradient for: all of them, unless unused parameters are
+// tracked (then the ranks' used flags are MAX-reduced).
+std::vector<bool> Reducer::globally_used() {
+  std::vector<bool> used(params_.size(), true);
+  if (options_.static_graph && !options_.find_unused_parameters) used = static_used_;
   if (options_.find_unused_parameters) {
     Tensor flags = zeros({(int64_t)params_.size()}, {.dtype = kInt64});
     int64_t* pf = flags.data_ptr<int64_t>();
@@ -204,8 +217,12 @@ void Reducer::finalize() {
     group_->allreduce({dflags}, ReduceOp::MAX)->wait();
     flags = dflags.to(Device::CPU());
     pf = flags.data_ptr<int64_t>();
-    for (size_t i = 0; i < params_.size(); ++i) globally_used[i] = pf[i] != 0;
+    for (size_t i = 0; i < params_.size(); ++i) used[i] = pf[i] != 0;
   }
+  return used;
+}
+
+void Reducer::write_back_grads(const std::vector<bool>& globally_used) {
   for (size_t i = 0; i < params_.size() && !identity_reduction(); ++i) {
     if (!globally_used[i]) continue;  // no rank produced a gradient: leave .grad untouched
     auto [bi, slot] = locator_[i];
@@ -219,38 +236,41 @@ void Reducer::finalize() {
     else
       g = slice.clone();
   }
-  if (!buckets_rebuilt_) {
-    // Rebuild once, in the order gradients arrived on rank 0 (broadcast so all agree).
-    std::vector<bool> seen(params_.size(), false);
-    std::vector<int64_t> order;
-    for (size_t idx : arrival_order_)
-      if (!seen[idx]) {
-        seen[idx] = true;
-        order.push_back((int64_t)idx);
-      }
-    for (size_t i = params_.size(); i-- > 0;)
-      if (!seen[i]) order.push_back((int64_t)i);
-    Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
-    group_->broadcast({t}, 0)->wait();
-    auto agreed = t.to(Device::CPU()).to_vector_int64();
-    std::vector<size_t> new_order(agreed.begin(), agreed.end());
-    std::vector<Tensor> keep;
-    if (options_.gradient_as_bucket_view)
-      for (auto& p : params_) keep.push_back(p.grad().defined() ? p.grad().clone() : Tensor());
-    build_buckets(new_order);
-    if (options_.gradient_as_bucket_view)
-      for (size_t i = 0; i < params_.size(); ++i) {
-        if (!keep[i].defined()) continue;
-        auto [bi, slot] = locator_[i];
-        Tensor slice =
-            buckets_[bi].buffer.narrow(0, buckets_[bi].offsets[slot], params_[i].numel());
-        slice.copy_(keep[i].reshape({-1}));
-        params_[i].mutable_grad() = slice.view(params_[i].sizes());
-      }
-    buckets_rebuilt_ = true;
-  }
-  reset_iteration();
-  ++iteration_;
+}
+
+// Rebuilds once, in the order gradients arrived on rank 0 (broadcast so all agree). Gradients
+// that are bucket views move into the new buckets.
+void Reducer::rebuild_buckets() {
+  std::vector<bool> seen(params_.size(), false);
+  std::vector<int64_t> order;
+  for (size_t idx : arrival_order_)
+    if (!seen[idx]) {
+      seen[idx] = true;
+      order.push_back((int64_t)idx);
+    }
+  for (size_t i = params_.size(); i-- > 0;)
+    if (!seen[i]) order.push_back((int64_t)i);
+  const std::vector<size_t> new_order = agreed_order(order);
+  std::vector<Tensor> keep;
+  if (options_.gradient_as_bucket_view)
+    for (auto& p : params_) keep.push_back(p.grad().defined() ? p.grad().clone() : Tensor());
+  build_buckets(new_order);
+  if (options_.gradient_as_bucket_view)
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (!keep[i].defined()) continue;
+      auto [bi, slot] = locator_[i];
+      Tensor slice = buckets_[bi].buffer.narrow(0, buckets_[bi].offsets[slot], params_[i].numel());
+      slice.copy_(keep[i].reshape({-1}));
+      params_[i].mutable_grad() = slice.view(params_[i].sizes());
+    }
+  buckets_rebuilt_ = true;
+}
+
+std::vector<size_t> Reducer::agreed_order(const std::vector<int64_t>& order) {
+  Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
+  group_->broadcast({t}, 0)->wait();
+  auto agreed = t.to(Device::CPU()).to_vector_int64();
+  return std::vector<size_t>(agreed.begin(), agreed.end());
 }
 
 void Reducer::reduce_zeros_as_joined() {
@@ -266,12 +286,10 @@ void Reducer::reduce_zeros_as_joined() {
     group_->allreduce({flags}, ReduceOp::MAX)->wait();
   }
   if (!buckets_rebuilt_) {
+    // Every rank builds rank 0's order; a rank that joined early proposes the initial one.
     std::vector<int64_t> order;
     for (size_t i = params_.size(); i-- > 0;) order.push_back((int64_t)i);
-    Tensor t = tensor(order, {(int64_t)order.size()}).to(device());
-    group_->broadcast({t}, 0)->wait();
-    auto agreed = t.to(Device::CPU()).to_vector_int64();
-    build_buckets(std::vector<size_t>(agreed.begin(), agreed.end()));
+    build_buckets(agreed_order(order));
     buckets_rebuilt_ = true;
   }
   reset_iteration();

@@ -16,89 +16,6 @@ std::string message_of(const std::exception_ptr& e) {
 }
 }  // namespace
 
-std::string shape_dtype_str(const Tensor& t) {
-  return std::string(dtype_name(t.dtype())) + " " + shape_str(t.sizes());
-}
-
-const char* reduce_op_name(ReduceOp op) {
-  switch (op) {
-    case ReduceOp::SUM:
-      return "SUM";
-    case ReduceOp::AVG:
-      return "AVG";
-    case ReduceOp::MAX:
-      return "MAX";
-    case ReduceOp::MIN:
-      return "MIN";
-    case ReduceOp::PRODUCT:
-      return "PRODUCT";
-  }
-  return "?";
-}
-
-void check_cpu_tensor(const std::string& op, const Tensor& t, const std::string& which) {
-  if (!t.defined()) throw DistError(op + ": " + which + " is an undefined tensor");
-  if (!t.device().is_cpu()) {
-    throw DistError(op + ": " + which + " (" + t.str() + ") is on " + t.device().str() +
-                    "; this backend takes CPU tensors");
-  }
-  if (t.dtype() != kFloat32 && t.dtype() != kInt64) {
-    throw DistError(op + ": " + which + " has dtype " + dtype_name(t.dtype()) +
-                    "; supported: float32, int64");
-  }
-  if (!t.is_contiguous()) {
-    throw DistError(op + ": " + which + " (" + shape_dtype_str(t) + ", strides " +
-                    shape_str(t.strides()) + ") is not contiguous; call .contiguous() first");
-  }
-}
-
-void check_like(const std::string& op, const Tensor& ref, const std::string& ref_name,
-                const Tensor& t, const std::string& which) {
-  if (t.dtype() != ref.dtype() || t.numel() != ref.numel()) {
-    throw DistError(op + ": " + which + " (" + shape_dtype_str(t) + ") does not match " + ref_name +
-                    " (" + shape_dtype_str(ref) + "): dtype and size must agree");
-  }
-}
-
-void check_allgather_args(const std::string& op, const std::vector<Tensor>& outputs,
-                          const Tensor& input, int group_size) {
-  check_cpu_tensor(op, input, "input");
-  if (static_cast<int>(outputs.size()) != group_size) {
-    throw DistError(op + ": " + std::to_string(outputs.size()) +
-                    " output tensors for a group of size " + std::to_string(group_size));
-  }
-  for (size_t i = 0; i < outputs.size(); ++i) {
-    const std::string which = "output " + std::to_string(i);
-    check_cpu_tensor(op, outputs[i], which);
-    check_like(op, input, "the input", outputs[i], which);
-  }
-}
-
-void check_reduce_scatter_args(const std::string& op, const Tensor& output,
-                               const std::vector<Tensor>& inputs, int group_size) {
-  check_cpu_tensor(op, output, "output");
-  if (static_cast<int>(inputs.size()) != group_size) {
-    throw DistError(op + ": " + std::to_string(inputs.size()) +
-                    " input tensors for a group of size " + std::to_string(group_size));
-  }
-  for (size_t i = 0; i < inputs.size(); ++i) {
-    const std::string which = "input " + std::to_string(i);
-    check_cpu_tensor(op, inputs[i], which);
-    check_like(op, output, "the output", inputs[i], which);
-  }
-}
-
-void divide_by(void* data, DType dtype, size_t n, int divisor) {
-  if (dtype == kFloat32) {
-    float* p = static_cast<float*>(data);
-    const float d = static_cast<float>(divisor);
-    for (size_t i = 0; i < n; ++i) p[i] /= d;
-  } else {
-    int64_t* p = static_cast<int64_t*>(data);
-    for (size_t i = 0; i < n; ++i) p[i] /= divisor;
-  }
-}
-
 constexpr std::chrono::microseconds kPollBeforeSleep{2000};
 
 void WorkImpl::wait(std::optional<Duration> timeout) {
@@ -112,12 +29,10 @@ void WorkImpl::wait(std::optional<Duration> timeout) {
          std::chrono::steady_clock::now() < spin_until)
     std::this_thread::yield();
   std::unique_lock<std::mutex> lock(mu_);
-  if (!cv_.wait_for(lock, t, [&] { return done_; })) {
-    throw DistError("weft.dist: timed out after " + std::to_string(t.count()) + " ms waiting for " +
-                    what_ +
-                    "; a peer rank may have died or stalled, or the ranks issued different "
-                    "collectives (the op itself may still be running)");
-  }
+  const bool done = cv_.wait_for(lock, t, [&] { return done_; });
+  WEFT_CHECK_DIST(done, "weft.dist: timed out after ", t.count(), " ms waiting for ", what_,
+                  "; a peer rank may have died or stalled, or the ranks issued different "
+                  "collectives (the op itself may still be running)");
   if (error_) std::rethrow_exception(error_);
 }
 
@@ -182,8 +97,8 @@ OpQueue::~OpQueue() {
   }
   state_->cv.notify_all();
   for (auto& op : pending) {
-    op.work->finish(std::make_exception_ptr(
-        DistError(op.work->what() + " did not run: its process group was destroyed first")));
+    op.work->finish(WEFT_DIST_ERROR_PTR(op.work->what(),
+                                        " did not run: its process group was destroyed first"));
   }
   std::unique_lock<std::mutex> lock(state_->mu);
   bool exited = state_->cv.wait_for(lock, shutdown_grace_, [&] { return state_->exited; });
@@ -200,7 +115,7 @@ std::shared_ptr<Work> OpQueue::enqueue(std::string what, Duration wait_timeout,
   auto work = std::make_shared<WorkImpl>(std::move(what), wait_timeout);
   {
     std::lock_guard<std::mutex> lock(state_->mu);
-    if (state_->stop) throw DistError(work->what() + ": the process group is being destroyed");
+    WEFT_CHECK_DIST(!state_->stop, work->what(), ": the process group is being destroyed");
     state_->queue.push_back(Op{work, std::move(fn)});
   }
   state_->cv.notify_all();
@@ -219,15 +134,15 @@ void OpQueue::run(std::shared_ptr<State> state) {
 
     std::exception_ptr error;
     if (!broken.empty()) {
-      error = std::make_exception_ptr(DistError(
-          op.work->what() + " not run: the process group failed earlier (" + broken + ")"));
+      error = WEFT_DIST_ERROR_PTR(op.work->what(), " not run: the process group failed earlier (",
+                                  broken, ")");
     } else {
       try {
         op.fn();
       } catch (...) {
         const std::string msg =
             op.work->what() + " failed: " + message_of(std::current_exception());
-        error = std::make_exception_ptr(DistError(msg));
+        error = WEFT_DIST_ERROR_PTR(msg);
         lock.lock();
         if (state->broken.empty()) state->broken = msg;
         lock.unlock();

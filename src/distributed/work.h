@@ -81,20 +81,4 @@ class OpQueue {
   Duration shutdown_grace_ = std::chrono::seconds(10);
 };
 
-std::string shape_dtype_str(const Tensor& t);  // "float32 [2, 3]"
-const char* reduce_op_name(ReduceOp op);
-// Throws DistError "<op>: <which> ..." unless t is a defined, contiguous CPU float32/int64 tensor.
-void check_cpu_tensor(const std::string& op, const Tensor& t, const std::string& which);
-// Throws DistError unless t has ref's dtype and number of elements.
-void check_like(const std::string& op, const Tensor& ref, const std::string& ref_name,
-                const Tensor& t, const std::string& which);
-// allgather's arguments: a valid input and one output like it per rank of the group.
-void check_allgather_args(const std::string& op, const std::vector<Tensor>& outputs,
-                          const Tensor& input, int group_size);
-// reduce_scatter's arguments: a valid output and one input like it per rank of the group.
-void check_reduce_scatter_args(const std::string& op, const Tensor& output,
-                               const std::vector<Tensor>& inputs, int group_size);
-// AVG as SUM then this: float32 divides, int64 divides with truncation (as NCCL's ncclAvg).
-void divide_by(void* data, DType dtype, size_t n, int divisor);
-
 }  // namespace weft::dist::detail

@@ -16,6 +16,7 @@
 namespace weft::dist {
 
 enum class ReduceOp { SUM, AVG, MAX, MIN, PRODUCT };
+std::string to_string(ReduceOp op);  // "SUM", "AVG", ... (as messages name it)
 
 class Work {
  public:

@@ -53,7 +53,6 @@ class Reducer {
   // the graph reaches. Also checks that the previous iteration's reduction finished.
   void prepare_for_backward(const std::vector<Tensor>& outputs);
   void set_comm_hook(CommHook hook) { hook_ = std::move(hook); }
-  void set_sync_enabled(bool on) { sync_enabled_ = on; }
   // Where the parameters live; the Reducer's own collectives (flags, bucket orders) run there,
   // as NCCL moves device memory only.
   Device device() const { return params_.empty() ? Device::CPU() : params_[0].device(); }
@@ -62,7 +61,6 @@ class Reducer {
   bool identity_reduction() const {
     return group_->size() == 1 && !hook_ && !options_.gradient_as_bucket_view;
   }
-  bool sync_enabled() const { return sync_enabled_; }
   // Join support: take part in one iteration's reductions with zero gradients, as a rank
   // that has run out of data.
   void reduce_zeros_as_joined();
@@ -81,7 +79,15 @@ class Reducer {
   void on_grad_ready(size_t index);
   void mark_ready(size_t index, bool have_grad);
   void launch_ready_buckets();
+  // At the end of backward: waits for the buckets and writes the averaged gradients back
+  // (finalize_backward in PyTorch), then once rebuilds the buckets in arrival order.
   void finalize();
+  [[noreturn]] void fail_unready();
+  std::vector<bool> globally_used();
+  void write_back_grads(const std::vector<bool>& globally_used);
+  void rebuild_buckets();
+  // Rank 0's bucket order (parameter indices), broadcast so that every rank builds the same.
+  std::vector<size_t> agreed_order(const std::vector<int64_t>& order);
   void reset_iteration();
 
   std::vector<Tensor> params_;
@@ -99,7 +105,6 @@ class Reducer {
   size_t next_bucket_ = 0;
   bool finalize_queued_ = false;
   bool expect_backward_ = false;
-  bool sync_enabled_ = true;
   bool buckets_rebuilt_ = false;
   int64_t iteration_ = 0;
 };

@@ -13,11 +13,9 @@
 
 namespace weft::dist {
 
-// Errors from communication: timeouts, lost peers, mismatched ranks. A weft::Error.
-class DistError : public Error {
- public:
-  using Error::Error;
-};
+// Errors from communication (weft/error.h): caught as dist::DistError, as PyTorch users write
+// torch.distributed.DistError.
+using weft::DistError;
 
 using Duration = std::chrono::milliseconds;
 inline constexpr Duration kDefaultTimeout = std::chrono::minutes(30);

@@ -55,7 +55,7 @@ class TCPStore : public Store {
   proto::Message request(const proto::Message& req, Duration reply_within);
   void connect_client();
   void wait_for_workers(int world_size);
-  [[noreturn]] void fail(const std::string& what) const;
+  std::string name() const;  // "TCPStore host:port", which starts its error messages
 
   std::string host_;
   uint16_t port_;

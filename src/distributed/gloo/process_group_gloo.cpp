@@ -21,6 +21,7 @@
 #include <cstring>
 #include <sstream>
 
+#include "distributed/collectives.h"
 #include "distributed/work.h"
 #include "weft/half.h"
 
@@ -194,7 +195,7 @@ struct ProcessGroupGloo::Impl {
             break;
           }
         }
-        throw DistError(msg);
+        WEFT_DIST_ERROR(msg);
       }
     });
   }
@@ -252,10 +253,8 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
     : ProcessGroup(rank, size), impl_(std::make_unique<Impl>()) {
   timeout_ = options.timeout;
   impl_->where = "rank " + std::to_string(rank) + " of " + std::to_string(size);
-  if (size < 1 || rank < 0 || rank >= size) {
-    throw DistError("ProcessGroupGloo: rank " + std::to_string(rank) +
-                    " is outside a group of size " + std::to_string(size));
-  }
+  WEFT_CHECK_DIST(size >= 1 && rank >= 0 && rank < size, "ProcessGroupGloo: rank ", rank,
+                  " is outside a group of size ", size);
   WEFT_CHECK(store, "ProcessGroupGloo: null store");
   options = resolve_gloo_options(options);
   const std::string listen =
@@ -291,9 +290,9 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
     gloo::barrier(b);
     impl_->ctx = std::move(ctx);
   } catch (const std::exception& e) {
-    throw DistError("ProcessGroupGloo: " + impl_->where + " (listening on " + listen +
-                    ") could not connect to its peers within " +
-                    std::to_string(options.timeout.count()) + " ms: " + e.what());
+    WEFT_DIST_ERROR("ProcessGroupGloo: ", impl_->where, " (listening on ", listen,
+                    ") could not connect to its peers within ", options.timeout.count(),
+                    " ms: ", e.what());
   }
   impl_->queue = std::make_unique<detail::OpQueue>("weft-gloo-" + std::to_string(rank));
   // Gloo ops end within their timeout, so the destructor's wait for the running op is bounded.
@@ -303,8 +302,8 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
 ProcessGroupGloo::~ProcessGroupGloo() = default;
 
 std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
-  std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
-  if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
+  const std::string name = detail::allreduce_name(op);
+  WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     const Tensor& x = tensors[i];
     // fp16/bf16 are reduced by allreduce only (DDP's compression hooks).
@@ -312,22 +311,20 @@ std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, R
     if (half && x.device().is_cpu() && x.is_contiguous()) continue;
     detail::check_cpu_tensor(impl_->what(name), x, "tensor " + std::to_string(i));
   }
-  name = std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
-         detail::shape_dtype_str(tensors[0]) + (tensors.size() > 1 ? ", ..." : "") + ")";
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   Ctx ctx = impl_->ctx;
-  return impl_->submit(impl_->what(name), t, [ctx, tensors, op, tag, t] {
-    for (const Tensor& x : tensors) allreduce_one(ctx, x, op, tag, t);
-  });
+  return impl_->submit(impl_->what(detail::allreduce_name(op, tensors)), t,
+                       [ctx, tensors, op, tag, t] {
+                         for (const Tensor& x : tensors) allreduce_one(ctx, x, op, tag, t);
+                       });
 }
 
 std::shared_ptr<Work> ProcessGroupGloo::broadcast(std::vector<Tensor> tensors, int root) {
-  std::string name = "broadcast(root " + std::to_string(root) + ")";
-  if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
-  if (root < 0 || root >= size_) {
-    throw DistError(impl_->what(name) + ": root is not a rank of the group");
-  }
+  const std::string name = detail::broadcast_name(root);
+  WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
+  WEFT_CHECK_DIST(root >= 0 && root < size_, impl_->what(name),
+                  ": root is not a rank of the group");
   for (size_t i = 0; i < tensors.size(); ++i) {
     detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
   }
@@ -359,8 +356,7 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather(std::vector<Tensor> outputs, T
   const Duration t = timeout_;
   Ctx ctx = impl_->ctx;
   return impl_->submit(
-      impl_->what("allgather(" + detail::shape_dtype_str(input) + ")"), t,
-      [ctx, outputs, input, tag, t] {
+      impl_->what(detail::allgather_name(input)), t, [ctx, outputs, input, tag, t] {
         const size_t n = static_cast<size_t>(input.numel()), bytes = input.nbytes();
         if (n == 0) return;
         std::vector<uint8_t> all(bytes * outputs.size());
@@ -383,15 +379,14 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather(std::vector<Tensor> outputs, T
 
 std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                        ReduceOp op) {
-  const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::reduce_scatter_name(op);
   detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   const int rank = rank_;
   Ctx ctx = impl_->ctx;
-  return impl_->submit(impl_->what(std::string("reduce_scatter(") + detail::reduce_op_name(op) +
-                                   ", " + detail::shape_dtype_str(output) + ")"),
-                       t, [ctx, output, inputs, op, tag, t, rank] {
+  return impl_->submit(impl_->what(detail::reduce_scatter_name(op, output)), t,
+                       [ctx, output, inputs, op, tag, t, rank] {
                          const size_t bytes = output.nbytes();
                          if (bytes == 0) return;
                          Tensor all =

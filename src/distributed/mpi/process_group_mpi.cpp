@@ -10,6 +10,7 @@
 #include <cstring>
 #include <mutex>
 
+#include "distributed/collectives.h"
 #include "distributed/work.h"
 
 namespace weft::dist {
@@ -30,16 +31,14 @@ struct MpiRuntime {
     if (initialised) {
       MPI_Query_thread(&provided);
     } else {
-      if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided) != MPI_SUCCESS) {
-        throw DistError("ProcessGroupMPI: MPI_Init_thread failed");
-      }
+      const int rc = MPI_Init_thread(nullptr, nullptr, MPI_THREAD_MULTIPLE, &provided);
+      WEFT_CHECK_DIST(rc == MPI_SUCCESS, "ProcessGroupMPI: MPI_Init_thread failed");
       we_initialised = true;
     }
-    if (provided < MPI_THREAD_SERIALIZED) {
-      throw DistError("ProcessGroupMPI: MPI provides thread level " + std::to_string(provided) +
-                      "; weft needs at least MPI_THREAD_SERIALIZED (one communication thread "
-                      "per group)");
-    }
+    WEFT_CHECK_DIST(provided >= MPI_THREAD_SERIALIZED,
+                    "ProcessGroupMPI: MPI provides thread level ", provided,
+                    "; weft needs at least MPI_THREAD_SERIALIZED (one communication thread "
+                    "per group)");
     multiple = provided >= MPI_THREAD_MULTIPLE;
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
   }
@@ -61,14 +60,24 @@ std::shared_ptr<MpiRuntime> runtime() {
   return holder;
 }
 
-void check(int rc, const char* call) {
-  if (rc == MPI_SUCCESS) return;
+// "<function> returned error <rc>: <MPI's error string>"; `call` is the call's source text, of
+// which the function name is kept. The Work's message around it names the op and the rank.
+std::string mpi_error(int rc, const char* call) {
   char buf[MPI_MAX_ERROR_STRING] = {0};
   int len = 0;
   MPI_Error_string(rc, buf, &len);
-  throw DistError(std::string(call) + " returned error " + std::to_string(rc) + ": " +
-                  std::string(buf, static_cast<size_t>(len)));
+  const std::string text = call;
+  return text.substr(0, text.find('(')) + " returned error " + std::to_string(rc) + ": " +
+         std::string(buf, static_cast<size_t>(len));
 }
+
+// An MPI call whose failure (the communicators return errors: MPI_ERRORS_RETURN) becomes a
+// DistError.
+#define WEFT_MPI_CHECK(call)                                                      \
+  do {                                                                            \
+    const int weft_mpi_rc_ = (call);                                              \
+    WEFT_CHECK_DIST(weft_mpi_rc_ == MPI_SUCCESS, mpi_error(weft_mpi_rc_, #call)); \
+  } while (0)
 
 MPI_Datatype mpi_type(DType t) { return t == kFloat32 ? MPI_FLOAT : MPI_INT64_T; }
 
@@ -88,10 +97,8 @@ MPI_Op mpi_op(ReduceOp op) {
 }
 
 int count_of(const std::string& what, const Tensor& t, int64_t multiple = 1) {
-  if (t.numel() * multiple > INT_MAX) {
-    throw DistError(what + ": " + shape_str(t.sizes()) +
-                    " has more elements than MPI's int counts");
-  }
+  WEFT_CHECK_DIST(t.numel() * multiple <= INT_MAX, what, ": ", shape_str(t.sizes()),
+                  " has more elements than MPI's int counts");
   return static_cast<int>(t.numel());
 }
 
@@ -123,7 +130,7 @@ int ProcessGroupMPI::world_rank() {
   auto rt = runtime();
   auto lock = rt->lock();
   int r = 0;
-  check(MPI_Comm_rank(MPI_COMM_WORLD, &r), "MPI_Comm_rank");
+  WEFT_MPI_CHECK(MPI_Comm_rank(MPI_COMM_WORLD, &r));
   return r;
 }
 
@@ -131,7 +138,7 @@ int ProcessGroupMPI::world_size() {
   auto rt = runtime();
   auto lock = rt->lock();
   int s = 0;
-  check(MPI_Comm_size(MPI_COMM_WORLD, &s), "MPI_Comm_size");
+  WEFT_MPI_CHECK(MPI_Comm_size(MPI_COMM_WORLD, &s));
   return s;
 }
 
@@ -143,21 +150,20 @@ std::shared_ptr<ProcessGroupMPI> ProcessGroupMPI::create(const std::vector<int>&
   {
     auto lock = c->rt->lock();
     if (ranks.empty()) {
-      check(MPI_Comm_dup(MPI_COMM_WORLD, &c->comm), "MPI_Comm_dup");
+      WEFT_MPI_CHECK(MPI_Comm_dup(MPI_COMM_WORLD, &c->comm));
     } else {
       std::vector<int> sorted = ranks;
       std::sort(sorted.begin(), sorted.end());
       for (size_t i = 0; i < sorted.size(); ++i) {
-        if (sorted[i] < 0 || sorted[i] >= wsize || (i > 0 && sorted[i] == sorted[i - 1])) {
-          throw DistError("ProcessGroupMPI: subgroup ranks must be distinct world ranks in [0, " +
-                          std::to_string(wsize) + "); got " + std::to_string(sorted[i]));
-        }
+        WEFT_CHECK_DIST(
+            sorted[i] >= 0 && sorted[i] < wsize && (i == 0 || sorted[i] != sorted[i - 1]),
+            "ProcessGroupMPI: subgroup ranks must be distinct world ranks in [0, ", wsize,
+            "); got ", sorted[i]);
       }
       auto it = std::find(sorted.begin(), sorted.end(), wrank);
       const bool member = it != sorted.end();
-      check(MPI_Comm_split(MPI_COMM_WORLD, member ? 0 : MPI_UNDEFINED,
-                           member ? static_cast<int>(it - sorted.begin()) : 0, &c->comm),
-            "MPI_Comm_split");
+      WEFT_MPI_CHECK(MPI_Comm_split(MPI_COMM_WORLD, member ? 0 : MPI_UNDEFINED,
+                                    member ? static_cast<int>(it - sorted.begin()) : 0, &c->comm));
       if (!member) return nullptr;
     }
     MPI_Comm_set_errhandler(c->comm, MPI_ERRORS_RETURN);
@@ -182,8 +188,8 @@ ProcessGroupMPI::ProcessGroupMPI(int rank, int size, std::unique_ptr<Impl> impl)
 ProcessGroupMPI::~ProcessGroupMPI() = default;
 
 std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
-  const std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
-  if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
+  const std::string name = detail::allreduce_name(op);
+  WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
     count_of(impl_->what(name), tensors[i]);
@@ -191,17 +197,14 @@ std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, Re
   auto c = impl_->c;
   const int size = size_;
   return impl_->queue->enqueue(
-      impl_->what(std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
-                  detail::shape_dtype_str(tensors[0]) + (tensors.size() > 1 ? ", ..." : "") + ")"),
-      timeout_, [c, tensors, op, size] {
+      impl_->what(detail::allreduce_name(op, tensors)), timeout_, [c, tensors, op, size] {
         for (const Tensor& t : tensors) {
           const int n = static_cast<int>(t.numel());
           if (n == 0) continue;
           {
             auto lock = c->rt->lock();
-            check(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), n, mpi_type(t.dtype()), mpi_op(op),
-                                c->comm),
-                  "MPI_Allreduce");
+            WEFT_MPI_CHECK(MPI_Allreduce(MPI_IN_PLACE, t.raw_data(), n, mpi_type(t.dtype()),
+                                         mpi_op(op), c->comm));
           }
           if (op == ReduceOp::AVG) detail::divide_by(t.raw_data(), t.dtype(), n, size);
         }
@@ -209,11 +212,10 @@ std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, Re
 }
 
 std::shared_ptr<Work> ProcessGroupMPI::broadcast(std::vector<Tensor> tensors, int root) {
-  const std::string name = "broadcast(root " + std::to_string(root) + ")";
-  if (tensors.empty()) throw DistError(impl_->what(name) + ": no tensors");
-  if (root < 0 || root >= size_) {
-    throw DistError(impl_->what(name) + ": root is not a rank of the group");
-  }
+  const std::string name = detail::broadcast_name(root);
+  WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
+  WEFT_CHECK_DIST(root >= 0 && root < size_, impl_->what(name),
+                  ": root is not a rank of the group");
   for (size_t i = 0; i < tensors.size(); ++i) {
     detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
     count_of(impl_->what(name), tensors[i]);
@@ -224,7 +226,7 @@ std::shared_ptr<Work> ProcessGroupMPI::broadcast(std::vector<Tensor> tensors, in
       const int n = static_cast<int>(t.numel());
       if (n == 0) continue;
       auto lock = c->rt->lock();
-      check(MPI_Bcast(t.raw_data(), n, mpi_type(t.dtype()), root, c->comm), "MPI_Bcast");
+      WEFT_MPI_CHECK(MPI_Bcast(t.raw_data(), n, mpi_type(t.dtype()), root, c->comm));
     }
   });
 }
@@ -235,17 +237,15 @@ std::shared_ptr<Work> ProcessGroupMPI::allgather(std::vector<Tensor> outputs, Te
   count_of(impl_->what(name), input, size_);
   auto c = impl_->c;
   return impl_->queue->enqueue(
-      impl_->what("allgather(" + detail::shape_dtype_str(input) + ")"), timeout_,
-      [c, outputs, input] {
+      impl_->what(detail::allgather_name(input)), timeout_, [c, outputs, input] {
         const int n = static_cast<int>(input.numel());
         const size_t bytes = input.nbytes();
         if (n == 0) return;
         std::vector<uint8_t> all(bytes * outputs.size());
         {
           auto lock = c->rt->lock();
-          check(MPI_Allgather(input.raw_data(), n, mpi_type(input.dtype()), all.data(), n,
-                              mpi_type(input.dtype()), c->comm),
-                "MPI_Allgather");
+          WEFT_MPI_CHECK(MPI_Allgather(input.raw_data(), n, mpi_type(input.dtype()), all.data(), n,
+                                       mpi_type(input.dtype()), c->comm));
         }
         for (size_t i = 0; i < outputs.size(); ++i) {
           std::memcpy(outputs[i].raw_data(), all.data() + i * bytes, bytes);
@@ -255,15 +255,14 @@ std::shared_ptr<Work> ProcessGroupMPI::allgather(std::vector<Tensor> outputs, Te
 
 std::shared_ptr<Work> ProcessGroupMPI::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                       ReduceOp op) {
-  const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::reduce_scatter_name(op);
   detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
   count_of(impl_->what(name), output, size_);
   auto c = impl_->c;
   const int size = size_;
   return impl_->queue->enqueue(
-      impl_->what(std::string("reduce_scatter(") + detail::reduce_op_name(op) + ", " +
-                  detail::shape_dtype_str(output) + ")"),
-      timeout_, [c, output, inputs, op, size] {
+      impl_->what(detail::reduce_scatter_name(op, output)), timeout_,
+      [c, output, inputs, op, size] {
         const int n = static_cast<int>(output.numel());
         const size_t bytes = output.nbytes();
         if (n == 0) return;
@@ -273,9 +272,8 @@ std::shared_ptr<Work> ProcessGroupMPI::reduce_scatter(Tensor output, std::vector
         }
         {
           auto lock = c->rt->lock();
-          check(MPI_Reduce_scatter_block(all.data(), output.raw_data(), n, mpi_type(output.dtype()),
-                                         mpi_op(op), c->comm),
-                "MPI_Reduce_scatter_block");
+          WEFT_MPI_CHECK(MPI_Reduce_scatter_block(all.data(), output.raw_data(), n,
+                                                  mpi_type(output.dtype()), mpi_op(op), c->comm));
         }
         if (op == ReduceOp::AVG) detail::divide_by(output.raw_data(), output.dtype(), n, size);
       });
@@ -285,7 +283,7 @@ std::shared_ptr<Work> ProcessGroupMPI::barrier() {
   auto c = impl_->c;
   return impl_->queue->enqueue(impl_->what("barrier"), timeout_, [c] {
     auto lock = c->rt->lock();
-    check(MPI_Barrier(c->comm), "MPI_Barrier");
+    WEFT_MPI_CHECK(MPI_Barrier(c->comm));
   });
 }
 

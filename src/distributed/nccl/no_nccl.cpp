@@ -9,10 +9,10 @@ struct ProcessGroupNCCL::Impl {};
 
 ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store>, int rank, int size, NCCLOptions)
     : ProcessGroup(rank, size) {
-  throw DistError(
+  WEFT_DIST_ERROR(
       "nccl backend: this build of weft has no CUDA backend (nvcc was not found "
-      "when it was configured); use gloo or mpi, or rebuild with CUDA (rank " +
-      std::to_string(rank) + " of " + std::to_string(size) + ")");
+      "when it was configured); use gloo or mpi, or rebuild with CUDA (rank ",
+      rank, " of ", size, ")");
 }
 // The constructor always throws, so no object exists for the members below to act on.
 ProcessGroupNCCL::~ProcessGroupNCCL() = default;

@@ -17,7 +17,7 @@
 #include <thread>
 
 #include "cuda/cuda_check.h"
-#include "distributed/work.h"
+#include "distributed/collectives.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
@@ -116,7 +116,7 @@ struct ProcessGroupNCCL::Impl {
         std::lock_guard<std::mutex> lock(mu);
         abort_locked(what + " on " + where + ": NCCL did not finish enqueueing within " +
                      std::to_string(timeout.count()) + " ms");
-        throw DistError("weft.dist: " + broken);
+        WEFT_DIST_ERROR("weft.dist: ", broken);
       }
       std::this_thread::yield();
       ncclCommGetAsyncError(comm, &r);
@@ -126,7 +126,7 @@ struct ProcessGroupNCCL::Impl {
           "weft.dist: nccl " + what + " on " + where + " failed: " + nccl_message(r, comm);
       std::lock_guard<std::mutex> lock(mu);
       abort_locked(msg);
-      throw DistError(msg);
+      WEFT_DIST_ERROR(msg);
     }
   }
 
@@ -191,7 +191,7 @@ class WorkNCCL : public Work {
                                 " ms; the communicator was aborted (a peer rank may have died or "
                                 "stalled, or the ranks issued different collectives)";
         pg_->abort(msg);
-        fail(std::make_exception_ptr(DistError("weft.dist: " + msg)));
+        fail(WEFT_DIST_ERROR_PTR("weft.dist: ", msg));
         break;
       }
       std::this_thread::sleep_for(std::chrono::microseconds(50));
@@ -213,7 +213,7 @@ class WorkNCCL : public Work {
       std::lock_guard<std::mutex> lock(pg_->mu);
       broken = pg_->broken;
     }
-    finish(broken.empty() ? nullptr : std::make_exception_ptr(DistError("weft.dist: " + broken)));
+    finish(broken.empty() ? nullptr : WEFT_DIST_ERROR_PTR("weft.dist: ", broken));
     return true;
   }
 
@@ -313,7 +313,7 @@ void ProcessGroupNCCL::Impl::watch() {
       if (!broken.empty()) {
         auto failed = std::move(pending);
         pending.clear();
-        const auto err = std::make_exception_ptr(DistError("weft.dist: " + broken));
+        const auto err = WEFT_DIST_ERROR_PTR("weft.dist: ", broken);
         lock.unlock();
         for (auto& f : failed) f->fail(err);
         lock.lock();
@@ -322,12 +322,6 @@ void ProcessGroupNCCL::Impl::watch() {
     }
   }
 }
-
-namespace {
-
-[[noreturn]] void refuse(const std::string& msg) { throw DistError("weft.dist: " + msg); }
-
-}  // namespace
 
 ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int size,
                                    NCCLOptions options)
@@ -338,12 +332,11 @@ ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int s
   m.size = size;
   m.timeout = options.timeout;
   const std::string who = "rank " + std::to_string(rank) + " of " + std::to_string(size);
-  if (size < 1 || rank < 0 || rank >= size)
-    throw DistError("ProcessGroupNCCL: rank " + std::to_string(rank) +
-                    " is outside a group of size " + std::to_string(size));
+  WEFT_CHECK_DIST(size >= 1 && rank >= 0 && rank < size, "ProcessGroupNCCL: rank ", rank,
+                  " is outside a group of size ", size);
   WEFT_CHECK(store, "ProcessGroupNCCL: null store");
   const int ndev = cuda::device_count();
-  if (ndev == 0) throw DistError("ProcessGroupNCCL: " + who + ": no CUDA device is available");
+  WEFT_CHECK_DIST(ndev != 0, "ProcessGroupNCCL: ", who, ": no CUDA device is available");
   int dev = options.device;
   if (dev < 0) {
     const Device cur = current_device();
@@ -354,9 +347,8 @@ ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int s
       dev = (lr ? std::atoi(lr) : 0) % ndev;
     }
   }
-  if (dev >= ndev)
-    throw DistError("ProcessGroupNCCL: " + who + " asks for cuda:" + std::to_string(dev) +
-                    " but only " + std::to_string(ndev) + " devices exist");
+  WEFT_CHECK_DIST(dev < ndev, "ProcessGroupNCCL: ", who, " asks for cuda:", dev, " but only ", ndev,
+                  " devices exist");
   m.device = dev;
   m.where = who + " (cuda:" + std::to_string(dev) + ")";
 
@@ -364,16 +356,14 @@ ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int s
   ncclUniqueId id;
   if (rank == 0) {
     const ncclResult_t r = ncclGetUniqueId(&id);
-    if (r != ncclSuccess)
-      throw DistError("ProcessGroupNCCL: " + m.where +
-                      ": ncclGetUniqueId failed: " + nccl_message(r, nullptr));
+    WEFT_CHECK_DIST(r == ncclSuccess, "ProcessGroupNCCL: ", m.where,
+                    ": ncclGetUniqueId failed: ", nccl_message(r, nullptr));
     store->set("nccl/unique_id", std::vector<uint8_t>(reinterpret_cast<uint8_t*>(&id),
                                                       reinterpret_cast<uint8_t*>(&id) + sizeof id));
   } else {
     const std::vector<uint8_t> v = store->get("nccl/unique_id");
-    if (v.size() != sizeof id)
-      throw DistError("ProcessGroupNCCL: " + m.where + ": the store's NCCL id has " +
-                      std::to_string(v.size()) + " bytes, expected " + std::to_string(sizeof id));
+    WEFT_CHECK_DIST(v.size() == sizeof id, "ProcessGroupNCCL: ", m.where,
+                    ": the store's NCCL id has ", v.size(), " bytes, expected ", sizeof id);
     std::memcpy(&id, v.data(), sizeof id);
   }
 
@@ -395,7 +385,7 @@ ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int s
             : nccl_message(r, m.comm);
     if (m.comm) ncclCommAbort(m.comm);
     cudaStreamDestroy(m.stream);
-    throw DistError("ProcessGroupNCCL: " + m.where + " could not set up its communicator: " + why);
+    WEFT_DIST_ERROR("ProcessGroupNCCL: ", m.where, " could not set up its communicator: ", why);
   }
   impl_->watchdog = std::thread([impl = impl_.get()] { impl->watch(); });
 }
@@ -444,21 +434,18 @@ namespace {
 void check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& t,
                   const std::string& which) {
   const std::string pre = "nccl " + op + " on " + m.where + ": " + which;
-  if (!t.defined()) throw DistError(pre + " is an undefined tensor");
-  if (t.device() != Device::CUDA(m.device))
-    throw DistError(pre + " (" + t.str() + ") is on " + t.device().str() +
-                    "; this group's tensors live on cuda:" + std::to_string(m.device));
-  if (!t.is_contiguous())
-    throw DistError(pre + " (" + detail::shape_dtype_str(t) + ", strides " +
-                    shape_str(t.strides()) + ") is not contiguous; call .contiguous() first");
+  WEFT_CHECK_DIST(t.defined(), pre, " is an undefined tensor");
+  WEFT_CHECK_DIST(t.device() == Device::CUDA(m.device), pre, " (", t.str(), ") is on ",
+                  t.device().str(), "; this group's tensors live on cuda:", m.device);
+  WEFT_CHECK_DIST(t.is_contiguous(), pre, " (", detail::shape_dtype_str(t), ", strides ",
+                  shape_str(t.strides()), ") is not contiguous; call .contiguous() first");
 }
 
 void check_like(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& ref,
                 const Tensor& t, const std::string& which) {
-  if (t.dtype() != ref.dtype() || t.numel() != ref.numel())
-    throw DistError("nccl " + op + " on " + m.where + ": " + which + " (" +
-                    detail::shape_dtype_str(t) + ") does not match (" +
-                    detail::shape_dtype_str(ref) + "): dtype and size must agree");
+  WEFT_CHECK_DIST(t.dtype() == ref.dtype() && t.numel() == ref.numel(), "nccl ", op, " on ",
+                  m.where, ": ", which, " (", detail::shape_dtype_str(t), ") does not match (",
+                  detail::shape_dtype_str(ref), "): dtype and size must agree");
 }
 
 }  // namespace
@@ -473,9 +460,8 @@ static std::shared_ptr<Work> run_op(const std::shared_ptr<ProcessGroupNCCL::Impl
   std::lock_guard<std::mutex> issue_lock(m.issue_mu);
   {
     std::lock_guard<std::mutex> lock(m.mu);
-    if (!m.broken.empty())
-      throw DistError("weft.dist: nccl " + what + " on " + m.where +
-                      " refused: the communicator was aborted earlier: " + m.broken);
+    WEFT_CHECK_DIST(m.broken.empty(), "weft.dist: nccl ", what, " on ", m.where,
+                    " refused: the communicator was aborted earlier: ", m.broken);
   }
   cuda::detail::DeviceScope scope(m.device);
   const cuda::Stream nccl(m.device, m.stream);
@@ -497,13 +483,11 @@ static std::shared_ptr<Work> run_op(const std::shared_ptr<ProcessGroupNCCL::Impl
 }
 
 std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
-  const std::string name = std::string("allreduce(") + detail::reduce_op_name(op) + ")";
-  if (tensors.empty()) refuse(name + " on " + impl_->where + ": no tensors");
+  const std::string name = detail::allreduce_name(op);
+  WEFT_CHECK_DIST(!tensors.empty(), "weft.dist: ", name, " on ", impl_->where, ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i)
     check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
-  const std::string what = std::string("allreduce(") + detail::reduce_op_name(op) + ", " +
-                           detail::shape_dtype_str(tensors[0]) +
-                           (tensors.size() > 1 ? ", ..." : "") + ")";
+  const std::string what = detail::allreduce_name(op, tensors);
   auto impl = impl_;
   return run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
     impl->group(what, [&] {
@@ -518,10 +502,10 @@ std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, R
 }
 
 std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor> tensors, int root) {
-  const std::string name = "broadcast(root " + std::to_string(root) + ")";
-  if (tensors.empty()) refuse(name + " on " + impl_->where + ": no tensors");
-  if (root < 0 || root >= size_)
-    refuse(name + " on " + impl_->where + ": root is not a rank of the group");
+  const std::string name = detail::broadcast_name(root);
+  WEFT_CHECK_DIST(!tensors.empty(), "weft.dist: ", name, " on ", impl_->where, ": no tensors");
+  WEFT_CHECK_DIST(root >= 0 && root < size_, "weft.dist: ", name, " on ", impl_->where,
+                  ": root is not a rank of the group");
   for (size_t i = 0; i < tensors.size(); ++i)
     check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
   auto impl = impl_;
@@ -540,14 +524,13 @@ std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor> tensors, i
 std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, Tensor input) {
   const std::string name = "allgather";
   check_tensor(*impl_, name, input, "input");
-  if ((int)outputs.size() != size_)
-    refuse(name + " on " + impl_->where + ": " + std::to_string(outputs.size()) +
-           " output tensors for a group of size " + std::to_string(size_));
+  WEFT_CHECK_DIST((int)outputs.size() == size_, "weft.dist: ", name, " on ", impl_->where, ": ",
+                  outputs.size(), " output tensors for a group of size ", size_);
   for (size_t i = 0; i < outputs.size(); ++i) {
     check_tensor(*impl_, name, outputs[i], "output " + std::to_string(i));
     check_like(*impl_, name, input, outputs[i], "output " + std::to_string(i));
   }
-  const std::string what = "allgather(" + detail::shape_dtype_str(input) + ")";
+  const std::string what = detail::allgather_name(input);
   const int64_t n = input.numel();
   // NCCL gathers into one buffer; the slices are then copied out on the NCCL stream.
   Tensor flat;
@@ -572,17 +555,15 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
 
 std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                        ReduceOp op) {
-  const std::string name = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ")";
+  const std::string name = detail::reduce_scatter_name(op);
   check_tensor(*impl_, name, output, "output");
-  if ((int)inputs.size() != size_)
-    refuse(name + " on " + impl_->where + ": " + std::to_string(inputs.size()) +
-           " input tensors for a group of size " + std::to_string(size_));
+  WEFT_CHECK_DIST((int)inputs.size() == size_, "weft.dist: ", name, " on ", impl_->where, ": ",
+                  inputs.size(), " input tensors for a group of size ", size_);
   for (size_t i = 0; i < inputs.size(); ++i) {
     check_tensor(*impl_, name, inputs[i], "input " + std::to_string(i));
     check_like(*impl_, name, output, inputs[i], "input " + std::to_string(i));
   }
-  const std::string what = std::string("reduce_scatter(") + detail::reduce_op_name(op) + ", " +
-                           detail::shape_dtype_str(output) + ")";
+  const std::string what = detail::reduce_scatter_name(op, output);
   const int64_t n = output.numel();
   Tensor flat;
   {

@@ -4,7 +4,6 @@
 
 #include "weft/autograd.h"
 #include "weft/distributed/distributed.h"
-#include "weft/half.h"
 #include "weft/ops.h"
 
 namespace weft::nn {
@@ -224,47 +223,23 @@ class ThenWork : public Work {
   std::function<void()> after_;
 };
 
-template <typename Half>
+// All-reduces a float32 bucket as `dtype` (fp16 or bf16): Tensor::to rounds to nearest even on
+// the bucket's device, and the reduced values are copied back into the float32 buffer.
 CommHook half_hook(DType dtype) {
   return [dtype](ProcessGroup& pg, GradBucket& bucket) -> std::shared_ptr<Work> {
     Tensor buf = bucket.buffer;
-    const int64_t n = buf.numel();
-    if (!buf.device().is_cpu()) {  // the device's own conversion kernels, both ways
-      Tensor half = buf.to(dtype);
-      auto work = pg.allreduce({half});
-      return std::make_shared<ThenWork>(work, [buf, half]() mutable {
-        NoGradGuard ng;
-        buf.copy_(half);
-      });
-    }
-    Tensor half = make_empty({n}, dtype, buf.device());
-    const float* src = buf.data_ptr<float>();
-    Half* h = static_cast<Half*>(half.raw_data());
-    for (int64_t i = 0; i < n; ++i) h[i] = Half::from_float(src[i]);
+    Tensor half = buf.to(dtype);
     auto work = pg.allreduce({half});
-    return std::make_shared<ThenWork>(work, [buf, half, n]() {
-      float* dst = buf.data_ptr<float>();
-      const Half* hh = static_cast<const Half*>(half.raw_data());
-      for (int64_t i = 0; i < n; ++i) dst[i] = hh[i].to_float();
+    return std::make_shared<ThenWork>(work, [buf, half]() mutable {
+      NoGradGuard ng;
+      buf.copy_(half);
     });
   };
 }
 
-struct Fp16 {
-  uint16_t bits;
-  static Fp16 from_float(float f) { return {float_to_fp16(f)}; }
-  float to_float() const { return fp16_to_float(bits); }
-};
-
-struct Bf16 {
-  uint16_t bits;
-  static Bf16 from_float(float f) { return {float_to_bf16(f)}; }
-  float to_float() const { return bf16_to_float(bits); }
-};
-
 }  // namespace
 
-CommHook fp16_compress_hook() { return half_hook<Fp16>(DType::Float16); }
-CommHook bf16_compress_hook() { return half_hook<Bf16>(DType::BFloat16); }
+CommHook fp16_compress_hook() { return half_hook(DType::Float16); }
+CommHook bf16_compress_hook() { return half_hook(DType::BFloat16); }
 
 }  // namespace weft::dist

@@ -1,0 +1,84 @@
+// Internal to TCPStore: the store's server, one thread running a poll() loop over non-blocking
+// sockets. The key-value map is touched only by that thread, so it needs no lock. Waiting
+// requests (GET of a missing key, WAIT) are parked until their keys appear or their deadline
+// passes; while a connection has a parked request its later bytes stay unread, which keeps
+// replies in request order. Malformed input closes that connection (logged); the store is
+// untouched.
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <map>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "weft/distributed/store_protocol.h"
+
+namespace weft::dist::detail {
+
+class TCPStoreServer {
+ public:
+  // Listens on host:port (port 0: a free one, see port()); throws DistError if it cannot.
+  TCPStoreServer(const std::string& host, uint16_t port);
+  ~TCPStoreServer();
+  TCPStoreServer(const TCPStoreServer&) = delete;
+  TCPStoreServer& operator=(const TCPStoreServer&) = delete;
+
+  uint16_t port() const { return port_; }
+
+ private:
+  using Clock = std::chrono::steady_clock;
+  struct Conn {
+    int fd = -1;
+    std::string peer;
+    std::vector<uint8_t> in;
+    std::vector<uint8_t> out;
+    size_t out_pos = 0;
+    bool parked = false;
+    bool dead = false;
+    bool pending_out() const { return out_pos < out.size(); }
+  };
+  struct Waiter {
+    uint64_t conn;
+    proto::Message req;
+    Clock::time_point deadline;
+  };
+
+  void listen_on(const std::string& host, uint16_t port);
+  void log(const std::string& msg);
+  void run();
+  void loop();
+  void accept_all();
+  void drop(uint64_t id, const std::string& reason);
+  void read_some(uint64_t id);
+  void flush(uint64_t id);
+  void reply(uint64_t id, const proto::Message& m);
+  void process(uint64_t id);
+  void run_dirty();
+  bool has(const std::string& k) const { return kv_.count(k) != 0; }
+  void handle(uint64_t id, proto::Message m);
+  proto::Message add(const proto::Message& m);
+  proto::Message compare_set(const proto::Message& m, bool* changed);
+  void answer_wait(uint64_t id, const proto::Message& req);
+  void unpark(uint64_t id);
+  void wake_waiters();
+  void expire_waiters();
+
+  std::string host_;
+  uint16_t port_ = 0;
+  int listen_fd_ = -1;
+  int wake_[2] = {-1, -1};
+  std::atomic<bool> stop_{false};
+  std::thread thread_;
+  std::map<uint64_t, Conn> conns_;
+  uint64_t next_id_ = 1;
+  std::list<Waiter> waiters_;
+  std::vector<uint64_t> dirty_;
+  std::unordered_map<std::string, std::vector<uint8_t>> kv_;
+};
+
+}  // namespace weft::dist::detail
