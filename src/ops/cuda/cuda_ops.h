@@ -11,15 +11,6 @@
 
 namespace weft::cuda {
 
-// --- reductions (reduce.cu) ---
-// Sum of float32 `x` over the dims where mask is true, in keepdim shape (accumulated in double).
-Tensor sum(const Tensor& x, const std::vector<bool>& mask);
-// Max along dim d (ties: first index; NaN wins), values and int64 indices in keepdim shape.
-std::pair<Tensor, Tensor> max(const Tensor& x, int64_t d);
-// Gradient of max along d: g (keepdim shape) scattered to idx positions in a zero tensor.
-Tensor max_backward(const Tensor& g, const Tensor& idx, const Shape& in_shape, int64_t d);
-Tensor softmax(const Tensor& x, int64_t d, bool log);
-
 // --- cuBLAS (blas.cpp) ---
 // c = op(a) @ op(b) + beta * c for 2-D tensors of one dtype (float32, bf16 or fp16) on one CUDA
 // device; a and b may be strided (transposed views are passed to cuBLAS as flags), c needs unit
