@@ -11,13 +11,6 @@
 
 namespace weft::cuda {
 
-// --- cuBLAS (blas.cpp) ---
-// c = op(a) @ op(b) + beta * c for 2-D tensors of one dtype (float32, bf16 or fp16) on one CUDA
-// device; a and b may be strided (transposed views are passed to cuBLAS as flags), c needs unit
-// stride in dim 1. float32: TF32 only when allow_tf32(); 16-bit: float32 accumulation.
-void gemm(const Tensor& a, bool trans_a, const Tensor& b, bool trans_b, const Tensor& c,
-          float beta);
-
 // --- loss scaling (amp.cu), for amp::GradScaler; every tensor on one CUDA device ---
 // found_inf[0] = 1 if any element of the grads is inf/NaN, then each grad *= inv_scale[0].
 void amp_non_finite_check_and_unscale_(const std::vector<Tensor>& grads, const Tensor& found_inf,
