@@ -1,62 +1,21 @@
 // GradScaler (torch.amp.GradScaler's algorithm): the per-device unscale-and-check and the scale
-// update run where the gradients live, so the CUDA path queues kernels and only step() reads a
-// flag back. Under DistributedDataParallel the gradients are already all-reduced when step()
-// sees them and an inf/NaN on any rank reaches every rank, so all ranks skip the same steps.
+// update run where the gradients live (the device's kernels, ops/stubs/amp.h), so the CUDA path
+// queues kernels and only step() reads a flag back. Under DistributedDataParallel the gradients are
+// already all-reduced when step() sees them and an inf/NaN on any rank reaches every rank, so all
+// ranks skip the same steps.
 #include "weft/amp/grad_scaler.h"
 
-#include <atomic>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
 
-#include "ops/cpu/parallel.h"
-#include "ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
+#include "ops/stubs/amp.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
 namespace weft::amp {
 
 namespace {
-
-// found_inf[0] = 1 if any element of a gradient is inf/NaN (tested before scaling, as PyTorch),
-// then g *= inv_scale. The multiply is skipped at inv_scale == 1, also as PyTorch.
-void non_finite_check_and_unscale_cpu(const std::vector<Tensor>& grads, const Tensor& found_inf,
-                                      const Tensor& inv_scale) {
-  const float inv = inv_scale.data_ptr<float>()[0];
-  std::atomic<bool> bad{false};
-  for (const Tensor& g : grads) {
-    float* p = g.data_ptr<float>();
-    cpu::parallel_for(0, g.numel(), 4 * cpu::kGrainSize, [&](int64_t b, int64_t e) {
-      bool local = false;
-      for (int64_t i = b; i < e; ++i) {
-        const float v = p[i];
-        local |= !std::isfinite(v);
-        p[i] = inv == 1.0f ? v : v * inv;
-      }
-      if (local) bad.store(true, std::memory_order_relaxed);
-    });
-  }
-  if (bad.load()) found_inf.data_ptr<float>()[0] = 1.0f;
-}
-
-void update_scale_cpu(const Tensor& scale, const Tensor& growth_tracker, const Tensor& found_inf,
-                      double growth_factor, double backoff_factor, int64_t growth_interval) {
-  float* s = scale.data_ptr<float>();
-  int64_t* tracker = growth_tracker.data_ptr<int64_t>();
-  if (found_inf.data_ptr<float>()[0] != 0.0f) {
-    s[0] = (float)(s[0] * backoff_factor);
-    tracker[0] = 0;
-    return;
-  }
-  const int64_t successful = tracker[0] + 1;
-  if (successful == growth_interval) {
-    const float grown = (float)(s[0] * growth_factor);
-    if (std::isfinite(grown)) s[0] = grown;  // a scale that overflowed float keeps its value
-    tracker[0] = 0;
-  } else {
-    tracker[0] = successful;
-  }
-}
 
 double parse_number(const std::map<std::string, std::string>& state, const std::string& key) {
   auto it = state.find(key);
@@ -134,12 +93,7 @@ void GradScaler::unscale_(optim::Optimizer& optimizer) {
   for (auto& [device, grads] : by_device) {
     Tensor found = zeros({1}, {.device = device});
     Tensor inv = inv_scale.to(device);
-#ifdef WEFT_WITH_CUDA
-    if (device.is_cuda())
-      cuda::amp_non_finite_check_and_unscale_(grads, found, inv);
-    else
-#endif
-      non_finite_check_and_unscale_cpu(grads, found, inv);
+    ops::amp_unscale_stub(device, grads, found, inv);
     st.found_inf.push_back(found);
   }
   if (st.found_inf.empty()) st.found_inf.push_back(zeros({1}, {.device = scale_.device()}));
@@ -182,14 +136,9 @@ void GradScaler::update(std::optional<double> new_scale) {
     WEFT_CHECK(any,
                "GradScaler.update: no inf checks were recorded prior to update() (call "
                "step() or unscale_() first)");
-#ifdef WEFT_WITH_CUDA
-    if (scale_.device().is_cuda())
-      cuda::amp_update_scale_(scale_, growth_tracker_, found, options_.growth_factor,
-                              options_.backoff_factor, options_.growth_interval);
-    else
-#endif
-      update_scale_cpu(scale_, growth_tracker_, found, options_.growth_factor,
-                       options_.backoff_factor, options_.growth_interval);
+    ops::amp_update_scale_stub(scale_.device(), scale_, growth_tracker_, found,
+                               options_.growth_factor, options_.backoff_factor,
+                               options_.growth_interval);
   }
   per_optimizer_.clear();
 }

@@ -1,13 +1,8 @@
-// Matrix products on OpenBLAS SGEMM (skinny products on weft's own kernels, cpu/skinny_gemm.h),
-// bf16 ones on oneDNN's (cpu/bf16_gemm.h). Transposed operands are passed to BLAS as flags, never
-// copied; batched and broadcast matmul loop GEMM over the batch.
-#include <cblas.h>
+// Matrix products: mm, and matmul's batched and broadcast forms looping GEMM over the batch.
+// The GEMM kernels are the device's (ops/stubs/linalg.h; Note [Device dispatch]); 16-bit
+// operands they do not take run on float32 copies, rounded once.
+#include "ops/stubs/linalg.h"
 
-#include "ops/cpu/bf16_gemm.h"
-#include "ops/cpu/skinny_gemm.h"
-#ifdef WEFT_WITH_CUDA
-#include "ops/cuda/cuda_ops.h"
-#endif
 #include "weft/amp/autocast.h"
 #include "weft/autograd/graph.h"
 #include "weft/ops.h"
@@ -16,60 +11,14 @@ namespace weft {
 
 namespace {
 
-// A 2-D tensor as BLAS sees it: data, leading dimension, and whether it is transposed.
-struct BlasView {
-  Tensor t;  // keeps storage alive
-  const void* data;
-  int64_t ld;
-  bool trans;
-  const float* f32() const { return static_cast<const float*>(data); }
-  const uint16_t* bits16() const { return static_cast<const uint16_t*>(data); }
-};
-
-BlasView blas_view(const Tensor& m) {
-  const int64_t r = m.size(0), c = m.size(1);
-  const int64_t s0 = m.stride(0), s1 = m.stride(1);
-  if (s1 == 1 && (r <= 1 || s0 >= std::max<int64_t>(c, 1)))
-    return {m, m.raw_data(), std::max<int64_t>({s0, c, 1}), false};
-  if (s0 == 1 && (c <= 1 || s1 >= std::max<int64_t>(r, 1)))
-    return {m, m.raw_data(), std::max<int64_t>({s1, r, 1}), true};
-  Tensor cm = m.contiguous();
-  return {cm, cm.raw_data(), std::max<int64_t>(c, 1), false};
+// C[M,N] (+)= op(A) @ op(B), raw, no autograd.
+void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float beta) {
+  ops::gemm_stub(c.device(), a, ta, b, tb, c, beta);
 }
 
-// C[M,N] (+)= op(A) @ op(B), raw, no autograd.
-void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, Tensor& c, float beta) {
-#ifdef WEFT_WITH_CUDA
-  if (c.device().is_cuda()) {  // cuBLAS (src/ops/cuda/blas.cpp)
-    cuda::gemm(a, ta, b, tb, c, beta);
-    return;
-  }
-#endif
-  BlasView va = blas_view(a), vb = blas_view(b);
-  const int64_t M = c.size(0), N = c.size(1), K = ta ? a.size(0) : a.size(1);
-  if (M == 0 || N == 0) return;
-  if (K == 0) {
-    if (beta == 0) c.zero_();
-    return;
-  }
-  const bool eff_ta = ta != va.trans, eff_tb = tb != vb.trans;
-  if (c.dtype() == DType::BFloat16) {
-    WEFT_CHECK(beta == 0.0f, "bf16 gemm accumulating into its output is not supported");
-    if (cpu::bf16_gemm(eff_ta, eff_tb, M, N, K, va.bits16(), va.ld, vb.bits16(), vb.ld,
-                       static_cast<uint16_t*>(c.raw_data()), N))
-      return;
-    // No native bf16 kernel here: the float32 product of widened copies, rounded once.
-    Tensor cf = make_empty({M, N});
-    gemm(a.to(kFloat32), ta, b.to(kFloat32), tb, cf, 0.0f);
-    c.copy_(cf);
-    return;
-  }
-  if (cpu::skinny_sgemm(eff_ta, eff_tb, M, N, K, va.f32(), va.ld, vb.f32(), vb.ld, beta,
-                        c.data_ptr<float>(), N))
-    return;
-  cblas_sgemm(CblasRowMajor, eff_ta ? CblasTrans : CblasNoTrans, eff_tb ? CblasTrans : CblasNoTrans,
-              (blasint)M, (blasint)N, (blasint)K, 1.0f, va.f32(), (blasint)va.ld, vb.f32(),
-              (blasint)vb.ld, beta, c.data_ptr<float>(), (blasint)std::max<int64_t>(N, 1));
+// 16-bit operands that the device's GEMM does not take as they are.
+bool widen_for_gemm(const Tensor& a) {
+  return is_reduced_float(a.dtype()) && !ops::gemm_reduced_native_stub(a.device(), a.dtype());
 }
 
 void check_same_dtype(const Tensor& a, const Tensor& b, const char* op) {
@@ -88,8 +37,7 @@ Tensor mm(const Tensor& a, const Tensor& b, bool trans_a, bool trans_b) {
   check_same_dtype(a, b, "mm");
   // 16-bit floats: float32 accumulation (as PyTorch's), the product rounded once. cuBLAS and
   // (bf16 on the CPU) gemm take them as they are; fp16 on the CPU goes through float32 copies.
-  if (a.dtype() == DType::Float16 && a.device().is_cpu())
-    return mm(a.to(kFloat32), b.to(kFloat32), trans_a, trans_b).to(a.dtype());
+  if (widen_for_gemm(a)) return mm(a.to(kFloat32), b.to(kFloat32), trans_a, trans_b).to(a.dtype());
   WEFT_CHECK(is_floating_point(a.dtype()), "mm expects float tensors, got ", a.str());
   WEFT_CHECK(a.device() == b.device(), "mm: tensors on different devices, ", a.device(), " and ",
              b.device());
@@ -127,7 +75,7 @@ Tensor matmul(const Tensor& a, const Tensor& b) {
     return matmul(la, lb);
   }
   check_same_dtype(a, b, "matmul");
-  if (a.dtype() == DType::Float16 && a.device().is_cpu())  // as mm: float32, rounded once
+  if (widen_for_gemm(a))  // as mm: float32, rounded once
     return matmul(a.to(kFloat32), b.to(kFloat32)).to(a.dtype());
   WEFT_CHECK(is_floating_point(a.dtype()), "matmul expects float tensors, got ", a.str());
   WEFT_CHECK(a.dim() >= 1 && b.dim() >= 1, "matmul: both arguments need at least 1 dim, got ",

@@ -1,14 +1,11 @@
-// Reductions (sum, mean, max/argmax) and softmax/log_softmax along a dim. Sums accumulate in
-// double (contiguous runs in vectorised float lanes first, see cpu/reduce_lanes.h), so results
-// sit within float rounding of the exact value whatever the order.
+// Reductions (sum, mean, max/argmax) and softmax/log_softmax along a dim, with their backward.
+// Sums accumulate in double, so results sit within float rounding of the exact value whatever
+// the order. The kernels are the device's (ops/stubs/reduce.h; Note [Device dispatch]).
+#include "ops/stubs/reduce.h"
+
 #include <cmath>
 #include <limits>
-#include <tuple>
 
-#include "ops/cpu/loops.h"
-#include "ops/cpu/parallel.h"
-#include "ops/cpu/reduce_lanes.h"
-#include "ops/cuda/cuda_ops.h"  // the CUDA kernels, called in builds WITH_CUDA only
 #include "weft/amp/autocast.h"
 #include "weft/autograd/graph.h"
 #include "weft/ops.h"
@@ -38,59 +35,6 @@ Shape reduced_shape(const Shape& s, const std::vector<bool>& mask, bool keepdim)
   return out;
 }
 
-// Sum over masked dims into a keepdim-shaped float32 tensor.
-Tensor sum_kernel(const Tensor& x, const std::vector<bool>& mask) {
-  WEFT_CHECK(x.dtype() == kFloat32, "sum expects float32, got ", x.str());
-  Shape keep = reduced_shape(x.sizes(), mask, true);
-  int64_t n_out = shape_numel(keep);
-  std::vector<double> acc(n_out, 0.0);
-  Shape acc_strides = contiguous_strides(keep);
-  for (size_t i = 0; i < keep.size(); ++i)
-    if (mask[i]) acc_strides[i] = 0;
-  const float* px = static_cast<const float*>(x.impl()->storage->data);
-  double* pa = acc.data();
-  cpu::for_each_run<2>(x.sizes(), {&acc_strides, &x.strides()}, {0, x.storage_offset()},
-                       [&](std::array<int64_t, 2> o, int64_t n, std::array<int64_t, 2> st) {
-                         if (st[0] == 0 && st[1] == 1) {
-                           pa[o[0]] += cpu::lane_sum(px + o[1], n);
-                         } else if (st[0] == 0) {
-                           double s = 0;
-                           for (int64_t i = 0; i < n; ++i) s += px[o[1] + i * st[1]];
-                           pa[o[0]] += s;
-                         } else if (st[0] == 1 && st[1] == 1) {
-                           double* __restrict a = pa + o[0];
-                           const float* __restrict v = px + o[1];
-                           for (int64_t i = 0; i < n; ++i) a[i] += v[i];
-                         } else {
-                           for (int64_t i = 0; i < n; ++i)
-                             pa[o[0] + i * st[0]] += px[o[1] + i * st[1]];
-                         }
-                       });
-  Tensor out = make_empty(keep, kFloat32, x.device());
-  float* po = out.data_ptr<float>();
-  for (int64_t i = 0; i < n_out; ++i) po[i] = (float)acc[i];
-  return out;
-}
-
-// View `x` with dim `d` moved last, made contiguous: rows of length x.size(d).
-Tensor rows_along(const Tensor& x, int64_t d) {
-  std::vector<int64_t> perm;
-  for (int64_t i = 0; i < x.dim(); ++i)
-    if (i != d) perm.push_back(i);
-  perm.push_back(d);
-  return x.detach().permute(perm).contiguous();
-}
-
-// Inverse of rows_along for a tensor of the permuted shape.
-Tensor unrows(const Tensor& r, int64_t d, int64_t ndim) {
-  std::vector<int64_t> inv(ndim);
-  int64_t k = 0;
-  for (int64_t i = 0; i < ndim; ++i)
-    if (i != d) inv[i] = k++;
-  inv[d] = ndim - 1;
-  return r.permute(inv).contiguous();
-}
-
 }  // namespace
 
 Tensor Tensor::sum(std::vector<int64_t> dims, bool keepdim) const {
@@ -100,11 +44,7 @@ Tensor Tensor::sum(std::vector<int64_t> dims, bool keepdim) const {
   }
   auto mask = reduce_mask(dims, dim());
   Tensor x = dtype() == kFloat32 ? *this : to(kFloat32);  // int64 is summed as float32
-#ifdef WEFT_WITH_CUDA
-  Tensor out = x.device().is_cuda() ? cuda::sum(x, mask) : sum_kernel(x, mask);
-#else
-  Tensor out = sum_kernel(x, mask);
-#endif
+  Tensor out = ops::sum_stub(x.device(), x, mask);
   Shape out_shape = reduced_shape(sizes(), mask, keepdim);
   if (dim() == 0) out_shape = {};
   out = out.view(out_shape);
@@ -148,53 +88,17 @@ std::pair<Tensor, Tensor> Tensor::max(int64_t d, bool keepdim) const {
   WEFT_CHECK(n > 0, "max over an empty dim ", d, " of ", str());
   Shape keep = x.sizes();
   keep[d] = 1;
-  Tensor vals, idx;
-#ifdef WEFT_WITH_CUDA
-  if (x.device().is_cuda()) std::tie(vals, idx) = cuda::max(x, d);
-#endif
-  if (!vals.defined()) {
-    Tensor rows = rows_along(x, d);
-    int64_t m = rows.numel() / n;
-    vals = make_empty({m}, kFloat32, device());
-    idx = make_empty({m}, kInt64, device());
-    const float* pr = rows.data_ptr<float>();
-    float* pv = vals.data_ptr<float>();
-    int64_t* pi = idx.data_ptr<int64_t>();
-    for (int64_t r = 0; r < m; ++r) {
-      const float* row = pr + r * n;
-      int64_t best = 0;
-      for (int64_t i = 1; i < n; ++i)
-        if (row[i] > row[best] || (std::isnan(row[i]) && !std::isnan(row[best]))) best = i;
-      pv[r] = row[best];
-      pi[r] = best;
-    }
-  }
-  // rows_along's order is keep-shape order with dim d removed: reshape directly.
+  auto [vals, idx] = ops::max_stub(x.device(), x, d);
+  // The kernels' order is keep-shape order with dim d removed: reshape directly.
   Shape out_shape = keepdim ? keep : reduced_shape(x.sizes(), reduce_mask({d}, x.dim()), false);
   vals = vals.view(out_shape);
   idx = idx.view(out_shape);
   Shape in_shape = sizes(), x_shape = x.sizes();
   Tensor saved_idx = idx;
   autograd::record("MaxBackward", {this}, vals,
-                   [in_shape, x_shape, keep, d, n, saved_idx](std::vector<Tensor>& g) {
-#ifdef WEFT_WITH_CUDA
-                     if (g[0].device().is_cuda())
-                       return std::vector<Tensor>{
-                           cuda::max_backward(g[0], saved_idx, x_shape, d).view(in_shape)};
-#endif
-                     Tensor gx = zeros(in_shape);
-                     Tensor gc = g[0].contiguous();
-                     const float* pg = gc.data_ptr<float>();
-                     const int64_t* pi = saved_idx.data_ptr<int64_t>();
-                     float* po = gx.data_ptr<float>();
-                     // Element r of the reduced output sits at (outer, inner) around dim d.
-                     int64_t inner = 1;
-                     for (size_t i = d + 1; i < keep.size(); ++i) inner *= keep[i];
-                     for (int64_t r = 0; r < gc.numel(); ++r) {
-                       int64_t outer = r / inner, in = r % inner;
-                       po[(outer * n + pi[r]) * inner + in] += pg[r];
-                     }
-                     return std::vector<Tensor>{gx};
+                   [in_shape, x_shape, d, saved_idx](std::vector<Tensor>& g) {
+                     return std::vector<Tensor>{ops::max_backward_stub(
+                         g[0].device(), g[0], saved_idx, x_shape, d, in_shape)};
                    },
                    {saved_idx});
   return {vals, idx};
@@ -208,30 +112,6 @@ Tensor Tensor::argmax(int64_t d, bool keepdim) const {
 }
 
 namespace {
-// The CPU kernel: softmax of `x` along d (of size n), in x's shape.
-Tensor softmax_rows(const Tensor& x, int64_t d, int64_t n, bool log) {
-  Tensor rows = rows_along(x, d);
-  Tensor out = make_empty(rows.sizes(), kFloat32, x.device());
-  const float* pr = rows.data_ptr<float>();
-  float* po = out.data_ptr<float>();
-  int64_t m = n ? rows.numel() / n : 0;
-  for (int64_t r = 0; r < m; ++r) {
-    const float* row = pr + r * n;
-    float* o = po + r * n;
-    float mx = -INFINITY;
-    for (int64_t i = 0; i < n; ++i) mx = std::max(mx, row[i]);
-    double s = 0;
-    for (int64_t i = 0; i < n; ++i) s += std::exp((double)row[i] - mx);
-    if (log) {
-      float lse = (float)(mx + std::log(s));
-      for (int64_t i = 0; i < n; ++i) o[i] = row[i] - lse;
-    } else {
-      for (int64_t i = 0; i < n; ++i) o[i] = (float)(std::exp((double)row[i] - mx) / s);
-    }
-  }
-  return unrows(out, d, x.dim());
-}
-
 // g and y float32. For a 16-bit `dtype` the sum over the dim is rounded to it and the rest is
 // float, as PyTorch's CPU kernels compute (checked against them bit for bit).
 Tensor softmax_grad(const Tensor& g, const Tensor& y, int64_t d, bool log, DType dtype) {
@@ -252,7 +132,6 @@ Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
   d = wrap_dim(d, self.dim());
   Tensor x = self.dim() == 0 ? self.reshape({1}) : self;
   if (reduced) x = x.detach().to(kFloat32);
-  int64_t n = x.size(d);
   Tensor result;
   if (reduced && log) {
     // PyTorch's CPU kernel rounds the sum of exponentials and its log to the 16-bit type:
@@ -264,12 +143,7 @@ Tensor softmax_impl(const Tensor& self, int64_t d, bool log) {
     Tensor lse = r(r(shifted.exp().sum({d}, true)).log());
     result = (shifted - lse).view(self.sizes());
   } else {
-#ifdef WEFT_WITH_CUDA
-    result = x.device().is_cuda() ? cuda::softmax(x, d, log).view(self.sizes())
-                                  : softmax_rows(x, d, n, log).view(self.sizes());
-#else
-    result = softmax_rows(x, d, n, log).view(self.sizes());
-#endif
+    result = ops::softmax_stub(x.device(), x, d, log).view(self.sizes());
   }
   if (reduced) result = result.to(self.dtype());
   Tensor y = result.detach();

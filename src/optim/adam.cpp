@@ -1,58 +1,43 @@
 // Adam/AdamW step as torch.optim's _single_tensor_adam(w) (foreach=False): moments and the
-// update in float, bias corrections in double (Python floats there). The multiply-adds use
-// std::fma where PyTorch's vectorized CPU add/addcmul do, to match it bit for bit. The
-// options are template parameters, so the element loop is branch-free and vectorises (the
-// same operations per element either way), and large tensors are split across threads. Parameters
-// on CUDA devices are stepped together by the multi-tensor fused kernel (src/ops/cuda/optim.cu).
+// update in float, bias corrections in double (Python floats there). The parameters of each
+// group that have a gradient are stepped together per device by the device's kernel
+// (ops/stubs/optim.h; Note [Device dispatch]), the same update per element on every device.
 #include "weft/optim/adam.h"
 
 #include <cmath>
-#include <map>
 
-#include "ops/cpu/parallel.h"
-#include "ops/cuda/cuda_ops.h"  // called in builds WITH_CUDA only
+#include "ops/stubs/optim.h"
 #include "weft/ops.h"
 
 namespace weft::optim {
 
 namespace {
 
-struct AdamScalars {
-  float b1, b2, one_minus_b1, one_minus_b2, wd, eps, decay, neg_step_size, bc2_sqrt;
+// The parameters of one step call on one device, with their state and bias corrections.
+struct AdamList {
+  Device device;
+  std::vector<Tensor> p, g, m, v, vmax;
+  std::vector<float> neg_step_size, bc2_sqrt;
 };
 
-template <bool kL2, bool kDecay, bool kAmsgrad>
-void adam_range(float* __restrict pd, const float* __restrict gd, float* __restrict m,
-                float* __restrict v, float* __restrict vmax, int64_t n, AdamScalars k) {
-#pragma omp simd
-  for (int64_t j = 0; j < n; ++j) {
-    float g = gd[j];
-    float p = pd[j];
-    if constexpr (kL2) g = std::fma(k.wd, p, g);
-    if constexpr (kDecay) p = p * k.decay;
-    const float mj = std::fma(k.one_minus_b1, g, m[j] * k.b1);
-    const float vj = std::fma(k.one_minus_b2 * g, g, v[j] * k.b2);
-    m[j] = mj;
-    v[j] = vj;
-    float s = vj;
-    if constexpr (kAmsgrad) {
-      // torch.maximum propagates NaN from either side.
-      const float vm = vmax[j];
-      s = (vj > vm || std::isnan(vj)) ? vj : vm;
-      vmax[j] = s;
-    }
-    const float denom = std::sqrt(s) / k.bc2_sqrt + k.eps;
-    pd[j] = p + (k.neg_step_size * mj) / denom;
-  }
+AdamList& list_for(std::vector<AdamList>& lists, Device device) {
+  for (AdamList& l : lists)
+    if (l.device == device) return l;
+  return lists.emplace_back(AdamList{device, {}, {}, {}, {}, {}, {}, {}});
 }
 
-template <bool kL2, bool kDecay, bool kAmsgrad>
-void adam_update(float* pd, const float* gd, float* m, float* v, float* vmax, int64_t n,
-                 const AdamScalars& k) {
-  cpu::parallel_for(0, n, 2 * cpu::kGrainSize, [&](int64_t b, int64_t e) {
-    adam_range<kL2, kDecay, kAmsgrad>(pd + b, gd + b, m + b, v + b, vmax ? vmax + b : nullptr,
-                                      e - b, k);
-  });
+// The group's per-element constants, each Python float cast to float as PyTorch's kernels do.
+ops::AdamStep step_constants(const ParamGroupOptions& o, bool decoupled) {
+  return ops::AdamStep{.b1 = (float)o.beta1,
+                       .b2 = (float)o.beta2,
+                       .one_minus_b1 = (float)(1.0 - o.beta1),
+                       .one_minus_b2 = (float)(1.0 - o.beta2),
+                       .wd = (float)o.weight_decay,
+                       .eps = (float)o.eps,
+                       .decay = (float)(1.0 - o.lr * o.weight_decay),  // AdamW's p *= 1 - lr*wd
+                       .l2 = !decoupled && o.weight_decay != 0,
+                       .decoupled = decoupled && o.weight_decay != 0,
+                       .amsgrad = o.amsgrad};
 }
 
 void validate(const ParamGroupOptions& o, size_t g, const char* who) {
@@ -92,20 +77,7 @@ void Adam::step() {
   for (size_t gi = 0; gi < groups_.size(); ++gi) {
     const ParamGroupOptions& o = groups_[gi].options;
     validate(o, gi, who);
-    const float b1 = (float)o.beta1, b2 = (float)o.beta2;
-    const float one_minus_b1 = (float)(1.0 - o.beta1), one_minus_b2 = (float)(1.0 - o.beta2);
-    const float wd = (float)o.weight_decay;
-    const float eps = (float)o.eps;
-    const float decay = (float)(1.0 - o.lr * o.weight_decay);  // AdamW's p *= 1 - lr*wd
-    const bool l2 = !decoupled_ && o.weight_decay != 0;
-    const bool decay_p = decoupled_ && o.weight_decay != 0;
-#ifdef WEFT_WITH_CUDA
-    struct CudaList {
-      std::vector<Tensor> p, g, m, v, vmax;
-      std::vector<float> neg_step_size, bc2_sqrt;
-    };
-    std::map<int, CudaList> cuda_lists;  // by device
-#endif
+    std::vector<AdamList> lists;
     for (const Tensor& p : groups_[gi].params) {
       const size_t i = flat++;
       const Tensor grad = p.grad();
@@ -118,68 +90,21 @@ void Adam::step() {
         if (!b) b = &st.buffers.insert(name, zeros(p.sizes(), {.device = p.device()}));
         return *b;
       };
-      const Tensor m_t = buffer("exp_avg"), v_t = buffer("exp_avg_sq");
-      const Tensor vmax_t = o.amsgrad ? buffer("max_exp_avg_sq") : Tensor();
+      AdamList& l = list_for(lists, p.device());
+      l.p.push_back(p);
+      l.g.push_back(grad);
+      l.m.push_back(buffer("exp_avg"));
+      l.v.push_back(buffer("exp_avg_sq"));
+      if (o.amsgrad) l.vmax.push_back(buffer("max_exp_avg_sq"));
       const int64_t t = ++st.step;
       const double bc1 = 1.0 - std::pow(o.beta1, (double)t);
       const double bc2 = 1.0 - std::pow(o.beta2, (double)t);
-      const float neg_step_size = (float)(-(o.lr / bc1));
-      const float bc2_sqrt = (float)std::sqrt(bc2);
-#ifdef WEFT_WITH_CUDA
-      if (p.device().is_cuda()) {
-        CudaList& l = cuda_lists[p.device().index];
-        l.p.push_back(p);
-        l.g.push_back(grad);
-        l.m.push_back(m_t);
-        l.v.push_back(v_t);
-        if (vmax_t.defined()) l.vmax.push_back(vmax_t);
-        l.neg_step_size.push_back(neg_step_size);
-        l.bc2_sqrt.push_back(bc2_sqrt);
-        continue;
-      }
-#endif
-      float* m = m_t.data_ptr<float>();
-      float* v = v_t.data_ptr<float>();
-      float* vmax = vmax_t.defined() ? vmax_t.data_ptr<float>() : nullptr;
-      float* pd = p.data_ptr<float>();
-      const float* gd = grad.data_ptr<float>();
-      const int64_t n = p.numel();
-      const AdamScalars k{b1,  b2,    one_minus_b1,  one_minus_b2, wd,
-                          eps, decay, neg_step_size, bc2_sqrt};
-      const int sel = (l2 ? 4 : 0) | (decay_p ? 2 : 0) | (vmax ? 1 : 0);
-      switch (sel) {
-        case 0:
-          adam_update<false, false, false>(pd, gd, m, v, vmax, n, k);
-          break;
-        case 1:
-          adam_update<false, false, true>(pd, gd, m, v, vmax, n, k);
-          break;
-        case 2:
-          adam_update<false, true, false>(pd, gd, m, v, vmax, n, k);
-          break;
-        case 3:
-          adam_update<false, true, true>(pd, gd, m, v, vmax, n, k);
-          break;
-        case 4:
-          adam_update<true, false, false>(pd, gd, m, v, vmax, n, k);
-          break;
-        case 5:
-          adam_update<true, false, true>(pd, gd, m, v, vmax, n, k);
-          break;
-        case 6:
-          adam_update<true, true, false>(pd, gd, m, v, vmax, n, k);
-          break;
-        default:
-          adam_update<true, true, true>(pd, gd, m, v, vmax, n, k);
-          break;
-      }
+      l.neg_step_size.push_back((float)(-(o.lr / bc1)));
+      l.bc2_sqrt.push_back((float)std::sqrt(bc2));
     }
-#ifdef WEFT_WITH_CUDA
-    const cuda::AdamStep k{b1,  b2,    one_minus_b1, one_minus_b2, wd,
-                           eps, decay, l2,           decay_p,      o.amsgrad};
-    for (auto& [dev, l] : cuda_lists)
-      cuda::adam_step(l.p, l.g, l.m, l.v, l.vmax, l.neg_step_size, l.bc2_sqrt, k);
-#endif
+    const ops::AdamStep k = step_constants(o, decoupled_);
+    for (const AdamList& l : lists)
+      ops::adam_step_stub(l.device, l.p, l.g, l.m, l.v, l.vmax, l.neg_step_size, l.bc2_sqrt, k);
   }
 }
 

@@ -1,19 +1,11 @@
-// Batch normalisation kernels over contiguous [N, C, S] data and the differentiable
-// functional::batch_norm built from them. Channel statistics accumulate in double. On the CPU
-// the data (x, dy) may be bf16/fp16: rows of S >= kLanes values are widened one at a time into
-// an L1-sized buffer and outputs rounded once as they are stored, which gives the float32
-// kernels' results on widened copies without making the copies; short rows do make them.
+// Batch normalisation: the pieces of nn/batch_norm_kernels.h, which check their arguments and
+// run the device's kernels (ops/stubs/batch_norm.h; Note [Device dispatch]), and the
+// differentiable functional::batch_norm built from them.
+#include "ops/stubs/batch_norm.h"
+
 #include <algorithm>
-#include <cmath>
 #include <vector>
 
-#include "ops/cpu/dtype_convert.h"
-#include "ops/cpu/parallel.h"
-#include "ops/cpu/reduce_lanes.h"
-#include "ops/cpu/stream_copy.h"
-#ifdef WEFT_WITH_CUDA
-#include "ops/cuda/nn_ops.h"
-#endif
 #include "weft/autograd.h"
 #include "weft/nn/batch_norm_kernels.h"
 #include "weft/nn/functional.h"
@@ -34,318 +26,38 @@ Layout layout_of(const Tensor& x) {
   for (int64_t i = 2; i < x.dim(); ++i) s *= x.size(i);
   return {x.size(0), x.size(1), s};
 }
-const float* opt_ptr(const Tensor& t) {
-  return t.defined() ? t.contiguous().data_ptr<float>() : nullptr;
-}
 }  // namespace
 
-// Row r (of S values) of a contiguous float32 or 16-bit tensor, as float32: a float32 tensor's
-// own memory, a 16-bit one's widened into buf.
-class FloatRows {
- public:
-  FloatRows(const Tensor& t, int64_t S) : base_(t.raw_data()), dtype_(t.dtype()), S_(S) {}
-  const float* row(int64_t r, float* buf) const {
-    if (dtype_ == kFloat32) return static_cast<const float*>(base_) + r * S_;
-    cpu::dispatch_half(
-        dtype_, [&]<typename T>() { cpu::widen(static_cast<const T*>(base_) + r * S_, S_, buf); });
-    return buf;
-  }
-
- private:
-  const void* base_;
-  DType dtype_;
-  int64_t S_;
-};
-
-// Stores o[r*S + i] = f(i) for i < S. A 16-bit output gets the values computed into buf (S
-// floats) and then rounded once; large float32 outputs are streamed past the cache
-// (stream_output).
-template <typename F>
-void store_row(const Tensor& out, bool stream, int64_t r, int64_t S, float* buf, F f) {
-  if (out.dtype() == kFloat32) {
-    float* o = static_cast<float*>(out.raw_data()) + r * S;
-    if (stream)
-      cpu::stream_store_fn(o, S, f);
-    else
-      for (int64_t i = 0; i < S; ++i) o[i] = f(i);
-    return;
-  }
-  for (int64_t i = 0; i < S; ++i) buf[i] = f(i);
-  cpu::dispatch_half(out.dtype(), [&]<typename T>() {
-    cpu::narrow(buf, S, static_cast<T*>(out.raw_data()) + r * S);
-  });
-}
-
-Tensor as_float32(const Tensor& t) { return t.dtype() == kFloat32 ? t : t.to(kFloat32); }
-
-// Per-channel reductions over [N, C, S]. Rows of S >= kLanes values (conv feature maps) are
-// reduced one at a time by the lane kernels, each row while it sits in L1, and the rows of a
-// channel are combined in double; short rows (BatchNorm1d: S == 1) are reduced across n with
-// one double accumulator per (c, s), vectorised over the contiguous c*S positions.
-namespace {
-bool long_rows(int64_t S) { return S >= cpu::kLanes; }
-// Outputs of 16 MB and more bypass the cache (half the last-level cache of these machines):
-// nothing reads them back before they would have been evicted anyway.
-bool stream_output(const Tensor& out) {
-  return out.dtype() == kFloat32 && out.nbytes() >= (size_t(16) << 20);
-}
-
-// For short rows: calls f(j0, j1) over ranges of the C*S positions, split across threads.
-template <typename F>
-void over_positions(int64_t N, int64_t CS, F&& f) {
-  cpu::parallel_for(0, CS, std::max<int64_t>(64, cpu::kGrainSize / std::max<int64_t>(N, 1)), f);
-}
-}  // namespace
-
-ChannelStats batch_norm_stats(const Tensor& x0) {
-#ifdef WEFT_WITH_CUDA
-  if (x0.device().is_cuda()) {
-    Tensor x = x0.contiguous();
-    auto [N, C, S] = layout_of(x);
-    auto [mean, var] = cuda::nn::batch_norm_stats(x);
-    return {mean, var, N * S};
-  }
-#endif
-  Tensor x = x0.contiguous();
+ChannelStats batch_norm_stats(const Tensor& x) {
   auto [N, C, S] = layout_of(x);
-  if (x.dtype() != kFloat32 && !long_rows(S)) return batch_norm_stats(x.to(kFloat32));
-  Tensor mean = empty({C}, {.device = x.device()}), var = empty({C}, {.device = x.device()});
-  float* pm = mean.data_ptr<float>();
-  float* pv = var.data_ptr<float>();
-  const int64_t M = N * S;
-  if (long_rows(S)) {
-    const FloatRows xs(x, S);
-    // Rows are visited in memory order (n outer) with one accumulator pair per channel: a
-    // linear walk the prefetcher follows, where channel by channel would jump a whole sample
-    // every row. Each channel still merges its rows in n order, so results do not change.
-    cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<double> mus(c1 - c0, 0.0), m2s(c1 - c0, 0.0);
-      std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = c0; c < c1; ++c) {
-          // The row's mean and centred sum of squares, merged into the channel's (Chan et al.).
-          const float* row = xs.row(n * C + c, buf.data());
-          const double row_shift = cpu::lane_sum(row, S) / (double)S;
-          double s1, s2;
-          cpu::lane_centered_moments(row, S, (float)row_shift, &s1, &s2);
-          const double row_mean = (float)row_shift + s1 / (double)S;
-          const double row_m2 = s2 - s1 * s1 / (double)S;
-          const double before = (double)(n * S), after = before + (double)S;
-          double& mu = mus[c - c0];
-          const double delta = row_mean - mu;
-          mu += delta * (double)S / after;
-          m2s[c - c0] += row_m2 + delta * delta * before * (double)S / after;
-        }
-      for (int64_t c = c0; c < c1; ++c) {
-        pm[c] = (float)mus[c - c0];
-        pv[c] = M ? (float)(std::max(m2s[c - c0], 0.0) / (double)M) : 0.0f;
-      }
-    });
-    return {mean, var, M};
-  }
-  const float* px = x.data_ptr<float>();
-  const int64_t CS = C * S;
-  std::vector<double> acc(CS, 0.0), mu_of(CS);
-  double* pa = acc.data();
-  over_positions(N, CS, [&](int64_t j0, int64_t j1) {
-    for (int64_t n = 0; n < N; ++n) {
-      const float* row = px + n * CS;
-      for (int64_t j = j0; j < j1; ++j) pa[j] += row[j];
-    }
-  });
-  for (int64_t c = 0; c < C; ++c) {
-    double sum = 0;
-    for (int64_t s = 0; s < S; ++s) sum += pa[c * S + s];
-    const double mu = M ? sum / (double)M : 0.0;
-    pm[c] = (float)mu;
-    for (int64_t s = 0; s < S; ++s) mu_of[c * S + s] = mu;
-  }
-  const double* pmu = mu_of.data();
-  over_positions(N, CS, [&](int64_t j0, int64_t j1) {
-    for (int64_t j = j0; j < j1; ++j) pa[j] = 0;
-    for (int64_t n = 0; n < N; ++n) {
-      const float* row = px + n * CS;
-      for (int64_t j = j0; j < j1; ++j) {
-        const double d = row[j] - pmu[j];
-        pa[j] += d * d;
-      }
-    }
-  });
-  for (int64_t c = 0; c < C; ++c) {
-    double sq = 0;
-    for (int64_t s = 0; s < S; ++s) sq += pa[c * S + s];
-    pv[c] = M ? (float)(sq / (double)M) : 0.0f;
-  }
-  return {mean, var, M};
+  auto [mean, var] = ops::batch_norm_stats_stub(x.device(), x);
+  return {mean, var, N * S};
 }
 
-Tensor batch_norm_elemt(const Tensor& x0, const Tensor& mean, const Tensor& invstd,
+Tensor batch_norm_elemt(const Tensor& x, const Tensor& mean, const Tensor& invstd,
                         const Tensor& weight, const Tensor& bias) {
-#ifdef WEFT_WITH_CUDA
-  if (x0.device().is_cuda())
-    return cuda::nn::batch_norm_elemt(x0.contiguous(), mean.contiguous(), invstd.contiguous(),
-                                      weight.defined() ? weight.contiguous() : Tensor(),
-                                      bias.defined() ? bias.contiguous() : Tensor());
-#endif
-  Tensor x = x0.contiguous();
-  auto [N, C, S] = layout_of(x);
-  Tensor out = make_empty(x.sizes(), x.dtype(), x.device());
-  const FloatRows xs(x, S);
-  Tensor mc = mean.contiguous(), ic = invstd.contiguous();
-  const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>();
-  Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
-  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
-  const float* pw = opt_ptr(wc);
-  const float* pb = opt_ptr(bc);
-  const bool stream = stream_output(out);
-  cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
-                    [&](int64_t r0, int64_t r1) {
-                      std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S),
-                          obuf(out.dtype() == kFloat32 ? 0 : S);
-                      for (int64_t r = r0; r < r1; ++r) {
-                        int64_t c = r % C;
-                        float scale = pi[c] * (pw ? pw[c] : 1.0f);
-                        float shift = (pb ? pb[c] : 0.0f) - pm[c] * scale;
-                        const float* a = xs.row(r, buf.data());
-                        store_row(out, stream, r, S, obuf.data(),
-                                  [&](int64_t i) { return a[i] * scale + shift; });
-                      }
-                      if (stream) cpu::stream_fence();
-                    });
-  return out;
+  layout_of(x);
+  return ops::batch_norm_elemt_stub(x.device(), x, mean, invstd, weight, bias);
 }
 
-std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy0, const Tensor& x0,
+std::pair<Tensor, Tensor> batch_norm_backward_reduce(const Tensor& dy, const Tensor& x,
                                                      const Tensor& mean) {
-#ifdef WEFT_WITH_CUDA
-  if (x0.device().is_cuda())
-    return cuda::nn::batch_norm_backward_reduce(dy0.contiguous(), x0.contiguous(),
-                                                mean.contiguous());
-#endif
-  Tensor x = x0.contiguous(), dy = dy0.contiguous();
-  auto [N, C, S] = layout_of(x);
-  if ((x.dtype() != kFloat32 || dy.dtype() != kFloat32) && !long_rows(S))
-    return batch_norm_backward_reduce(as_float32(dy), as_float32(x), mean);
-  Tensor sdy = empty({C}, {.device = x.device()}), sdyx = empty({C}, {.device = x.device()});
-  Tensor mc = mean.contiguous();
-  const float* pm = mc.data_ptr<float>();
-  float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
-  if (long_rows(S)) {
-    const FloatRows xs(x, S), dys(dy, S);
-    // Memory order with per-channel sums, as batch_norm_stats (same summation order).
-    cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
-      std::vector<float> xbuf(x.dtype() == kFloat32 ? 0 : S), dbuf(dy.dtype() == kFloat32 ? 0 : S);
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = c0; c < c1; ++c) {
-          double ra, rb;
-          cpu::lane_sum_dot_centered(dys.row(n * C + c, dbuf.data()),
-                                     xs.row(n * C + c, xbuf.data()), S, pm[c], &ra, &rb);
-          as[c - c0] += ra;
-          bs[c - c0] += rb;
-        }
-      for (int64_t c = c0; c < c1; ++c) {
-        p1[c] = (float)as[c - c0];
-        p2[c] = (float)bs[c - c0];
-      }
-    });
-    return {sdy, sdyx};
-  }
-  const float *px = x.data_ptr<float>(), *pd = dy.data_ptr<float>();
-  const int64_t CS = C * S;
-  std::vector<double> acc1(CS, 0.0), acc2(CS, 0.0);
-  std::vector<float> mu_of(CS);
-  for (int64_t j = 0; j < CS; ++j) mu_of[j] = pm[j / S];
-  double *pa = acc1.data(), *pb = acc2.data();
-  const float* pmu = mu_of.data();
-  over_positions(N, CS, [&](int64_t j0, int64_t j1) {
-    for (int64_t n = 0; n < N; ++n) {
-      const float* xr = px + n * CS;
-      const float* dr = pd + n * CS;
-      for (int64_t j = j0; j < j1; ++j) {
-        pa[j] += dr[j];
-        pb[j] += (double)dr[j] * (double)(xr[j] - pmu[j]);
-      }
-    }
-  });
-  for (int64_t c = 0; c < C; ++c) {
-    double a = 0, b = 0;
-    for (int64_t s = 0; s < S; ++s) {
-      a += pa[c * S + s];
-      b += pb[c * S + s];
-    }
-    p1[c] = (float)a;
-    p2[c] = (float)b;
-  }
-  return {sdy, sdyx};
+  layout_of(x);
+  return ops::batch_norm_backward_reduce_stub(x.device(), dy, x, mean);
 }
 
-Tensor batch_norm_backward_elemt(const Tensor& dy0, const Tensor& x0, const Tensor& mean,
+Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
                                  const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
                                  const Tensor& sum_dy_xmu, int64_t count) {
-#ifdef WEFT_WITH_CUDA
-  if (x0.device().is_cuda())
-    return cuda::nn::batch_norm_backward_elemt(dy0.contiguous(), x0.contiguous(), mean.contiguous(),
-                                               invstd.contiguous(),
-                                               weight.defined() ? weight.contiguous() : Tensor(),
-                                               sum_dy.contiguous(), sum_dy_xmu.contiguous(), count);
-#endif
-  Tensor x = x0.contiguous(), dy = dy0.contiguous();
-  auto [N, C, S] = layout_of(x);
-  Tensor dx = make_empty(x.sizes(), x.dtype(), x.device());
-  const FloatRows xs(x, S), dys(dy, S);
-  Tensor mc = mean.contiguous(), ic = invstd.contiguous(), s1 = sum_dy.contiguous(),
-         s2 = sum_dy_xmu.contiguous();
-  Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
-  const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>(), *pw = opt_ptr(wc);
-  const float *ps1 = s1.data_ptr<float>(), *ps2 = s2.data_ptr<float>();
-  const double inv_count = count ? 1.0 / (double)count : 0.0;
-  const bool stream = stream_output(dx);
-  cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(S, 1)),
-                    [&](int64_t r0, int64_t r1) {
-                      std::vector<float> xbuf(x.dtype() == kFloat32 ? 0 : S),
-                          dbuf(dy.dtype() == kFloat32 ? 0 : S),
-                          obuf(dx.dtype() == kFloat32 ? 0 : S);
-                      for (int64_t r = r0; r < r1; ++r) {
-                        int64_t c = r % C;
-                        // dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu)))
-                        const float is = pi[c];
-                        const float w = pw ? pw[c] : 1.0f;
-                        const float mdy = (float)(ps1[c] * inv_count);
-                        const float k = (float)(ps2[c] * inv_count) * is * is;
-                        const float mu = pm[c];
-                        const float scale = w * is;
-                        const float* xr = xs.row(r, xbuf.data());
-                        const float* dr = dys.row(r, dbuf.data());
-                        store_row(dx, stream, r, S, obuf.data(), [&](int64_t i) {
-                          return scale * (dr[i] - mdy - (xr[i] - mu) * k);
-                        });
-                      }
-                      if (stream) cpu::stream_fence();
-                    });
-  return dx;
+  layout_of(x);
+  return ops::batch_norm_backward_elemt_stub(x.device(), dy, x, mean, invstd, weight, sum_dy,
+                                             sum_dy_xmu, Tensor(), count);
 }
 
 void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
                           const Tensor& var, int64_t count, double momentum) {
-#ifdef WEFT_WITH_CUDA
-  if (mean.device().is_cuda()) {
-    cuda::nn::update_running_stats(running_mean, running_var, mean.contiguous(), var.contiguous(),
-                                   count, momentum);
-    return;
-  }
-#endif
-  NoGradGuard ng;
-  const float m = (float)momentum;
-  const double unbias = count > 1 ? (double)count / (double)(count - 1) : 1.0;
-  float* rm = running_mean.data_ptr<float>();
-  float* rv = running_var.data_ptr<float>();
-  Tensor mc = mean.contiguous(), vc = var.contiguous();
-  const float *pm = mc.data_ptr<float>(), *pv = vc.data_ptr<float>();
-  for (int64_t c = 0; c < running_mean.numel(); ++c) {
-    rm[c] = (1 - m) * rm[c] + m * pm[c];
-    rv[c] = (1 - m) * rv[c] + m * (float)(pv[c] * unbias);
-  }
+  ops::update_running_stats_stub(mean.device(), running_mean, running_var, mean, var, Tensor(),
+                                 count, momentum);
 }
 
 Tensor pack_channel_stats(const ChannelStats& local) {
@@ -365,73 +77,26 @@ GatheredStats combine_channel_stats(const Tensor& rows0) {
   WEFT_CHECK(
       rows.dtype() == kFloat32 && rows.dim() == 2 && rows.size(1) >= 2 && rows.size(1) % 2 == 0,
       "combine_channel_stats expects float32 rows [replicas, 2 + 2C], got ", rows.str());
-#ifdef WEFT_WITH_CUDA
-  if (rows.device().is_cuda()) {
-    auto [mean, var, count] = cuda::nn::batch_norm_gather_stats(rows);
-    return {mean, var, -1, count};
-  }
-#endif
-  const int64_t R = rows.size(0), C = (rows.size(1) - 2) / 2;
-  // Chan et al.: combine (n_i, mean_i, M2_i) pairwise-stably, in double.
-  std::vector<double> mu(C, 0.0), m2(C, 0.0);
-  double n = 0;
-  const float* all = rows.data_ptr<float>();
-  for (int64_t r = 0; r < R; ++r) {
-    const float* p = all + r * (2 + 2 * C);
-    const double ni = (double)(((int64_t)p[0] << 24) + (int64_t)p[1]);
-    if (ni == 0) continue;
-    const double total = n + ni;
-    for (int64_t c = 0; c < C; ++c) {
-      const double mi = p[2 + c], vi = p[2 + C + c];
-      const double delta = mi - mu[c];
-      mu[c] += delta * ni / total;
-      m2[c] += vi * ni + delta * delta * n * ni / total;
-    }
-    n = total;
-  }
-  Tensor mean = empty({C}), var = empty({C});
-  float* om = mean.data_ptr<float>();
-  float* ov = var.data_ptr<float>();
-  for (int64_t c = 0; c < C; ++c) {
-    om[c] = (float)mu[c];
-    ov[c] = n > 0 ? (float)(m2[c] / n) : 0.0f;
-  }
-  return {mean, var, (int64_t)n, Tensor()};
+  ops::BatchNormGathered g = ops::batch_norm_gather_stats_stub(rows.device(), rows);
+  return {g.mean, g.var, g.count, g.device_count};
 }
 
 // The overloads with a device count are for CUDA tensors only: on the CPU the count is a host
-// integer (combine_channel_stats), and taking it from a tensor would hide a device read.
-void update_running_stats([[maybe_unused]] Tensor& running_mean,
-                          [[maybe_unused]] Tensor& running_var, const Tensor& mean,
-                          [[maybe_unused]] const Tensor& var, const Tensor& device_count,
-                          [[maybe_unused]] double momentum) {
-#ifdef WEFT_WITH_CUDA
-  if (mean.device().is_cuda()) {
-    cuda::nn::update_running_stats(running_mean, running_var, mean.contiguous(), var.contiguous(),
-                                   device_count, momentum);
-    return;
-  }
-#endif
-  WEFT_ERROR("update_running_stats: a count held in a tensor (", device_count.str(),
-             ") is for CUDA statistics, got ", mean.str(), " on ", mean.device());
+// integer (combine_channel_stats), and taking it from a tensor would hide a device read. The
+// CPU's kernels refuse it.
+void update_running_stats(Tensor& running_mean, Tensor& running_var, const Tensor& mean,
+                          const Tensor& var, const Tensor& device_count, double momentum) {
+  WEFT_CHECK(device_count.defined(), "update_running_stats: undefined element count");
+  ops::update_running_stats_stub(mean.device(), running_mean, running_var, mean, var, device_count,
+                                 0, momentum);
 }
 
-Tensor batch_norm_backward_elemt([[maybe_unused]] const Tensor& dy, const Tensor& x,
-                                 [[maybe_unused]] const Tensor& mean,
-                                 [[maybe_unused]] const Tensor& invstd,
-                                 [[maybe_unused]] const Tensor& weight,
-                                 [[maybe_unused]] const Tensor& sum_dy,
-                                 [[maybe_unused]] const Tensor& sum_dy_xmu,
-                                 const Tensor& device_count) {
-#ifdef WEFT_WITH_CUDA
-  if (x.device().is_cuda())
-    return cuda::nn::batch_norm_backward_elemt(
-        dy.contiguous(), x.contiguous(), mean.contiguous(), invstd.contiguous(),
-        weight.defined() ? weight.contiguous() : Tensor(), sum_dy.contiguous(),
-        sum_dy_xmu.contiguous(), device_count);
-#endif
-  WEFT_ERROR("batch_norm_backward_elemt: a count held in a tensor (", device_count.str(),
-             ") is for CUDA inputs, got ", x.str(), " on ", x.device());
+Tensor batch_norm_backward_elemt(const Tensor& dy, const Tensor& x, const Tensor& mean,
+                                 const Tensor& invstd, const Tensor& weight, const Tensor& sum_dy,
+                                 const Tensor& sum_dy_xmu, const Tensor& device_count) {
+  WEFT_CHECK(device_count.defined(), "batch_norm_backward_elemt: undefined element count");
+  return ops::batch_norm_backward_elemt_stub(x.device(), dy, x, mean, invstd, weight, sum_dy,
+                                             sum_dy_xmu, device_count, 0);
 }
 
 bool batch_norm_needs_widening(const Tensor& input, const Tensor& running_mean,
@@ -440,7 +105,8 @@ bool batch_norm_needs_widening(const Tensor& input, const Tensor& running_mean,
   for (const Tensor* t : {&running_mean, &running_var, &weight, &bias})
     if (t->defined() && is_reduced_float(t->dtype())) return true;
   // The CPU kernels take a 16-bit input with float32 parameters (autocast's case) as it is.
-  return is_reduced_float(input.dtype()) && !input.device().is_cpu();
+  return is_reduced_float(input.dtype()) &&
+         !ops::batch_norm_reduced_native_stub(input.device(), input.dtype());
 }
 
 Tensor batch_norm_widened(const Tensor& input, Tensor& running_mean, Tensor& running_var,

@@ -1,10 +1,8 @@
-// linear as one fused op (PyTorch's addmm): the bias initialises the output and one SGEMM
-// accumulates x W^T into it; one backward node yields dx, dW and db. Fewer tensors and
-// nodes than mm + add matter for small, overhead-bound layers.
-#include <cblas.h>
-
-#include "ops/cpu/bf16_gemm.h"
-#include "ops/cpu/skinny_gemm.h"
+// linear as one fused op (PyTorch's addmm) where the device has the kernel (ops/stubs/linalg.h):
+// the bias initialises the output and one GEMM accumulates x W^T into it; one backward node
+// yields dx, dW and db. Fewer tensors and nodes than mm + add matter for small, overhead-bound
+// layers. Elsewhere (CUDA) it is mm plus the broadcast bias.
+#include "ops/stubs/linalg.h"
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
@@ -31,7 +29,9 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
                   bias.defined() ? bias.to(kFloat32) : bias)
         .to(input.dtype());
   };
-  if (input.dtype() == DType::Float16 && input.device().is_cpu()) return widened();
+  if (is_reduced_float(input.dtype()) &&
+      !ops::gemm_reduced_native_stub(input.device(), input.dtype()))
+    return widened();
   WEFT_CHECK(weight.dim() == 2, "linear expects a 2-D weight, got ", weight.str());
   WEFT_CHECK(input.dim() >= 1 && input.size(-1) == weight.size(1), "linear: input ",
              shape_str(input.sizes()), " does not match weight ", shape_str(weight.sizes()),
@@ -48,34 +48,15 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   WEFT_CHECK(input.device() == weight.device() && bias.device() == weight.device(),
              "linear: input on ", input.device(), ", weight on ", weight.device(), ", bias on ",
              bias.device());
-#ifdef WEFT_WITH_CUDA
-  if (input.device().is_cuda()) {  // cuBLAS through mm; the bias added by broadcasting
+  if (!ops::addmm_stub.has_kernel(input.device().type)) {  // mm; the bias added by broadcasting
     Tensor out = mm(x2, weight, false, true) + bias;
     return input.dim() == 2 ? out : out.view(out_shape);
   }
-#endif
-  const int64_t M = x2.size(0), N = weight.size(0), K = weight.size(1);
-  Tensor x = x2.contiguous(), w = weight.contiguous(), b = bias.contiguous();
-  Tensor out = make_empty({M, N}, input.dtype(), input.device());
-  if (input.dtype() == DType::BFloat16) {
-    Tensor bf = b.to(kFloat32);
-    if (!cpu::bf16_gemm(false, true, M, N, K, static_cast<const uint16_t*>(x.raw_data()), K,
-                        static_cast<const uint16_t*>(w.raw_data()), K,
-                        static_cast<uint16_t*>(out.raw_data()), N, bf.data_ptr<float>()))
-      return widened();  // no native kernel for it, or an empty product
-  } else {
-    WEFT_CHECK(input.dtype() == kFloat32, "linear expects float32 tensors, got ", input.str());
-    float* po = out.data_ptr<float>();
-    const float* pb = b.data_ptr<float>();
-    for (int64_t m = 0; m < M; ++m)
-      for (int64_t n = 0; n < N; ++n) po[m * N + n] = pb[n];
-    if (M > 0 && N > 0 && K > 0 &&
-        !cpu::skinny_sgemm(false, true, M, N, K, x.data_ptr<float>(), K, w.data_ptr<float>(), K,
-                           1.0f, po, N))
-      cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, (blasint)M, (blasint)N, (blasint)K, 1.0f,
-                  x.data_ptr<float>(), (blasint)K, w.data_ptr<float>(), (blasint)K, 1.0f, po,
-                  (blasint)N);
-  }
+  WEFT_CHECK(input.dtype() == kFloat32 || is_reduced_float(input.dtype()),
+             "linear expects float32 tensors, got ", input.str());
+  Tensor x = x2.contiguous(), w = weight.contiguous();
+  Tensor out = ops::addmm_stub(input.device(), x, w, bias);
+  if (!out.defined()) return widened();  // no native kernel for it, or an empty product
   if (autograd::any_requires_grad({&x2, &weight, &bias})) {
     bool gx = x2.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
     Tensor xs = x.detach(), ws = w.detach();

@@ -1,10 +1,10 @@
-// GradScaler's two device kernels (PyTorch's _amp_foreach_non_finite_check_and_unscale_ and
-// _amp_update_scale_): they read the scale and write the overflow flag in device memory, so a
-// training step with loss scaling queues work without waiting for the GPU.
+// GradScaler's two CUDA kernels (ops/stubs/amp.h; PyTorch's _amp_foreach_non_finite_check_and_
+// unscale_ and _amp_update_scale_): they read the scale and write the overflow flag in device
+// memory, so a training step with loss scaling queues work without waiting for the GPU.
 #include <cmath>
 
-#include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/loops.cuh"
+#include "ops/stubs/amp.h"
 
 namespace weft::cuda {
 
@@ -41,8 +41,6 @@ __global__ void update_scale_kernel(float* scale, int64_t* tracker, const float*
   }
 }
 
-}  // namespace
-
 void amp_non_finite_check_and_unscale_(const std::vector<Tensor>& grads, const Tensor& found_inf,
                                        const Tensor& inv_scale) {
   const Device dev = found_inf.device();
@@ -76,5 +74,10 @@ void amp_update_scale_(const Tensor& scale, const Tensor& growth_tracker, const 
       detail::elem_ptr<float>(found_inf), growth_factor, backoff_factor, growth_interval);
   WEFT_CUDA_CHECK_LAUNCH();
 }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::amp_unscale_stub, CUDA, &amp_non_finite_check_and_unscale_);
+WEFT_REGISTER_DISPATCH(ops::amp_update_scale_stub, CUDA, &amp_update_scale_);
 
 }  // namespace weft::cuda

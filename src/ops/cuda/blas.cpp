@@ -1,8 +1,8 @@
-// GEMM on cuBLAS for float32, bf16 and fp16 CUDA tensors. One cuBLAS handle per (thread,
-// device), bound to the current stream and that stream's workspace at each call. float32: math
-// mode follows weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH (full float32 products, PyTorch's
-// default) or CUBLAS_TF32_TENSOR_OP_MATH. 16-bit floats: cublasGemmEx with float32 accumulation
-// (CUBLAS_COMPUTE_32F) on the tensor cores. As with PyTorch's defaults
+// The CUDA kernel of GEMM (ops/stubs/linalg.h): cuBLAS for float32, bf16 and fp16 tensors. One
+// cuBLAS handle per (thread, device), bound to the current stream and that stream's workspace at
+// each call. float32: math mode follows weft::cuda::allow_tf32(): CUBLAS_DEFAULT_MATH (full float32
+// products, PyTorch's default) or CUBLAS_TF32_TENSOR_OP_MATH. 16-bit floats: cublasGemmEx with
+// float32 accumulation (CUBLAS_COMPUTE_32F) on the tensor cores. As with PyTorch's defaults
 // (allow_bf16/fp16_reduced_precision_reduction), cuBLAS may reduce split-K partial sums in the
 // output type, so a result may be rounded more than once.
 #include <algorithm>
@@ -14,7 +14,7 @@
 #include "cuda/allocator.h"
 #include "cuda/cuda_check.h"
 #include "cuda/handle_pool.h"
-#include "ops/cuda/cuda_ops.h"
+#include "ops/stubs/linalg.h"
 
 namespace weft::cuda {
 
@@ -64,8 +64,9 @@ BlasView blas_view(const Tensor& m) {
   return {cm, ptr(cm), std::max<int64_t>(c, 1), false};
 }
 
-}  // namespace
-
+// c = op(a) @ op(b) + beta * c; a and b may be strided (transposed views are passed to cuBLAS as
+// flags), c needs unit stride in dim 1. float32: TF32 only when allow_tf32(); 16-bit: float32
+// accumulation.
 void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, float beta) {
   WEFT_CHECK(a.device() == b.device() && b.device() == c.device() && c.device().is_cuda(),
              "cuda::gemm: operands on ", a.device(), ", ", b.device(), ", ", c.device());
@@ -118,5 +119,12 @@ void gemm(const Tensor& a, bool ta, const Tensor& b, bool tb, const Tensor& c, f
                                     type, va.ld, &beta, c.device_ptr(), type, ldc,
                                     CUBLAS_COMPUTE_32F, CUBLAS_GEMM_DEFAULT));
 }
+
+bool gemm_reduced_native(DType) { return true; }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::gemm_stub, CUDA, &gemm);
+WEFT_REGISTER_DISPATCH(ops::gemm_reduced_native_stub, CUDA, &gemm_reduced_native);
 
 }  // namespace weft::cuda

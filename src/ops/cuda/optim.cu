@@ -1,14 +1,18 @@
-// Multi-tensor fused optimizer steps on CUDA (as PyTorch's multi_tensor_apply): the parameters'
+// The optimizers' CUDA kernels (ops/stubs/optim.h): multi-tensor fused steps (as PyTorch's
+// multi_tensor_apply): the parameters'
 // lists are cut into chunks of 64K elements, and one launch handles up to 320 chunks of up to
 // 24 tensors, so a model's step is a few launches instead of several per parameter.
 #include <cmath>
 
-#include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/loops.cuh"
+#include "ops/stubs/optim.h"
 
 namespace weft::cuda {
 
 namespace {
+
+using ops::AdamStep;
+using ops::SGDStep;
 
 constexpr int kMaxTensors = 24;
 constexpr int kMaxBlocks = 320;
@@ -141,8 +145,6 @@ void check_list(const std::vector<Tensor>& list, const std::vector<Tensor>& para
                "); contiguous float32 tensors on the same device are needed");
 }
 
-}  // namespace
-
 void sgd_step(const std::vector<Tensor>& params, const std::vector<Tensor>& grads,
               const std::vector<Tensor>& bufs, const SGDStep& k) {
   if (params.empty()) return;
@@ -182,5 +184,10 @@ void adam_step(const std::vector<Tensor>& params, const std::vector<Tensor>& gra
                           WEFT_CUDA_CHECK_LAUNCH();
                         });
 }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::sgd_step_stub, CUDA, &sgd_step);
+WEFT_REGISTER_DISPATCH(ops::adam_step_stub, CUDA, &adam_step);
 
 }  // namespace weft::cuda

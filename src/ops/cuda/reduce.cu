@@ -1,11 +1,12 @@
-// Reductions on CUDA: sum over any set of dims (double accumulators, as the CPU kernel, in a
-// fixed order: deterministic), max/argmax along a dim with the CPU's tie and NaN rules, its
-// backward scatter, and softmax/log_softmax along a dim (max-shifted, sums in double).
+// CUDA kernels of the reductions (ops/stubs/reduce.h): sum over any set of dims (double
+// accumulators, as the CPU kernel, in a fixed order: deterministic), max/argmax along a dim with
+// the CPU's tie and NaN rules, its backward scatter, and softmax/log_softmax along a dim
+// (max-shifted, sums in double).
 #include <atomic>
 #include <cmath>
 
-#include "ops/cuda/cuda_ops.h"
 #include "ops/cuda/loops.cuh"
+#include "ops/stubs/reduce.h"
 #include "weft/ops.h"
 
 namespace weft::cuda {
@@ -230,8 +231,6 @@ void around(const Tensor& x, int64_t d, int64_t& outer, int64_t& n, int64_t& inn
   n = x.size(d);
 }
 
-}  // namespace
-
 Tensor sum(const Tensor& x, const std::vector<bool>& mask) {
   check_cuda_float(x, "sum");
   Shape keep;
@@ -294,19 +293,20 @@ std::pair<Tensor, Tensor> max(const Tensor& x0, int64_t d) {
   return {vals, idx};
 }
 
-Tensor max_backward(const Tensor& g0, const Tensor& idx0, const Shape& in_shape, int64_t d) {
-  Tensor gx = zeros(in_shape, {.device = g0.device()});
+Tensor max_backward(const Tensor& g0, const Tensor& idx0, const Shape& x_shape, int64_t d,
+                    const Shape& in_shape) {
+  Tensor gx = zeros(x_shape, {.device = g0.device()});
   const Tensor g = g0.detach().contiguous(), idx = idx0.contiguous();
   int64_t outer, n, inner;
   around(gx, d, outer, n, inner);
   const int64_t total = outer * inner;
-  if (total == 0) return gx;
+  if (total == 0) return gx.view(in_shape);
   const int dev = g.device().index;
   DeviceScope scope(dev);
   max_backward_kernel<<<detail::grid_for(total), kThreads, 0, stream_of(dev)>>>(
       elem_ptr<float>(g), elem_ptr<int64_t>(idx), total, n, inner, elem_ptr<float>(gx));
   WEFT_CUDA_CHECK_LAUNCH();
-  return gx;
+  return gx.view(in_shape);
 }
 
 Tensor softmax(const Tensor& x0, int64_t d, bool log) {
@@ -329,5 +329,12 @@ Tensor softmax(const Tensor& x0, int64_t d, bool log) {
   WEFT_CUDA_CHECK_LAUNCH();
   return out;
 }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::sum_stub, CUDA, &sum);
+WEFT_REGISTER_DISPATCH(ops::max_stub, CUDA, &max);
+WEFT_REGISTER_DISPATCH(ops::max_backward_stub, CUDA, &max_backward);
+WEFT_REGISTER_DISPATCH(ops::softmax_stub, CUDA, &softmax);
 
 }  // namespace weft::cuda
