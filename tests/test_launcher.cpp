@@ -1,4 +1,4 @@
-// weft-run (tools/weft_run.cpp) against real processes: per-rank environment, whole prefixed
+// weft-run (tools/weft_run/) against real processes: per-rank environment, whole prefixed
 // lines, exit-code and signal propagation, stopping the other ranks, restarts, signal
 // forwarding and option errors. The launcher and tests/launcher/weft_run_helper are found in
 // build/tools/, next to this binary's build/tests/.

@@ -88,6 +88,74 @@ T parse_number(const std::string& flag, const std::string& v) {
   }
 }
 
+// Applies option `a` with its value `v`; a name not known here is an error.
+void apply_option(Config& c, const std::string& a, const std::string& v, bool* lr_given) {
+  if (a == "--model")
+    c.model = v;
+  else if (a == "--data")
+    c.data = v;
+  else if (a == "--epochs")
+    c.epochs = parse_number<int>(a, v);
+  else if (a == "--batch-size")
+    c.batch_size = parse_number<int64_t>(a, v);
+  else if (a == "--lr")
+    c.lr = parse_number<double>(a, v), *lr_given = true;
+  else if (a == "--optimizer")
+    c.optimizer = v;
+  else if (a == "--weight-decay")
+    c.weight_decay = parse_number<double>(a, v);
+  else if (a == "--scheduler")
+    c.scheduler = v;
+  else if (a == "--seed")
+    c.seed = parse_number<uint64_t>(a, v);
+  else if (a == "--threads")
+    c.threads = parse_number<int>(a, v);
+  else if (a == "--workers")
+    c.workers = parse_number<int>(a, v);
+  else if (a == "--device")
+    c.device = v;
+  else if (a == "--amp")
+    c.amp = v;
+  else if (a == "--checkpoint-dir")
+    c.checkpoint_dir = v;
+  else if (a == "--metrics")
+    c.metrics = v;
+  else if (a == "--limit-train")
+    c.limit_train = parse_number<int64_t>(a, v);
+  else if (a == "--limit-test")
+    c.limit_test = parse_number<int64_t>(a, v);
+  else
+    bad_option("unknown option " + a);
+}
+
+// Refuses unknown choices and out-of-range numbers, then fills the defaults that depend on
+// other options (adam's learning rate, the metrics file in the checkpoint directory).
+void finish_config(Config& c, bool lr_given) {
+  if (c.model != "cnn" && c.model != "shufflenet" && c.model != "mlp")
+    bad_option("unknown --model " + c.model);
+  if (c.optimizer != "sgd" && c.optimizer != "adam" && c.optimizer != "adamw")
+    bad_option("unknown --optimizer " + c.optimizer);
+  if (c.scheduler != "cosine" && c.scheduler != "step" && c.scheduler != "none")
+    bad_option("unknown --scheduler " + c.scheduler);
+  if (c.amp != "none" && c.amp != "bf16" && c.amp != "fp16")
+    bad_option("unknown --amp " + c.amp + " (none, bf16 or fp16)");
+  if (c.device != "cpu") {
+    if (c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
+      bad_option("unknown --device " + c.device + " (cpu, cuda or cuda:N)");
+    if (!cuda::is_built())
+      bad_option("--device " + c.device +
+                 " is not available: this build of weft has no CUDA backend");
+    if (!cuda::is_available())
+      bad_option("--device " + c.device + ": no CUDA device is available on this machine");
+  }
+  if (c.epochs < 1 || c.batch_size < 1 || c.threads < 1 || c.workers < 0 || c.lr <= 0 ||
+      c.limit_train < 0 || c.limit_test < 0 || c.weight_decay < 0)
+    bad_option(
+        "epochs, batch size, threads and lr must be positive; limits and workers non-negative");
+  if (!lr_given && c.optimizer != "sgd") c.lr = 1e-3;
+  if (c.metrics.empty()) c.metrics = c.checkpoint_dir + "/metrics.csv";
+}
+
 Config parse(int argc, char** argv) {
   Config c;
   bool lr_given = false;
@@ -113,66 +181,9 @@ Config parse(int argc, char** argv) {
       if (i + 1 >= argc) bad_option("option " + a + " needs a value");
       v = argv[++i];
     }
-    if (a == "--model")
-      c.model = v;
-    else if (a == "--data")
-      c.data = v;
-    else if (a == "--epochs")
-      c.epochs = parse_number<int>(a, v);
-    else if (a == "--batch-size")
-      c.batch_size = parse_number<int64_t>(a, v);
-    else if (a == "--lr")
-      c.lr = parse_number<double>(a, v), lr_given = true;
-    else if (a == "--optimizer")
-      c.optimizer = v;
-    else if (a == "--weight-decay")
-      c.weight_decay = parse_number<double>(a, v);
-    else if (a == "--scheduler")
-      c.scheduler = v;
-    else if (a == "--seed")
-      c.seed = parse_number<uint64_t>(a, v);
-    else if (a == "--threads")
-      c.threads = parse_number<int>(a, v);
-    else if (a == "--workers")
-      c.workers = parse_number<int>(a, v);
-    else if (a == "--device")
-      c.device = v;
-    else if (a == "--amp")
-      c.amp = v;
-    else if (a == "--checkpoint-dir")
-      c.checkpoint_dir = v;
-    else if (a == "--metrics")
-      c.metrics = v;
-    else if (a == "--limit-train")
-      c.limit_train = parse_number<int64_t>(a, v);
-    else if (a == "--limit-test")
-      c.limit_test = parse_number<int64_t>(a, v);
-    else
-      bad_option("unknown option " + a);
+    apply_option(c, a, v, &lr_given);
   }
-  if (c.model != "cnn" && c.model != "shufflenet" && c.model != "mlp")
-    bad_option("unknown --model " + c.model);
-  if (c.optimizer != "sgd" && c.optimizer != "adam" && c.optimizer != "adamw")
-    bad_option("unknown --optimizer " + c.optimizer);
-  if (c.scheduler != "cosine" && c.scheduler != "step" && c.scheduler != "none")
-    bad_option("unknown --scheduler " + c.scheduler);
-  if (c.amp != "none" && c.amp != "bf16" && c.amp != "fp16")
-    bad_option("unknown --amp " + c.amp + " (none, bf16 or fp16)");
-  if (c.device != "cpu") {
-    if (c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
-      bad_option("unknown --device " + c.device + " (cpu, cuda or cuda:N)");
-    if (!cuda::is_built())
-      bad_option("--device " + c.device +
-                 " is not available: this build of weft has no CUDA backend");
-    if (!cuda::is_available())
-      bad_option("--device " + c.device + ": no CUDA device is available on this machine");
-  }
-  if (c.epochs < 1 || c.batch_size < 1 || c.threads < 1 || c.workers < 0 || c.lr <= 0 ||
-      c.limit_train < 0 || c.limit_test < 0 || c.weight_decay < 0)
-    bad_option(
-        "epochs, batch size, threads and lr must be positive; limits and workers non-negative");
-  if (!lr_given && c.optimizer != "sgd") c.lr = 1e-3;
-  if (c.metrics.empty()) c.metrics = c.checkpoint_dir + "/metrics.csv";
+  finish_config(c, lr_given);
   return c;
 }
 
@@ -354,6 +365,113 @@ Device pick_device(const Config& c) {
   return Device::CUDA(dist::get_local_rank() % cuda::device_count());
 }
 
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, nn::Module& model) {
+  if (c.optimizer == "sgd")
+    return std::make_unique<optim::SGD>(
+        model.parameters(),
+        optim::SGDOptions{.lr = c.lr, .momentum = 0.9, .weight_decay = c.weight_decay});
+  if (c.optimizer == "adam")
+    return std::make_unique<optim::Adam>(
+        model.parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+  return std::make_unique<optim::AdamW>(
+      model.parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+}
+
+std::unique_ptr<optim::LRScheduler> make_scheduler(const Config& c, optim::Optimizer& opt) {
+  if (c.scheduler == "cosine") return std::make_unique<optim::CosineAnnealingLR>(opt, c.epochs);
+  if (c.scheduler == "step")
+    return std::make_unique<optim::StepLR>(opt, std::max(1, c.epochs / 3), 0.1);
+  return nullptr;
+}
+
+// --resume: loads the newest good checkpoint into the model, optimizer, scaler and scheduler;
+// returns the epochs it covers (0 when there is none).
+int resume(const Config& c, nn::Module& model, optim::Optimizer& opt, amp::GradScaler& scaler,
+           optim::LRScheduler* sched, bool lead) {
+  auto ck = load_latest(c);
+  if (!ck) {
+    if (lead) std::printf("no checkpoint in %s: starting from scratch\n", c.checkpoint_dir.c_str());
+    return 0;
+  }
+  model.load_state_dict(ck->model);
+  opt.load_state_dict(ck->optim);
+  if (scaler.is_enabled() && !ck->scaler.empty()) scaler.load_state_dict(ck->scaler);
+  if (sched) sched->set_last_epoch(ck->epoch);
+  if (lead) std::printf("resuming after epoch %d from %s\n", ck->epoch, c.checkpoint_dir.c_str());
+  return ck->epoch;
+}
+
+// Rank 0's banner, and the metrics CSV started over with the rows of the epochs the checkpoint
+// covers (a killed run may have written one more).
+void start_report(const Config& c, nn::Module& model, int world, size_t train_size,
+                  size_t test_size, int start_epoch) {
+  int64_t params = 0;
+  for (auto& p : model.parameters()) params += p.numel();
+  std::printf(
+      "weft-train: model %s, %lld parameters, %d process%s x batch %lld, %zu training and %zu "
+      "test images\n",
+      c.model.c_str(), (long long)params, world, world > 1 ? "es" : "", (long long)c.batch_size,
+      train_size, test_size);
+  std::vector<std::string> rows{"epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds"};
+  if (start_epoch > 0) {
+    std::ifstream in(c.metrics);
+    std::string line;
+    std::getline(in, line);
+    while (std::getline(in, line))
+      if (!line.empty() && std::atoi(line.c_str()) <= start_epoch) rows.push_back(line);
+  }
+  std::ofstream out(c.metrics, std::ios::trunc);
+  for (auto& r : rows) out << r << "\n";
+}
+
+// One epoch of optimizer steps; returns this rank's loss sum and step count.
+std::pair<double, int64_t> train_epoch(const Config& c, nn::Module& net, optim::Optimizer& opt,
+                                       amp::GradScaler& scaler, data::DataLoader& loader,
+                                       Device dev, Progress& progress, bool lead, int world) {
+  double loss_sum = 0;
+  int64_t steps = 0;
+  for (auto& [xb, yb] : loader) {
+    // Pinned batches: the copies overlap with the previous step's kernels.
+    Tensor x = xb.to(dev, /*non_blocking=*/true), y = yb.to(dev, /*non_blocking=*/true);
+    opt.zero_grad();
+    Tensor loss;
+    {
+      amp::autocast region(dev.type, amp_dtype(c).value_or(DType::BFloat16), c.amp != "none");
+      loss = F::cross_entropy(net.forward(x), y);
+    }
+    scaler.scale(loss).backward();
+    scaler.step(opt);
+    scaler.update();
+    loss_sum += loss.item<double>();
+    ++steps;
+    if (lead) progress.update(steps, loss_sum / (double)steps, steps * c.batch_size * world);
+  }
+  return {loss_sum, steps};
+}
+
+// The mean training loss over every rank's steps.
+double mean_train_loss(double loss_sum, int64_t steps, int world) {
+  Tensor tl = tensor(std::vector<float>{(float)loss_sum, (float)steps}, {2});
+  if (world > 1) dist::default_group()->allreduce({tl})->wait();
+  auto tv = tl.to_vector_float();
+  return tv[0] / std::max(1.0f, tv[1]);
+}
+
+// Rank 0 at the end of an epoch: the summary line, the CSV row and the checkpoint.
+void report_epoch(const Config& c, int epoch, double train_loss, std::pair<double, double> test,
+                  double ips, double secs, nn::Module& model, optim::Optimizer& opt,
+                  const amp::GradScaler& scaler) {
+  const auto [test_loss, acc] = test;
+  char row[256];
+  std::snprintf(row, sizeof row, "%d,%.6f,%.6f,%.6f,%.1f,%.2f", epoch, train_loss, test_loss, acc,
+                ips, secs);
+  std::printf("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.0f images/s\n",
+              epoch, c.epochs, train_loss, test_loss, 100 * acc, ips);
+  std::fflush(stdout);
+  std::ofstream(c.metrics, std::ios::app) << row << "\n";
+  save_checkpoint(c, epoch, model, opt, scaler, row);
+}
+
 int run(const Config& c) {
   const bool distributed = std::getenv("WORLD_SIZE") || std::getenv("OMPI_COMM_WORLD_SIZE");
   const Device dev = pick_device(c);
@@ -377,66 +495,14 @@ int run(const Config& c) {
     nn::convert_sync_batchnorm(model.ptr());
     net = std::make_shared<nn::DistributedDataParallelImpl>(model.ptr());
   }
-  std::unique_ptr<optim::Optimizer> opt;
-  if (c.optimizer == "sgd")
-    opt = std::make_unique<optim::SGD>(
-        model->parameters(),
-        optim::SGDOptions{.lr = c.lr, .momentum = 0.9, .weight_decay = c.weight_decay});
-  else if (c.optimizer == "adam")
-    opt = std::make_unique<optim::Adam>(
-        model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
-  else
-    opt = std::make_unique<optim::AdamW>(
-        model->parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+  auto opt = make_optimizer(c, *model);
   // Loss scaling keeps small fp16 gradients from flushing to zero; bf16 has float32's range.
   amp::GradScaler scaler({.enabled = c.amp == "fp16"});
-  std::unique_ptr<optim::LRScheduler> sched;
-  if (c.scheduler == "cosine")
-    sched = std::make_unique<optim::CosineAnnealingLR>(*opt, c.epochs);
-  else if (c.scheduler == "step")
-    sched = std::make_unique<optim::StepLR>(*opt, std::max(1, c.epochs / 3), 0.1);
+  auto sched = make_scheduler(c, *opt);
 
-  int start_epoch = 0;
   if (lead) fs::create_directories(c.checkpoint_dir);
-  if (c.resume) {
-    auto ck = load_latest(c);
-    if (ck) {
-      model->load_state_dict(ck->model);
-      opt->load_state_dict(ck->optim);
-      if (scaler.is_enabled() && !ck->scaler.empty()) scaler.load_state_dict(ck->scaler);
-      start_epoch = ck->epoch;
-      if (sched) sched->set_last_epoch(start_epoch);
-      if (lead)
-        std::printf("resuming after epoch %d from %s\n", start_epoch, c.checkpoint_dir.c_str());
-    } else if (lead) {
-      std::printf("no checkpoint in %s: starting from scratch\n", c.checkpoint_dir.c_str());
-    }
-  }
-  if (lead) {
-    std::printf(
-        "weft-train: model %s, %lld parameters, %d process%s x batch %lld, %zu training and %zu "
-        "test images\n",
-        c.model.c_str(),
-        (long long)[&] {
-          int64_t n = 0;
-          for (auto& p : model->parameters()) n += p.numel();
-          return n;
-        }(),
-        world, world > 1 ? "es" : "", (long long)c.batch_size, train.size(), test.size());
-    // Keep the rows of the epochs the checkpoint covers (a killed run may have written one
-    // more), then append.
-    std::vector<std::string> rows{
-        "epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds"};
-    if (start_epoch > 0) {
-      std::ifstream in(c.metrics);
-      std::string line;
-      std::getline(in, line);
-      while (std::getline(in, line))
-        if (!line.empty() && std::atoi(line.c_str()) <= start_epoch) rows.push_back(line);
-    }
-    std::ofstream out(c.metrics, std::ios::trunc);
-    for (auto& r : rows) out << r << "\n";
-  }
+  const int start_epoch = c.resume ? resume(c, *model, *opt, scaler, sched.get(), lead) : 0;
+  if (lead) start_report(c, *model, world, train.size(), test.size(), start_epoch);
   data::DistributedSampler sampler(
       train,
       {.num_replicas = world, .rank = rank, .shuffle = true, .seed = c.seed, .drop_last = true});
@@ -450,44 +516,15 @@ int run(const Config& c) {
     // Dropout draws from a stream fixed by (seed, epoch, rank): a resumed run repeats it.
     manual_seed(data::mix_seed(c.seed * 1000003 + (uint64_t)rank, epoch));
     Progress progress(lead && c.progress, epoch + 1, c.epochs, (int64_t)loader.len());
-    double loss_sum = 0;
-    int64_t steps = 0;
-    for (auto& [xb, yb] : loader) {
-      // Pinned batches: the copies overlap with the previous step's kernels.
-      Tensor x = xb.to(dev, /*non_blocking=*/true), y = yb.to(dev, /*non_blocking=*/true);
-      opt->zero_grad();
-      Tensor loss;
-      {
-        amp::autocast region(dev.type, amp_dtype(c).value_or(DType::BFloat16), c.amp != "none");
-        loss = F::cross_entropy(net->forward(x), y);
-      }
-      scaler.scale(loss).backward();
-      scaler.step(*opt);
-      scaler.update();
-      loss_sum += loss.item<double>();
-      ++steps;
-      if (lead) progress.update(steps, loss_sum / (double)steps, steps * c.batch_size * world);
-    }
+    const auto [loss_sum, steps] =
+        train_epoch(c, *net, *opt, scaler, loader, dev, progress, lead, world);
     if (lead) progress.finish();
-    double secs = progress.elapsed();
+    const double secs = progress.elapsed();
     if (sched) sched->step();
-    Tensor tl = tensor(std::vector<float>{(float)loss_sum, (float)steps}, {2});
-    if (world > 1) dist::default_group()->allreduce({tl})->wait();
-    auto tv = tl.to_vector_float();
-    double train_loss = tv[0] / std::max(1.0f, tv[1]);
-    auto [test_loss, acc] = evaluate(*model, test, dev, amp_dtype(c));
-    double ips = (double)(steps * c.batch_size * world) / secs;
-    if (lead) {
-      char row[256];
-      std::snprintf(row, sizeof row, "%d,%.6f,%.6f,%.6f,%.1f,%.2f", epoch + 1, train_loss,
-                    test_loss, acc, ips, secs);
-      std::printf(
-          "epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.0f images/s\n",
-          epoch + 1, c.epochs, train_loss, test_loss, 100 * acc, ips);
-      std::fflush(stdout);
-      std::ofstream(c.metrics, std::ios::app) << row << "\n";
-      save_checkpoint(c, epoch + 1, *model, *opt, scaler, row);
-    }
+    const double train_loss = mean_train_loss(loss_sum, steps, world);
+    const auto test_metrics = evaluate(*model, test, dev, amp_dtype(c));
+    const double ips = (double)(steps * c.batch_size * world) / secs;
+    if (lead) report_epoch(c, epoch + 1, train_loss, test_metrics, ips, secs, *model, *opt, scaler);
   }
   if (lead)
     std::printf("done: metrics in %s, checkpoints in %s\n", c.metrics.c_str(),

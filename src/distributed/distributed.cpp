@@ -160,16 +160,109 @@ std::vector<int> checked_ranks(std::vector<int> ranks, int world) {
   return ranks;
 }
 
-}  // namespace
+// Where the ranks meet: a shared file, or rank 0's TCPStore at master_addr:port.
+struct Rendezvous {
+  std::string file_path, master_addr;
+  int port = 0;
+};
 
-namespace {
-void init_locked(InitOptions o);
+// The rendezvous init_method names; env:// reads MASTER_ADDR and MASTER_PORT.
+Rendezvous parse_init_method(const std::string& m) {
+  Rendezvous r;
+  if (m.rfind("file://", 0) == 0) {
+    r.file_path = m.substr(7);
+    WEFT_CHECK_DIST(!r.file_path.empty(), "init_process_group: '", m, "' names no file");
+  } else if (m.rfind("tcp://", 0) == 0) {
+    const std::string hp = m.substr(6);
+    const size_t colon = hp.rfind(':');
+    WEFT_CHECK_DIST(colon != std::string::npos && colon != 0, "init_process_group: '", m,
+                    "' is not tcp://host:port");
+    r.master_addr = hp.substr(0, colon);
+    if (r.master_addr.size() > 2 && r.master_addr.front() == '[') {
+      r.master_addr = r.master_addr.substr(1, r.master_addr.size() - 2);  // [v6 address]
+    }
+    r.port = static_cast<int>(parse_int("port in " + m, hp.substr(colon + 1), 1, 65535));
+  } else if (m == "env://") {
+    auto a = env("MASTER_ADDR");
+    WEFT_CHECK_DIST(a && !a->empty(),
+                    "init_process_group(env://): environment variable MASTER_ADDR is not set",
+                    kEnvHint);
+    r.master_addr = *a;
+    r.port = env_int("MASTER_PORT", 1, 65535);
+  } else {
+    WEFT_DIST_ERROR("init_process_group: unsupported init_method '", m,
+                    "' (use env://, tcp://host:port or file:///path)");
+  }
+  return r;
 }
+
+// weft-run --rdzv-timeout S exports WEFT_RDZV_TIMEOUT: how long joining may take (reaching the
+// store, every rank checking in), as torchrun's rendezvous timeout; the collectives keep
+// InitOptions::timeout, which is also the default here.
+Duration rdzv_timeout(Duration fallback) {
+  auto v = env("WEFT_RDZV_TIMEOUT");
+  if (!v || v->empty()) return fallback;
+  char* end = nullptr;
+  const double s = std::strtod(v->c_str(), &end);
+  WEFT_CHECK_DIST(end != v->c_str() && *end == '\0' && s > 0 && s <= 1e7,
+                  "init_process_group: WEFT_RDZV_TIMEOUT='", *v,
+                  "' is not a positive number of seconds");
+  return Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
+}
+
+// Under mpirun: rank and size come from MPI; InitOptions may only agree with them.
+void init_mpi(const InitOptions& o) {
+  const int wrank = ProcessGroupMPI::world_rank(), wsize = ProcessGroupMPI::world_size();
+  WEFT_CHECK_DIST((o.rank < 0 || o.rank == wrank) && (o.world_size <= 0 || o.world_size == wsize),
+                  "init_process_group(mpi): InitOptions asks for rank ", o.rank, " of ",
+                  o.world_size, ", but MPI says rank ", wrank, " of ", wsize);
+  g_state.group = ProcessGroupMPI::create({}, o.timeout);
+  g_state.timeout = o.timeout;
+  g_state.groups_created = 0;
+}
+
+// init_process_group with g_state.mu held.
+void init_locked(const InitOptions& o) {
+  WEFT_CHECK_DIST(!g_state.group,
+                  "init_process_group: already initialized (call destroy_process_group first)");
+  const std::string backend = pick_backend(o.backend);
+  if (backend == "mpi") return init_mpi(o);
+
+  // Rendezvous settings first, so that a bad one fails before anything waits.
+  const Rendezvous rv = parse_init_method(o.init_method);
+  const int world = o.world_size > 0 ? o.world_size : env_int("WORLD_SIZE", 1, 1 << 20);
+  const int rank = o.rank >= 0 ? o.rank : env_int("RANK", 0, 1 << 20);
+  WEFT_CHECK_DIST(rank < world, "init_process_group: RANK=", rank,
+                  " is not below WORLD_SIZE=", world);
+  const Duration rdzv = rdzv_timeout(o.timeout);
+
+  std::shared_ptr<Store> store;
+  std::string where;
+  if (!rv.file_path.empty()) {
+    store = std::make_shared<FileStore>(rv.file_path, world, rdzv);
+    where = "file " + rv.file_path;
+  } else {
+    where = rv.master_addr + ":" + std::to_string(rv.port);
+    store = std::make_shared<TCPStore>(rv.master_addr, static_cast<uint16_t>(rv.port), world,
+                                       /*is_server=*/rank == 0, rdzv,
+                                       /*wait_for_workers=*/false);
+  }
+  check_joined(*store, rank, world, backend, rdzv, where,
+               /*hosts_store=*/rv.file_path.empty() && rank == 0);
+  g_state.group = make_group(backend, std::make_shared<PrefixStore>("weft/pg/0", store), rank,
+                             world, o.timeout, rv.master_addr);
+  g_state.store = std::move(store);
+  g_state.master_addr = rv.master_addr;
+  g_state.timeout = o.timeout;
+  g_state.groups_created = 0;
+}
+
+}  // namespace
 
 void init_process_group(InitOptions o) {
   {
     std::lock_guard<std::mutex> lock(g_state.mu);
-    init_locked(std::move(o));
+    init_locked(o);
   }
   // DistributedSampler's defaults come from the default group (the data layer does not
   // depend on this one, so it is told).
@@ -177,91 +270,6 @@ void init_process_group(InitOptions o) {
     return std::pair<int, int>{get_world_size(), get_rank()};
   });
 }
-
-namespace {
-void init_locked(InitOptions o) {
-  WEFT_CHECK_DIST(!g_state.group,
-                  "init_process_group: already initialized (call destroy_process_group first)");
-  const std::string backend = pick_backend(o.backend);
-
-  if (backend == "mpi") {
-    const int wrank = ProcessGroupMPI::world_rank(), wsize = ProcessGroupMPI::world_size();
-    WEFT_CHECK_DIST((o.rank < 0 || o.rank == wrank) && (o.world_size <= 0 || o.world_size == wsize),
-                    "init_process_group(mpi): InitOptions asks for rank ", o.rank, " of ",
-                    o.world_size, ", but MPI says rank ", wrank, " of ", wsize);
-    g_state.group = ProcessGroupMPI::create({}, o.timeout);
-    g_state.timeout = o.timeout;
-    g_state.groups_created = 0;
-    return;
-  }
-
-  // Rendezvous settings first, so that a bad one fails before anything waits.
-  const std::string& m = o.init_method;
-  std::string file_path, master_addr;
-  int port = 0;
-  if (m.rfind("file://", 0) == 0) {
-    file_path = m.substr(7);
-    WEFT_CHECK_DIST(!file_path.empty(), "init_process_group: '", m, "' names no file");
-  } else if (m.rfind("tcp://", 0) == 0) {
-    const std::string hp = m.substr(6);
-    const size_t colon = hp.rfind(':');
-    WEFT_CHECK_DIST(colon != std::string::npos && colon != 0, "init_process_group: '", m,
-                    "' is not tcp://host:port");
-    master_addr = hp.substr(0, colon);
-    if (master_addr.size() > 2 && master_addr.front() == '[') {
-      master_addr = master_addr.substr(1, master_addr.size() - 2);  // [v6 address]
-    }
-    port = static_cast<int>(parse_int("port in " + m, hp.substr(colon + 1), 1, 65535));
-  } else if (m == "env://") {
-    auto a = env("MASTER_ADDR");
-    WEFT_CHECK_DIST(a && !a->empty(),
-                    "init_process_group(env://): environment variable MASTER_ADDR is not set",
-                    kEnvHint);
-    master_addr = *a;
-    port = env_int("MASTER_PORT", 1, 65535);
-  } else {
-    WEFT_DIST_ERROR("init_process_group: unsupported init_method '", m,
-                    "' (use env://, tcp://host:port or file:///path)");
-  }
-  const int world = o.world_size > 0 ? o.world_size : env_int("WORLD_SIZE", 1, 1 << 20);
-  const int rank = o.rank >= 0 ? o.rank : env_int("RANK", 0, 1 << 20);
-  WEFT_CHECK_DIST(rank < world, "init_process_group: RANK=", rank,
-                  " is not below WORLD_SIZE=", world);
-
-  // weft-run --rdzv-timeout S exports WEFT_RDZV_TIMEOUT: how long joining may take (reaching
-  // the store, every rank checking in), as torchrun's rendezvous timeout; the collectives keep
-  // o.timeout.
-  Duration rdzv_timeout = o.timeout;
-  if (auto v = env("WEFT_RDZV_TIMEOUT"); v && !v->empty()) {
-    char* end = nullptr;
-    const double s = std::strtod(v->c_str(), &end);
-    WEFT_CHECK_DIST(end != v->c_str() && *end == '\0' && s > 0 && s <= 1e7,
-                    "init_process_group: WEFT_RDZV_TIMEOUT='", *v,
-                    "' is not a positive number of seconds");
-    rdzv_timeout = Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
-  }
-
-  std::shared_ptr<Store> store;
-  std::string where;
-  if (!file_path.empty()) {
-    store = std::make_shared<FileStore>(file_path, world, rdzv_timeout);
-    where = "file " + file_path;
-  } else {
-    where = master_addr + ":" + std::to_string(port);
-    store = std::make_shared<TCPStore>(master_addr, static_cast<uint16_t>(port), world,
-                                       /*is_server=*/rank == 0, rdzv_timeout,
-                                       /*wait_for_workers=*/false);
-  }
-  check_joined(*store, rank, world, backend, rdzv_timeout, where,
-               /*hosts_store=*/file_path.empty() && rank == 0);
-  g_state.group = make_group(backend, std::make_shared<PrefixStore>("weft/pg/0", store), rank,
-                             world, o.timeout, master_addr);
-  g_state.store = std::move(store);
-  g_state.master_addr = master_addr;
-  g_state.timeout = o.timeout;
-  g_state.groups_created = 0;
-}
-}  // namespace
 
 bool is_initialized() {
   std::lock_guard<std::mutex> lock(g_state.mu);

@@ -1,23 +1,22 @@
 // ProcessGroupNCCL (see the header): communicator setup through the store with a non-blocking
-// NCCL config (so that setup has a timeout), collectives on a dedicated stream ordered against
-// the caller's stream with events, and a watchdog thread that completes Works (running their
-// then() callbacks) and aborts the communicator when an op overruns the timeout.
+// NCCL config (so that setup has a timeout), and the collectives, on a dedicated stream ordered
+// against the caller's stream with events. The watchdog thread that completes their Works and
+// aborts the communicator when an op overruns the timeout is in nccl_watchdog.cpp.
 #include "weft/distributed/nccl/process_group_nccl.h"
 
 #include <cuda_runtime.h>
 #include <nccl.h>
 
 #include <chrono>
-#include <condition_variable>
 #include <cstdlib>
 #include <cstring>
-#include <deque>
 #include <functional>
 #include <mutex>
 #include <thread>
 
 #include "cuda/cuda_check.h"
 #include "distributed/collectives.h"
+#include "distributed/nccl/nccl_impl.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
 #include "weft/ops.h"
@@ -27,15 +26,8 @@ namespace weft::dist {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string nccl_message(ncclResult_t r, ncclComm_t comm) {
-  std::string msg = std::string(ncclGetErrorString(r));
-  if (comm) {
-    const char* last = ncclGetLastError(comm);
-    if (last && *last) msg += std::string(" (") + last + ")";
-  }
-  return msg;
-}
+using detail::nccl_message;
+using detail::WorkNCCL;
 
 ncclDataType_t nccl_dtype(DType t) {
   switch (t) {
@@ -67,261 +59,7 @@ ncclRedOp_t nccl_op(ReduceOp op) {
   return ncclSum;
 }
 
-class WorkNCCL;
-
 }  // namespace
-
-struct ProcessGroupNCCL::Impl {
-  int rank = 0, size = 0, device = 0;
-  std::string where;  // "rank 1 of 4 (cuda:1)"
-  Duration timeout{};
-  ncclComm_t comm = nullptr;
-  cudaStream_t stream = nullptr;  // the NCCL stream
-  // Held by every use of `comm`: issuing a collective (one at a time: NCCL needs a common order),
-  // polling its state, aborting and destroying it. ncclCommAbort frees the communicator, so an
-  // abort from the watchdog or from wait(timeout) waits for an op being issued, then later ops
-  // see `broken` and refuse instead of touching the freed comm. The wait is bounded: on a
-  // non-blocking communicator no call blocks, and settle() gives up after the timeout.
-  // Lock order: issue_mu before mu.
-  std::mutex issue_mu;
-
-  // Watchdog state.
-  std::mutex mu;
-  std::condition_variable cv;
-  std::deque<std::shared_ptr<WorkNCCL>> pending;
-  std::string broken;  // set once the communicator was aborted
-  bool stop = false;
-  std::thread watchdog;
-
-  // Aborts the communicator once; later ops fail with `why`. Caller holds issue_mu and mu.
-  void abort_locked(const std::string& why) {
-    if (!broken.empty()) return;
-    broken = why;
-    ncclCommAbort(comm);
-    comm = nullptr;
-  }
-  // The same from a thread that holds neither lock.
-  void abort(const std::string& why) {
-    std::lock_guard<std::mutex> issue_lock(issue_mu);
-    std::lock_guard<std::mutex> lock(mu);
-    abort_locked(why);
-  }
-
-  // Polls a non-blocking communicator until the last call has left ncclInProgress. Caller holds
-  // issue_mu.
-  void settle(ncclResult_t r, const std::string& what) {
-    const auto deadline = Clock::now() + timeout;
-    while (r == ncclInProgress) {
-      if (Clock::now() > deadline) {
-        std::lock_guard<std::mutex> lock(mu);
-        abort_locked(what + " on " + where + ": NCCL did not finish enqueueing within " +
-                     std::to_string(timeout.count()) + " ms");
-        WEFT_DIST_ERROR("weft.dist: ", broken);
-      }
-      std::this_thread::yield();
-      ncclCommGetAsyncError(comm, &r);
-    }
-    if (r != ncclSuccess) {
-      const std::string msg =
-          "weft.dist: nccl " + what + " on " + where + " failed: " + nccl_message(r, comm);
-      std::lock_guard<std::mutex> lock(mu);
-      abort_locked(msg);
-      WEFT_DIST_ERROR(msg);
-    }
-  }
-
-  // Issues `calls` (NCCL calls on comm; they return the first failure) as one NCCL group. Inside
-  // a group NCCL only records the calls; on a non-blocking communicator the work (and
-  // ncclInProgress) comes at ncclGroupEnd, and the state is polled only after it (NCCL's
-  // "Nonblocking Group Operation"). ncclGroupEnd is called even when a call failed, so that the
-  // thread is not left inside an open group. Caller holds issue_mu.
-  void group(const std::string& what, const std::function<ncclResult_t()>& calls) {
-    settle(ncclGroupStart(), what);
-    const ncclResult_t queued = calls();
-    const ncclResult_t ended = ncclGroupEnd();
-    settle(queued != ncclSuccess && queued != ncclInProgress ? queued : ended, what);
-  }
-
-  // A peer that dies mid-collective shows as an asynchronous error on the communicator long
-  // before the timeout; abort on it then. Skipped while an op is being issued (that thread
-  // polls the same state). Caller holds neither lock.
-  void poll_async_error() {
-    std::string why;
-    {
-      std::unique_lock<std::mutex> issue_lock(issue_mu, std::try_to_lock);
-      if (!issue_lock.owns_lock() || !comm) return;
-      ncclResult_t r = ncclSuccess;
-      if (ncclCommGetAsyncError(comm, &r) != ncclSuccess || r == ncclSuccess || r == ncclInProgress)
-        return;
-      why = "the communicator on " + where + " reported an error: " + nccl_message(r, comm);
-    }
-    abort(why);
-  }
-
-  void watch();
-};
-
-namespace {
-
-class WorkNCCL : public Work {
- public:
-  WorkNCCL(std::shared_ptr<ProcessGroupNCCL::Impl> pg, std::string what, bool host_blocking,
-           std::vector<Tensor> keep)
-      : pg_(std::move(pg)),
-        what_(std::move(what)),
-        host_blocking_(host_blocking),
-        keep_(std::move(keep)),
-        start_(Clock::now()) {}
-
-  void record_end() { end_.record(cuda::Stream(pg_->device, pg_->stream)); }
-
-  void wait(std::optional<Duration> timeout) override {
-    if (!timeout && !host_blocking_) {
-      rethrow_if_failed();
-      // The caller's stream waits for the op on the device; the host goes on.
-      end_.block(cuda::current_stream(pg_->device));
-      return;
-    }
-    const Duration t = timeout.value_or(pg_->timeout);
-    const auto deadline = Clock::now() + t;
-    while (!is_completed()) {
-      if (Clock::now() > deadline) {
-        const std::string msg = "nccl " + what_ + " on " + pg_->where + " timed out after " +
-                                std::to_string(t.count()) +
-                                " ms; the communicator was aborted (a peer rank may have died or "
-                                "stalled, or the ranks issued different collectives)";
-        pg_->abort(msg);
-        fail(WEFT_DIST_ERROR_PTR("weft.dist: ", msg));
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::microseconds(50));
-    }
-    rethrow_if_failed();
-    end_.block(cuda::current_stream(pg_->device));
-  }
-
-  bool is_completed() override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (done_) return true;
-    }
-    if (!end_.query()) return false;
-    // ncclCommAbort makes a hung kernel exit, so the end event also completes after an abort:
-    // that is a failure, not a result (abort_locked sets `broken` before it aborts).
-    std::string broken;
-    {
-      std::lock_guard<std::mutex> lock(pg_->mu);
-      broken = pg_->broken;
-    }
-    finish(broken.empty() ? nullptr : WEFT_DIST_ERROR_PTR("weft.dist: ", broken));
-    return true;
-  }
-
-  void then(std::function<void(std::exception_ptr)> fn) override {
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (!done_) {
-        callbacks_.push_back(std::move(fn));
-        return;
-      }
-    }
-    fn(error_);
-  }
-
-  // Marks the op done (error or not) once, runs the callbacks, releases the tensors.
-  void finish(std::exception_ptr error) {
-    std::vector<std::function<void(std::exception_ptr)>> cbs;
-    {
-      std::lock_guard<std::mutex> lock(mu_);
-      if (done_) return;
-      done_ = true;
-      error_ = error;
-      cbs.swap(callbacks_);
-    }
-    for (auto& cb : cbs) {
-      try {
-        cb(error);
-      } catch (...) {
-        // Callbacks run on the watchdog thread: a failing one fails the Work (first error
-        // wins, reported by wait()) instead of ending the process.
-        std::lock_guard<std::mutex> lock(mu_);
-        if (!error_) error_ = std::current_exception();
-      }
-    }
-    keep_.clear();
-  }
-  void fail(std::exception_ptr error) { finish(error); }
-
-  bool overdue(Clock::time_point now) const { return now - start_ > pg_->timeout; }
-  const std::string& what() const { return what_; }
-
- private:
-  void rethrow_if_failed() {
-    std::lock_guard<std::mutex> lock(mu_);
-    if (done_ && error_) std::rethrow_exception(error_);
-  }
-
-  std::shared_ptr<ProcessGroupNCCL::Impl> pg_;
-  const std::string what_;
-  const bool host_blocking_;
-  std::vector<Tensor> keep_;  // inputs/outputs/temporaries, alive until the op is done
-  const Clock::time_point start_;
-  cuda::Event end_;
-  std::mutex mu_;
-  bool done_ = false;
-  std::exception_ptr error_;
-  std::vector<std::function<void(std::exception_ptr)>> callbacks_;
-};
-
-}  // namespace
-
-// Completes finished Works in order (their callbacks run here) and aborts the communicator when
-// the oldest unfinished one is overdue; then every pending Work fails with that error.
-void ProcessGroupNCCL::Impl::watch() {
-  // On the group's GPU, so that the event queries below make no context on another one.
-  if (cudaSetDevice(device) == cudaSuccess) cuda::detail::mark_entered(device);
-  std::unique_lock<std::mutex> lock(mu);
-  while (true) {
-    cv.wait_for(lock,
-                pending.empty() ? std::chrono::milliseconds(100) : std::chrono::milliseconds(1));
-    if (stop && pending.empty()) return;
-    while (!pending.empty()) {
-      std::shared_ptr<WorkNCCL> w = pending.front();
-      lock.unlock();
-      bool done = true;
-      try {
-        done = w->is_completed();
-      } catch (...) {  // a CUDA error from the event query: the op failed, the thread goes on
-        w->fail(std::current_exception());
-      }
-      if (!done) poll_async_error();
-      lock.lock();
-      if (done) {
-        pending.pop_front();
-        continue;
-      }
-      if (broken.empty() && w->overdue(Clock::now())) {
-        // mu is released while abort() takes issue_mu first (the lock order), so that an op
-        // being issued finishes with the comm before it is freed.
-        lock.unlock();
-        abort("nccl " + w->what() + " on " + where + " timed out after " +
-              std::to_string(timeout.count()) +
-              " ms; the watchdog aborted the communicator (a peer rank may have died or "
-              "stalled, or the ranks issued different collectives)");
-        lock.lock();
-      }
-      if (!broken.empty()) {
-        auto failed = std::move(pending);
-        pending.clear();
-        const auto err = WEFT_DIST_ERROR_PTR("weft.dist: ", broken);
-        lock.unlock();
-        for (auto& f : failed) f->fail(err);
-        lock.lock();
-      }
-      break;
-    }
-  }
-}
 
 ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int size,
                                    NCCLOptions options)

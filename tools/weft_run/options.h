@@ -1,0 +1,30 @@
+// weft-run's command line: torchrun's options (its underscore spellings and --opt=value work too)
+// parsed into Options. A bad option ends the process with status 2 and a message naming it;
+// --help prints the usage and exits 0. Standard library and POSIX only, like all of weft-run.
+#pragma once
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace weft_run {
+
+struct Options {
+  int nproc = 1;
+  int nnodes = 1;
+  int node_rank = 0;
+  std::string master_addr = "127.0.0.1";
+  int master_port = 29500;
+  int max_restarts = 0;
+  std::optional<double> rdzv_timeout;
+  double grace = 5.0;
+  bool prefix = true;
+  bool standalone = false;
+  std::vector<std::string> command;  // PROGRAM ARGS...
+};
+
+Options parse_args(int argc, char** argv);
+
+int cpu_count();  // at least 1
+
+}  // namespace weft_run
