@@ -1,5 +1,6 @@
-// torch.distributed's entry points: init_process_group (env:// and file:// rendezvous),
-// the default group, new_group for subgroups, and free-function collectives on it.
+// torch.distributed's entry points: init_process_group (env://, tcp:// and file:// rendezvous),
+// the default group and new_group for subgroups. The namespace is weft::dist, as Python code says
+// `import torch.distributed as dist`.
 // env:// reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE (and LOCAL_RANK), as torchrun and
 // weft-run set them; under mpirun the MPI backend takes rank and size from MPI itself.
 #pragma once

@@ -1,8 +1,8 @@
-// ProcessGroup: torch.distributed's collective interface, implemented by the Gloo and MPI
-// backends (NCCL later). Collectives are asynchronous: each returns a Work whose wait()
-// blocks up to a timeout; ops run in issue order on one communication thread per group, so
-// every rank must issue the same collectives in the same order. Tensors are in-place
-// (allreduce/broadcast) and must be contiguous; shapes and dtypes must agree across ranks.
+// ProcessGroup: torch.distributed's collective interface, implemented by the Gloo, MPI and NCCL
+// backends. Collectives are asynchronous: each returns a Work (see Work::wait for what waiting
+// means on each backend); a group runs its ops in issue order, so every rank must issue the
+// same collectives in the same order. Tensors are in-place (allreduce/broadcast) and must be
+// contiguous; shapes and dtypes must agree across ranks.
 #pragma once
 
 #include <functional>
@@ -21,8 +21,10 @@ std::string to_string(ReduceOp op);  // "SUM", "AVG", ... (as messages name it)
 class Work {
  public:
   virtual ~Work() = default;
-  // Blocks until done; throws the op's error, or DistError after `timeout` (default: the
-  // group's timeout).
+  // Gloo and MPI: blocks until the op is done; throws its error, or DistError after `timeout`
+  // (default: the group's timeout). NCCL (as PyTorch's): without a timeout only orders the
+  // caller's current stream after the op and returns at once (barrier() still blocks); with
+  // one it blocks the host, aborting the communicator if the op overruns it.
   virtual void wait(std::optional<Duration> timeout = std::nullopt) = 0;
   virtual bool is_completed() = 0;
   // Runs `fn` on the communication thread when the op finishes (immediately if it has);

@@ -1,6 +1,7 @@
 // ProcessGroupGloo: the CPU backend (PyTorch's default), Gloo's collective algorithms over
-// its TCP transport, rendezvous through a weft Store. Guarantees: float32/int64 contiguous CPU
-// tensors only (anything else is refused at the call, naming the tensor); every op and the
+// its TCP transport, rendezvous through a weft Store. Guarantees: contiguous CPU tensors of
+// float32 or int64, and for allreduce also fp16/bf16 (DDP's compression hooks; reduced in float
+// and rounded back); anything else is refused at the call, naming the tensor. Every op and the
 // connection setup end within the group timeout, and a dead peer surfaces as DistError naming
 // the op and Gloo's message ("Connection closed by peer [addr]:port").
 #pragma once

@@ -15,14 +15,39 @@
 
 namespace weft::nn {
 
+// The options of torch.nn.parallel.DistributedDataParallel, with PyTorch's defaults.
 struct DistributedDataParallelOptions {
-  std::vector<Device> device_ids = {};  // accepted for PyTorch parity; one device per process
+  // Accepted for PyTorch parity and ignored (default empty): DDP runs one device per process,
+  // the one the module's parameters are on; move the module there (module->to(device)) first.
+  std::vector<Device> device_ids = {};
+  // Accepted for PyTorch parity and ignored (default none): outputs stay where the module
+  // computes them.
   std::optional<Device> output_device = std::nullopt;
-  bool broadcast_buffers = true;  // rank 0's buffers before every forward
-  std::shared_ptr<dist::ProcessGroup> process_group = nullptr;  // default group if null
+  // Default true: in training, every forward first broadcasts rank 0's buffers (BatchNorm's
+  // running statistics), so that all replicas stay identical. Turn off for modules without
+  // buffers, or whose buffers are synchronised otherwise (SyncBatchNorm), to save a collective.
+  bool broadcast_buffers = true;
+  // The group whose ranks average gradients; default (null) the default group of
+  // init_process_group. Pass a new_group() to run several DDP models on disjoint ranks.
+  std::shared_ptr<dist::ProcessGroup> process_group = nullptr;
+  // Default 25: gradients are all-reduced in buckets of about this many MiB (the first bucket is
+  // at most 1 MiB so communication starts early), each launched as soon as its gradients are in,
+  // overlapping backward. Larger buckets mean fewer collectives, smaller ones earlier overlap.
   double bucket_cap_mb = 25;
+  // Default false: every parameter that requires grad must receive a gradient in every backward,
+  // else the ranks would wait for it forever (DDP then fails naming it). Set true when some
+  // parameters take no part in some iterations' loss: each forward walks the autograd graph from
+  // the outputs to find them, and the ranks agree (one extra small all-reduce) on which were
+  // used anywhere; parameters no rank used keep their .grad untouched. Costs a graph walk per
+  // iteration.
   bool find_unused_parameters = false;
+  // Default false: after the reduction, gradients are copied out of the bucket buffers into
+  // .grad. When true, each parameter's .grad becomes a view into its bucket instead: no copy
+  // and no second gradient-sized tensor per parameter, which saves memory on large models.
   bool gradient_as_bucket_view = false;
+  // Default false. Set true when the model uses the same parameters in every iteration (the
+  // graph does not change): unused parameters are found by walking the first iteration's graph
+  // only, and later iterations reuse that set without a walk.
   bool static_graph = false;
 };
 
