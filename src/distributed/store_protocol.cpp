@@ -270,16 +270,12 @@ ParseResult parse_message(const uint8_t* data, size_t size, Message* out) {
   return res;
 }
 
-std::vector<uint8_t> encode_message(const Message& m) {
+namespace {
+
+// Appends m's payload (its fields for its type) to out, refusing field counts and values the
+// type does not take.
+void encode_payload(const Message& m, std::vector<uint8_t>& out) {
   const auto t = m.type;
-  WEFT_CHECK(known_type(static_cast<uint16_t>(t)), "store message: unknown type ",
-             static_cast<int>(t));
-  for (auto& k : m.keys)
-    WEFT_CHECK(k.size() <= kMaxKeySize, "store key of ", k.size(), " bytes exceeds the ",
-               kMaxKeySize, "-byte limit");
-  for (auto& v : m.values)
-    WEFT_CHECK(v.size() <= kMaxValueSize, "store value of ", v.size(),
-               " bytes exceeds the limit of ", kMaxValueSize);
   auto need_keys = [&](size_t lo, size_t hi) {
     WEFT_CHECK(m.keys.size() >= lo && m.keys.size() <= hi, "store ", type_name(t), ": ",
                m.keys.size(), " keys (limit ", hi, ")");
@@ -287,12 +283,6 @@ std::vector<uint8_t> encode_message(const Message& m) {
   auto need_values = [&](size_t n) {
     WEFT_CHECK(m.values.size() == n, "store ", type_name(t), ": expects ", n, " values");
   };
-  std::vector<uint8_t> out = {'W', 'F', 'S', 'T'};
-  out.push_back(kVersion & 0xff);
-  out.push_back(kVersion >> 8);
-  out.push_back(static_cast<uint16_t>(t) & 0xff);
-  out.push_back(static_cast<uint16_t>(t) >> 8);
-  put_u32(out, 0);  // payload length, patched below
   auto key = [&] { put_bytes(out, m.keys[0].data(), m.keys[0].size()); };
   auto keys = [&] {
     put_u32(out, static_cast<uint32_t>(m.keys.size()));
@@ -350,6 +340,27 @@ std::vector<uint8_t> encode_message(const Message& m) {
       break;
     }
   }
+}
+
+}  // namespace
+
+std::vector<uint8_t> encode_message(const Message& m) {
+  const auto t = m.type;
+  WEFT_CHECK(known_type(static_cast<uint16_t>(t)), "store message: unknown type ",
+             static_cast<int>(t));
+  for (auto& k : m.keys)
+    WEFT_CHECK(k.size() <= kMaxKeySize, "store key of ", k.size(), " bytes exceeds the ",
+               kMaxKeySize, "-byte limit");
+  for (auto& v : m.values)
+    WEFT_CHECK(v.size() <= kMaxValueSize, "store value of ", v.size(),
+               " bytes exceeds the limit of ", kMaxValueSize);
+  std::vector<uint8_t> out = {'W', 'F', 'S', 'T'};
+  out.push_back(kVersion & 0xff);
+  out.push_back(kVersion >> 8);
+  out.push_back(static_cast<uint16_t>(t) & 0xff);
+  out.push_back(static_cast<uint16_t>(t) >> 8);
+  put_u32(out, 0);  // payload length, patched below
+  encode_payload(m, out);
   const size_t len = out.size() - kHeaderSize;
   for (int i = 0; i < 4; ++i) out[8 + i] = static_cast<uint8_t>(len >> (8 * i));
   return out;

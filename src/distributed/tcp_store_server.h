@@ -1,9 +1,8 @@
-// Internal to TCPStore: the store's server, one thread running a poll() loop over non-blocking
-// sockets. The key-value map is touched only by that thread, so it needs no lock. Waiting
-// requests (GET of a missing key, WAIT) are parked until their keys appear or their deadline
-// passes; while a connection has a parked request its later bytes stay unread, which keeps
-// replies in request order. Malformed input closes that connection (logged); the store is
-// untouched.
+// Internal to TCPStore: its server, one thread polling non-blocking sockets; only that thread
+// touches the key-value map, so it needs no lock. Waiting requests (GET of a missing key, WAIT)
+// are parked until their keys appear or their deadline passes, and a connection's later bytes
+// stay unread meanwhile, which keeps replies in request order. Malformed input closes that
+// connection (logged) and leaves the store untouched.
 #pragma once
 
 #include <atomic>
