@@ -1,5 +1,5 @@
-// Internal: the CUDA kernels behind weft::nn::functional (pooling, NLL loss) and cuDNN's
-// convolutions, declared without CUDA headers. The functional code
+// Internal: the CUDA kernels behind weft::nn::functional (pooling, NLL loss), declared without
+// CUDA headers. The functional code
 // dispatches here when its input is on a CUDA device and keeps autograd to itself; each call
 // queues its kernels on the tensors' device's current stream and returns without waiting.
 #pragma once
@@ -25,19 +25,5 @@ Tensor nll_loss_per_sample(const Tensor& log_probs, const Tensor& target, int64_
 // Gradient [N, C]: -g_i at (i, target[i]); g is [N] (per-sample) or a scalar times `scale`.
 Tensor nll_loss_backward(const Tensor& g, bool per_sample, double scale, const Tensor& target,
                          int64_t C, int64_t ignore_index);
-
-// cuDNN convolution of contiguous NCHW tensors of one dtype, float32, bf16 or fp16 (weight
-// [K, C/G, kh, kw]). float32: TF32 only when weft::cuda::allow_tf32() (PyTorch's conv numerics
-// otherwise); 16-bit: tensor cores with float32 accumulation.
-struct ConvParams {
-  int64_t sh, sw, ph, pw, dh, dw, groups;
-};
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p);
-// Any of dx / dw / db may be skipped (want_* false): they come back undefined.
-struct ConvGrads {
-  Tensor dx, dw, db;
-};
-ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy, const ConvParams& p,
-                          bool want_dx, bool want_dw, bool want_db);
 
 }  // namespace weft::cuda::nn
