@@ -1,5 +1,5 @@
-// CUDA kernels of 2-D max and average pooling over contiguous float32 NCHW (ops/cuda/nn_ops.h),
-// with their backward scatters. Plain kernels, grid-stride loops.
+// CUDA kernels of 2-D max and average pooling over contiguous float32 NCHW
+// (ops/stubs/pooling.h), with their backward scatters. Plain kernels, grid-stride loops.
 #include <cuda_runtime.h>
 
 #include <cmath>
