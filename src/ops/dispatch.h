@@ -84,13 +84,13 @@ class DispatchStub<R (*)(Args...)> : public DispatchStubBase {
   using Fn = R (*)(Args...);
   constexpr explicit DispatchStub(const char* name) : DispatchStubBase(name) {}
 
-  // Runs the kernel of d's device type (every index of a type shares its kernel).
-  template <typename... A>
-  R operator()(Device d, A&&... args) const {
+  // Runs the kernel of d's device type (every index of a type shares its kernel). The kernel's
+  // own parameter types, so that arguments convert (and braced lists build) at the call.
+  R operator()(Device d, Args... args) const {
     const Fn fn = kernels_[index(d.type)];
     if (!fn) [[unlikely]]
       missing_kernel(d);
-    return fn(std::forward<A>(args)...);
+    return fn(std::forward<Args>(args)...);
   }
   void register_kernel(DeviceType t, Fn fn) {
     kernels_[index(t)] = fn;

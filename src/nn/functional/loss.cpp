@@ -1,10 +1,10 @@
-// Losses. MSE/BCE are composed from differentiable ops; cross-entropy is a fused
-// log-softmax + NLL with its own backward (softmax - onehot), the hot path of training.
+// Losses. BCE is composed from differentiable ops, MSE too where the device has no fused kernel;
+// cross-entropy is log-softmax + NLL, whose kernels have their own backward, the hot path of
+// training. The kernels are the device's (ops/stubs/loss.h; Note [Device dispatch]).
+#include "ops/stubs/loss.h"
+
 #include <cmath>
 
-#ifdef WEFT_WITH_CUDA
-#include "ops/cuda/nn_ops.h"
-#endif
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
@@ -51,7 +51,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
     return in_float32(input, target,
                       [&](const Tensor& x, const Tensor& y) { return mse_loss(x, y, r); });
   if (r == Reduction::None || input.dtype() != kFloat32 || target.dtype() != kFloat32 ||
-      !input.device().is_cpu()) {
+      !ops::mse_loss_stub.has_kernel(input.device().type)) {
     Tensor d = input - target;
     return reduce(d * d, r);
   }
@@ -59,14 +59,8 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
   WEFT_CHECK(input.device() == target.device(), "mse_loss: input on ", input.device(),
              " but target on ", target.device());
   Tensor x = input.detach().contiguous(), y = target.detach().contiguous();
-  const float* px = x.data_ptr<float>();
-  const float* py = y.data_ptr<float>();
   const int64_t n = x.numel();
-  double s = 0;
-  for (int64_t i = 0; i < n; ++i) {
-    const double d = (double)px[i] - py[i];
-    s += d * d;
-  }
+  const double s = ops::mse_loss_stub(x.device(), x, y);
   const double scale = r == Reduction::Mean ? 1.0 / (double)n : 1.0;
   Tensor out =
       scalar_tensor(n == 0 && r == Reduction::Mean ? NAN : s * scale, {.device = input.device()});
@@ -74,11 +68,7 @@ Tensor mse_loss(const Tensor& input, const Tensor& target, Reduction r) {
   autograd::record("MseLossBackward", {&input, &target}, out,
                    [x, y, scale, gi, gt](std::vector<Tensor>& g) {
                      const float k = (float)(2.0 * scale) * g[0].item<float>();
-                     Tensor dx = make_empty(x.sizes(), kFloat32, x.device());
-                     float* pd = dx.data_ptr<float>();
-                     const float* px = x.data_ptr<float>();
-                     const float* py = y.data_ptr<float>();
-                     for (int64_t i = 0; i < x.numel(); ++i) pd[i] = k * (px[i] - py[i]);
+                     Tensor dx = ops::mse_loss_backward_stub(x.device(), x, y, k);
                      return std::vector<Tensor>{gi ? dx : Tensor(), gt ? -dx : Tensor()};
                    },
                    {x, y});
@@ -143,39 +133,17 @@ int64_t count_targets(const Tensor& t, int64_t C, int64_t ignore_index) {
   return count;
 }
 
-#ifdef WEFT_WITH_CUDA
-// CUDA: per-sample losses and the gradient from kernels (src/ops/cuda/nn_kernels.cu); the
-// targets are checked on a host copy, as the CPU path checks them.
-Tensor nll_loss_cuda(const Tensor& log_probs, const Tensor& lp, const Tensor& t, Reduction r,
-                     int64_t ignore_index) {
-  const int64_t C = lp.size(1);
-  WEFT_CHECK(t.device() == lp.device(), "nll_loss: target on ", t.device(), " but input on ",
-             lp.device());
-  const int64_t count = count_targets(t.to(Device::CPU()), C, ignore_index);
-  Tensor per = cuda::nn::nll_loss_per_sample(lp.contiguous(), t, ignore_index);
-  Tensor out;
-  double scale = 1.0;
-  {
-    NoGradGuard ng;
-    if (r == Reduction::None) {
-      out = log_probs.dim() == 1 ? per.reshape({}) : per;
-    } else {
-      scale = r == Reduction::Mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
-      out = per.sum() * scale;
-    }
+ops::LossReduction loss_reduction(Reduction r) {
+  switch (r) {
+    case Reduction::None:
+      return ops::LossReduction::None;
+    case Reduction::Sum:
+      return ops::LossReduction::Sum;
+    case Reduction::Mean:
+      return ops::LossReduction::Mean;
   }
-  Shape in_shape = log_probs.sizes();
-  autograd::record(
-      "NllLossBackward", {&log_probs}, out,
-      [t, C, r, scale, ignore_index, in_shape](std::vector<Tensor>& g) {
-        return std::vector<Tensor>{
-            cuda::nn::nll_loss_backward(g[0], r == Reduction::None, scale, t, C, ignore_index)
-                .view(in_shape)};
-      },
-      {t});
-  return out;
+  return ops::LossReduction::Mean;
 }
-#endif
 }  // namespace
 
 Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int64_t ignore_index) {
@@ -193,43 +161,21 @@ Tensor nll_loss(const Tensor& log_probs, const Tensor& target, Reduction r, int6
   WEFT_CHECK(tg.dim() == 1 && tg.size(0) == N, "nll_loss: target ", shape_str(target.sizes()),
              " does not match input ", shape_str(log_probs.sizes()), " (batch ", N, ")");
   Tensor t = tg.contiguous();
-#ifdef WEFT_WITH_CUDA
-  if (lp.device().is_cuda()) return nll_loss_cuda(log_probs, lp, t, r, ignore_index);
-#endif
-  const int64_t* pt = t.data_ptr<int64_t>();
-  const int64_t count = count_targets(t, C, ignore_index);
-  Tensor lpc = lp.contiguous();
-  const float* pl = lpc.data_ptr<float>();
-  Tensor per = make_empty({N}, kFloat32, log_probs.device());
-  float* pp = per.data_ptr<float>();
-  for (int64_t i = 0; i < N; ++i) pp[i] = pt[i] == ignore_index ? 0.0f : -pl[i * C + pt[i]];
-  Tensor out;
-  if (r == Reduction::None) {
-    out = log_probs.dim() == 1 ? per.reshape({}) : per;
-  } else {
-    double s = 0;
-    for (int64_t i = 0; i < N; ++i) s += pp[i];
-    if (r == Reduction::Mean) s = count ? s / count : NAN;
-    out = scalar_tensor(s, {.device = log_probs.device()});
-  }
+  // The class indices are checked on the host.
+  const int64_t count =
+      count_targets(t.device().is_cpu() ? t : t.to(Device::CPU()), C, ignore_index);
+  const ops::LossReduction red = loss_reduction(r);
+  Tensor out = ops::nll_loss_stub(lp.device(), lp, t, ignore_index, red, count);
+  if (r == Reduction::None && log_probs.dim() == 1) out = out.reshape({});
   Shape in_shape = log_probs.sizes();
-  autograd::record("NllLossBackward", {&log_probs}, out,
-                   [t, N, C, r, count, ignore_index, in_shape](std::vector<Tensor>& g) {
-                     Tensor gc = g[0].contiguous();
-                     const float* pg = gc.data_ptr<float>();
-                     Tensor dx = zeros({N, C});
-                     float* pd = dx.data_ptr<float>();
-                     const int64_t* pt = t.data_ptr<int64_t>();
-                     for (int64_t i = 0; i < N; ++i) {
-                       if (pt[i] == ignore_index) continue;
-                       float gi = r == Reduction::None  ? pg[i]
-                                  : r == Reduction::Sum ? pg[0]
-                                                        : pg[0] / (float)count;
-                       pd[i * C + pt[i]] = -gi;
-                     }
-                     return std::vector<Tensor>{dx.view(in_shape)};
-                   },
-                   {t});
+  autograd::record(
+      "NllLossBackward", {&log_probs}, out,
+      [t, C, red, count, ignore_index, in_shape](std::vector<Tensor>& g) {
+        return std::vector<Tensor>{
+            ops::nll_loss_backward_stub(g[0].device(), g[0], t, C, ignore_index, red, count)
+                .view(in_shape)};
+      },
+      {t});
   return out;
 }
 

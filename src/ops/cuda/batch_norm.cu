@@ -142,9 +142,10 @@ __global__ void running_stats_kernel(int64_t C, float* rm, float* rv, const floa
   rv[c] = (1.0f - momentum) * rv[c] + momentum * (float)(var[c] * unbias);
 }
 
-// Thread c combines channel c over the R gathered rows (nn_ops.h) exactly as the CPU's
-// SyncBatchNorm does on the host: Chan et al. in double, in rank order, empty replicas skipped.
-// Thread 0 also writes the total count (launched with at least one thread, even for C == 0).
+// Thread c combines channel c over the R gathered rows (ops/stubs/batch_norm.h) exactly as the
+// CPU's SyncBatchNorm does on the host: Chan et al. in double, in rank order, empty replicas
+// skipped. Thread 0 also writes the total count (launched with at least one thread, even for C ==
+// 0).
 __global__ void bn_gather_stats_kernel(const float* rows, int64_t R, int64_t C, float* mean,
                                        float* var, int64_t* count) {
   const int64_t c = blockIdx.x * (int64_t)blockDim.x + threadIdx.x;

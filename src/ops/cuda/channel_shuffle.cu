@@ -1,9 +1,10 @@
-// ChannelShuffle on CUDA: one read and one write per element, writes coalesced. NCHW: output
-// plane (n, o) is input plane (n, j*cpg + i) for o = i*groups + j, copied with 128-bit accesses
-// when the planes allow. Channels-last: each pixel's C channels are permuted, four outputs per
-// thread written as one 128-bit store, reads gathered from the same pixel (cached lines).
-#include "ops/cuda/cuda_ops.h"
+// ChannelShuffle's CUDA kernel (ops/stubs/channel_shuffle.h): one read and one write per element,
+// writes coalesced. NCHW: output plane (n, o) is input plane (n, j*cpg + i) for o = i*groups + j,
+// copied with 128-bit accesses when the planes allow. Channels-last: each pixel's C channels are
+// permuted, four outputs per thread written as one 128-bit store, reads gathered from the same
+// pixel (cached lines).
 #include "ops/cuda/loops.cuh"
+#include "ops/stubs/channel_shuffle.h"
 
 namespace weft::cuda {
 
@@ -79,8 +80,6 @@ void launch(const float* in, float* out, int64_t N, int64_t C, int64_t inner, in
   WEFT_CUDA_CHECK_LAUNCH();
 }
 
-}  // namespace
-
 Tensor channel_shuffle(const Tensor& x, int64_t groups) {
   WEFT_CHECK(x.device().is_cuda() && x.dtype() == kFloat32,
              "cuda::channel_shuffle expects a float32 CUDA tensor, got ", x.str(), " on ",
@@ -104,5 +103,9 @@ Tensor channel_shuffle(const Tensor& x, int64_t groups) {
     launch<int64_t>(in, o, N, C, inner, groups, cl, detail::stream_of(dev));
   return out;
 }
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::channel_shuffle_stub, CUDA, &channel_shuffle);
 
 }  // namespace weft::cuda

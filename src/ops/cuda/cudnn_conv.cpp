@@ -1,7 +1,7 @@
-// conv2d on cuDNN (nn_ops.h), float32, bf16 or fp16: forward, backward data, backward filter and
-// bias, with the algorithms ranked by cuDNN's heuristics once per shape (with their workspace
-// sizes), the first whose workspace the caching allocator can give used. One cuDNN handle per
-// (thread, device), bound to the current stream.
+// The CUDA kernels of conv2d (ops/stubs/conv.h) on cuDNN, float32, bf16 or fp16: forward, backward
+// data, backward filter and bias, with the algorithms ranked by cuDNN's heuristics once per shape
+// (with their workspace sizes), the first whose workspace the caching allocator can give used. One
+// cuDNN handle per (thread, device), bound to the current stream.
 #include <cudnn.h>
 
 #include <atomic>
@@ -14,7 +14,7 @@
 
 #include "cuda/cuda_check.h"
 #include "cuda/handle_pool.h"
-#include "ops/cuda/nn_ops.h"
+#include "ops/stubs/conv.h"
 #include "weft/autograd/graph.h"
 #include "weft/cuda.h"
 
@@ -25,9 +25,12 @@
                " failed: ", cudnnGetErrorString(weft_cudnn_st_));            \
   } while (0)
 
-namespace weft::cuda::nn {
+namespace weft::cuda {
 
 namespace {
+
+using ops::ConvGrads;
+using ops::ConvParams;
 
 cudnnHandle_t handle_for(int device) {
   cudnnHandle_t h = detail::thread_handle<cudnnHandle_t>(
@@ -231,10 +234,11 @@ void check_conv_args(const Tensor& x, const Tensor& w, const char* what) {
              x.str(), " on ", x.device(), " and ", w.str(), " on ", w.device());
 }
 
-}  // namespace
-
-Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b, const ConvParams& p) {
+// float32: TF32 only when weft::cuda::allow_tf32() (PyTorch's conv numerics otherwise); 16-bit:
+// tensor cores with float32 accumulation. Never declines an input.
+Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& b0, const ConvParams& p) {
   check_conv_args(x, w, "conv2d");
+  const Tensor b = b0.defined() ? b0.contiguous() : Tensor();
   const int dev = x.device().index;
   detail::DeviceScope scope(dev);
   cudnnHandle_t h = handle_for(dev);
@@ -312,4 +316,9 @@ ConvGrads conv2d_backward(const Tensor& x, const Tensor& w, const Tensor& dy0, c
   return g;
 }
 
-}  // namespace weft::cuda::nn
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::conv2d_stub, CUDA, &conv2d);
+WEFT_REGISTER_DISPATCH(ops::conv2d_backward_stub, CUDA, &conv2d_backward);
+
+}  // namespace weft::cuda

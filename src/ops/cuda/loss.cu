@@ -1,13 +1,17 @@
-// CUDA kernels of the NLL loss (ops/cuda/nn_ops.h): per-sample losses and the gradient scatter.
+// CUDA kernels of the NLL loss (ops/stubs/loss.h): per-sample losses, reduced by weft's sum, and
+// the gradient scatter. mse_loss has no fused kernel here: the op composes it.
 #include <cuda_runtime.h>
+
+#include <cmath>
 
 #include "cuda/cuda_check.h"
 #include "ops/cuda/loops.cuh"
 #include "ops/cuda/nn_common.cuh"
-#include "ops/cuda/nn_ops.h"
+#include "ops/stubs/loss.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
-namespace weft::cuda::nn {
+namespace weft::cuda {
 
 namespace {
 
@@ -31,8 +35,7 @@ __global__ void nll_backward_kernel(int64_t N, int64_t C, const float* g, bool p
   if (i < N && t[i] != ignore) dx[i * C + t[i]] = -(per_sample ? g[i] : g[0]) * scale;
 }
 
-}  // namespace
-
+// -log_probs[i, target[i]] per sample (0 where target == ignore_index), float32 [N].
 Tensor nll_loss_per_sample(const Tensor& log_probs, const Tensor& target, int64_t ignore_index) {
   check_on(log_probs, log_probs, "nll_loss");
   WEFT_CHECK(
@@ -50,8 +53,9 @@ Tensor nll_loss_per_sample(const Tensor& log_probs, const Tensor& target, int64_
   return per;
 }
 
-Tensor nll_loss_backward(const Tensor& g0, bool per_sample, double scale, const Tensor& target,
-                         int64_t C, int64_t ignore_index) {
+// Gradient [N, C]: -g_i at (i, target[i]); g is [N] (per-sample) or a scalar times `scale`.
+Tensor nll_loss_backward_scaled(const Tensor& g0, bool per_sample, double scale,
+                                const Tensor& target, int64_t C, int64_t ignore_index) {
   Tensor g = g0.contiguous();
   const int64_t N = target.numel();
   Tensor dx = zeros_on({N, C}, kFloat32, target.device());
@@ -64,4 +68,30 @@ Tensor nll_loss_backward(const Tensor& g0, bool per_sample, double scale, const 
   return dx;
 }
 
-}  // namespace weft::cuda::nn
+// What the reduction scales the per-sample losses by.
+double scale_of(ops::LossReduction r, int64_t count) {
+  return r == ops::LossReduction::Mean ? (count ? 1.0 / (double)count : NAN) : 1.0;
+}
+
+Tensor nll_loss(const Tensor& lp, const Tensor& t, int64_t ignore_index, ops::LossReduction r,
+                int64_t count) {
+  WEFT_CHECK(t.device() == lp.device(), "nll_loss: target on ", t.device(), " but input on ",
+             lp.device());
+  Tensor per = nll_loss_per_sample(lp.contiguous(), t, ignore_index);
+  if (r == ops::LossReduction::None) return per;
+  NoGradGuard ng;
+  return per.sum() * scale_of(r, count);
+}
+
+Tensor nll_loss_backward(const Tensor& g, const Tensor& t, int64_t C, int64_t ignore_index,
+                         ops::LossReduction r, int64_t count) {
+  return nll_loss_backward_scaled(g, r == ops::LossReduction::None, scale_of(r, count), t, C,
+                                  ignore_index);
+}
+
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::nll_loss_stub, CUDA, &nll_loss);
+WEFT_REGISTER_DISPATCH(ops::nll_loss_backward_stub, CUDA, &nll_loss_backward);
+
+}  // namespace weft::cuda

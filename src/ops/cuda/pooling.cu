@@ -1,5 +1,5 @@
-// CUDA kernels of 2-D max and average pooling over contiguous float32 NCHW (ops/cuda/nn_ops.h),
-// with their backward scatters. Plain kernels, grid-stride loops.
+// CUDA kernels of 2-D max and average pooling over contiguous float32 NCHW
+// (ops/stubs/pooling.h), with their backward scatters. Plain kernels, grid-stride loops.
 #include <cuda_runtime.h>
 
 #include <cmath>
@@ -7,10 +7,10 @@
 #include "cuda/cuda_check.h"
 #include "ops/cuda/loops.cuh"
 #include "ops/cuda/nn_common.cuh"
-#include "ops/cuda/nn_ops.h"
+#include "ops/stubs/pooling.h"
 #include "weft/ops.h"
 
-namespace weft::cuda::nn {
+namespace weft::cuda {
 
 namespace {
 
@@ -85,11 +85,9 @@ __global__ void avg_pool_backward_kernel(int64_t total, const float* dy, int64_t
   }
 }
 
-}  // namespace
-
-std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t Ho, int64_t Wo, int64_t kh,
-                                     int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw) {
+std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams& p) {
   check_on(x, x, "max_pool2d");
+  const int64_t Ho = p.Ho, Wo = p.Wo;
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor y = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
   Tensor idx = make_empty({N, C, Ho, Wo}, kInt64, x.device());
@@ -97,8 +95,8 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, int64_t Ho, int64_t Wo, in
   if (total == 0) return {y, idx};
   DeviceScope scope(x.device().index);
   max_pool_kernel<<<grid_for(total), kThreads, 0, stream_of(x.device().index)>>>(
-      total, elem_ptr<float>(x), H, W, Ho, Wo, kh, kw, sh, sw, ph, pw, elem_ptr<float>(y),
-      elem_ptr<int64_t>(idx));
+      total, elem_ptr<float>(x), H, W, Ho, Wo, p.kh, p.kw, p.sh, p.sw, p.ph, p.pw,
+      elem_ptr<float>(y), elem_ptr<int64_t>(idx));
   WEFT_CUDA_CHECK_LAUNCH();
   return {y, idx};
 }
@@ -116,7 +114,21 @@ Tensor max_pool2d_backward(const Tensor& dy0, const Tensor& idx, const Shape& in
   return dx;
 }
 
-Tensor avg_pool2d(const Tensor& x, const Tensor& windows, int64_t Ho, int64_t Wo) {
+// The windows travel to the device as one int64 tensor: h0, h1, w0, w1, divisors; made once, by
+// the forward, and kept with the windows for the backward.
+const Tensor& device_windows(const ops::AvgPoolWindows& win, Device d) {
+  if (!win.device_copy.defined()) {
+    std::vector<int64_t> packed;
+    for (const auto* v : {&win.h0, &win.h1, &win.w0, &win.w1})
+      packed.insert(packed.end(), v->begin(), v->end());
+    for (double div : win.div) packed.push_back((int64_t)div);
+    win.device_copy = tensor(packed, {(int64_t)packed.size()}).to(d);
+  }
+  return win.device_copy;
+}
+
+Tensor avg_pool2d(const Tensor& x, const ops::AvgPoolWindows& win, int64_t Ho, int64_t Wo) {
+  const Tensor& windows = device_windows(win, x.device());
   check_on(x, x, "avg_pool2d");
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3);
   Tensor y = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
@@ -129,7 +141,9 @@ Tensor avg_pool2d(const Tensor& x, const Tensor& windows, int64_t Ho, int64_t Wo
   return y;
 }
 
-Tensor avg_pool2d_backward(const Tensor& dy0, const Tensor& windows, const Shape& in_shape) {
+Tensor avg_pool2d_backward(const Tensor& dy0, const ops::AvgPoolWindows& win,
+                           const Shape& in_shape) {
+  const Tensor& windows = device_windows(win, dy0.device());
   Tensor dy = dy0.contiguous();
   Tensor dx = zeros_on(in_shape, kFloat32, dy.device());
   const int64_t total = dy.numel();
@@ -142,4 +156,11 @@ Tensor avg_pool2d_backward(const Tensor& dy0, const Tensor& windows, const Shape
   return dx;
 }
 
-}  // namespace weft::cuda::nn
+}  // namespace
+
+WEFT_REGISTER_DISPATCH(ops::max_pool2d_stub, CUDA, &max_pool2d);
+WEFT_REGISTER_DISPATCH(ops::max_pool2d_backward_stub, CUDA, &max_pool2d_backward);
+WEFT_REGISTER_DISPATCH(ops::avg_pool2d_stub, CUDA, &avg_pool2d);
+WEFT_REGISTER_DISPATCH(ops::avg_pool2d_backward_stub, CUDA, &avg_pool2d_backward);
+
+}  // namespace weft::cuda
