@@ -1,3 +1,6 @@
+// TCPStore's client side (weft/distributed/tcp_store.h): every instance's connection to the
+// server, with one request in flight at a time and every wait bounded by the store timeout; the
+// server is in server.cpp.
 #include "weft/distributed/tcp_store.h"
 
 #include <fcntl.h>
@@ -10,9 +13,9 @@
 #include <chrono>
 #include <thread>
 
-#include "distributed/net.h"
 #include "distributed/store_util.h"
-#include "distributed/tcp_store_server.h"
+#include "distributed/tcp_store/net.h"
+#include "distributed/tcp_store/server.h"
 
 namespace weft::dist {
 

@@ -1,4 +1,4 @@
-#include "distributed/net.h"
+#include "distributed/tcp_store/net.h"
 
 #include <arpa/inet.h>
 #include <netinet/in.h>

@@ -1,4 +1,4 @@
-#include "distributed/tcp_store_server.h"
+#include "distributed/tcp_store/server.h"
 
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -10,8 +10,8 @@
 #include <cerrno>
 #include <cstdio>
 
-#include "distributed/net.h"
 #include "distributed/store_util.h"
+#include "distributed/tcp_store/net.h"
 #include "weft/error.h"
 
 namespace weft::dist::detail {
