@@ -11,12 +11,11 @@
 // bench/torch_step.py does the same in PyTorch; bench/compare.sh runs both.
 #include <sys/resource.h>
 
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -30,10 +29,9 @@
 #include "weft/ops.h"
 #include "weft/optim/sgd.h"
 #include "weft/tensor.h"
+#include "workloads.h"
 
 namespace {
-
-namespace F = weft::nn::functional;
 
 [[noreturn]] void usage(const char* msg) {
   std::fprintf(stderr,
@@ -45,59 +43,9 @@ namespace F = weft::nn::functional;
 }
 
 int64_t parse_int(const char* flag, const char* s) {
-  char* end = nullptr;
-  long long v = std::strtoll(s, &end, 10);
-  if (end == s || *end != '\0' || v < 0) usage((std::string("bad value for ") + flag).c_str());
-  return v;
-}
-
-struct Workload {
-  std::shared_ptr<weft::nn::Module> model;
-  weft::Tensor input, target;
-  std::function<weft::Tensor(const weft::Tensor&, const weft::Tensor&)> loss;
-};
-
-Workload make_workload(const std::string& name, int64_t batch, bool gpu) {
-  using namespace weft::nn;
-  Workload w;
-  if (batch <= 0 && gpu && name != "linear") batch = 256;
-  if (name == "linear") {
-    if (batch <= 0) batch = 30;
-    w.model = Linear(5, 2).ptr();
-    w.input = weft::randn({batch, 5});
-    w.target = weft::randn({batch, 2});
-    w.loss = [](const weft::Tensor& y, const weft::Tensor& t) { return F::mse_loss(y, t); };
-  } else if (name == "convbn") {
-    if (batch <= 0) batch = 32;
-    Conv2dOptions pad1;
-    pad1.padding = {1, 1};
-    w.model = Sequential{Conv2d(3, 32, 3, pad1),  BatchNorm2d(32), ReLU(),
-                         Conv2d(32, 64, 3, pad1), BatchNorm2d(64), ReLU(),
-                         AdaptiveAvgPool2d(1),    Flatten(),       Linear(64, 10)}
-                  .ptr();
-    w.input = weft::randn({batch, 3, 32, 32});
-    w.target = weft::randint(0, 10, {batch});
-    w.loss = [](const weft::Tensor& y, const weft::Tensor& t) { return F::cross_entropy(y, t); };
-  } else if (name == "mlp25m") {
-    if (batch <= 0) batch = 16;
-    w.model = Sequential{Linear(1024, 2048), ReLU(), Linear(2048, 4096), ReLU(),
-                         Linear(4096, 2048), ReLU(), Linear(2048, 1024)}
-                  .ptr();
-    w.input = weft::randn({batch, 1024});
-    w.target = weft::randn({batch, 1024});
-    w.loss = [](const weft::Tensor& y, const weft::Tensor& t) { return F::mse_loss(y, t); };
-  } else {
-    usage(("unknown workload " + name).c_str());
-  }
-  return w;
-}
-
-double percentile(std::vector<double> v, double p) {
-  std::sort(v.begin(), v.end());
-  if (v.empty()) return 0.0;
-  double idx = p * (double)(v.size() - 1);
-  size_t lo = (size_t)idx, hi = std::min(lo + 1, v.size() - 1);
-  return v[lo] + (idx - (double)lo) * (v[hi] - v[lo]);
+  std::optional<int64_t> v = weft_bench::parse_count(s);
+  if (!v) usage((std::string("bad value for ") + flag).c_str());
+  return *v;
 }
 
 }  // namespace
@@ -147,7 +95,9 @@ int main(int argc, char** argv) {
 
   weft::set_num_threads((int)threads);
   weft::manual_seed(0);
-  Workload w = make_workload(workload, batch, gpu);
+  std::optional<weft_bench::Workload> made = weft_bench::make_workload(workload, batch, gpu);
+  if (!made) usage(("unknown workload " + workload).c_str());
+  weft_bench::Workload& w = *made;
   w.model->to(dev);
   w.input = w.input.to(dev);
   w.target = w.target.to(dev);
@@ -206,7 +156,7 @@ int main(int argc, char** argv) {
                  workload.c_str());
     for (int k = 0; k < 5; ++k)
       std::fprintf(stderr, "%s\"%s\":%.4f", k ? "," : "", phase_names[k],
-                   percentile(phase_ms[k], 0.5));
+                   weft_bench::percentile(phase_ms[k], 0.5));
     std::fprintf(stderr, "}}\n");
   }
 
@@ -216,7 +166,8 @@ int main(int argc, char** argv) {
       "{\"impl\":\"weft\",\"workload\":\"%s\",\"device\":\"%s\",\"wrap\":\"%s\",\"amp\":\"%s\","
       "\"threads\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"peak_rss_mb\":%.1f}\n",
       workload.c_str(), device.c_str(), wrap.c_str(), amp.c_str(), (long long)threads,
-      percentile(ms, 0.5), percentile(ms, 0.1), percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
+      weft_bench::percentile(ms, 0.5), weft_bench::percentile(ms, 0.1),
+      weft_bench::percentile(ms, 0.9), (double)ru.ru_maxrss / 1024.0);
   if (wrap == "ddp") weft::dist::destroy_process_group();
   return 0;
 }

@@ -1,0 +1,119 @@
+#!/usr/bin/env python3
+"""ddp_report.py: bench/ddp.sh's tables, from the JSON lines of weft_ddp/torch_ddp.py and
+weft_allreduce/torch_allreduce.py on stdin (any number of rounds: each figure is the median
+over the rounds). Prints markdown: the DDP step per workload and world with weft/PyTorch and
+scaling efficiency, the share of the all-reduce hidden behind backward, the raw all-reduce.
+"""
+import argparse
+import json
+import statistics
+import sys
+
+
+def fmt(v, spec):
+    return "-" if v is None else format(v, spec)
+
+
+def collect(lines):
+    """{(bench, impl, workload_or_bytes, world): {field: [value per round]}}"""
+    runs = {}
+    for line in lines:
+        line = line.strip()
+        if not line:
+            continue
+        d = json.loads(line)
+        what = d.get("bench", "ddp")
+        key = (what, d["impl"], d["bytes"] if what == "allreduce" else d["workload"], d["world"])
+        fields = runs.setdefault(key, {})
+        for k, v in d.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                fields.setdefault(k, []).append(v)
+    return {k: {f: statistics.median(v) for f, v in fs.items()} for k, fs in runs.items()}
+
+
+def hidden_share(r):
+    """1 - (ddp - nosync) / allreduce on the round medians, clamped to [0, 1]."""
+    if r is None or r["world"] == 1 or r["allreduce_ms"] <= 0:
+        return None
+    return min(1.0, max(0.0, 1.0 - (r["median_ms"] - r["nosync_ms"]) / r["allreduce_ms"]))
+
+
+def step_table(runs):
+    cells = sorted({(k[2], k[3]) for k in runs if k[0] == "ddp"},
+                   key=lambda c: (["linear", "convbn", "mlp25m"].index(c[0]), c[1]))
+    print("| workload | world | weft ms | torch ms | weft/torch | weft scaling | torch scaling |")
+    print("|---|---|---|---|---|---|---|")
+    for w, n in cells:
+        wf, tc = runs.get(("ddp", "weft", w, n)), runs.get(("ddp", "torch", w, n))
+        row = [w, str(n)]
+        row += [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
+        row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
+        for impl, r in (("weft", wf), ("torch", tc)):
+            one = runs.get(("ddp", impl, w, 1))
+            row.append(fmt(r and one and one["median_ms"] / r["median_ms"], ".2f"))
+        print("| " + " | ".join(row) + " |")
+    return cells
+
+
+def hidden_table(runs, cells):
+    print("| workload | world | impl | step ms | no_sync ms | exposed ms | all-reduce alone ms "
+          "| hidden share | buckets | grad MB |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for w, n in cells:
+        if n == 1:
+            continue
+        for impl in ("weft", "torch"):
+            r = runs.get(("ddp", impl, w, n))
+            if r is None:
+                continue
+            row = [w, str(n), impl] + [f"{r[f]:.3f}" for f in ("median_ms", "nosync_ms")]
+            row += [f"{r['median_ms'] - r['nosync_ms']:.3f}", f"{r['allreduce_ms']:.3f}",
+                    fmt(hidden_share(r), ".2f"), f"{r['buckets']:.0f}", f"{r['grad_mb']:.2f}"]
+            print("| " + " | ".join(row) + " |")
+
+
+def allreduce_table(runs):
+    sizes = sorted({(k[2], k[3]) for k in runs if k[0] == "allreduce"}, reverse=True)
+    print("| size | world | weft ms | torch ms | weft/torch | weft GB/s | torch GB/s |")
+    print("|---|---|---|---|---|---|---|")
+    for b, n in sizes:
+        wf, tc = runs.get(("allreduce", "weft", b, n)), runs.get(("allreduce", "torch", b, n))
+        size = f"{b / 1e6:.0f} MB" if b >= 1e6 else f"{b / 1e3:.0f} KB"
+        row = [size, str(n)] + [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
+        row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
+        row += [fmt(r and r["bytes"] / (r["median_ms"] * 1e6), ".2f") for r in (wf, tc)]
+        print("| " + " | ".join(row) + " |")
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--steps", default="?")
+    ap.add_argument("--rounds", default="1")
+    ap.add_argument("--iters", default="?")
+    ap.add_argument("--warning", default="")
+    a = ap.parse_args()
+    runs = collect(sys.stdin)
+    if a.warning:
+        bar = "!" * 100
+        print(f"{bar}\n!! WARNING: {a.warning}.\n!! These timings are NOT worth much: "
+              f"rerun on a quiet machine.\n{bar}\n")
+    print(f"DDP step, gloo, 1 thread per rank, fixed per-rank batch ({a.steps} steps, median; "
+          f"median of {a.rounds} round(s)); torch = PyTorch with glibc keeping memory;")
+    print("weft/torch: lower is better; scaling = world-1 step / world-N step (1.00 is perfect)")
+    print()
+    cells = step_table(runs)
+    print()
+    print("Share of the gradient all-reduce hidden behind backward (world > 1): exposed = step - "
+          "no_sync step; hidden = 1 - exposed / all-reduce alone, clamped to [0, 1]")
+    print()
+    hidden_table(runs, cells)
+    if any(k[0] == "allreduce" for k in runs):
+        print()
+        print(f"Raw all-reduce (SUM, float32, one tensor; {a.iters} iterations, median; "
+              "GB/s = bytes / median time)")
+        print()
+        allreduce_table(runs)
+
+
+if __name__ == "__main__":
+    main()
