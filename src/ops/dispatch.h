@@ -17,7 +17,9 @@
 //     argument checks and the autograd recording, and call `stub(tensor.device(), args...)`;
 //     they hold no `#ifdef WEFT_WITH_CUDA` and no `is_cuda()` test that selects a kernel (tests
 //     that check arguments or decide where data goes remain);
-//   - a CPU-only op declares a stub, registers a CPU kernel and touches no CUDA file;
+//   - a CPU-only op declares a stub, registers a CPU kernel and touches no CUDA file (the CUDA
+//     build's test wants it named CPU-only in tests/test_dispatch.cpp); an op with a fused kernel
+//     on some devices only asks `stub.has_kernel(device type)` and composes itself elsewhere;
 //   - where an op's autograd graph depends on what a device's kernels take (16-bit operands
 //     computed as they are, or on float32 copies whose casts carry the gradients), the op asks
 //     a capability stub (`*_native_stub`) instead of testing the device type, and a kernel that
@@ -25,8 +27,10 @@
 //   - a call for a device type without a kernel throws "<op>: no kernel for cuda tensors" (with
 //     "this build of weft has no CUDA backend" where that is why), never a crash.
 // Every stub lists itself in dispatch_stubs(); tests/test_dispatch.cpp checks that each has a CPU
-// kernel. Registration needs the registering object file linked: libweft is one shared library
-// that links every object it is built from, so static registrars always run.
+// kernel (and, in CUDA builds, a CUDA one unless it is CPU-only). Registration needs the kernel
+// files linked although nothing calls them by name: libweft is one shared library that links
+// every object it is built from (parts of it built as static libraries would have to be OBJECT
+// libraries or linked whole), so static registrars always run; the test fails if one did not.
 
 #include <cstddef>
 #include <string>
