@@ -1,4 +1,4 @@
-// Dispatch stubs (Note [Device dispatch] in src/ops/dispatch.h): every op is declared once and
+// Dispatch stubs (Note [Device dispatch] in docs/ARCHITECTURE.md): every op is declared once and
 // has a CPU kernel registered by the library's static initialisers; in CUDA builds every op but
 // the CPU-only fused ones has a CUDA kernel too; a device type without a kernel throws a
 // weft::Error naming the op.

@@ -1,5 +1,5 @@
-// The list of every dispatch stub (Note [Device dispatch] in ops/dispatch.h), which tests walk to
-// check that each op has its kernels.
+// The list of every dispatch stub (Note [Device dispatch] in docs/ARCHITECTURE.md), which tests
+// walk to check that each op has its kernels.
 #include "ops/dispatch.h"
 
 namespace weft::ops {

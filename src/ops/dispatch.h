@@ -4,33 +4,9 @@
 // Calling a stub needs nothing but this header, so the tensor core can call stubs too.
 #pragma once
 
-// Note [Device dispatch]
-// ~~~~~~~~~~~~~~~~~~~~~~
-// Every op whose work differs by device is declared once, as a stub, in a header under
-// src/ops/stubs/ (WEFT_DECLARE_DISPATCH), together with the device-neutral types its kernels
-// share (UnaryOp, ConvParams, ...). The stub is defined once, in the .cpp of the same name under
-// src/ops/stubs/ (WEFT_DEFINE_DISPATCH): the ops layer, below nn, optim and amp, so that the
-// kernels registering into it depend on nothing above the ops layer. Each device's kernel
-// registers itself from its own folder (WEFT_REGISTER_DISPATCH): src/ops/cpu/*.cpp for the CPU,
-// src/ops/cuda/*.{cu,cpp} for CUDA (compiled only in CUDA builds). So:
-//   - op files (src/ops/*.cpp, nn/functional, optim, amp, the tensor's copy and fill) keep the
-//     argument checks and the autograd recording, and call `stub(tensor.device(), args...)`;
-//     they hold no `#ifdef WEFT_WITH_CUDA` and no `is_cuda()` test that selects a kernel (tests
-//     that check arguments or decide where data goes remain);
-//   - a CPU-only op declares a stub, registers a CPU kernel and touches no CUDA file (the CUDA
-//     build's test wants it named CPU-only in tests/test_dispatch.cpp); an op with a fused kernel
-//     on some devices only asks `stub.has_kernel(device type)` and composes itself elsewhere;
-//   - where an op's autograd graph depends on what a device's kernels take (16-bit operands
-//     computed as they are, or on float32 copies whose casts carry the gradients), the op asks
-//     a capability stub (`*_native_stub`) instead of testing the device type, and a kernel that
-//     declines an input returns an undefined Tensor where its stub says so;
-//   - a call for a device type without a kernel throws "<op>: no kernel for cuda tensors" (with
-//     "this build of weft has no CUDA backend" where that is why), never a crash.
-// Every stub lists itself in dispatch_stubs(); tests/test_dispatch.cpp checks that each has a CPU
-// kernel (and, in CUDA builds, a CUDA one unless it is CPU-only). Registration needs the kernel
-// files linked although nothing calls them by name: libweft is one shared library that links
-// every object it is built from (parts of it built as static libraries would have to be OBJECT
-// libraries or linked whole), so static registrars always run; the test fails if one did not.
+// The rules every op and kernel follow are Note [Device dispatch] in docs/ARCHITECTURE.md:
+// stubs declared and defined under src/ops/stubs/, kernels registered from src/ops/cpu/ and
+// src/ops/cuda/, no device branches in op files, a missing kernel an error naming the op.
 
 #include <cstddef>
 #include <string>

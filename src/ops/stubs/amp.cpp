@@ -1,4 +1,4 @@
-// The stubs of amp.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of amp.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/amp.h"
 
 namespace weft::ops {

@@ -1,6 +1,6 @@
 // The kernels of amp::GradScaler (PyTorch's _amp_foreach_non_finite_check_and_unscale_ and
-// _amp_update_scale_; Note [Device dispatch] in ops/dispatch.h). Guarantees: both read and write
-// their flags and scale where the tensors live, so a device's step never waits for the host.
+// _amp_update_scale_; Note [Device dispatch] in docs/ARCHITECTURE.md). Guarantees: both read and
+// write their flags and scale where the tensors live, so a device's step never waits for the host.
 #pragma once
 
 #include <vector>

@@ -1,4 +1,4 @@
-// The stubs of batch_norm.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of batch_norm.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/batch_norm.h"
 
 namespace weft::ops {

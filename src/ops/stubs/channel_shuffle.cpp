@@ -1,4 +1,4 @@
-// The stub of channel_shuffle.h (Note [Device dispatch] in ops/dispatch.h).
+// The stub of channel_shuffle.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/channel_shuffle.h"
 
 namespace weft::ops {

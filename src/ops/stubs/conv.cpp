@@ -1,4 +1,4 @@
-// The stubs of conv.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of conv.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/conv.h"
 
 namespace weft::ops {

@@ -1,6 +1,6 @@
-// The kernels of conv2d (src/nn/functional/conv.cpp; Note [Device dispatch] in ops/dispatch.h).
-// Guarantees: float32 convolutions as PyTorch's default math; 16-bit ones, where a device takes
-// them, accumulate in float32 and round each result once.
+// The kernels of conv2d (src/nn/functional/conv.cpp; Note [Device dispatch] in
+// docs/ARCHITECTURE.md). Guarantees: float32 convolutions as PyTorch's default math; 16-bit ones,
+// where a device takes them, accumulate in float32 and round each result once.
 #pragma once
 
 #include <cstdint>

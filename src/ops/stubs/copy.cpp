@@ -1,4 +1,4 @@
-// The stubs of copy.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of copy.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/copy.h"
 
 namespace weft::ops {

@@ -1,6 +1,7 @@
-// The kernels behind Tensor::copy_ and Tensor::fill_ (Note [Device dispatch] in ops/dispatch.h).
-// Guarantees: copy_stub converts between any dtypes; fill_stub writes `value` converted to the
-// tensor's dtype (16-bit floats through float, rounding to nearest even) into every element.
+// The kernels behind Tensor::copy_ and Tensor::fill_ (Note [Device dispatch] in
+// docs/ARCHITECTURE.md). Guarantees: copy_stub converts between any dtypes; fill_stub writes
+// `value` converted to the tensor's dtype (16-bit floats through float, rounding to nearest even)
+// into every element.
 #pragma once
 
 #include "ops/dispatch.h"

@@ -1,4 +1,4 @@
-// The stubs of elementwise.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of elementwise.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/elementwise.h"
 
 namespace weft::ops {

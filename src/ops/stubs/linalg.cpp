@@ -1,4 +1,4 @@
-// The stubs of linalg.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of linalg.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/linalg.h"
 
 namespace weft::ops {

@@ -1,6 +1,6 @@
 // The kernels of the matrix products: GEMM (mm, matmul, linear without a fused kernel) and
-// linear's fused addmm (Note [Device dispatch] in ops/dispatch.h). Guarantees: float32 results as
-// PyTorch's default math; 16-bit products accumulate in float32 and round once.
+// linear's fused addmm (Note [Device dispatch] in docs/ARCHITECTURE.md). Guarantees: float32
+// results as PyTorch's default math; 16-bit products accumulate in float32 and round once.
 #pragma once
 
 #include "ops/dispatch.h"

@@ -1,4 +1,4 @@
-// The stubs of loss.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of loss.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/loss.h"
 
 namespace weft::ops {

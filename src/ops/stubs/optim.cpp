@@ -1,4 +1,4 @@
-// The stubs of optim.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of optim.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/optim.h"
 
 namespace weft::ops {

@@ -1,4 +1,4 @@
-// The stubs of pooling.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of pooling.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/pooling.h"
 
 namespace weft::ops {

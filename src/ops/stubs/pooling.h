@@ -1,5 +1,5 @@
 // The kernels of 2-D max and average pooling over contiguous float32 [N, C, H, W] inputs
-// (src/nn/functional/pooling.cpp; Note [Device dispatch] in ops/dispatch.h). Guarantees: max
+// (src/nn/functional/pooling.cpp; Note [Device dispatch] in docs/ARCHITECTURE.md). Guarantees: max
 // takes the first maximum of a window in row-major order and any NaN; averages sum in double.
 #pragma once
 

@@ -1,4 +1,4 @@
-// The stubs of reduce.h (Note [Device dispatch] in ops/dispatch.h).
+// The stubs of reduce.h (Note [Device dispatch] in docs/ARCHITECTURE.md).
 #include "ops/stubs/reduce.h"
 
 namespace weft::ops {
