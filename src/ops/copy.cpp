@@ -1,11 +1,8 @@
 // The Tensor's copies (ATen's Copy.cpp and friends): copy_ and fill_ (their kernels behind
-// copy_stub/fill_stub, Note [Device dispatch]),
-// the conversions to(dtype)/to(device), clone, contiguous and pin_memory (differentiable where
-// PyTorch's are), and reading values out with item() and to_vector_*().
+// copy_stub/fill_stub, Note [Device dispatch] in docs/ARCHITECTURE.md), the conversions
+// to(dtype)/to(device), clone, contiguous and pin_memory (differentiable where PyTorch's are),
+// and reading values out with item() and to_vector_*().
 #include "ops/stubs/copy.h"
-
-#include <array>
-#include <cstring>
 
 #include "ops/cpu/dtype_convert.h"
 #include "ops/view_result.h"
