@@ -9,7 +9,6 @@
 #include "subprocess.h"
 
 using weft::test::build_dir;
-using weft::test::free_port;
 using weft::test::run_command;
 using weft::test::RunResult;
 
@@ -18,9 +17,8 @@ namespace {
 RunResult launch(int nproc, const std::string& worker, const std::string& args, int seconds = 120,
                  const std::string& env = "") {
   std::string cmd = (env.empty() ? "" : "env " + env + " ") + build_dir() +
-                    "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
-                    " --master-port " + std::to_string(free_port()) + " " + build_dir() +
-                    "/tests/distributed/" + worker + " " + args;
+                    "/tools/weft-run --nproc-per-node " + std::to_string(nproc) + " --standalone " +
+                    build_dir() + "/tests/distributed/" + worker + " " + args;
   return run_command(cmd, seconds);
 }
 

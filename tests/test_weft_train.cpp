@@ -18,7 +18,6 @@
 extern char** environ;
 
 using weft::test::build_dir;
-using weft::test::free_port;
 using weft::test::run_command;
 namespace fs = std::filesystem;
 
@@ -27,8 +26,7 @@ namespace {
 const char* kData = "/usr/share/datasets/fashion-mnist";
 
 std::string train_cmd(const std::string& dir, int epochs, const std::string& extra = "") {
-  return build_dir() + "/tools/weft-run --nproc-per-node 2 --master-port " +
-         std::to_string(free_port()) + " " + build_dir() +
+  return build_dir() + "/tools/weft-run --nproc-per-node 2 --standalone " + build_dir() +
          "/tools/weft-train --limit-train 1536 --limit-test 500 --batch-size 32 --epochs " +
          std::to_string(epochs) + " --checkpoint-dir " + dir + " --no-progress " + extra;
 }

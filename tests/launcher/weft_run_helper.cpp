@@ -39,7 +39,8 @@ int main(int argc, char** argv) {
   if (mode == "env") {
     for (const char* k :
          {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-          "GROUP_RANK", "TORCHELASTIC_RESTART_COUNT", "WEFT_RESTART_COUNT", "WEFT_RDZV_TIMEOUT"}) {
+          "GROUP_RANK", "TORCHELASTIC_RESTART_COUNT", "WEFT_RESTART_COUNT", "WEFT_RDZV_TIMEOUT",
+          "WEFT_RUN_ID", "WEFT_STORE_TOKEN", "WEFT_STORE_LISTEN_FD"}) {
       const char* v = std::getenv(k);
       std::printf("%s=%s\n", k, v ? v : "<unset>");
     }

@@ -50,6 +50,10 @@ std::vector<std::pair<std::string, std::string>> Group::child_env(const Rank& r)
     std::snprintf(b, sizeof b, "%g", *o_.rdzv_timeout);
     env.emplace_back("WEFT_RDZV_TIMEOUT", b);
   }
+  if (!o_.run_id.empty()) env.emplace_back("WEFT_RUN_ID", o_.run_id);
+  if (!o_.token.empty()) env.emplace_back("WEFT_STORE_TOKEN", o_.token);
+  if (o_.store_fd >= 0 && r.global == 0)
+    env.emplace_back("WEFT_STORE_LISTEN_FD", std::to_string(o_.store_fd));
   if (o_.nproc > 1 && !std::getenv("OMP_NUM_THREADS"))
     env.emplace_back("OMP_NUM_THREADS", std::to_string(std::max(1, cpu_count() / o_.nproc)));
   return env;
@@ -97,6 +101,8 @@ void Group::spawn(Rank& r) {
 #endif
     dup2(po[1], 1);
     dup2(pe[1], 2);
+    // Rank 0 inherits the store's listening socket; the others never see it (close-on-exec).
+    if (o_.store_fd >= 0 && r.global == 0) fcntl(o_.store_fd, F_SETFD, 0);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     execvp(argv[0], argv.data());
     std::string e =
