@@ -1,5 +1,5 @@
-// The key-value side of TCPStore's server (server.h): admission of each connection (Note [Store
-// admission]), the requests themselves within the byte limit, and the parked waiters.
+// The key-value side of TCPStore's server (server.h): admission of each connection (see
+// Note [Store admission]), the requests themselves within the byte limit, and parked waiters.
 #include <algorithm>
 
 #include "distributed/store_util.h"
