@@ -35,4 +35,23 @@ void broadcast_coalesced(ProcessGroup& pg, const std::vector<Tensor>& tensors, i
   }
 }
 
+// Length first, then the bytes packed into int64 elements (a dtype every backend moves).
+std::string broadcast_string(ProcessGroup& pg, const std::string& s, int root) {
+  Tensor len = tensor(std::vector<int64_t>{static_cast<int64_t>(s.size())}, {1});
+  pg.broadcast({len}, root)->wait();
+  const int64_t n = len.item<int64_t>();
+  Tensor bytes = zeros({(n + 7) / 8}, {.dtype = kInt64});  // int64: every backend moves it
+  if (pg.rank() == root)
+    std::copy(s.begin(), s.end(), reinterpret_cast<char*>(bytes.data_ptr<int64_t>()));
+  pg.broadcast({bytes}, root)->wait();
+  const char* p = reinterpret_cast<const char*>(bytes.data_ptr<int64_t>());
+  return std::string(p, p + n);
+}
+
+std::vector<std::string> all_gather_strings(ProcessGroup& pg, const std::string& s) {
+  std::vector<std::string> all;
+  for (int r = 0; r < pg.size(); ++r) all.push_back(broadcast_string(pg, s, r));
+  return all;
+}
+
 }  // namespace weft::dist

@@ -34,19 +34,6 @@ bool split_state_key(const std::string& key, size_t* index, std::string* rest) {
   return true;
 }
 
-// A length-prefixed byte string from `root` to every rank (for the state's text part).
-std::string broadcast_string(ProcessGroup& pg, const std::string& s, int root) {
-  Tensor len = tensor(std::vector<int64_t>{static_cast<int64_t>(s.size())}, {1});
-  pg.broadcast({len}, root)->wait();
-  const int64_t n = len.item<int64_t>();
-  Tensor bytes = zeros({(n + 7) / 8}, {.dtype = kInt64});  // int64: every backend moves it
-  if (pg.rank() == root)
-    std::copy(s.begin(), s.end(), reinterpret_cast<char*>(bytes.data_ptr<int64_t>()));
-  pg.broadcast({bytes}, root)->wait();
-  const char* p = reinterpret_cast<const char*>(bytes.data_ptr<int64_t>());
-  return std::string(p, p + n);
-}
-
 // The text consolidate_state_dict() sends: scalars as they are, tensors as zeros of the named
 // dtype and shape (their values follow in a broadcast).
 optim::OptimizerState parse_state_text(const std::string& text) {
