@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <filesystem>
+#include <fstream>
 
 #include "subprocess.h"
 
@@ -65,8 +66,20 @@ TEST(DistributedCheckpoint, FailedOrInterruptedSaveLeavesThePreviousWhole) {
   EXPECT_NE(crash.code, 0) << crash.output;
   auto after = run(3, "load", dir, 1);
   EXPECT_EQ(after.code, 0) << "after the interrupted save\n" << after.output;
-  for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))
-    if (e.path().string().rfind(dir + ".tmp-", 0) == 0) fs::remove_all(e.path());
+  // An interrupted save's temporary directory (where the rank died decides whether one was
+  // made; here, one as a job killed in mid-write leaves) is removed by the next save.
+  fs::create_directories(dir + ".tmp-12345");
+  std::ofstream(dir + ".tmp-12345/rank-0.safetensors") << "half a file";
+  auto stale = [&] {
+    int n = 0;
+    for (const auto& e : fs::directory_iterator(fs::path(dir).parent_path()))
+      n += e.path().string().rfind(dir + ".tmp-", 0) == 0;
+    return n;
+  };
+  EXPECT_GE(stale(), 1);
+  ASSERT_EQ(run(2, "save", dir, 4).code, 0);
+  EXPECT_EQ(stale(), 0);
+  EXPECT_EQ(run(2, "load", dir, 4).code, 0);
   fs::remove_all(dir);
   fs::remove(dir + ".full.safetensors");
 }

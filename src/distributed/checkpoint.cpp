@@ -169,6 +169,15 @@ Index read_index(const std::string& dir) {
   return index;
 }
 
+// Temporary directories of saves into `target` that were interrupted (a rank or the job died):
+// nothing refers to them.
+void remove_stale(const fs::path& target) {
+  std::error_code ec;
+  const std::string prefix = target.filename().string() + ".tmp-";
+  for (const auto& e : fs::directory_iterator(target.parent_path(), ec))
+    if (e.path().filename().string().rfind(prefix, 0) == 0) fs::remove_all(e.path(), ec);
+}
+
 // Whether the chunk's box and dst's box (at offsets) share any element.
 bool overlaps(const Tensor& dst, const Shape& offsets, const Chunk& c) {
   for (size_t d = 0; d < offsets.size(); ++d)
@@ -204,6 +213,7 @@ void save(const StateDict& state, const std::string& dir, std::shared_ptr<Proces
   std::string error;
   if (pg.rank() == 0) {
     std::error_code ec;
+    remove_stale(target);
     fs::create_directories(tmp, ec);
     if (ec) error = "cannot create " + tmp + ": " + ec.message();
   }

@@ -3,7 +3,8 @@
 // safetensors file per rank plus an index of which key and box lives where. The save commits
 // atomically: every rank writes into a temporary directory, and once all have written and checked
 // their part rank 0 swaps it into place, so a crash at any point leaves the previous checkpoint
-// whole. Loading fills any other sharding (another world size) from the boxes that overlap it.
+// whole (its temporary directory is removed by the next save). Loading fills any other sharding
+// (another world size) from the boxes that overlap it.
 #pragma once
 
 #include <map>
