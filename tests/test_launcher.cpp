@@ -22,6 +22,8 @@
 #include <thread>
 #include <vector>
 
+#include "subprocess.h"
+
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
@@ -182,7 +184,7 @@ TEST(Launcher, EnvironmentPerRank) {
              "WEFT_RESTART_COUNT=0", "WEFT_RDZV_TIMEOUT=7", "ARG0=--lr=0.1", "ARG1=x y"})
       EXPECT_NE(l.out.find(p + kv + "\n"), std::string::npos) << p << kv << "\n" << l.out;
   }
-  EXPECT_EQ(lines(l.out).size(), 45u);
+  EXPECT_EQ(lines(l.out).size(), 48u);
   // Several nodes: run id and token are the user's to give alike on every node; none was given.
   EXPECT_NE(l.out.find("[rank3]: WEFT_RUN_ID=<unset>\n"), std::string::npos) << l.out;
   EXPECT_NE(l.out.find("[rank3]: WEFT_STORE_TOKEN=<unset>\n"), std::string::npos) << l.out;
@@ -219,6 +221,21 @@ TEST(Launcher, JobIdentityAndTheStorePort) {
   Launch named({"--rdzv-id", "job-42", helper(), "env"});
   ASSERT_EQ(named.finish(), 0) << named.err;
   EXPECT_EQ(env_of(named.out, 0, "WEFT_RUN_ID"), "job-42");
+}
+
+TEST(Launcher, ProgressBarsReachATerminal) {
+  // Under a pseudo-terminal (script(1)), rank 0 is told so and its '\r' redraws pass at once,
+  // each with the prefix; the other ranks and a pipe get neither.
+  const std::string cmd = launcher() + " --standalone --nproc-per-node 2 " + helper() + " ";
+  auto tty = weft::test::run_command("script -qec '" + cmd + "env' /dev/null");
+  EXPECT_NE(tty.output.find("[rank0]: WEFT_STDOUT_IS_TTY=1"), std::string::npos) << tty.output;
+  EXPECT_NE(tty.output.find("[rank1]: WEFT_STDOUT_IS_TTY=<unset>"), std::string::npos);
+  auto bar = weft::test::run_command("script -qec '" + cmd + "redraw' /dev/null");
+  EXPECT_NE(bar.output.find("[rank0]: step 1\r[rank0]: step 2\r[rank0]: done"), std::string::npos)
+      << bar.output;
+  Launch piped({"--nproc-per-node", "2", helper(), "env"});
+  ASSERT_EQ(piped.finish(), 0);
+  EXPECT_EQ(env_of(piped.out, 0, "WEFT_STDOUT_IS_TTY"), "<unset>");
 }
 
 TEST(Launcher, PortInUseFailsAtOnceNamingIt) {

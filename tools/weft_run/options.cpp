@@ -23,7 +23,9 @@ Node 0's weft-run binds the store's port before starting the ranks and hands it 
 a port in use fails at once. Each job has a run id and a token (WEFT_RUN_ID, WEFT_STORE_TOKEN)
 that the store checks, so that no other process can join, read or write it; on several nodes
 give every node the same --rdzv-id and WEFT_STORE_TOKEN (unset: not checked).
-Every line a rank writes is prefixed "[rankR]: " (R = global rank) on the same stream.
+Every line a rank writes is prefixed "[rankR]: " (R = global rank) on the same stream. When
+weft-run's stdout is a terminal, rank 0 gets WEFT_STDOUT_IS_TTY=1 and its '\r' redraws (progress
+bars) pass through at once.
 If a rank exits non-zero or dies of a signal, the others get SIGTERM, then SIGKILL after the
 grace period, and weft-run exits with that rank's code (128+N for signal N).
 
