@@ -1,8 +1,7 @@
-// Per-tensor checksums in a safetensors file's "__metadata__": weft::save writes one entry per
-// tensor, key "weft.xxh64.<tensor name>", value the XXH64 (seed 0) of the tensor's bytes as
-// stored, in 16 lowercase hex digits; weft::load verifies them. Other readers ignore the entries,
-// and files without them (other writers, older weft) still load. A mismatch is a ChecksumError
-// naming the tensor and the file, so flipped bytes never load silently.
+// Per-tensor checksums in a safetensors file's "__metadata__" (Note [Resuming a job]): weft::save
+// writes "weft.xxh64.<tensor name>" = the XXH64 (seed 0) of the tensor's bytes as stored, in 16
+// lowercase hex digits, and weft::load verifies them: a mismatch is a ChecksumError naming the
+// tensor and the file. Other readers ignore the entries; files without them still load.
 #pragma once
 
 #include <cstddef>
