@@ -21,9 +21,10 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
        -fno-omit-frame-pointer -I"$root/include" -I"$root/src")
 
 "$CXX" "${flags[@]}" -o "$build/fuzz_safetensors" "$root/fuzz/fuzz_safetensors.cpp" \
-  "$root/src/serialize/safetensors_format.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp"
+  "$root/src/serialize/safetensors_format.cpp" "$root/src/serialize/checksum.cpp" \
+  "$root/src/error.cpp" "$root/src/read_file.cpp" -lxxhash
 "$CXX" "${flags[@]}" -o "$build/fuzz_idx" "$root/fuzz/fuzz_idx.cpp" \
-  "$root/src/data/idx_format.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp" -lz
+  "$root/src/data/idx_format.cpp" "$root/src/data/gzip_stream.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp" -lz
 "$CXX" "${flags[@]}" -o "$build/fuzz_store_protocol" "$root/fuzz/fuzz_store_protocol.cpp" \
   "$root/src/distributed/store_protocol.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp"
 

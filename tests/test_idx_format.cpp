@@ -182,14 +182,44 @@ TEST(IdxFormat, MalformedGzip) {
 }
 
 TEST(IdxFormat, DecompressionBombIsCapped) {
-  // 16 MiB of zeros compress to ~16 KiB; with a 1 MiB cap the reader stops early.
-  const auto bomb = gzip(std::vector<uint8_t>(16 << 20, 0), 9);
+  // 16 MiB of zeros under a header that declares them compress to ~16 KiB; with a 1 MiB cap the
+  // reader refuses the header's size before inflating any data.
+  const auto bomb = gzip(idx_bytes(0x08, {16u << 20}, std::vector<uint8_t>(16 << 20, 0)), 9);
   ASSERT_LT(bomb.size(), 64u << 10);
-  expect_error(bomb, "exceeds the limit of 1048576 bytes", 1 << 20);
+  expect_error(bomb, "exceeds the limit of 1048576 bytes: the IDX header declares 16777216",
+               1 << 20);
+  // Zeros without a header are not IDX: refused after 4 inflated bytes.
+  expect_error(gzip(std::vector<uint8_t>(16 << 20, 0), 9), "unknown type code 0x0", 1 << 20);
   // Exactly at the cap is accepted.
   const auto plain = idx_bytes(0x08, {1000}, std::vector<uint8_t>(1000, 1));
   EXPECT_NO_THROW(parse_idx(gzip(plain).data(), gzip(plain).size(), plain.size()));
   expect_error(gzip(plain), "exceeds the limit", plain.size() - 1);
+}
+
+// A header that declares little, followed by a flood: inflating stops at the declared size. The
+// flood's compressed tail is cut off, so a reader that inflated on would report a truncated
+// stream instead; this one reports the excess without reaching the cut.
+TEST(IdxFormat, InflatingStopsAtTheDeclaredSize) {
+  auto plain = idx_bytes(0x08, {16}, std::vector<uint8_t>(16, 7));
+  plain.resize(plain.size() + (16 << 20), 0);
+  auto gz = gzip(plain, 9);
+  gz.resize(gz.size() - 64);
+  expect_error(gz, "declare 16 bytes of data but the file holds more");
+  // The same flood whole is refused the same way, under a cap far below its inflated size.
+  expect_error(gzip(plain, 9), "declare 16 bytes of data but the file holds more", 1 << 10);
+  // A header whose declared size overflows is refused before any data is inflated.
+  expect_error(gzip(idx_bytes(0x0E, std::vector<uint32_t>(8, 0xffffffff), {})),
+               "dimensions declare more than 2^64 bytes");
+  // The declared size at the cap, with its data, still loads from gzip; one byte less fails.
+  const auto ok = idx_bytes(0x0B, {3, 2}, {0, 1, 0, 2, 0, 3, 0, 4, 0, 5, 1, 0});
+  const auto gok = gzip(ok);
+  const IdxArray a = parse_idx(gok.data(), gok.size(), ok.size());
+  EXPECT_EQ(a.dims, (std::vector<int64_t>{3, 2}));
+  ASSERT_EQ(a.data.size(), 12u);
+  int16_t last;
+  std::memcpy(&last, a.data.data() + 10, 2);
+  EXPECT_EQ(last, 256);
+  expect_error(gok, "exceeds the limit of 23 bytes", ok.size() - 1);
 }
 
 TEST(IdxFormat, ReadErrorsNameThePath) {

@@ -14,44 +14,23 @@
 #include <thread>
 
 #include "subprocess.h"
+#include "weft_train_cli.h"
 
 extern char** environ;
 
 using weft::test::build_dir;
+using weft::test::csv_rows;
+using weft::test::fresh_dir;
+using weft::test::metrics_only;
 using weft::test::run_command;
 namespace fs = std::filesystem;
 
 namespace {
 
-const char* kData = "/usr/share/datasets/fashion-mnist";
+const char* kData = weft::test::kFashionMnist;
 
 std::string train_cmd(const std::string& dir, int epochs, const std::string& extra = "") {
-  return build_dir() + "/tools/weft-run --nproc-per-node 2 --standalone " + build_dir() +
-         "/tools/weft-train --limit-train 1536 --limit-test 500 --batch-size 32 --epochs " +
-         std::to_string(epochs) + " --checkpoint-dir " + dir + " --no-progress " + extra;
-}
-
-std::vector<std::string> csv_rows(const std::string& path) {
-  std::ifstream in(path);
-  std::vector<std::string> rows;
-  std::string line;
-  std::getline(in, line);  // header
-  while (std::getline(in, line)) rows.push_back(line);
-  return rows;
-}
-
-// The columns that must be reproducible: epoch, train loss, test loss, accuracy.
-std::string metrics_only(const std::string& row) {
-  std::stringstream ss(row);
-  std::string out, cell;
-  for (int i = 0; i < 4 && std::getline(ss, cell, ','); ++i) out += cell + ",";
-  return out;
-}
-
-fs::path fresh_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("weft_train_" + name + "_" + std::to_string(getpid()));
-  fs::remove_all(d);
-  return d;
+  return weft::test::two_rank_cmd(dir, epochs, extra);
 }
 
 }  // namespace

@@ -1,25 +1,31 @@
 // Checkpoints: a name -> Tensor dict saved to and loaded from safetensors files, the format
-// PyTorch's ecosystem reads, which holds only data (loading runs no code). Saves are atomic;
-// loads validate the whole file and copy every tensor out of it, onto `device`.
+// PyTorch's ecosystem reads, which holds only data (loading runs no code). Saves are atomic and
+// store a checksum per tensor in the metadata; loads validate the whole file, verify those
+// checksums (weft::ChecksumError naming the tensor and file) and copy every tensor out of it,
+// onto `device`.
 #pragma once
 
 #include <map>
 #include <string>
 
 #include "weft/ordered_dict.h"
+#include "weft/serialize/checksum.h"
 #include "weft/tensor.h"
 
 namespace weft {
 
 using TensorDict = OrderedDict<Tensor>;
 
+// `metadata` keys starting "weft.xxh64." are reserved for the checksums (serialize/checksum.h).
 void save(const TensorDict& tensors, const std::string& path,
           const std::map<std::string, std::string>& metadata = {});
 // Tensors come back in file order; dtypes weft cannot hold (e.g. F64) are converted to
-// float32, integer types to int64.
+// float32, integer types to int64. `metadata` receives the file's metadata less the checksums.
 TensorDict load(const std::string& path, Device device = Device::CPU(),
                 std::map<std::string, std::string>* metadata = nullptr);
+// load() of a file's bytes; `name` stands for the file in error messages.
 TensorDict load_from_bytes(std::vector<uint8_t> bytes,
-                           std::map<std::string, std::string>* metadata = nullptr);
+                           std::map<std::string, std::string>* metadata = nullptr,
+                           const std::string& name = "safetensors bytes");
 
 }  // namespace weft

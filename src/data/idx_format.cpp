@@ -1,87 +1,34 @@
 #include "weft/data/idx_format.h"
 
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <unistd.h>
-#include <zlib.h>
-
 #include <algorithm>
 #include <bit>
-#include <cerrno>
-#include <cstring>
-#include <limits>
 
+#include "data/gzip_stream.h"
 #include "weft/error.h"
 #include "weft/read_file.h"
 
 namespace weft::data {
 namespace {
 
-bool is_gzip(const uint8_t* p, size_t n) { return n >= 2 && p[0] == 0x1f && p[1] == 0x8b; }
+// What an IDX header says: the element type, the dims, the header's and the data's size.
+struct IdxHeader {
+  uint8_t type_code = 0;
+  std::vector<int64_t> dims;
+  size_t header_bytes = 0;
+  uint64_t data_bytes = 0;
+};
 
-// Inflates one or more concatenated gzip members (what `cat a.gz b.gz` or pigz produce), refusing
-// to produce more than `cap` bytes so that a small malicious file cannot exhaust memory.
-std::vector<uint8_t> gunzip(const uint8_t* in, size_t n, size_t cap) {
-  z_stream zs{};
-  // 16 + MAX_WBITS: expect a gzip wrapper (zlib checks its header and CRC-32 trailer).
-  WEFT_CHECK(inflateInit2(&zs, 16 + MAX_WBITS) == Z_OK, "gzip: inflateInit2 failed");
-  struct Guard {
-    z_stream* zs;
-    ~Guard() { inflateEnd(zs); }
-  } guard{&zs};
-
-  // zlib counts in 32-bit uInt, so input is fed in chunks; unfed bytes follow zs.next_in.
-  const uint8_t* next = in;
-  size_t unfed = n;
-  const size_t limit = std::min(cap, std::numeric_limits<size_t>::max() - 1);
-  std::vector<uint8_t> out;
-  size_t filled = 0;
-  for (;;) {
-    if (zs.avail_in == 0 && unfed > 0) {
-      const size_t chunk = std::min<size_t>(unfed, 1u << 30);
-      zs.next_in = const_cast<Bytef*>(next);
-      zs.avail_in = static_cast<uInt>(chunk);
-      next += chunk;
-      unfed -= chunk;
-    }
-    if (filled == out.size()) {
-      // One byte beyond the cap is room enough to detect that the cap is exceeded.
-      out.resize(std::min(limit + 1, std::max(out.size() * 2, size_t{1} << 16)));
-    }
-    zs.next_out = out.data() + filled;
-    zs.avail_out = static_cast<uInt>(std::min<size_t>(out.size() - filled, 1u << 30));
-    const uInt room = zs.avail_out;
-    const int rc = inflate(&zs, Z_NO_FLUSH);
-    filled += room - zs.avail_out;
-    WEFT_CHECK(filled <= limit, "gzip: decompressed data exceeds the limit of ", limit, " bytes");
-    const size_t remaining = zs.avail_in + unfed;
-    if (rc == Z_STREAM_END) {
-      if (remaining == 0) break;
-      WEFT_CHECK(is_gzip(zs.next_in, remaining), "gzip: ", remaining,
-                 " trailing bytes after the compressed data");
-      WEFT_CHECK(inflateReset(&zs) == Z_OK, "gzip: inflateReset failed");
-      continue;
-    }
-    WEFT_CHECK(rc == Z_OK || rc == Z_BUF_ERROR, "gzip: corrupt data (",
-               zs.msg ? zs.msg : "inflate error", ")");
-    // Input all consumed, output space left, and no end of stream: the data stops early.
-    WEFT_CHECK(remaining > 0 || zs.avail_out == 0, "gzip: truncated compressed data");
-    WEFT_CHECK(rc == Z_OK || zs.avail_in == 0 || zs.avail_out == 0, "gzip: corrupt data");
-  }
-  out.resize(filled);
-  return out;
-}
-
-IdxArray parse_plain(const uint8_t* bytes, size_t n) {
+// Parses the header at the start of `bytes` (n of them; the data need not follow yet).
+IdxHeader parse_header(const uint8_t* bytes, size_t n) {
   WEFT_CHECK(n >= 4, "idx: file is ", n, " bytes, shorter than the 4-byte magic number");
   WEFT_CHECK(bytes[0] == 0 && bytes[1] == 0, "idx: bad magic number (first two bytes must be 0)");
-  IdxArray a;
-  a.type_code = bytes[2];
-  const size_t itemsize = idx_itemsize(a.type_code);
+  IdxHeader h;
+  h.type_code = bytes[2];
+  const size_t itemsize = idx_itemsize(h.type_code);
   const size_t ndims = bytes[3];
   WEFT_CHECK(ndims >= 1 && ndims <= 8, "idx: ", ndims, " dimensions, expected 1 to 8");
-  const size_t header = 4 + 4 * ndims;
-  WEFT_CHECK(n >= header, "idx: file is ", n, " bytes, too short for its ", ndims,
+  h.header_bytes = 4 + 4 * ndims;
+  WEFT_CHECK(n >= h.header_bytes, "idx: file is ", n, " bytes, too short for its ", ndims,
              " dimension sizes");
   uint64_t expected = itemsize;
   bool overflow = false;
@@ -89,19 +36,26 @@ IdxArray parse_plain(const uint8_t* bytes, size_t n) {
     const uint8_t* p = bytes + 4 + 4 * i;
     const uint32_t d =
         (uint32_t{p[0]} << 24) | (uint32_t{p[1]} << 16) | (uint32_t{p[2]} << 8) | uint32_t{p[3]};
-    a.dims.push_back(d);
+    h.dims.push_back(d);
     overflow = overflow || __builtin_mul_overflow(expected, uint64_t{d}, &expected);
   }
-  if (std::find(a.dims.begin(), a.dims.end(), 0) != a.dims.end()) {
+  if (std::find(h.dims.begin(), h.dims.end(), 0) != h.dims.end()) {
     overflow = false;  // a zero dimension makes the true product 0
     expected = 0;
   }
-  const size_t actual = n - header;
-  WEFT_CHECK(!overflow && expected == actual, "idx: dimensions declare ",
-             overflow ? std::string("more than 2^64") : std::to_string(expected),
-             " bytes of data but the file holds ", actual);
-  a.data.assign(bytes + header, bytes + n);
+  WEFT_CHECK(!overflow, "idx: dimensions declare more than 2^64 bytes of data");
+  h.data_bytes = expected;
+  return h;
+}
+
+// The array of `h` with `data` (already h.data_bytes of them) in host byte order.
+IdxArray make_array(IdxHeader h, std::vector<uint8_t> data) {
+  IdxArray a;
+  a.type_code = h.type_code;
+  a.dims = std::move(h.dims);
+  a.data = std::move(data);
   // IDX stores every element big-endian.
+  const size_t itemsize = idx_itemsize(a.type_code);
   if constexpr (std::endian::native == std::endian::little) {
     if (itemsize > 1)
       for (size_t i = 0; i < a.data.size(); i += itemsize)
@@ -109,6 +63,37 @@ IdxArray parse_plain(const uint8_t* bytes, size_t n) {
                      a.data.begin() + static_cast<std::ptrdiff_t>(i + itemsize));
   }
   return a;
+}
+
+IdxArray parse_plain(const uint8_t* bytes, size_t n) {
+  IdxHeader h = parse_header(bytes, n);
+  const size_t actual = n - h.header_bytes;
+  WEFT_CHECK(h.data_bytes == actual, "idx: dimensions declare ", h.data_bytes,
+             " bytes of data but the file holds ", actual);
+  std::vector<uint8_t> data(bytes + h.header_bytes, bytes + n);
+  return make_array(std::move(h), std::move(data));
+}
+
+// Inflates the header first and checks the size it declares against `cap` before inflating
+// any data; then inflates exactly that much (one allocation, no growth) and refuses a stream
+// that goes on past it without inflating the rest. A bomb costs at most `cap` bytes of memory.
+IdxArray parse_gzip(const uint8_t* bytes, size_t n, size_t cap) {
+  GzipStream z(bytes, n);
+  std::vector<uint8_t> head(4 + 4 * 8);
+  size_t got = z.read(head.data(), 4);
+  if (got == 4 && head[3] >= 1 && head[3] <= 8) got += z.read(head.data() + 4, 4 * head[3]);
+  IdxHeader h = parse_header(head.data(), got);
+  WEFT_CHECK(h.header_bytes <= cap && h.data_bytes <= cap - h.header_bytes,
+             "gzip: decompressed data exceeds the limit of ", cap, " bytes: the IDX header ",
+             "declares ", h.data_bytes, " bytes of data after its ", h.header_bytes);
+  std::vector<uint8_t> data(static_cast<size_t>(h.data_bytes));
+  const size_t actual = z.read(data.data(), data.size());
+  WEFT_CHECK(actual == h.data_bytes, "idx: dimensions declare ", h.data_bytes,
+             " bytes of data but the file holds ", actual);
+  uint8_t extra = 0;
+  WEFT_CHECK(z.read(&extra, 1) == 0, "idx: dimensions declare ", h.data_bytes,
+             " bytes of data but the file holds more (not inflated past that point)");
+  return make_array(std::move(h), std::move(data));
 }
 
 }  // namespace
@@ -131,11 +116,8 @@ size_t idx_itemsize(uint8_t type_code) {
 }
 
 IdxArray parse_idx(const uint8_t* bytes, size_t n, size_t max_decompressed_bytes) {
-  if (is_gzip(bytes, n)) {
-    // Only one level: a gzip inside the gzip fails the magic check like any other non-IDX data.
-    const std::vector<uint8_t> plain = gunzip(bytes, n, max_decompressed_bytes);
-    return parse_plain(plain.data(), plain.size());
-  }
+  // Only one level: a gzip inside the gzip fails the magic check like any other non-IDX data.
+  if (is_gzip(bytes, n)) return parse_gzip(bytes, n, max_decompressed_bytes);
   return parse_plain(bytes, n);
 }
 

@@ -1,4 +1,4 @@
-// Glue between Tensor and the byte-level safetensors format.
+// Glue between Tensor and the byte-level safetensors format, with the per-tensor checksums.
 #include <cstring>
 
 #include "weft/autograd.h"
@@ -67,11 +67,13 @@ Tensor from_view(const serialize::TensorView& v) {
   return t;
 }
 
-TensorDict to_dict(const serialize::SafetensorsFile& f, Device device,
+// Checksums first: a corrupt file is reported as such, before any of its values are used.
+TensorDict to_dict(const serialize::SafetensorsFile& f, const std::string& name, Device device,
                    std::map<std::string, std::string>* metadata) {
+  std::map<std::string, std::string> rest = serialize::verify_checksums(f, name);
   TensorDict out;
   for (const auto& v : f.tensors()) out.insert(v.name, from_view(v).to(device));
-  if (metadata) *metadata = f.metadata();
+  if (metadata) *metadata = std::move(rest);
   return out;
 }
 
@@ -88,17 +90,26 @@ void save(const TensorDict& tensors, const std::string& path,
     views.push_back({name, st_dtype(c.dtype()), c.sizes(),
                      static_cast<const uint8_t*>(c.raw_data()), c.nbytes()});
   }
-  serialize::write_safetensors(path, views, metadata);
+  std::map<std::string, std::string> with_checksums = metadata;
+  serialize::add_checksums(views, &with_checksums);
+  serialize::write_safetensors(path, views, with_checksums);
 }
 
 TensorDict load(const std::string& path, Device device,
                 std::map<std::string, std::string>* metadata) {
-  return to_dict(serialize::SafetensorsFile::read(path), device, metadata);
+  return to_dict(serialize::SafetensorsFile::read(path), path, device, metadata);
 }
 
-TensorDict load_from_bytes(std::vector<uint8_t> bytes,
-                           std::map<std::string, std::string>* metadata) {
-  return to_dict(serialize::SafetensorsFile::parse(std::move(bytes)), Device::CPU(), metadata);
+TensorDict load_from_bytes(std::vector<uint8_t> bytes, std::map<std::string, std::string>* metadata,
+                           const std::string& name) {
+  serialize::SafetensorsFile f;
+  try {
+    f = serialize::SafetensorsFile::parse(std::move(bytes));
+  } catch (const Error& e) {
+    // As SafetensorsFile::read names the path: rethrown whole, keeping one file:line suffix.
+    throw Error("in '" + name + "': " + e.what());
+  }
+  return to_dict(f, name, Device::CPU(), metadata);
 }
 
 }  // namespace weft

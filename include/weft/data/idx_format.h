@@ -1,7 +1,8 @@
 // The IDX file format of MNIST (http://yann.lecun.com/exdb/mnist/), plain or gzip-compressed,
 // independent of weft::Tensor. Guarantees: every malformed, truncated or oversized input is a
 // weft::Error naming the problem (and the path when reading a file), never an out-of-bounds read;
-// gzip is recognised by its magic bytes and decompression is capped against decompression bombs.
+// gzip is recognised by its magic bytes, and against decompression bombs the size its IDX header
+// declares is checked against a cap before any data is inflated, and inflating stops there.
 #pragma once
 
 #include <cstddef>
@@ -19,7 +20,8 @@ struct IdxArray {
   std::vector<uint8_t> data;
 };
 
-// Largest decompressed size accepted by default (2 GiB; MNIST's largest file is 47 MB).
+// Largest decompressed size (header and data) accepted by default (2 GiB; MNIST's largest
+// file is 47 MB).
 inline constexpr size_t kIdxMaxDecompressedBytes = size_t{2} << 30;
 
 // Bytes per element of an IDX type code; throws weft::Error for an unknown code.

@@ -1,0 +1,157 @@
+// weft-train: the main job. Trains a CNN (default), a ShuffleNet-V2-style network or an
+// MLP on Fashion-MNIST (or any MNIST-format IDX files) in one process, or data-parallel
+// under weft-run / mpirun (DistributedDataParallel, SyncBatchNorm, DistributedSampler).
+// Rank 0 reports progress and per-epoch metrics, writes a CSV of them and an atomic,
+// checksummed checkpoint every epoch; --resume continues from the newest usable checkpoint
+// that any rank holds (resume.h). Bad data, options and directories stop it before training.
+#include <cstdio>
+#include <cstdlib>
+
+#include "checkpoint_files.h"
+#include "metrics.h"
+#include "options.h"
+#include "progress.h"
+#include "resume.h"
+#include "training.h"
+#include "weft/distributed/distributed.h"
+#include "weft/nn/parallel/distributed_data_parallel.h"
+#include "weft/nn/sync_batchnorm.h"
+#include "weft/weft.h"
+
+using namespace weft;
+using namespace weft_train;
+
+namespace {
+
+// Data that cannot train or test is an error, not an epoch of loss 0 or NaN metrics.
+void check_data(const Config& c, const data::MNIST& train, const data::MNIST& test,
+                const data::DataLoader& loader, size_t per_rank, int world) {
+  WEFT_CHECK(train.size() > 0, "the training set in '", c.data,
+             "' is empty (train-images-idx3-ubyte holds no images)");
+  WEFT_CHECK(test.size() > 0, "the test set in '", c.data,
+             "' is empty (t10k-images-idx3-ubyte holds no images): there is nothing to measure "
+             "the model on");
+  WEFT_CHECK(loader.len() > 0, "the ", train.size(), " training images give each of ", world,
+             " process(es) ", per_rank, ", fewer than one batch of ", c.batch_size,
+             " (incomplete batches are dropped): lower --batch-size or use more data");
+}
+
+// Rank 0's banner.
+void print_banner(const Config& c, nn::Module& model, int world, size_t train_size,
+                  size_t test_size) {
+  int64_t params = 0;
+  for (auto& p : model.parameters()) params += p.numel();
+  std::printf(
+      "weft-train: model %s, %lld parameters, %d process%s x batch %lld, %zu training and %zu "
+      "test images\n",
+      c.model.c_str(), (long long)params, world, world > 1 ? "es" : "", (long long)c.batch_size,
+      train_size, test_size);
+}
+
+// The CSV rows a resumed run keeps: those the checkpoint carries, else (a checkpoint of an
+// older weft-train) those of the covered epochs in the metrics file as it is.
+std::vector<std::string> kept_rows(const Config& c, const std::optional<Checkpoint>& ck) {
+  if (!ck) return {};
+  if (ck->metrics_rows) return *ck->metrics_rows;
+  return MetricsFile::read_rows_up_to(c.metrics, ck->epoch);
+}
+
+// Rank 0 at the end of an epoch: the summary line, the CSV row and the checkpoint.
+void report_epoch(const Config& c, int epoch, double train_loss, std::pair<double, double> test,
+                  double ips, double secs, MetricsFile& metrics, nn::Module& model,
+                  optim::Optimizer& opt, const amp::GradScaler& scaler) {
+  const auto [test_loss, acc] = test;
+  char row[256];
+  std::snprintf(row, sizeof row, "%d,%.6f,%.6f,%.6f,%.1f,%.2f", epoch, train_loss, test_loss, acc,
+                ips, secs);
+  std::printf("epoch %d/%d: train loss %.4f, test loss %.4f, test accuracy %.2f%%, %.0f images/s\n",
+              epoch, c.epochs, train_loss, test_loss, 100 * acc, ips);
+  std::fflush(stdout);
+  metrics.append(row);
+  save_checkpoint(c, epoch, model, opt, scaler, metrics.rows());
+}
+
+int run(const Config& c) {
+  const bool distributed = std::getenv("WORLD_SIZE") || std::getenv("OMPI_COMM_WORLD_SIZE");
+  const Device dev = pick_device(c);
+  // The current device: factories put tensors there, and on a GPU the process group defaults
+  // to NCCL (as PyTorch's).
+  DeviceGuard device_guard(dev);
+  if (distributed) dist::init_process_group({.init_method = c.init_method});
+  const int rank = dist::get_rank(), world = dist::get_world_size();
+  const bool lead = rank == 0, node_lead = dist::get_local_rank() == 0;
+  set_num_threads(c.threads);
+  data::MNISTOptions opts{.normalize = true, .mean = 0.2860, .std = 0.3530};
+  data::MNISTOptions test_opts = opts;
+  if (c.limit_train > 0) opts.limit = c.limit_train;
+  if (c.limit_test > 0) test_opts.limit = c.limit_test;
+  data::MNIST train(c.data, true, opts), test(c.data, false, test_opts);
+  data::DistributedSampler sampler(
+      train,
+      {.num_replicas = world, .rank = rank, .shuffle = true, .seed = c.seed, .drop_last = true});
+  data::DataLoader loader(train, {.batch_size = c.batch_size,
+                                  .sampler = &sampler,
+                                  .drop_last = true,
+                                  .num_workers = c.workers,
+                                  .pin_memory = dev.is_cuda()});
+  check_data(c, train, test, loader, sampler.size(), world);
+
+  manual_seed(c.seed);
+  auto model = make_model(c.model);
+  model->to(dev);
+  std::shared_ptr<nn::Module> net = model.ptr();
+  if (world > 1) {
+    nn::convert_sync_batchnorm(model.ptr());
+    net = std::make_shared<nn::DistributedDataParallelImpl>(model.ptr());
+  }
+  auto opt = make_optimizer(c, *model);
+  // Loss scaling keeps small fp16 gradients from flushing to zero; bf16 has float32's range.
+  amp::GradScaler scaler({.enabled = c.amp == "fp16"});
+  auto sched = make_scheduler(c, *opt);
+
+  if (node_lead) remove_stale_temp_files(c.checkpoint_dir, /*report=*/true);
+  if (lead) prepare_checkpoint_dir(c.checkpoint_dir);
+  std::optional<Checkpoint> ck;
+  if (c.resume) ck = agree_on_checkpoint(c, dev, /*report=*/node_lead, lead);
+  const int start_epoch = ck ? apply_checkpoint(*ck, *model, *opt, scaler, sched.get()) : 0;
+  MetricsFile metrics(c.metrics);
+  if (lead) {
+    print_banner(c, *model, world, train.size(), test.size());
+    metrics.start(kept_rows(c, ck));
+  }
+  ck.reset();
+  for (int epoch = start_epoch; epoch < c.epochs; ++epoch) {
+    sampler.set_epoch(epoch);
+    // Dropout draws from a stream fixed by (seed, epoch, rank): a resumed run repeats it.
+    manual_seed(data::mix_seed(c.seed * 1000003 + (uint64_t)rank, epoch));
+    Progress progress(lead && c.progress, epoch + 1, c.epochs, (int64_t)loader.len());
+    const auto [loss_sum, steps] =
+        train_epoch(c, *net, *opt, scaler, loader, dev, progress, lead, world);
+    if (lead) progress.finish();
+    const double secs = progress.elapsed();
+    if (sched) sched->step();
+    const double train_loss = mean_train_loss(loss_sum, steps, world);
+    const auto test_metrics = evaluate(*model, test, dev, amp_dtype(c));
+    const double ips = (double)(steps * c.batch_size * world) / secs;
+    if (lead)
+      report_epoch(c, epoch + 1, train_loss, test_metrics, ips, secs, metrics, *model, *opt,
+                   scaler);
+  }
+  if (lead)
+    std::printf("done: metrics in %s, checkpoints in %s\n", c.metrics.c_str(),
+                c.checkpoint_dir.c_str());
+  if (dist::is_initialized()) dist::destroy_process_group();
+  return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  Config c = parse(argc, argv);
+  try {
+    return run(c);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "weft-train: error: %s\n", e.what());
+    return 1;
+  }
+}
