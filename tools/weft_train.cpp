@@ -19,6 +19,7 @@
 #include "weft/cuda.h"
 #include "weft/data.h"
 #include "weft/distributed/distributed.h"
+#include "weft/distributed/error_file.h"
 #include "weft/models/shufflenet.h"
 #include "weft/nn/parallel/distributed_data_parallel.h"
 #include "weft/nn/sync_batchnorm.h"
@@ -37,6 +38,7 @@ struct Config {
   int epochs = 8, threads = 1, workers = 1;
   int64_t batch_size = 64, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;
+  std::optional<double> timeout;  // collective timeout in seconds; unset: the library's default
   uint64_t seed = 0;
   bool resume = false, progress = true;
 };
@@ -65,7 +67,9 @@ const char* kUsage =
     "  --resume                     continue from the newest good checkpoint in DIR\n"
     "  --metrics FILE               CSV of per-epoch metrics (default DIR/metrics.csv)\n"
     "  --limit-train N, --limit-test N  use only the first N samples\n"
-    "  --no-progress                plain lines even on a terminal\n";
+    "  --no-progress                plain lines even on a terminal\n"
+    "  --timeout S                  collective timeout in seconds: a stalled rank fails the job\n"
+    "                               naming it (default WEFT_COLLECTIVE_TIMEOUT, else 30 min)\n";
 
 [[noreturn]] void bad_option(const std::string& msg) {
   std::fprintf(stderr, "weft-train: %s\n\n%s", msg.c_str(), kUsage);
@@ -124,6 +128,8 @@ void apply_option(Config& c, const std::string& a, const std::string& v, bool* l
     c.limit_train = parse_number<int64_t>(a, v);
   else if (a == "--limit-test")
     c.limit_test = parse_number<int64_t>(a, v);
+  else if (a == "--timeout")
+    c.timeout = parse_number<double>(a, v);
   else
     bad_option("unknown option " + a);
 }
@@ -152,6 +158,8 @@ void finish_config(Config& c, bool lr_given) {
       c.limit_train < 0 || c.limit_test < 0 || c.weight_decay < 0)
     bad_option(
         "epochs, batch size, threads and lr must be positive; limits and workers non-negative");
+  if (c.timeout && !(*c.timeout >= 0.001 && *c.timeout <= 1e7))
+    bad_option("--timeout must be a positive number of seconds (0.001 to 1e7)");
   if (!lr_given && c.optimizer != "sgd") c.lr = 1e-3;
   if (c.metrics.empty()) c.metrics = c.checkpoint_dir + "/metrics.csv";
 }
@@ -412,6 +420,9 @@ void start_report(const Config& c, nn::Module& model, int world, size_t train_si
       "test images\n",
       c.model.c_str(), (long long)params, world, world > 1 ? "es" : "", (long long)c.batch_size,
       train_size, test_size);
+  if (world > 1)  // --timeout, WEFT_COLLECTIVE_TIMEOUT (weft-run --collective-timeout) or default
+    std::printf("weft-train: collective timeout %g s\n",
+                (double)dist::default_group()->timeout().count() / 1000);
   std::vector<std::string> rows{"epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds"};
   if (start_epoch > 0) {
     std::ifstream in(c.metrics);
@@ -478,7 +489,11 @@ int run(const Config& c) {
   // The current device: factories put tensors there, and on a GPU the process group defaults
   // to NCCL (as PyTorch's).
   DeviceGuard device_guard(dev);
-  if (distributed) dist::init_process_group();
+  if (distributed) {
+    dist::InitOptions init;  // --timeout, else WEFT_COLLECTIVE_TIMEOUT, else 30 minutes
+    if (c.timeout) init.timeout = dist::Duration((int64_t)(*c.timeout * 1000 + 0.5));
+    dist::init_process_group(init);
+  }
   const int rank = dist::get_rank(), world = dist::get_world_size();
   const bool lead = rank == 0;
   set_num_threads(c.threads);
@@ -541,6 +556,7 @@ int main(int argc, char** argv) {
     return run(c);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "weft-train: error: %s\n", e.what());
+    dist::record_error(e);  // for weft-run (WEFT_ERROR_FILE), which reports the rank to blame
     return 1;
   }
 }

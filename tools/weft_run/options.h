@@ -17,6 +17,7 @@ struct Options {
   int master_port = 29500;
   int max_restarts = 0;
   std::optional<double> rdzv_timeout;
+  std::optional<double> collective_timeout;  // exported as WEFT_COLLECTIVE_TIMEOUT
   double grace = 5.0;
   bool prefix = true;
   bool standalone = false;
