@@ -69,17 +69,17 @@ void expect_stall_named(const RunResult& r, int stalled, int n) {
 }  // namespace
 
 TEST(Desync, StalledRankIsNamedBySurvivorAndLauncher) {
-  // Rank 1 stops before collective #5; the timeout (3 s) comes from weft-run.
-  expect_stall_named(worker(2, "--collective-timeout 3", "stall 1 5"), 1, 5);
+  // Rank 1 stops before collective #5; the timeout (5 s) comes from weft-run.
+  expect_stall_named(worker(2, "--collective-timeout 5", "stall 1 5"), 1, 5);
 }
 
 TEST(Desync, StalledStoreHostIsNamed) {
   // Rank 0 hosts the store; its stalled main thread leaves the store serving the reports.
-  expect_stall_named(worker(2, "", "stall 0 3", "WEFT_COLLECTIVE_TIMEOUT=3"), 0, 3);
+  expect_stall_named(worker(2, "", "stall 0 3", "WEFT_COLLECTIVE_TIMEOUT=5"), 0, 3);
 }
 
 TEST(Desync, StalledRankAmongThree) {
-  expect_stall_named(worker(3, "--collective-timeout 3", "stall 1 4"), 1, 4);
+  expect_stall_named(worker(3, "--collective-timeout 5", "stall 1 4"), 1, 4);
 }
 
 TEST(Desync, KilledRankIsTheLaunchersCause) {
@@ -97,9 +97,9 @@ TEST(Desync, KilledRankIsTheLaunchersCause) {
 
 TEST(Desync, TimeoutPrecedence) {
   // weft-run's option, then the variable, lose to an explicit InitOptions::timeout.
-  auto r = worker(2, "--collective-timeout 2.5", "timeout");
+  auto r = worker(2, "--collective-timeout 25", "timeout");
   EXPECT_EQ(r.code, 0) << r.output;
-  EXPECT_EQ(lines_with(r.output, "timeout_ms=2500").size(), 2u) << r.output;
+  EXPECT_EQ(lines_with(r.output, "timeout_ms=25000").size(), 2u) << r.output;
   r = worker(1, "", "timeout 7000", "WEFT_COLLECTIVE_TIMEOUT=2.5");
   EXPECT_TRUE(has(r.output, "rank 0: timeout_ms=7000")) << r.output;
   r = worker(1, "", "timeout");
@@ -124,12 +124,12 @@ TEST(Desync, WeftTrainTimeoutOption) {
       "tools/weft-train --limit-train 128 --limit-test 64 --batch-size 32 --epochs 1 "
       "--no-progress --checkpoint-dir " +
       dir;
-  r = launch(2, "--collective-timeout 17", train + " --timeout 42");
+  r = launch(2, "--collective-timeout 170", train + " --timeout 420");
   EXPECT_EQ(r.code, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "weft-train: collective timeout 42 s")) << r.output;
-  r = launch(2, "--collective-timeout 17", train);
+  EXPECT_TRUE(has(r.output, "weft-train: collective timeout 420 s")) << r.output;
+  r = launch(2, "--collective-timeout 170", train);
   EXPECT_EQ(r.code, 0) << r.output;
-  EXPECT_TRUE(has(r.output, "weft-train: collective timeout 17 s")) << r.output;
+  EXPECT_TRUE(has(r.output, "weft-train: collective timeout 170 s")) << r.output;
   fs::remove_all(dir);
 }
 
