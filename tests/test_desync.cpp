@@ -12,9 +12,11 @@
 #include <regex>
 #include <sstream>
 
+#include "distributed/desync.h"
 #include "distributed/op_record.h"
 #include "subprocess.h"
 #include "weft/distributed/error_file.h"
+#include "weft/distributed/file_store.h"
 
 using weft::test::build_dir;
 using weft::test::run_command;
@@ -48,6 +50,66 @@ std::vector<std::string> lines_with(const std::string& out, const std::string& n
 
 bool has(const std::string& out, const std::string& s) { return out.find(s) != std::string::npos; }
 
+using weft::dist::Duration;
+using weft::dist::detail::CollectiveLog;
+using weft::dist::detail::OpKind;
+using weft::dist::detail::OpRecord;
+
+// Rank `rank` of `size` in group 7 whose log issued 5 collectives (#5: an allreduce of 1000
+// floats) and saw 4 of them complete, with a 300 ms timeout (so a 300 ms grace).
+std::shared_ptr<CollectiveLog> log_at_5(int rank, int size, std::shared_ptr<weft::dist::Store> s) {
+  auto log = std::make_shared<CollectiveLog>(7, rank, size, std::move(s), Duration(300));
+  for (int64_t seq = 1; seq <= 5; ++seq) {
+    const auto t = weft::make_empty({seq == 5 ? 1000 : 2}, weft::kFloat32);
+    log->record(seq, OpRecord::of(seq == 5 ? OpKind::ALLREDUCE : OpKind::BROADCAST, {t},
+                                  seq == 5 ? 0 : -1, seq == 5 ? -1 : 0));
+    if (seq < 5) log->completed(seq);
+  }
+  return log;
+}
+
+std::exception_ptr timed_out() {
+  return std::make_exception_ptr(weft::DistError("gloo allreduce failed: Timed out waiting"));
+}
+
+std::string failure(CollectiveLog& log, const std::exception_ptr& e) {
+  try {
+    log.fail(e);
+  } catch (const std::exception& ex) {
+    return ex.what();
+  }
+  return "fail() returned";
+}
+
+// A FileStore in a fresh temporary file, removed with the object.
+struct TempStore {
+  TempStore() {
+    std::string t = (fs::temp_directory_path() / "weft_desync_XXXXXX").string();
+    dir = mkdtemp(t.data());
+    store = std::make_shared<weft::dist::FileStore>(dir + "/store", -1, Duration(60000));
+  }
+  ~TempStore() { fs::remove_all(dir); }
+  std::string dir;
+  std::shared_ptr<weft::dist::FileStore> store;
+};
+
+// A store whose host is gone: every call fails.
+class DeadStore : public weft::dist::Store {
+ public:
+  [[noreturn]] static void gone() { throw weft::DistError("Connection refused"); }
+  void set(const std::string&, const std::vector<uint8_t>&) override { gone(); }
+  std::vector<uint8_t> get(const std::string&) override { gone(); }
+  int64_t add(const std::string&, int64_t) override { gone(); }
+  std::vector<uint8_t> compare_set(const std::string&, const std::vector<uint8_t>&,
+                                   const std::vector<uint8_t>&) override {
+    gone();
+  }
+  bool check(const std::vector<std::string>&) override { gone(); }
+  bool delete_key(const std::string&) override { gone(); }
+  void wait(const std::vector<std::string>&, Duration) override { gone(); }
+  int64_t num_keys() override { gone(); }
+};
+
 // The stalled rank's survivors time out in collective #n and name it (every survivor that got to
 // print, at least one); weft-run reports it as the cause, naming a survivor as the witness.
 void expect_stall_named(const RunResult& r, int stalled, int n) {
@@ -67,6 +129,64 @@ void expect_stall_named(const RunResult& r, int stalled, int n) {
 }
 
 }  // namespace
+
+TEST(Desync, ReportNamesSilentAndBehindRanks) {
+  // Rank 1 reports 3 collectives entered, rank 2 nothing; rank 0 is stuck in #5.
+  TempStore ts;
+  ts.store->set("desync/1", "3 3\n\nbroadcast(root 0, float32 (2,)), 8 B");
+  auto log = log_at_5(0, 3, ts.store);
+  const std::string m = failure(*log, timed_out());
+  EXPECT_TRUE(has(m,
+                  "weft.dist: rank 2 did not reach collective #5 (allreduce(SUM, float32 "
+                  "(1000,)), 3.9 KiB) of group 7: stalled or dead (no desync report within "
+                  "300 ms, while rank 0 reached it); rank 1 did not reach collective #5 of "
+                  "group 7: it is behind, at collective #3 (broadcast(root 0, float32 (2,)), "
+                  "8 B). Rank 0's error: gloo allreduce failed: Timed out waiting"))
+      << m;
+  // This rank's own report is there for the others; a later failure repeats the diagnosis.
+  EXPECT_EQ(ts.store->get_string("desync/0"),
+            "5 4\nallreduce(SUM, float32 (1000,)), 3.9 KiB\nallreduce(SUM, float32 (1000,)), "
+            "3.9 KiB");
+  EXPECT_EQ(failure(*log, timed_out()), m);
+}
+
+TEST(Desync, ReportWhenEveryRankReachedIt) {
+  TempStore ts;
+  ts.store->set("desync/0", "5 4\nallreduce(SUM, float32 (1000,)), 3.9 KiB\nsame");
+  auto log = log_at_5(1, 2, ts.store);
+  const std::string m = failure(*log, timed_out());
+  EXPECT_TRUE(has(m,
+                  "weft.dist: all 2 ranks reached collective #5 (allreduce(SUM, float32 "
+                  "(1000,)), 3.9 KiB) of group 7, and it timed out on rank 1: a hang inside it, "
+                  "or the ranks issued different collectives or shapes "
+                  "(WEFT_DISTRIBUTED_DEBUG=DETAIL checks that they agree)"))
+      << m;
+}
+
+TEST(Desync, ReportWithoutAStoreOrWithItsHostGone) {
+  auto log = log_at_5(1, 2, nullptr);  // MPI
+  std::string m = failure(*log, timed_out());
+  EXPECT_TRUE(has(m,
+                  "weft.dist: collective #5 (allreduce(SUM, float32 (1000,)), 3.9 KiB) of "
+                  "group 7 timed out on rank 1 of 2 (this backend has no store"))
+      << m;
+  log = log_at_5(1, 2, std::make_shared<DeadStore>());
+  m = failure(*log, timed_out());
+  EXPECT_TRUE(has(m,
+                  "timed out on rank 1 of 2, and the ranks could not compare their progress: "
+                  "the store is unreachable (its host, rank 0 of the job, may have died): "
+                  "Connection refused"))
+      << m;
+}
+
+TEST(Desync, OnlyTimeoutsAreReported) {
+  // A lost connection names its peer already: the error passes through as it is, at once.
+  TempStore ts;
+  auto log = log_at_5(0, 2, ts.store);
+  const auto lost = std::make_exception_ptr(weft::DistError("Connection closed by peer (rank 1)"));
+  EXPECT_EQ(failure(*log, lost), "Connection closed by peer (rank 1)");
+  EXPECT_FALSE(ts.store->check({"desync/0"}));
+}
 
 TEST(Desync, StalledRankIsNamedBySurvivorAndLauncher) {
   // Rank 1 stops before collective #5; the timeout (5 s) comes from weft-run.

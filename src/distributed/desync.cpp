@@ -150,12 +150,17 @@ std::string CollectiveLog::diagnose(const std::string& error) {
          "'s error: " + error;
 }
 
-// Collective #K is the first one some reporting rank has not completed. Ranks behind it either
-// sent no report (stalled, or dead) or report fewer than K collectives entered.
+// Collective #K is the earliest one a reporting rank is stuck in (entered, not completed; a
+// broadcast's root may complete without its receivers, so completion alone does not say that
+// everyone got there). Ranks behind it either sent no report (stalled, or dead) or report fewer
+// than K collectives entered.
 std::string CollectiveLog::analyse(const std::map<int, Report>& reports,
                                    const std::string& store_error, Duration grace) const {
   int64_t k = INT64_MAX;
-  for (const auto& [r, rep] : reports) k = std::min(k, rep.completed + 1);
+  for (const auto& [r, rep] : reports)
+    if (rep.entered > rep.completed) k = std::min(k, rep.completed + 1);
+  if (k == INT64_MAX)  // this rank's timed-out op is pending, so only as a safeguard
+    for (const auto& [r, rep] : reports) k = std::min(k, rep.completed + 1);
   std::string op;
   for (const auto& [r, rep] : reports)
     if (op.empty() && rep.completed + 1 == k && rep.entered >= k) op = rep.first_pending;
