@@ -219,7 +219,7 @@ void Group::on_failure(const std::vector<std::pair<Rank*, int>>& failed) {
   failure_desc_ = describe(*cause.first, cause.second);
   std::string naming;
   for (const auto& [r, status] : failed) {
-    if (WIFSIGNALED(cause.second)) break;
+    if (WIFSIGNALED(cause.second)) break;  // a death by signal needs no witness
     const std::string error = errors_.read(r->global);
     if (auto stalled = stalled_ranks(error)) {
       naming = "; it names " + *stalled + " as stalled";
