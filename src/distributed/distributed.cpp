@@ -6,7 +6,9 @@
 #include <thread>
 
 #include "distributed/store_util.h"
+#include "distributed/tracked_group.h"
 #include "weft/data/distributed_sampler.h"
+#include "weft/distributed/debug.h"
 #include "weft/distributed/file_store.h"
 #include "weft/distributed/gloo/process_group_gloo.h"
 #include "weft/distributed/mpi/process_group_mpi.h"
@@ -59,8 +61,10 @@ int env_int(const char* name, int64_t lo, int64_t hi) {
   return static_cast<int>(parse_int(std::string("environment variable ") + name, *v, lo, hi));
 }
 
+// DETAIL is named too: ranks that disagree on it would pair a fingerprint check with a collective.
 std::string describe(int world_size, const std::string& backend) {
-  return "world_size=" + std::to_string(world_size) + " backend=" + backend;
+  return "world_size=" + std::to_string(world_size) + " backend=" + backend +
+         (get_debug_level() == DebugLevel::DETAIL ? " WEFT_DISTRIBUTED_DEBUG=DETAIL" : "");
 }
 
 // Waits for `k` until `deadline`, saying every progress interval which ranks have not joined.
@@ -155,18 +159,23 @@ std::string pick_backend(const std::string& b) {
   return "gloo";
 }
 
-// A group of `size` ranks over `store` (prefixed for this group) with the chosen backend.
+// Group `id` of `size` ranks over `store` (prefixed for this group) with the chosen backend,
+// wrapped to number its collectives (Note [Collective sequence numbers]).
 std::shared_ptr<ProcessGroup> make_group(const std::string& backend, std::shared_ptr<Store> store,
                                          int rank, int size, Duration timeout,
-                                         const std::string& master_addr) {
+                                         const std::string& master_addr, int id) {
+  std::shared_ptr<ProcessGroup> pg;
   // Without the CUDA backend ProcessGroupNCCL is the stub of src/distributed/nccl/no_nccl.cpp,
   // whose constructor says so.
-  if (backend == "nccl")
-    return std::make_shared<ProcessGroupNCCL>(store, rank, size, NCCLOptions{.timeout = timeout});
-  GlooOptions go;
-  go.timeout = timeout;
-  go = resolve_gloo_options(go, master_addr);
-  return std::make_shared<ProcessGroupGloo>(std::move(store), rank, size, go);
+  if (backend == "nccl") {
+    pg = std::make_shared<ProcessGroupNCCL>(store, rank, size, NCCLOptions{.timeout = timeout});
+  } else {
+    GlooOptions go;
+    go.timeout = timeout;
+    go = resolve_gloo_options(go, master_addr);
+    pg = std::make_shared<ProcessGroupGloo>(store, rank, size, go);
+  }
+  return detail::track(std::move(pg), id, std::move(store), master_addr);
 }
 
 std::vector<int> checked_ranks(std::vector<int> ranks, int world) {
@@ -246,21 +255,38 @@ TCPStoreOptions store_options(int rank) {
   return so;
 }
 
+// WEFT_COLLECTIVE_TIMEOUT (seconds; weft-run --collective-timeout S exports it) sets the
+// collectives' timeout when InitOptions::timeout is left at its default: an explicit option wins,
+// then the variable, then the 30-minute default (PyTorch's `timeout`). Rendezvous keeps its own.
+Duration collective_timeout(Duration option) {
+  auto v = env("WEFT_COLLECTIVE_TIMEOUT");
+  if (option != kDefaultTimeout || !v || v->empty()) return option;
+  char* end = nullptr;
+  const double s = std::strtod(v->c_str(), &end);
+  WEFT_CHECK_DIST(end != v->c_str() && *end == '\0' && s > 0 && s <= 1e7,
+                  "init_process_group: WEFT_COLLECTIVE_TIMEOUT='", *v,
+                  "' is not a positive number of seconds");
+  return Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
+}
+
 // Under mpirun: rank and size come from MPI; InitOptions may only agree with them.
 void init_mpi(const InitOptions& o) {
   const int wrank = ProcessGroupMPI::world_rank(), wsize = ProcessGroupMPI::world_size();
   WEFT_CHECK_DIST((o.rank < 0 || o.rank == wrank) && (o.world_size <= 0 || o.world_size == wsize),
                   "init_process_group(mpi): InitOptions asks for rank ", o.rank, " of ",
                   o.world_size, ", but MPI says rank ", wrank, " of ", wsize);
-  g_state.group = ProcessGroupMPI::create({}, o.timeout);
+  g_state.group = detail::track(ProcessGroupMPI::create({}, o.timeout), 0, nullptr, "");
   g_state.timeout = o.timeout;
   g_state.groups_created = 0;
 }
 
 // init_process_group with g_state.mu held.
-void init_locked(const InitOptions& o) {
+void init_locked(const InitOptions& options) {
   WEFT_CHECK_DIST(!g_state.group,
                   "init_process_group: already initialized (call destroy_process_group first)");
+  get_debug_level();  // a bad WEFT_DISTRIBUTED_DEBUG fails here, before anything waits
+  InitOptions o = options;
+  o.timeout = collective_timeout(options.timeout);
   const std::string backend = pick_backend(o.backend);
   if (backend == "mpi") return init_mpi(o);
 
@@ -270,7 +296,7 @@ void init_locked(const InitOptions& o) {
   const int rank = o.rank >= 0 ? o.rank : env_int("RANK", 0, 1 << 20);
   WEFT_CHECK_DIST(rank < world, "init_process_group: RANK=", rank,
                   " is not below WORLD_SIZE=", world);
-  const Duration rdzv = rdzv_timeout(o.timeout);
+  const Duration rdzv = rdzv_timeout(options.timeout);
 
   std::shared_ptr<Store> store;
   std::string where;
@@ -286,7 +312,7 @@ void init_locked(const InitOptions& o) {
   check_joined(*store, rank, world, backend, rdzv, where,
                /*hosts_store=*/rv.file_path.empty() && rank == 0);
   g_state.group = make_group(backend, std::make_shared<PrefixStore>("weft/pg/0", store), rank,
-                             world, o.timeout, rv.master_addr);
+                             world, o.timeout, rv.master_addr, 0);
   g_state.store = std::move(store);
   g_state.master_addr = rv.master_addr;
   g_state.timeout = o.timeout;
@@ -374,13 +400,14 @@ std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks_in,
     t = timeout.value_or(g_state.timeout);
   }
   const std::vector<int> ranks = checked_ranks(ranks_in, parent->size());
-  if (parent->backend_name() == "mpi") return ProcessGroupMPI::create(ranks, t);
+  if (parent->backend_name() == "mpi")
+    return detail::track(ProcessGroupMPI::create(ranks, t), id, nullptr, "");
 
   auto it = std::find(ranks.begin(), ranks.end(), parent->rank());
   if (it == ranks.end()) return nullptr;
   return make_group(
       parent->backend_name(), std::make_shared<PrefixStore>("weft/pg/" + std::to_string(id), store),
-      static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), t, master_addr);
+      static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), t, master_addr, id);
 }
 
 }  // namespace weft::dist

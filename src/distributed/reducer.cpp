@@ -1,19 +1,43 @@
 #include "weft/distributed/reducer.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <unordered_set>
 
+#include "distributed/op_record.h"
 #include "weft/autograd.h"
+#include "weft/distributed/debug.h"
 #include "weft/ops.h"
 
 namespace weft::dist {
+
+namespace {
+
+// WEFT_DISTRIBUTED_DEBUG=INFO's lines, each written whole to stderr.
+void log_info(const std::string& what) {
+  const std::string line = "weft.dist INFO: " + what + "\n";
+  std::fwrite(line.data(), 1, line.size(), stderr);
+  std::fflush(stderr);
+}
+
+// "a.weight, a.bias", at most `limit` names then ", ... (N more)".
+std::string name_list(const std::vector<std::string>& names, const std::vector<size_t>& which,
+                      size_t limit = 16) {
+  std::string s;
+  for (size_t i = 0; i < which.size() && i < limit; ++i) s += (i ? ", " : "") + names[which[i]];
+  if (which.size() > limit) s += ", ... (" + std::to_string(which.size() - limit) + " more)";
+  return s;
+}
+
+}  // namespace
 
 Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
                  std::shared_ptr<ProcessGroup> group, ReducerOptions options)
     : params_(std::move(params)),
       names_(std::move(names)),
       group_(std::move(group)),
-      options_(options) {
+      options_(options),
+      info_(get_debug_level() != DebugLevel::OFF) {
   WEFT_CHECK(group_, "Reducer: no process group");
   for (size_t i = 0; i < params_.size(); ++i) {
     WEFT_CHECK(params_[i].dtype() == kFloat32, "DistributedDataParallel: parameter ", names_[i],
@@ -24,6 +48,7 @@ Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
   std::vector<size_t> order(params_.size());
   for (size_t i = 0; i < order.size(); ++i) order[i] = order.size() - 1 - i;
   build_buckets(order);
+  log_buckets("in reverse registration order");
   ready_.assign(params_.size(), false);
   used_.assign(params_.size(), false);
   for (size_t i = 0; i < params_.size(); ++i)
@@ -62,6 +87,37 @@ void Reducer::build_buckets(const std::vector<size_t>& order) {
     b.buffer = zeros({total}, {.device = params_[b.params[0]].device()});
     b.pending = b.params.size();
   }
+}
+
+// INFO, on rank 0 of the group (every rank builds the same buckets): the layout, each bucket's
+// size and parameters.
+void Reducer::log_buckets(const std::string& how) const {
+  if (!info_ || group_->rank() != 0) return;
+  std::string s = "DistributedDataParallel: " + std::to_string(buckets_.size()) + " bucket(s) " +
+                  how + " (bucket_cap " + detail::format_bytes((int64_t)options_.bucket_bytes) +
+                  ", first bucket " + detail::format_bytes((int64_t)options_.first_bucket_bytes) +
+                  ")";
+  for (size_t i = 0; i < buckets_.size(); ++i) {
+    const Bucket& b = buckets_[i];
+    s += (i ? "; " : ": ") + std::string("bucket ") + std::to_string(i) + " (" +
+         detail::format_bytes((int64_t)b.buffer.nbytes()) + ") " + name_list(names_, b.params);
+  }
+  log_info(s);
+}
+
+// INFO: the parameters this rank's graph did not reach, by name, whenever that set changes.
+void Reducer::log_unused() {
+  std::vector<size_t> unused;
+  for (size_t i = 0; i < params_.size(); ++i)
+    if (!used_[i]) unused.push_back(i);
+  if (!info_ || unused == logged_unused_) return;
+  logged_unused_ = unused;
+  log_info("DistributedDataParallel: rank " + std::to_string(group_->rank()) + ", iteration " +
+           std::to_string(iteration_) + ": " +
+           (unused.empty()
+                ? std::string("every parameter is used again")
+                : std::to_string(unused.size()) +
+                      " parameter(s) unused in this rank's graph: " + name_list(names_, unused)));
 }
 
 std::vector<std::vector<size_t>> Reducer::bucket_indices() const {
@@ -108,6 +164,7 @@ void Reducer::prepare_for_backward(const std::vector<Tensor>& outputs) {
   }
   for (size_t i = 0; i < params_.size(); ++i) used_[i] = reached.count(params_[i].impl()) > 0;
   if (options_.static_graph) static_used_ = used_;
+  log_unused();
 }
 
 void Reducer::on_grad_ready(size_t index) {
@@ -255,6 +312,7 @@ void Reducer::rebuild_buckets() {
   if (options_.gradient_as_bucket_view)
     for (auto& p : params_) keep.push_back(p.grad().defined() ? p.grad().clone() : Tensor());
   build_buckets(new_order);
+  log_buckets("rebuilt in the order gradients arrived");
   if (options_.gradient_as_bucket_view)
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!keep[i].defined()) continue;
@@ -290,6 +348,7 @@ void Reducer::reduce_zeros_as_joined() {
     std::vector<int64_t> order;
     for (size_t i = params_.size(); i-- > 0;) order.push_back((int64_t)i);
     build_buckets(agreed_order(order));
+    log_buckets("rebuilt in rank 0's order (this rank joined early)");
     buckets_rebuilt_ = true;
   }
   reset_iteration();

@@ -27,7 +27,8 @@ constexpr size_t kMaxLine = 1 << 20;
 
 }  // namespace
 
-// torchrun's environment for rank r (and WEFT_RDZV_TIMEOUT, OMP_NUM_THREADS; see the usage).
+// torchrun's environment for rank r (and WEFT_RDZV_TIMEOUT, WEFT_COLLECTIVE_TIMEOUT,
+// WEFT_ERROR_FILE, OMP_NUM_THREADS; see the usage).
 std::vector<std::pair<std::string, std::string>> Group::child_env(const Rank& r) const {
   std::vector<std::pair<std::string, std::string>> env = {
       {"MASTER_ADDR", o_.master_addr},
@@ -45,11 +46,14 @@ std::vector<std::pair<std::string, std::string>> Group::child_env(const Rank& r)
       {"TORCHELASTIC_MAX_RESTARTS", std::to_string(o_.max_restarts)},
       {"WEFT_RESTART_COUNT", std::to_string(restart_)},
   };
-  if (o_.rdzv_timeout) {
+  auto seconds = [&](const char* name, double v) {
     char b[64];
-    std::snprintf(b, sizeof b, "%g", *o_.rdzv_timeout);
-    env.emplace_back("WEFT_RDZV_TIMEOUT", b);
-  }
+    std::snprintf(b, sizeof b, "%g", v);
+    env.emplace_back(name, b);
+  };
+  if (o_.rdzv_timeout) seconds("WEFT_RDZV_TIMEOUT", *o_.rdzv_timeout);
+  if (o_.collective_timeout) seconds("WEFT_COLLECTIVE_TIMEOUT", *o_.collective_timeout);
+  if (!errors_.path(r.global).empty()) env.emplace_back("WEFT_ERROR_FILE", errors_.path(r.global));
   // weft-train draws its progress bar when told that weft-run's own output is a terminal.
   if (r.global == 0 && stdout_tty_) env.emplace_back("WEFT_STDOUT_IS_TTY", "1");
   if (!o_.run_id.empty()) env.emplace_back("WEFT_RUN_ID", o_.run_id);
@@ -166,14 +170,19 @@ void Group::on_readable(Rank& r, Stream& s) {
   }
 }
 
-std::string Group::describe(const Rank& r, int status) const {
-  std::string who = "rank " + std::to_string(r.global) + " (local " + std::to_string(r.local) +
-                    ", pid " + std::to_string(r.pid) + ")";
-  if (WIFEXITED(status)) return who + " exited with code " + std::to_string(WEXITSTATUS(status));
+std::string Group::who(const Rank& r) const {
+  return "rank " + std::to_string(r.global) + " (local " + std::to_string(r.local) + ", pid " +
+         std::to_string(r.pid) + ")";
+}
+
+std::string Group::how(int status) {
+  if (WIFEXITED(status)) return "exited with code " + std::to_string(WEXITSTATUS(status));
   int sig = WTERMSIG(status);
-  return who + " was killed by signal " + std::to_string(sig) + " (" + signal_name(sig) + ")" +
+  return "was killed by signal " + std::to_string(sig) + " (" + signal_name(sig) + ")" +
          (WCOREDUMP(status) ? " (core dumped)" : "");
 }
+
+std::string Group::describe(const Rank& r, int status) const { return who(r) + " " + how(status); }
 
 // Signals every rank's process group. Groups of ranks that already exited are included on
 // purpose: their leftover grandchildren still hold the group id.
@@ -189,26 +198,52 @@ void Group::begin_stop() {
 }
 
 void Group::reap() {
+  std::vector<std::pair<Rank*, int>> failed;  // in the order waitpid() returned them
   for (;;) {
     int status = 0;
     pid_t pid = waitpid(-1, &status, WNOHANG);
-    if (pid <= 0) return;
+    if (pid <= 0) break;
     auto it =
         std::find_if(ranks_.begin(), ranks_.end(), [&](const Rank& r) { return r.pid == pid; });
     if (it == ranks_.end()) continue;
     it->running = false;
     bool ok = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (ok || stopping_) continue;  // ranks dying after we began stopping are not the cause
-    failure_ = status;
-    failure_desc_ = describe(*it, status);
-    int others = static_cast<int>(
-        std::count_if(ranks_.begin(), ranks_.end(), [](const Rank& r) { return r.running; }));
-    message(
-        failure_desc_ +
-        (others ? "; sending SIGTERM to the other " + std::to_string(others) + " rank(s)" : ""));
-    signal_all(SIGTERM);
-    begin_stop();
+    failed.emplace_back(&*it, status);
   }
+  if (!failed.empty()) on_failure(failed);
+}
+
+// The cause among the ranks found failed in one pass (waitpid() returns the oldest child first,
+// not the first to die). A rank killed by a signal comes first: the others' errors follow from
+// losing it. Else, where a failed rank's error file names a rank as stalled (it timed out in a
+// collective that rank never reached), that rank is the cause; else the first one.
+void Group::on_failure(const std::vector<std::pair<Rank*, int>>& failed) {
+  auto cause = failed.front();
+  for (const auto& f : failed)
+    if (WIFSIGNALED(f.second)) {
+      cause = f;
+      break;
+    }
+  failure_ = cause.second;
+  failure_desc_ = describe(*cause.first, cause.second);
+  std::string naming;
+  for (const auto& [r, status] : failed) {
+    if (WIFSIGNALED(cause.second)) break;  // a death by signal needs no witness
+    const std::string error = errors_.read(r->global);
+    if (auto stalled = stalled_ranks(error)) {
+      naming = "; it names " + *stalled + " as stalled";
+      failure_desc_ = *stalled + " stalled or died (named by " + who(*r) + ", which " +
+                      how(status) + ": " + error + ")";
+      break;
+    }
+  }
+  int others = static_cast<int>(
+      std::count_if(ranks_.begin(), ranks_.end(), [](const Rank& r) { return r.running; }));
+  message(describe(*cause.first, cause.second) + naming +
+          (others ? "; sending SIGTERM to the other " + std::to_string(others) + " rank(s)" : ""));
+  signal_all(SIGTERM);
+  begin_stop();
 }
 
 // Signals that reached weft-run: the first is forwarded to every rank (which then stop), a

@@ -14,6 +14,7 @@
 #include <utility>
 #include <vector>
 
+#include "error_files.h"
 #include "options.h"
 
 namespace weft_run {
@@ -53,15 +54,19 @@ class Group {
   void flush(Rank& r, Stream& s, bool final);
   void on_signals();
   void reap();
+  void on_failure(const std::vector<std::pair<Rank*, int>>& failed);
   void signal_all(int sig);
   void begin_stop();
-  std::string describe(const Rank& r, int status) const;
+  std::string who(const Rank& r) const;  // "rank 1 (local 1, pid 123)"
+  static std::string how(int status);    // "exited with code 3", "was killed by signal 9 ..."
+  std::string describe(const Rank& r, int status) const;  // who + how
 
   const Options& o_;
   const bool stdout_tty_ = isatty(1) == 1;
   int restart_;
   int signal_fd_;
   std::vector<Rank> ranks_;
+  ErrorFiles errors_;  // this run's WEFT_ERROR_FILEs
   std::optional<int> failure_;
   std::string failure_desc_;
   int interrupted_ = 0;

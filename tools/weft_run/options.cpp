@@ -27,7 +27,9 @@ Every line a rank writes is prefixed "[rankR]: " (R = global rank) on the same s
 weft-run's stdout is a terminal, rank 0 gets WEFT_STDOUT_IS_TTY=1 and its '\r' redraws (progress
 bars) pass through at once.
 If a rank exits non-zero or dies of a signal, the others get SIGTERM, then SIGKILL after the
-grace period, and weft-run exits with that rank's code (128+N for signal N).
+grace period, and weft-run exits with that rank's code (128+N for signal N). Each rank gets
+WEFT_ERROR_FILE, a file for its fatal error; where a failed rank's names another as stalled
+(a timed-out collective's desync report), weft-run reports that rank as the cause.
 
 options (torchrun's underscore spellings and --opt=value also work):
   --nproc-per-node N   processes on this node (default 1; "auto"/"cpu": one per CPU)
@@ -41,6 +43,8 @@ options (torchrun's underscore spellings and --opt=value also work):
                        one node); a rank that reaches another job's store is refused, naming it
   --max-restarts K     restart the local group up to K times after a failure (default 0)
   --rdzv-timeout S     exported as WEFT_RDZV_TIMEOUT (seconds) for init_process_group
+  --collective-timeout S  exported as WEFT_COLLECTIVE_TIMEOUT (seconds): the collectives' timeout
+                       where the program leaves init_process_group's at its default
   --grace-period S     seconds between SIGTERM and SIGKILL when stopping ranks (default 5)
   --no-prefix          do not prefix output lines (lines are still kept whole)
   -h, --help           show this help
@@ -118,6 +122,9 @@ void apply_option(Options& o, const std::string& arg, const std::string& name,
     o.max_restarts = static_cast<int>(parse_int(name, next(), 0, 1 << 20));
   } else if (name == "--rdzv-timeout") {
     o.rdzv_timeout = parse_seconds(name, next());
+  } else if (name == "--collective-timeout") {
+    o.collective_timeout = parse_seconds(name, next());
+    if (*o.collective_timeout <= 0) usage_error("--collective-timeout must be positive");
   } else if (name == "--grace-period") {
     o.grace = parse_seconds(name, next());
   } else if (name == "--no-prefix") {

@@ -18,6 +18,7 @@ struct Options {
   bool port_given = false;  // --master-port or --rdzv-endpoint
   int max_restarts = 0;
   std::optional<double> rdzv_timeout;
+  std::optional<double> collective_timeout;  // exported as WEFT_COLLECTIVE_TIMEOUT
   double grace = 5.0;
   bool prefix = true;
   bool standalone = false;

@@ -14,6 +14,7 @@
 #include "resume.h"
 #include "training.h"
 #include "weft/distributed/distributed.h"
+#include "weft/distributed/error_file.h"
 #include "weft/nn/parallel/distributed_data_parallel.h"
 #include "weft/nn/sync_batchnorm.h"
 #include "weft/weft.h"
@@ -46,6 +47,9 @@ void print_banner(const Config& c, nn::Module& model, int world, size_t train_si
       "test images\n",
       c.model.c_str(), (long long)params, world, world > 1 ? "es" : "", (long long)c.batch_size,
       train_size, test_size);
+  if (world > 1)  // --timeout, WEFT_COLLECTIVE_TIMEOUT (weft-run --collective-timeout) or default
+    std::printf("weft-train: collective timeout %g s\n",
+                (double)dist::default_group()->timeout().count() / 1000);
 }
 
 // The CSV rows a resumed run keeps: those the checkpoint carries, else (a checkpoint of an
@@ -77,7 +81,11 @@ int run(const Config& c) {
   // The current device: factories put tensors there, and on a GPU the process group defaults
   // to NCCL (as PyTorch's).
   DeviceGuard device_guard(dev);
-  if (distributed) dist::init_process_group({.init_method = c.init_method});
+  if (distributed) {
+    dist::InitOptions init{.init_method = c.init_method};  // --timeout, else
+    if (c.timeout) init.timeout = dist::Duration((int64_t)(*c.timeout * 1000 + 0.5));
+    dist::init_process_group(init);  // WEFT_COLLECTIVE_TIMEOUT, else 30 minutes
+  }
   const int rank = dist::get_rank(), world = dist::get_world_size();
   const bool lead = rank == 0, node_lead = dist::get_local_rank() == 0;
   set_num_threads(c.threads);
@@ -152,6 +160,7 @@ int main(int argc, char** argv) {
     return run(c);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "weft-train: error: %s\n", e.what());
+    dist::record_error(e);  // for weft-run (WEFT_ERROR_FILE), which reports the rank to blame
     return 1;
   }
 }

@@ -38,7 +38,9 @@ const char* kUsage =
     "  --init-method URL            how the processes meet: env:// (default: MASTER_ADDR and\n"
     "                               MASTER_PORT, as weft-run and torchrun set them),\n"
     "                               tcp://HOST:PORT, or file:///PATH on a shared file system\n"
-    "  --no-progress                plain lines even on a terminal\n";
+    "  --no-progress                plain lines even on a terminal\n"
+    "  --timeout S                  collective timeout in seconds: a stalled rank fails the job\n"
+    "                               naming it (default WEFT_COLLECTIVE_TIMEOUT, else 30 min)\n";
 
 // Applies option `a` with its value `v`; a name not known here is an error.
 void apply_option(Config& c, const std::string& a, const std::string& v, bool* lr_given) {
@@ -76,6 +78,8 @@ void apply_option(Config& c, const std::string& a, const std::string& v, bool* l
     c.limit_train = parse_number<int64_t>(a, v);
   else if (a == "--limit-test")
     c.limit_test = parse_number<int64_t>(a, v);
+  else if (a == "--timeout")
+    c.timeout = parse_number<double>(a, v);
   else if (a == "--init-method")
     c.init_method = v;
   else
@@ -108,6 +112,8 @@ void finish_config(Config& c, bool lr_given) {
         "epochs, batch size, threads and lr must be positive; limits and workers non-negative");
   if (c.checkpoint_dir.empty()) bad_option("--checkpoint-dir is empty");
   if (!lr_given && c.optimizer != "sgd") c.lr = 1e-3;
+  if (c.timeout && !(*c.timeout >= 0.001 && *c.timeout <= 1e7))
+    bad_option("--timeout must be a positive number of seconds (0.001 to 1e7)");
   if (c.metrics.empty()) c.metrics = c.checkpoint_dir + "/metrics.csv";
 }
 

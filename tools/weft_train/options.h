@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <stdexcept>
 #include <string>
 #include <type_traits>
@@ -18,6 +19,7 @@ struct Config {
   int epochs = 8, threads = 1, workers = 1;
   int64_t batch_size = 64, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;
+  std::optional<double> timeout;  // collective timeout in seconds; unset: the library's default
   uint64_t seed = 0;
   bool resume = false, progress = true;
 };

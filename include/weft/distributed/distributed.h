@@ -20,6 +20,11 @@ struct InitOptions {
   std::string init_method = "env://";  // or "file:///path/to/shared/file"
   int world_size = -1;                 // -1: from the environment
   int rank = -1;                       // -1: from the environment
+  // Every collective's timeout (and the backend's connection setup); the rendezvous's too unless
+  // WEFT_RDZV_TIMEOUT is set. Left at the default, WEFT_COLLECTIVE_TIMEOUT (seconds; weft-run
+  // --collective-timeout) sets the collectives' timeout instead. A timed-out collective fails
+  // with a DistError naming the rank(s) that did not reach it: see
+  // Note [Collective sequence numbers] in docs/ARCHITECTURE.md.
   Duration timeout = kDefaultTimeout;
 };
 

@@ -50,7 +50,8 @@ class ProcessGroup {
                                                ReduceOp op = ReduceOp::SUM) = 0;
   virtual std::shared_ptr<Work> barrier() = 0;
   Duration timeout() const { return timeout_; }
-  void set_timeout(Duration t) { timeout_ = t; }
+  // Virtual so that a wrapping group (init_process_group's) passes it on to its backend.
+  virtual void set_timeout(Duration t) { timeout_ = t; }
 
  protected:
   int rank_, size_;

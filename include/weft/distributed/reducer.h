@@ -10,6 +10,7 @@
 
 #include <functional>
 #include <memory>
+#include <string>
 #include <vector>
 
 #include "weft/distributed/process_group.h"
@@ -89,11 +90,17 @@ class Reducer {
   // Rank 0's bucket order (parameter indices), broadcast so that every rank builds the same.
   std::vector<size_t> agreed_order(const std::vector<int64_t>& order);
   void reset_iteration();
+  // WEFT_DISTRIBUTED_DEBUG=INFO (or DETAIL): the bucket layout, built and rebuilt, and the
+  // parameters find_unused_parameters (or static_graph's walk) found unused, by name.
+  void log_buckets(const std::string& how) const;
+  void log_unused();
 
   std::vector<Tensor> params_;
   std::vector<std::string> names_;
   std::shared_ptr<ProcessGroup> group_;
   ReducerOptions options_;
+  bool info_ = false;  // WEFT_DISTRIBUTED_DEBUG is INFO or DETAIL
+  std::vector<size_t> logged_unused_;
   CommHook hook_;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> locator_;  // param -> (bucket, slot)
