@@ -3,10 +3,38 @@
 #include <algorithm>
 #include <unordered_set>
 
+#include "ops/cpu/parallel.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
 namespace weft::dist {
+
+namespace {
+
+// The gradient's share of the average, as PyTorch's Reducer: g * (1 / world size), in float
+// (mul_'s arithmetic: the factor rounded to float once, one product per element).
+float average_factor(int world) { return static_cast<float>(1.0 / world); }
+
+// dst = g * average_factor(world), in one pass over g on the CPU (PyTorch's mul_out) rather
+// than a copy and then a second pass over the whole bucket. Other devices copy, then scale the
+// slice.
+void copy_averaged(Tensor& dst, const Tensor& g, int world) {
+  const float f = average_factor(world);
+  if (!(g.device().is_cpu() && dst.device().is_cpu() && g.dtype() == kFloat32 &&
+        dst.dtype() == kFloat32 && g.is_contiguous() && g.numel() == dst.numel())) {
+    dst.copy_(g.reshape({-1}));
+    dst.mul_(f);
+    return;
+  }
+  dst.bump_version();  // an in-place write, as copy_ counts it
+  const float* src = g.data_ptr<float>();
+  float* out = dst.data_ptr<float>();
+  cpu::parallel_for(0, g.numel(), cpu::kGrainSize, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) out[k] = src[k] * f;
+  });
+}
+
+}  // namespace
 
 Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
                  std::shared_ptr<ProcessGroup> group, ReducerOptions options)
@@ -143,7 +171,9 @@ void Reducer::mark_ready(size_t i, bool have_grad) {
   if (have_grad && g.defined()) {
     if (g.impl()->storage != b.buffer.impl()->storage ||
         g.storage_offset() != view.storage_offset())
-      view.copy_(g.reshape({-1}));
+      copy_averaged(view, g, group_->size());
+    else
+      view.mul_(average_factor(group_->size()));  // a bucket view: averaged where it lies
   } else {
     view.zero_();
   }
@@ -159,7 +189,7 @@ void Reducer::launch_ready_buckets() {
       ++next_bucket_;
       continue;
     }
-    b.buffer.mul_(1.0 / group_->size());
+    // The gradients were averaged as they were copied in (copy_averaged).
     if (hook_) {
       GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size()};
       for (size_t p : b.params) gb.params.push_back(params_[p]);
