@@ -1,21 +1,30 @@
-// The shared-memory all-reduce (Note [Shared-memory all-reduce] in docs/ARCHITECTURE.md).
-// In-process: the fold's arithmetic against closed forms, and one host's ShmGroup driven by
-// threads (pipelining, reduce-scatter parts, a peer that is gone or late).
+// The shared-memory all-reduce under ProcessGroupGloo (Note [Shared-memory all-reduce] in
+// docs/ARCHITECTURE.md). In-process: the fold's arithmetic against closed forms, and one host's
+// ShmGroup driven by threads (pipelining, reduce-scatter parts, a peer that is gone or late).
+// Real processes under weft-run (tests/distributed/shm_worker.cpp): results equal Gloo's at 2, 3
+// and 4 ranks for every dtype and op, fallback when one rank turns it off, mismatched sizes, a
+// peer killed by SIGKILL and a stalled one named by the others, and no segment left in /dev/shm.
 #include <gtest/gtest.h>
 
 #include <cstring>
 #include <filesystem>
 #include <functional>
+#include <regex>
+#include <set>
 #include <thread>
 
 #include "distributed/shm/fold.h"
 #include "distributed/shm/shm_group.h"
+#include "subprocess.h"
 #include "weft/half.h"
 
 namespace {
 
 using namespace weft;
 using namespace weft::dist;
+using weft::test::build_dir;
+using weft::test::run_command;
+using weft::test::RunResult;
 
 // --- the fold, against a left fold written out here ---------------------------------------
 
@@ -215,6 +224,117 @@ TEST(ShmGroup, LatePeerTimesOutNamed) {
     EXPECT_NE(errors[r].find("shm allreduce: rank 11 did not arrive within 200 ms"),
               std::string::npos)
         << errors[r];
+}
+
+// --- real processes -----------------------------------------------------------------------
+
+RunResult launch(int nproc, const std::string& scenario, const std::string& env = "") {
+  const std::string cmd = "env " + env + " " + build_dir() +
+                          "/tools/weft-run --standalone --grace-period 120 --nproc-per-node " +
+                          std::to_string(nproc) + " " + build_dir() +
+                          "/tests/distributed/shm_worker " + scenario;
+  return run_command(cmd, 300);
+}
+
+int count(const std::string& s, const std::string& what) {
+  int n = 0;
+  for (size_t p = s.find(what); p != std::string::npos; p = s.find(what, p + 1)) ++n;
+  return n;
+}
+
+// The segment names the ranks printed; each must be gone from /dev/shm.
+std::set<std::string> segments_gone(const RunResult& r) {
+  std::set<std::string> names;
+  std::regex re("SHM_SEGMENT (/weft-[0-9a-f-]+)");
+  for (std::sregex_iterator it(r.output.begin(), r.output.end(), re), end; it != end; ++it)
+    names.insert((*it)[1].str());
+  for (const auto& name : names)
+    EXPECT_FALSE(std::filesystem::exists("/dev/shm" + name)) << name << " left behind\n"
+                                                             << r.output;
+  return names;
+}
+
+TEST(ShmAllreduce, EqualsGlooAtTwoThreeAndFourRanks) {
+  for (int n : {2, 3, 4})
+    for (std::string chunk : {"", "4096"}) {
+      auto r = launch(n, "equiv", chunk.empty() ? "" : "WEFT_SHM_CHUNK_BYTES=" + chunk);
+      EXPECT_EQ(r.code, 0) << "world " << n << " chunk " << chunk << "\n" << r.output;
+      EXPECT_EQ(count(r.output, "OK rank="), n) << r.output;
+      EXPECT_EQ(segments_gone(r).size(), 1u) << "one host, one segment\n" << r.output;
+    }
+}
+
+TEST(ShmAllreduce, OneRankOffMeansGlooForAll) {
+  auto r = launch(3, "one_off");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "SHM_SEGMENT none"), 3) << r.output;
+  EXPECT_EQ(count(r.output, "OK rank="), 3) << r.output;
+}
+
+TEST(ShmAllreduce, MismatchedSizesFailNamingThePeer) {
+  auto r = launch(2, "mismatch");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("[rank0]: DISTERROR: gloo allreduce(SUM, float32 (100,)) on rank 0 of 2 "
+                          "failed: shm allreduce: rank 1 issued allreduce(SUM) of 404 bytes"),
+            std::string::npos)
+      << r.output;
+  EXPECT_NE(r.output.find("[rank1]: DISTERROR: gloo allreduce(SUM, float32 (101,)) on rank 1 of 2 "
+                          "failed: shm allreduce: rank 0 issued allreduce(SUM) of 400 bytes"),
+            std::string::npos)
+      << r.output;
+}
+
+TEST(ShmAllreduce, KilledPeerIsNamedAndNothingIsLeftInDevShm) {
+  auto r = launch(3, "kill9");
+  EXPECT_EQ(r.code, 128 + 9) << "weft-run reports the killed rank's signal\n" << r.output;
+  for (int q = 0; q < 2; ++q)
+    EXPECT_NE(r.output.find("[rank" + std::to_string(q) +
+                            "]: DISTERROR: gloo allreduce(SUM, float32 (100000,)) on rank " +
+                            std::to_string(q) + " of 3 failed: shm allreduce: peer rank 2 exited"),
+              std::string::npos)
+        << r.output;
+  EXPECT_EQ(segments_gone(r).size(), 1u) << r.output;
+}
+
+TEST(ShmAllreduce, StalledPeerTimesOutNamed) {
+  std::string dir = (std::filesystem::temp_directory_path() / "weft_shm_XXXXXX").string();
+  ASSERT_NE(mkdtemp(dir.data()), nullptr);
+  auto r = launch(3, "stall", "WEFT_TEST_DIR=" + dir);
+  std::filesystem::remove_all(dir);
+  EXPECT_EQ(r.code, 0) << r.output;
+  for (int q = 0; q < 2; ++q)
+    EXPECT_NE(r.output.find("[rank" + std::to_string(q) +
+                            "]: DISTERROR: gloo allreduce(SUM, float32 (1000,)) on rank " +
+                            std::to_string(q) +
+                            " of 3 failed: shm allreduce: rank 2 did not arrive within 1500 ms"),
+              std::string::npos)
+        << r.output;
+  EXPECT_EQ(count(r.output, "OK rank="), 3) << r.output;
+}
+
+TEST(ShmAllreduce, HierarchicalAcrossTwoHostsInNetworkNamespaces) {
+  // 2 hosts x 2 ranks: within each host through its segment, between them over Gloo.
+  auto r = run_command("env WEFT_MH_WORKER=shm_worker bash " WEFT_SOURCE_DIR
+                       "/tests/distributed/multihost.sh " +
+                           build_dir() + " equiv",
+                       300);
+  if (r.code == 77) GTEST_SKIP() << r.output;
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(count(r.output, "OK rank="), 4) << r.output;
+  const std::set<std::string> names = segments_gone(r);
+  EXPECT_EQ(names.size(), 2u) << "one segment per host\n" << r.output;
+  // Ranks 0 and 1 share node 0's segment, ranks 2 and 3 node 1's.
+  for (const auto& name : names) EXPECT_EQ(count(r.output, "SHM_SEGMENT " + name), 2) << r.output;
+}
+
+TEST(ShmAllreduce, BadSettingsAreNamed) {
+  auto r = launch(2, "equiv", "WEFT_SHM=maybe");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("WEFT_SHM='maybe' is not 0 or 1"), std::string::npos) << r.output;
+  r = launch(2, "equiv", "WEFT_SHM_CHUNK_BYTES=lots");
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("WEFT_SHM_CHUNK_BYTES='lots' is not a byte count"), std::string::npos)
+      << r.output;
 }
 
 }  // namespace

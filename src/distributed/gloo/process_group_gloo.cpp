@@ -20,6 +20,8 @@
 
 #include "distributed/collectives.h"
 #include "distributed/gloo/gloo_ops.h"
+#include "distributed/gloo/intra_host.h"
+#include "distributed/shm/config.h"
 #include "distributed/work.h"
 
 namespace weft::dist {
@@ -91,6 +93,8 @@ GlooOptions resolve_gloo_options(GlooOptions o, const std::string& peer_host) {
 
 struct ProcessGroupGloo::Impl {
   std::shared_ptr<gloo::rendezvous::Context> ctx;
+  // All-reduce through shared memory (Note [Shared-memory all-reduce]); null: Gloo alone.
+  std::shared_ptr<detail::IntraHost> intra;
   std::atomic<uint32_t> next_tag{0};  // ops may be issued from several threads
   std::string where;                  // "rank 1 of 4", for messages
   // "[ip]:port" of each peer's end of our connection -> its rank, so that Gloo's "Connection
@@ -127,6 +131,16 @@ namespace {
 // The ops' closures hold the context by shared_ptr (not the group), so that even a thread
 // detached at destruction never touches freed memory.
 using Ctx = std::shared_ptr<gloo::Context>;
+using Intra = std::shared_ptr<detail::IntraHost>;
+
+// One tensor over the whole group: through shared memory where the group set it up, else Gloo.
+void allreduce_one(const Intra& intra, const Ctx& ctx, const Tensor& t, ReduceOp op, uint32_t tag,
+                   Duration timeout) {
+  if (intra)
+    intra->allreduce(t, op, timeout);
+  else
+    detail::gloo_allreduce(ctx, t, op, tag, timeout);
+}
 
 }  // namespace
 
@@ -141,6 +155,7 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
   options = resolve_gloo_options(options);
   const std::string listen =
       options.iface.empty() ? "address " + options.hostname : "interface " + options.iface;
+  const shm::Settings shm_settings = shm::settings_from_env();  // a malformed one fails here
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = options.hostname;
@@ -165,6 +180,8 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
         if (j == rank) impl_->peer_addrs->emplace_back(addr, i);
       }
     }
+    impl_->intra =
+        detail::IntraHost::connect(store, rank, size, shm_settings, dev, options.timeout);
     // Every rank past this barrier has finished its rendezvous reads, so the store (hosted by
     // rank 0) may go away as soon as any rank returns.
     gloo::BarrierOptions b(ctx);
@@ -183,6 +200,10 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
 
 ProcessGroupGloo::~ProcessGroupGloo() = default;
 
+std::string ProcessGroupGloo::shm_segment_name() const {
+  return impl_->intra ? impl_->intra->segment_name() : "";
+}
+
 std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
   const std::string name = detail::allreduce_name(op);
   WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
@@ -196,9 +217,10 @@ std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, R
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   Ctx ctx = impl_->ctx;
+  Intra intra = impl_->intra;
   return impl_->submit(impl_->what(detail::allreduce_name(op, tensors)), t,
-                       [ctx, tensors, op, tag, t] {
-                         for (const Tensor& x : tensors) detail::gloo_allreduce(ctx, x, op, tag, t);
+                       [intra, ctx, tensors, op, tag, t] {
+                         for (const Tensor& x : tensors) allreduce_one(intra, ctx, x, op, tag, t);
                        });
 }
 
@@ -267,8 +289,9 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vecto
   const Duration t = timeout_;
   const int rank = rank_;
   Ctx ctx = impl_->ctx;
+  Intra intra = impl_->intra;
   return impl_->submit(impl_->what(detail::reduce_scatter_name(op, output)), t,
-                       [ctx, output, inputs, op, tag, t, rank] {
+                       [intra, ctx, output, inputs, op, tag, t, rank] {
                          const size_t bytes = output.nbytes();
                          if (bytes == 0) return;
                          Tensor all =
@@ -278,7 +301,7 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vecto
                          for (size_t i = 0; i < inputs.size(); ++i) {
                            std::memcpy(dst + i * bytes, inputs[i].raw_data(), bytes);
                          }
-                         detail::gloo_allreduce(ctx, all, op, tag, t);
+                         allreduce_one(intra, ctx, all, op, tag, t);
                          std::memcpy(output.raw_data(), dst + rank * bytes, bytes);
                        });
 }
