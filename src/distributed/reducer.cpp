@@ -15,13 +15,17 @@ namespace {
 // (mul_'s arithmetic: the factor rounded to float once, one product per element).
 float average_factor(int world) { return static_cast<float>(1.0 / world); }
 
-// dst = g * average_factor(world), in one pass over g on the CPU (PyTorch's mul_out) rather
-// than a copy and then a second pass over the whole bucket. Other devices copy, then scale the
-// slice.
+// Whether a bucket's gradients are averaged as they come in (CPU: one pass over each gradient,
+// PyTorch's mul_out) or the whole bucket once it is full (other devices: one kernel per bucket
+// rather than one more per gradient). Either way each element is g * average_factor once.
+bool average_on_copy(const Tensor& bucket) { return bucket.device().is_cpu(); }
+
+// CPU: dst = g * average_factor(world) in one pass over g, rather than a copy and then a second
+// pass over the bucket.
 void copy_averaged(Tensor& dst, const Tensor& g, int world) {
   const float f = average_factor(world);
-  if (!(g.device().is_cpu() && dst.device().is_cpu() && g.dtype() == kFloat32 &&
-        dst.dtype() == kFloat32 && g.is_contiguous() && g.numel() == dst.numel())) {
+  if (!(g.device().is_cpu() && g.dtype() == kFloat32 && dst.dtype() == kFloat32 &&
+        g.is_contiguous() && g.numel() == dst.numel())) {
     dst.copy_(g.reshape({-1}));
     dst.mul_(f);
     return;
@@ -169,11 +173,15 @@ void Reducer::mark_ready(size_t i, bool have_grad) {
   Tensor g = params_[i].grad();
   NoGradGuard ng;
   if (have_grad && g.defined()) {
-    if (g.impl()->storage != b.buffer.impl()->storage ||
-        g.storage_offset() != view.storage_offset())
+    const bool in_place = g.impl()->storage == b.buffer.impl()->storage &&
+                          g.storage_offset() == view.storage_offset();  // a bucket view
+    if (!average_on_copy(b.buffer)) {
+      if (!in_place) view.copy_(g.reshape({-1}));
+    } else if (in_place) {
+      view.mul_(average_factor(group_->size()));
+    } else {
       copy_averaged(view, g, group_->size());
-    else
-      view.mul_(average_factor(group_->size()));  // a bucket view: averaged where it lies
+    }
   } else {
     view.zero_();
   }
@@ -189,7 +197,7 @@ void Reducer::launch_ready_buckets() {
       ++next_bucket_;
       continue;
     }
-    // The gradients were averaged as they were copied in (copy_averaged).
+    if (!average_on_copy(b.buffer)) b.buffer.mul_(average_factor(group_->size()));
     if (hook_) {
       GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size()};
       for (size_t p : b.params) gb.params.push_back(params_[p]);
