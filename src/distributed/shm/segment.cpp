@@ -1,5 +1,6 @@
 #include "distributed/shm/segment.h"
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -7,6 +8,7 @@
 
 #include <cerrno>
 #include <cstdio>
+#include <ctime>
 #include <random>
 
 #include "distributed/store_util.h"
@@ -41,15 +43,43 @@ flock byte(int slot, short type) {
   return l;
 }
 
+// A creator killed between shm_open and its unlink (a window inside the group's constructor)
+// leaves its name behind. Such a segment is old and nobody holds a lock on it: a live creator
+// locks its byte right after creating it and keeps the lock until it exits. Those are removed.
+constexpr time_t kStaleAfterSeconds = 60;
+
+void remove_stale_segments() {
+  DIR* dir = opendir("/dev/shm");
+  if (!dir) return;
+  const time_t now = time(nullptr);
+  while (dirent* e = readdir(dir)) {
+    const std::string name = std::string("/") + e->d_name;
+    if (name.rfind("/weft-", 0) != 0) continue;
+    const int fd = shm_open(name.c_str(), O_RDWR | O_CLOEXEC, 0600);
+    if (fd < 0) continue;
+    struct stat st {};
+    flock l{};
+    l.l_type = F_WRLCK;
+    l.l_whence = SEEK_SET;  // l_start 0, l_len 0: the whole file
+    if (fstat(fd, &st) == 0 && st.st_mtime + kStaleAfterSeconds < now &&
+        fcntl(fd, F_OFD_GETLK, &l) == 0 && l.l_type == F_UNLCK)
+      shm_unlink(name.c_str());
+    close(fd);
+  }
+  closedir(dir);
+}
+
 }  // namespace
 
 Segment Segment::create(size_t bytes) {
+  remove_stale_segments();
   Segment s;
   s.name_ = fresh_name();
   s.fd_ = shm_open(s.name_.c_str(), O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
   WEFT_CHECK_DIST(s.fd_ >= 0, "shared memory: shm_open(", s.name_,
                   ", O_CREAT) failed: ", detail::errno_str(errno));
   s.owns_name_ = true;  // from here on the destructor removes it
+  s.hold(0);            // at once: an unlocked old segment is a stale one (see above)
   s.bytes_ = bytes;
   const int rc = posix_fallocate(s.fd_, 0, static_cast<off_t>(bytes));
   WEFT_CHECK_DIST(rc == 0, "shared memory: reserving ", bytes, " bytes for ", s.name_,

@@ -13,8 +13,9 @@ namespace weft::dist::shm {
 class Segment {
  public:
   // Creates "/weft-<pid>-<random>" of `bytes` (zero-filled, its pages reserved up front so that a
-  // full /dev/shm fails here rather than with SIGBUS later). Throws DistError naming the call
-  // and errno's text.
+  // full /dev/shm fails here rather than with SIGBUS later) and locks byte 0. Throws DistError
+  // naming the call and errno's text. First removes the stale segments of creators killed before
+  // they unlinked theirs: weft segments unmodified for a minute that nobody holds a lock on.
   static Segment create(size_t bytes);
   // Maps an existing segment; `bytes` must be its size. Throws DistError as create does.
   static Segment open(const std::string& name, size_t bytes);

@@ -5,6 +5,7 @@
 // fails the op with a DistError naming its group rank.
 #pragma once
 
+#include <algorithm>
 #include <chrono>
 #include <cstdint>
 #include <string>
@@ -21,7 +22,10 @@ using Clock = std::chrono::steady_clock;
 struct Deadline {
   Clock::time_point at;
   Duration timeout;
-  static Deadline after(Duration t) { return {Clock::now() + t, t}; }
+  static Deadline after(Duration t) {
+    // A timeout of "forever" (years) must not overflow the clock.
+    return {Clock::now() + std::min<Duration>(t, std::chrono::hours(24 * 365 * 100)), t};
+  }
 };
 
 class ShmGroup {
