@@ -4,8 +4,9 @@
 # The DistributedDataParallel step of each workload (default linear convbn mlp25m) at each world
 # size (default 1 2, and 4 where the machine has at least 4 cores), a fixed per-rank batch and 1
 # thread per rank: weft (bench/weft_ddp) and PyTorch (bench/torch_ddp.py, gloo, glibc told to
-# keep memory) alternating, every rank launched by weft-run; then the raw all-reduce of 84 MB and
-# 80 KB at world 2 (N iterations, default 50). R rounds (default 1) repeat it all; the tables
+# keep memory) alternating, every rank launched by weft-run, and at world > 1 weft again with
+# WEFT_SHM=0 (all-reduce on Gloo alone, without the shared-memory path); then the raw all-reduce
+# of 84 MB and 80 KB at world 2 (N iterations, default 50), weft with and without WEFT_SHM=0. R rounds (default 1) repeat it all; the tables
 # take the median over rounds. Prints markdown tables (bench/README.md, "DDP at world N");
 # the raw JSON lines go to stderr. Refuses a busy machine (1-minute load average, a 2 s sample
 # of /proc/stat) unless --force, which runs anyway and puts a warning above the tables.
@@ -25,7 +26,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds="$2"; shift 2 ;;
     --iters) iters="$2"; shift 2 ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,11p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
     -*) echo "ddp.sh: unknown flag $1" >&2; exit 2 ;;
     *) workloads+=("$1"); shift ;;
   esac
@@ -92,11 +93,14 @@ record() {
   lines+=("$out")
 }
 tuned() { MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=4294967295 "$@"; }
+noshm() { WEFT_SHM=0 "$@"; }  # weft's rows "weft-noshm": the Gloo group without shared memory
 step=(--threads 1 --steps "$steps" --warmup "$warmup")
 weft_ddp() { launch "$2" "$build/bench/weft_ddp" --workload "$1" "${step[@]}"; }
 torch_ddp() { tuned launch "$2" "$python" "$here/torch_ddp.py" --workload "$1" "${step[@]}"; }
 ar=(--iters "$iters" --warmup 5)
 weft_ar() { launch 2 "$build/bench/weft_allreduce" "${ar[@]}"; }
+weft_ddp_noshm() { noshm weft_ddp "$@"; }
+weft_ar_noshm() { noshm weft_ar; }
 torch_ar() { tuned launch 2 "$python" "$here/torch_allreduce.py" "${ar[@]}"; }
 
 # weft and PyTorch alternate cell by cell; which goes first swaps from round to round.
@@ -106,11 +110,13 @@ for r in $(seq "$rounds"); do
     for n in $worlds; do
       if ((r % 2)); then pair=(weft_ddp torch_ddp); else pair=(torch_ddp weft_ddp); fi
       for f in "${pair[@]}"; do record "$f" "$w" "$n"; done
+      if ((n > 1)); then record weft_ddp_noshm "$w" "$n"; fi
     done
   done
   if ((ncpu >= 2)); then
     if ((r % 2)); then pair=(weft_ar torch_ar); else pair=(torch_ar weft_ar); fi
     for f in "${pair[@]}"; do record "$f"; done
+    record weft_ar_noshm
   fi
 done
 

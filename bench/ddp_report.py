@@ -10,6 +10,11 @@ import statistics
 import sys
 
 
+# weft's rows: as it runs by default, and with WEFT_SHM=0 (the Gloo group's all-reduce without
+# its shared-memory path), labelled in the tables' first column.
+WEFT_IMPLS = (("weft", ""), ("weft-noshm", ", WEFT_SHM=0"))
+
+
 def fmt(v, spec):
     return "-" if v is None else format(v, spec)
 
@@ -44,14 +49,19 @@ def step_table(runs):
     print("| workload | world | weft ms | torch ms | weft/torch | weft scaling | torch scaling |")
     print("|---|---|---|---|---|---|---|")
     for w, n in cells:
-        wf, tc = runs.get(("ddp", "weft", w, n)), runs.get(("ddp", "torch", w, n))
-        row = [w, str(n)]
-        row += [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
-        row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
-        for impl, r in (("weft", wf), ("torch", tc)):
-            one = runs.get(("ddp", impl, w, 1))
-            row.append(fmt(r and one and one["median_ms"] / r["median_ms"], ".2f"))
-        print("| " + " | ".join(row) + " |")
+        tc = runs.get(("ddp", "torch", w, n))
+        for impl, label in WEFT_IMPLS:
+            wf = runs.get(("ddp", impl, w, n))
+            if wf is None and impl != "weft":
+                continue
+            row = [w + label, str(n)]
+            row += [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
+            row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
+            # World 1 has no all-reduce: weft's own row is the baseline of both weft rows.
+            for r, one in ((wf, runs.get(("ddp", "weft", w, 1))),
+                           (tc, runs.get(("ddp", "torch", w, 1)))):
+                row.append(fmt(r and one and one["median_ms"] / r["median_ms"], ".2f"))
+            print("| " + " | ".join(row) + " |")
     return cells
 
 
@@ -62,7 +72,7 @@ def hidden_table(runs, cells):
     for w, n in cells:
         if n == 1:
             continue
-        for impl in ("weft", "torch"):
+        for impl in ("weft", "weft-noshm", "torch"):
             r = runs.get(("ddp", impl, w, n))
             if r is None:
                 continue
@@ -77,12 +87,16 @@ def allreduce_table(runs):
     print("| size | world | weft ms | torch ms | weft/torch | weft GB/s | torch GB/s |")
     print("|---|---|---|---|---|---|---|")
     for b, n in sizes:
-        wf, tc = runs.get(("allreduce", "weft", b, n)), runs.get(("allreduce", "torch", b, n))
+        tc = runs.get(("allreduce", "torch", b, n))
         size = f"{b / 1e6:.0f} MB" if b >= 1e6 else f"{b / 1e3:.0f} KB"
-        row = [size, str(n)] + [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
-        row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
-        row += [fmt(r and r["bytes"] / (r["median_ms"] * 1e6), ".2f") for r in (wf, tc)]
-        print("| " + " | ".join(row) + " |")
+        for impl, label in WEFT_IMPLS:
+            wf = runs.get(("allreduce", impl, b, n))
+            if wf is None and impl != "weft":
+                continue
+            row = [size + label, str(n)] + [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
+            row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
+            row += [fmt(r and r["bytes"] / (r["median_ms"] * 1e6), ".2f") for r in (wf, tc)]
+            print("| " + " | ".join(row) + " |")
 
 
 def main():
@@ -99,7 +113,8 @@ def main():
               f"rerun on a quiet machine.\n{bar}\n")
     print(f"DDP step, gloo, 1 thread per rank, fixed per-rank batch ({a.steps} steps, median; "
           f"median of {a.rounds} round(s)); torch = PyTorch with glibc keeping memory;")
-    print("weft/torch: lower is better; scaling = world-1 step / world-N step (1.00 is perfect)")
+    print("weft/torch: lower is better; scaling = world-1 step / world-N step (1.00 is perfect); "
+          "rows \"WEFT_SHM=0\": weft's Gloo all-reduce without its shared-memory path")
     print()
     cells = step_table(runs)
     print()

@@ -100,10 +100,10 @@ int main(int argc, char** argv) {
     if (pg->rank() != 0) continue;
     const double bytes = (double)numel * 4;
     std::printf(
-        "{\"impl\":\"weft\",\"bench\":\"allreduce\",\"world\":%d,\"numel\":%lld,\"bytes\":%.0f,"
+        "{\"impl\":\"%s\",\"bench\":\"allreduce\",\"world\":%d,\"numel\":%lld,\"bytes\":%.0f,"
         "\"iters\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"algbw_gbps\":%.3f}\n",
-        pg->size(), (long long)numel, bytes, (long long)a.iters, st[0], st[1], st[2],
-        bytes / (st[0] * 1e6));
+        weft_bench::weft_impl(), pg->size(), (long long)numel, bytes, (long long)a.iters, st[0],
+        st[1], st[2], bytes / (st[0] * 1e6));
     std::fflush(stdout);
   }
   weft::dist::destroy_process_group();

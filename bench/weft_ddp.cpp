@@ -175,13 +175,13 @@ void print_result(const Args& a, int64_t batch, const weft::nn::DistributedDataP
   if (pg.size() > 1 && st[4] > 0)
     std::snprintf(hidden, sizeof hidden, "%.4f", std::clamp(1.0 - exposed / st[4], 0.0, 1.0));
   std::printf(
-      "{\"impl\":\"weft\",\"workload\":\"%s\",\"hook\":\"%s\",\"world\":%d,\"threads\":%lld,"
-      "\"batch\":%lld,"
+      "{\"impl\":\"%s\",\"workload\":\"%s\",\"hook\":\"%s\",\"world\":%d,"
+      "\"threads\":%lld,\"batch\":%lld,"
       "\"steps\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"nosync_ms\":%.4f,"
       "\"allreduce_ms\":%.4f,\"exposed_ms\":%.4f,\"hidden_share\":%s,\"buckets\":%zu,"
       "\"grad_mb\":%.2f,\"peak_rss_mb\":%.1f}\n",
-      a.workload.c_str(), a.hook.c_str(), pg.size(), (long long)a.threads, (long long)batch,
-      (long long)a.steps, st[0], st[1], st[2], st[3], st[4], exposed, hidden,
+      weft_bench::weft_impl(), a.workload.c_str(), a.hook.c_str(), pg.size(), (long long)a.threads,
+      (long long)batch, (long long)a.steps, st[0], st[1], st[2], st[3], st[4], exposed, hidden,
       ddp->reducer().bucket_indices().size(), (double)grad_numel * 4 / 1e6, rss);
   std::fflush(stdout);
 }

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <string>
 
 #include "weft/generator.h"
 #include "weft/nn.h"
@@ -67,6 +68,11 @@ std::optional<int64_t> parse_count(const char* s) {
   long long v = std::strtoll(s, &end, 10);
   if (end == s || *end != '\0' || v < 0) return std::nullopt;
   return v;
+}
+
+const char* weft_impl() {
+  const char* v = std::getenv("WEFT_SHM");
+  return v && std::string(v) == "0" ? "weft-noshm" : "weft";
 }
 
 }  // namespace weft_bench

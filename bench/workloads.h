@@ -32,4 +32,8 @@ double percentile(std::vector<double> v, double p);
 // A non-negative decimal integer, or nullopt.
 std::optional<int64_t> parse_count(const char* s);
 
+// weft's "impl" in the JSON lines: "weft", or "weft-noshm" under WEFT_SHM=0 (the Gloo group's
+// all-reduce without its shared-memory path; bench/ddp.sh shows both).
+const char* weft_impl();
+
 }  // namespace weft_bench

@@ -5,6 +5,7 @@
 #include <unordered_set>
 
 #include "distributed/op_record.h"
+#include "ops/cpu/parallel.h"
 #include "weft/autograd.h"
 #include "weft/distributed/debug.h"
 #include "weft/ops.h"
@@ -27,6 +28,33 @@ std::string name_list(const std::vector<std::string>& names, const std::vector<s
   for (size_t i = 0; i < which.size() && i < limit; ++i) s += (i ? ", " : "") + names[which[i]];
   if (which.size() > limit) s += ", ... (" + std::to_string(which.size() - limit) + " more)";
   return s;
+}
+
+// The gradient's share of the average, as PyTorch's Reducer: g * (1 / world size), in float
+// (mul_'s arithmetic: the factor rounded to float once, one product per element).
+float average_factor(int world) { return static_cast<float>(1.0 / world); }
+
+// Whether a bucket's gradients are averaged as they come in (CPU: one pass over each gradient,
+// PyTorch's mul_out) or the whole bucket once it is full (other devices: one kernel per bucket
+// rather than one more per gradient). Either way each element is g * average_factor once.
+bool average_on_copy(const Tensor& bucket) { return bucket.device().is_cpu(); }
+
+// CPU: dst = g * average_factor(world) in one pass over g, rather than a copy and then a second
+// pass over the bucket.
+void copy_averaged(Tensor& dst, const Tensor& g, int world) {
+  const float f = average_factor(world);
+  if (!(g.device().is_cpu() && g.dtype() == kFloat32 && dst.dtype() == kFloat32 &&
+        g.is_contiguous() && g.numel() == dst.numel())) {
+    dst.copy_(g.reshape({-1}));
+    dst.mul_(f);
+    return;
+  }
+  dst.bump_version();  // an in-place write, as copy_ counts it
+  const float* src = g.data_ptr<float>();
+  float* out = dst.data_ptr<float>();
+  cpu::parallel_for(0, g.numel(), cpu::kGrainSize, [&](int64_t b, int64_t e) {
+    for (int64_t k = b; k < e; ++k) out[k] = src[k] * f;
+  });
 }
 
 }  // namespace
@@ -198,9 +226,15 @@ void Reducer::mark_ready(size_t i, bool have_grad) {
   Tensor g = params_[i].grad();
   NoGradGuard ng;
   if (have_grad && g.defined()) {
-    if (g.impl()->storage != b.buffer.impl()->storage ||
-        g.storage_offset() != view.storage_offset())
-      view.copy_(g.reshape({-1}));
+    const bool in_place = g.impl()->storage == b.buffer.impl()->storage &&
+                          g.storage_offset() == view.storage_offset();  // a bucket view
+    if (!average_on_copy(b.buffer)) {
+      if (!in_place) view.copy_(g.reshape({-1}));
+    } else if (in_place) {
+      view.mul_(average_factor(group_->size()));
+    } else {
+      copy_averaged(view, g, group_->size());
+    }
   } else {
     view.zero_();
   }
@@ -216,7 +250,7 @@ void Reducer::launch_ready_buckets() {
       ++next_bucket_;
       continue;
     }
-    b.buffer.mul_(1.0 / group_->size());
+    if (!average_on_copy(b.buffer)) b.buffer.mul_(average_factor(group_->size()));
     if (hook_) {
       GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size()};
       for (size_t p : b.params) gb.params.push_back(params_[p]);

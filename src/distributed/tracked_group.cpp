@@ -46,6 +46,7 @@ class TrackedGroup : public ProcessGroup {
     timeout_ = inner_->timeout();
   }
   std::string backend_name() const override { return inner_->backend_name(); }
+  ProcessGroup& backend() override { return inner_->backend(); }
   void set_timeout(Duration t) override {
     timeout_ = t;
     inner_->set_timeout(t);

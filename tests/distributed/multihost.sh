@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
 # Two "hosts" on one machine: network namespaces joined by a veth pair, one weft-run node in
-# each (--nnodes 2), training DDP across them. Exit 77 when namespaces cannot be made here.
-# Usage: multihost.sh BUILD_DIR WORKER_ARGS...
+# each (--nnodes 2), running a test worker across them (tests/distributed/$WEFT_MH_WORKER,
+# default ddp_worker). Each namespace gets its own WEFT_SHM_HOST_ID, as two machines would have
+# different host names and boot ids: ranks share memory within a "host" only, so the Gloo group's
+# all-reduce is hierarchical. Exit 77 when namespaces cannot be made here.
+# Usage: [WEFT_MH_WORKER=name] multihost.sh BUILD_DIR WORKER_ARGS...
 set -u
 build=$1
 shift
+worker="$build/tests/distributed/${WEFT_MH_WORKER:-ddp_worker}"
 id=$$
 a=weftA$id b=weftB$id
 cleanup() {
@@ -23,9 +27,9 @@ ip -n "$a" addr add 10.123.45.1/24 dev "va$id" && ip -n "$a" link set "va$id" up
 ip -n "$b" addr add 10.123.45.2/24 dev "vb$id" && ip -n "$b" link set "vb$id" up && ip -n "$b" link set lo up
 port=$((20000 + id % 20000))
 common=(--nnodes 2 --nproc-per-node 2 --master-addr 10.123.45.1 --master-port "$port")
-ip netns exec "$a" timeout 120 "$build/tools/weft-run" "${common[@]}" --node-rank 0 "$build/tests/distributed/ddp_worker" "$@" > "/tmp/weft_mh_$id.a" 2>&1 &
+ip netns exec "$a" env WEFT_SHM_HOST_ID="host-$a" timeout 120 "$build/tools/weft-run" "${common[@]}" --node-rank 0 "$worker" "$@" > "/tmp/weft_mh_$id.a" 2>&1 &
 pa=$!
-ip netns exec "$b" timeout 120 "$build/tools/weft-run" "${common[@]}" --node-rank 1 "$build/tests/distributed/ddp_worker" "$@" > "/tmp/weft_mh_$id.b" 2>&1 &
+ip netns exec "$b" env WEFT_SHM_HOST_ID="host-$b" timeout 120 "$build/tools/weft-run" "${common[@]}" --node-rank 1 "$worker" "$@" > "/tmp/weft_mh_$id.b" 2>&1 &
 pb=$!
 wait $pa; ra=$?
 wait $pb; rb=$?

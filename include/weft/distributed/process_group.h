@@ -39,6 +39,9 @@ class ProcessGroup {
   int rank() const { return rank_; }
   int size() const { return size_; }
   virtual std::string backend_name() const = 0;
+  // The backend's own group (ProcessGroupGloo, ...): init_process_group's and new_group's groups
+  // wrap it to number collectives (Note [Collective sequence numbers]); others are their own.
+  virtual ProcessGroup& backend() { return *this; }
 
   virtual std::shared_ptr<Work> allreduce(std::vector<Tensor> tensors,
                                           ReduceOp op = ReduceOp::SUM) = 0;

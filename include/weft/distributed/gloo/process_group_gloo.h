@@ -3,7 +3,9 @@
 // float32 or int64, and for allreduce also fp16/bf16 (DDP's compression hooks; reduced in float
 // and rounded back); anything else is refused at the call, naming the tensor. Every op and the
 // connection setup end within the group timeout, and a dead peer surfaces as DistError naming
-// the op and Gloo's message ("Connection closed by peer [addr]:port").
+// the op and Gloo's message ("Connection closed by peer [addr]:port") or the peer's rank.
+// Ranks that share a host all-reduce through shared memory (hierarchically across hosts) unless
+// WEFT_SHM=0 on some rank: Note [Shared-memory all-reduce] in docs/ARCHITECTURE.md.
 #pragma once
 
 #include <memory>
@@ -46,6 +48,10 @@ class ProcessGroupGloo : public ProcessGroup {
   std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                        ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> barrier() override;
+
+  // The shared-memory segment this rank's all-reduces go through ("/weft-<pid>-<random>",
+  // unlinked once every rank of the host mapped it); "" where they go through Gloo alone.
+  std::string shm_segment_name() const;
 
  private:
   struct Impl;

@@ -1,0 +1,52 @@
+#include "distributed/gloo/intra_host.h"
+
+#include <gloo/rendezvous/context.h>
+
+#include <algorithm>
+
+#include "distributed/gloo/gloo_ops.h"
+#include "distributed/shm/fold.h"
+
+namespace weft::dist::detail {
+
+std::shared_ptr<IntraHost> IntraHost::connect(const std::shared_ptr<Store>& store, int rank,
+                                              int size, const shm::Settings& settings,
+                                              std::shared_ptr<gloo::transport::Device> device,
+                                              Duration timeout) {
+  std::optional<shm::HostPlan> plan = shm::plan_hosts(*store, rank, size, settings);
+  if (!plan) return nullptr;
+  std::shared_ptr<IntraHost> ih(new IntraHost(std::move(*plan), size));
+  const int hosts = static_cast<int>(ih->plan_.leaders.size());
+  if (hosts > 1 && ih->plan_.leader()) {
+    auto ctx = std::make_shared<gloo::rendezvous::Context>(ih->plan_.host_index, hosts);
+    ctx->setTimeout(timeout);
+    GlooStore leaders_store(std::make_shared<PrefixStore>("shm/leaders", store));
+    ctx->connectFullMesh(leaders_store, device);
+    ih->leaders_ = std::move(ctx);
+  }
+  return ih;
+}
+
+std::string IntraHost::segment_name() const { return plan_.shm ? plan_.shm->segment().name() : ""; }
+
+void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout) {
+  const size_t n = static_cast<size_t>(t.numel());
+  if (n == 0) return;
+  const shm::Deadline dl = shm::Deadline::after(timeout);
+  void* data = t.raw_data();
+  if (plan_.leaders.size() == 1) {  // one host: the segment is the whole group
+    plan_.shm->allreduce(data, n, t.dtype(), op, dl);
+    return;
+  }
+  // Several hosts: AVG sums everywhere and divides once, by the world size, on each leader.
+  const ReduceOp partial = op == ReduceOp::AVG ? ReduceOp::SUM : op;
+  if (plan_.shm) plan_.shm->allreduce(data, n, t.dtype(), partial, dl);
+  if (leaders_) {
+    const auto left = std::chrono::duration_cast<Duration>(dl.at - shm::Clock::now());
+    gloo_allreduce(leaders_, t, partial, next_tag_++, std::max(left, Duration(1)));
+    if (op == ReduceOp::AVG) shm::average(data, n, t.dtype(), world_);
+  }
+  if (plan_.shm) plan_.shm->broadcast(data, n, t.dtype(), dl);
+}
+
+}  // namespace weft::dist::detail

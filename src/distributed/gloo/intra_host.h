@@ -1,0 +1,43 @@
+// Internal: ProcessGroupGloo's all-reduce for ranks that share a host
+// (Note [Shared-memory all-reduce] in docs/ARCHITECTURE.md). One host: through its segment alone.
+// Several: reduce within each host through its segment, all-reduce among one leader per host over
+// Gloo, broadcast within each host. Results equal the Gloo path's bit for bit at two ranks on one
+// host, within float rounding otherwise; every op ends within its timeout.
+#pragma once
+
+#include <gloo/context.h>
+#include <gloo/transport/device.h>
+
+#include <memory>
+#include <string>
+
+#include "distributed/shm/rendezvous.h"
+#include "weft/distributed/process_group.h"
+#include "weft/distributed/store.h"
+
+namespace weft::dist::detail {
+
+class IntraHost {
+ public:
+  // Null, on every rank alike, when the group does not use shared memory (see shm::plan_hosts).
+  // Leaders of several hosts connect among themselves on `device`, within `timeout`.
+  static std::shared_ptr<IntraHost> connect(const std::shared_ptr<Store>& store, int rank, int size,
+                                            const shm::Settings& settings,
+                                            std::shared_ptr<gloo::transport::Device> device,
+                                            Duration timeout);
+
+  // In place over the whole group: float32, int64, fp16 or bf16, any ReduceOp.
+  void allreduce(const Tensor& t, ReduceOp op, Duration timeout);
+  // This host's segment ("/weft-..."; already unlinked), "" when this host has one rank.
+  std::string segment_name() const;
+
+ private:
+  explicit IntraHost(shm::HostPlan plan, int world) : plan_(std::move(plan)), world_(world) {}
+
+  shm::HostPlan plan_;
+  int world_;
+  std::shared_ptr<gloo::Context> leaders_;  // leaders only, with several hosts
+  uint32_t next_tag_ = 0;
+};
+
+}  // namespace weft::dist::detail

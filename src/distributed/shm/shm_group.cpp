@@ -1,0 +1,286 @@
+#include "distributed/shm/shm_group.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <bit>
+#include <climits>
+#include <cstring>
+#include <ctime>
+
+#include "distributed/collectives.h"
+#include "distributed/shm/fold.h"
+
+namespace weft::dist::shm {
+
+// Note [Shared-memory all-reduce] (docs/ARCHITECTURE.md): the layout, who writes what when.
+namespace {
+
+constexpr uint64_t kMagic = 0x316d687374666577ULL;  // "weftshm1"
+constexpr uint32_t kVersion = 1;
+constexpr uint64_t kBuffers = 4;            // pipeline depth: a rank may run this many steps ahead
+constexpr size_t kDirectBytes = 64 * 1024;  // up to this per step every rank folds it all
+constexpr size_t kPartAlign = 64;           // reduce-scatter parts start on cache lines
+
+// Waiting: spin, then yield, then sleep on the futex in slices that recheck liveness.
+constexpr int kSpins = 200;
+constexpr auto kYieldFor = std::chrono::microseconds(1000);
+constexpr auto kSleepSlice = std::chrono::milliseconds(10);
+
+struct Header {
+  uint64_t magic;
+  uint32_t version, nranks;
+  uint64_t chunk, buffers;
+};
+
+// One counter per cache line; `sleepers` counts the peers asleep on it (futex on its low half).
+struct alignas(64) Counter {
+  uint64_t value;
+  uint32_t sleepers;
+};
+struct RankCtl {
+  Counter word[3];  // ShmGroup::Word
+};
+// What a rank staged in one buffer: which op (kind, dtype, op) over how many bytes in all.
+struct alignas(64) Desc {
+  uint64_t what, bytes;
+};
+
+static_assert(std::endian::native == std::endian::little,
+              "the futex waits on a counter's low half");
+static_assert(std::atomic_ref<uint64_t>::is_always_lock_free);
+static_assert(std::atomic_ref<uint32_t>::is_always_lock_free);
+
+constexpr size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+constexpr size_t kCtlOffset = 4096;
+size_t desc_offset(int n) { return kCtlOffset + n * sizeof(RankCtl); }
+size_t data_offset(int n) { return round_up(desc_offset(n) + n * kBuffers * sizeof(Desc), 4096); }
+
+RankCtl& ctl(const Segment& seg, int k) {
+  return reinterpret_cast<RankCtl*>(static_cast<uint8_t*>(seg.data()) + kCtlOffset)[k];
+}
+
+Desc& desc(const Segment& seg, int n, int k, uint64_t step) {
+  auto* base = reinterpret_cast<Desc*>(static_cast<uint8_t*>(seg.data()) + desc_offset(n));
+  return base[static_cast<size_t>(k) * kBuffers + step % kBuffers];
+}
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield");
+#endif
+}
+
+void futex_wait(uint64_t* word, uint32_t seen, Clock::duration d) {
+  const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(d).count();
+  timespec ts{static_cast<time_t>(ns / 1000000000), static_cast<long>(ns % 1000000000)};
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAIT, seen, &ts, nullptr, 0);
+}
+
+void futex_wake(uint64_t* word) {
+  syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
+}
+
+enum Kind : uint64_t { kAllreduce = 1, kBroadcast = 2 };
+uint64_t describe(Kind kind, DType dtype, ReduceOp op) {
+  return kind << 16 | static_cast<uint64_t>(dtype) << 8 | static_cast<uint64_t>(op);
+}
+std::string describe_str(uint64_t what, uint64_t bytes) {
+  const auto kind = what >> 16;
+  const auto dtype = static_cast<DType>((what >> 8) & 0xff);
+  std::string s = kind == kAllreduce
+                      ? "allreduce(" + to_string(static_cast<ReduceOp>(what & 0xff)) + ")"
+                  : kind == kBroadcast ? std::string("broadcast")
+                                       : "op " + std::to_string(what);
+  return s + " of " + std::to_string(bytes) + " bytes of " + dtype_name(dtype);
+}
+
+const char* word_name(int w) {
+  return w == 0 ? "did not arrive" : w == 1 ? "did not finish its share" : "did not finish reading";
+}
+
+}  // namespace
+
+size_t ShmGroup::segment_bytes(int n, size_t chunk) {
+  return data_offset(n) + n * kBuffers * chunk;
+}
+
+Segment ShmGroup::create_segment(int n, size_t chunk) {
+  Segment seg = Segment::create(segment_bytes(n, chunk));
+  auto* h = static_cast<Header*>(seg.data());
+  h->version = kVersion;
+  h->nranks = static_cast<uint32_t>(n);
+  h->chunk = chunk;
+  h->buffers = kBuffers;
+  std::atomic_ref<uint64_t>(h->magic).store(kMagic, std::memory_order_release);
+  return seg;
+}
+
+ShmGroup::ShmGroup(Segment segment, int local_rank, std::vector<int> ranks, size_t chunk)
+    : segment_(std::move(segment)), me_(local_rank), ranks_(std::move(ranks)), chunk_(chunk) {
+  auto* h = static_cast<Header*>(segment_.data());
+  const uint64_t magic = std::atomic_ref<uint64_t>(h->magic).load(std::memory_order_acquire);
+  WEFT_CHECK_DIST(magic == kMagic && h->version == kVersion && h->nranks == ranks_.size() &&
+                      h->chunk == chunk && h->buffers == kBuffers,
+                  "shared memory: ", segment_.name(), " is not a weft segment for ", ranks_.size(),
+                  " ranks and ", chunk, "-byte chunks");
+  WEFT_CHECK_DIST(chunk_ % 64 == 0, "shared memory: chunk of ", chunk_,
+                  " bytes is not a multiple of 64");
+  segment_.hold(me_);
+  srcs_.resize(ranks_.size());
+}
+
+uint8_t* ShmGroup::slot(int k, uint64_t step) const {
+  const size_t index = static_cast<size_t>(k) * kBuffers + step % kBuffers;
+  return static_cast<uint8_t*>(segment_.data()) + data_offset(size()) + index * chunk_;
+}
+
+uint64_t ShmGroup::load(int k, Word w) const {
+  return std::atomic_ref<uint64_t>(ctl(segment_, k).word[w].value).load(std::memory_order_acquire);
+}
+
+// seq_cst on both sides (here and in wait_one): either this store sees the sleeper's count, or
+// the sleeper sees this value before it sleeps; the futex rechecks the value as it sleeps.
+void ShmGroup::publish(Word w, uint64_t step) {
+  Counter& c = ctl(segment_, me_).word[w];
+  std::atomic_ref<uint64_t>(c.value).store(step, std::memory_order_seq_cst);
+  if (std::atomic_ref<uint32_t>(c.sleepers).load(std::memory_order_seq_cst) != 0)
+    futex_wake(&c.value);
+}
+
+void ShmGroup::wait_all(Word w, uint64_t target, const char* op, const Deadline& dl) {
+  for (int k = 0; k < size(); ++k)
+    if (k != me_ && load(k, w) < target) wait_one(k, w, target, op, dl);
+}
+
+void ShmGroup::wait_one(int k, Word w, uint64_t target, const char* op, const Deadline& dl) {
+  for (int i = 0; i < kSpins; ++i) {
+    if (load(k, w) >= target) return;
+    cpu_relax();
+  }
+  for (const auto until = Clock::now() + kYieldFor; Clock::now() < until;) {
+    if (load(k, w) >= target) return;
+    sched_yield();
+  }
+  Counter& c = ctl(segment_, k).word[w];
+  std::atomic_ref<uint32_t> sleepers(c.sleepers);
+  std::atomic_ref<uint64_t> value(c.value);
+  for (;;) {
+    const auto now = Clock::now();
+    if (now >= dl.at) fail_late(w, target, op, dl);
+    sleepers.fetch_add(1, std::memory_order_seq_cst);
+    const uint64_t seen = value.load(std::memory_order_seq_cst);
+    if (seen < target)
+      futex_wait(&c.value, static_cast<uint32_t>(seen),
+                 std::min<Clock::duration>(kSleepSlice, dl.at - now));
+    sleepers.fetch_sub(1, std::memory_order_seq_cst);
+    if (load(k, w) >= target) return;
+    // The lock goes with the process: a peer that holds none is gone for good.
+    if (!segment_.held_by_other(k) && load(k, w) < target)
+      WEFT_DIST_ERROR("shm ", op, ": peer rank ", ranks_[k],
+                      " exited (killed or crashed) while rank ", ranks_[me_], " waited for it");
+  }
+}
+
+void ShmGroup::fail_late(Word w, uint64_t target, const char* op, const Deadline& dl) {
+  std::string late;
+  for (int k = 0; k < size(); ++k)
+    if (k != me_ && load(k, w) < target)
+      late += (late.empty() ? "" : ", ") + std::to_string(ranks_[k]);
+  const bool several = late.find(',') != std::string::npos;
+  WEFT_DIST_ERROR("shm ", op, ": timed out: rank", several ? "s " : " ", late, " ", word_name(w), " within ",
+                  dl.timeout.count(),
+                  " ms (a stalled or dead peer, or ranks that issued different collectives)");
+}
+
+void ShmGroup::set_desc(uint64_t step, uint64_t what, uint64_t bytes) {
+  desc(segment_, size(), me_, step) = Desc{what, bytes};
+}
+
+void ShmGroup::check_desc(int k, uint64_t step, uint64_t what, uint64_t bytes,
+                          const char* op) const {
+  const Desc d = desc(segment_, size(), k, step);
+  WEFT_CHECK_DIST(d.what == what && d.bytes == bytes, "shm ", op, ": rank ", ranks_[k], " issued ",
+                  describe_str(d.what, d.bytes), " while rank ", ranks_[me_], " issued ",
+                  describe_str(what, bytes), "; every rank must pass the same shapes and dtypes");
+}
+
+void ShmGroup::allreduce(void* data, size_t count, DType dtype, ReduceOp op, const Deadline& dl) {
+  const size_t es = itemsize(dtype), per = chunk_ / es, total = count * es;
+  const uint64_t what = describe(kAllreduce, dtype, op);
+  auto* bytes = static_cast<uint8_t*>(data);
+  for (size_t first = 0; first < count; first += per) {
+    const size_t m = std::min(per, count - first);
+    uint8_t* out = bytes + first * es;
+    const uint64_t s = ++step_;
+    // Our slot of this buffer is free once every rank is done with its previous use.
+    if (s > kBuffers) wait_all(kDone, s - kBuffers, "allreduce", dl);
+    std::memcpy(slot(me_, s), out, m * es);
+    set_desc(s, what, total);
+    publish(kArrived, s);
+    wait_all(kArrived, s, "allreduce", dl);
+    for (int k = 0; k < size(); ++k)
+      if (k != me_) check_desc(k, s, what, total, "allreduce");
+    if (size() <= 2 || m * es <= kDirectBytes) {
+      // Every rank folds the whole chunk: one synchronisation, the same bits everywhere.
+      for (int k = 0; k < size(); ++k) srcs_[k] = slot(k, s);
+      fold(out, srcs_.data(), size(), m, dtype, op);
+      if (op == ReduceOp::AVG) average(out, m, dtype, size());
+    } else {
+      reduce_scatter_gather(out, m, s, dtype, op, dl);
+    }
+    publish(kDone, s);
+  }
+}
+
+// Rank k folds part k of the chunk into its own slot, then every rank gathers the parts: each
+// byte is read about twice instead of once per rank.
+void ShmGroup::reduce_scatter_gather(uint8_t* out, size_t m, uint64_t s, DType dtype, ReduceOp op,
+                                     const Deadline& dl) {
+  const size_t es = itemsize(dtype), n = static_cast<size_t>(size());
+  const size_t align = kPartAlign / es;
+  const size_t part = round_up((m + n - 1) / n, align);
+  const auto lo = [&](size_t k) { return std::min(m, k * part); };
+  const size_t a = lo(me_), z = lo(me_ + 1);
+  if (z > a) {
+    for (int k = 0; k < size(); ++k) srcs_[k] = slot(k, s) + a * es;
+    uint8_t* mine = slot(me_, s) + a * es;
+    fold(mine, srcs_.data(), size(), z - a, dtype, op);
+    if (op == ReduceOp::AVG) average(mine, z - a, dtype, size());
+  }
+  publish(kReduced, s);
+  wait_all(kReduced, s, "allreduce", dl);
+  for (size_t k = 0; k < n; ++k)
+    if (lo(k + 1) > lo(k))
+      std::memcpy(out + lo(k) * es, slot(static_cast<int>(k), s) + lo(k) * es,
+                  (lo(k + 1) - lo(k)) * es);
+}
+
+void ShmGroup::broadcast(void* data, size_t count, DType dtype, const Deadline& dl) {
+  const size_t es = itemsize(dtype), per = chunk_ / es, total = count * es;
+  const uint64_t what = describe(kBroadcast, dtype, ReduceOp::SUM);
+  auto* bytes = static_cast<uint8_t*>(data);
+  for (size_t first = 0; first < count; first += per) {
+    const size_t m = std::min(per, count - first);
+    const uint64_t s = ++step_;
+    if (me_ == 0) {
+      if (s > kBuffers) wait_all(kDone, s - kBuffers, "broadcast", dl);
+      std::memcpy(slot(0, s), bytes + first * es, m * es);
+      set_desc(s, what, total);
+      publish(kArrived, s);
+    } else {
+      wait_one(0, kArrived, s, "broadcast", dl);
+      check_desc(0, s, what, total, "broadcast");
+      std::memcpy(bytes + first * es, slot(0, s), m * es);
+    }
+    publish(kDone, s);
+  }
+}
+
+}  // namespace weft::dist::shm

@@ -1,0 +1,70 @@
+// Internal: the ranks of one host all-reducing and broadcasting through one shared segment in
+// pipelined chunks (Note [Shared-memory all-reduce] in docs/ARCHITECTURE.md). Every rank ends with
+// the same bits, folded in rank order (at two ranks exactly Gloo's); memory stays bounded whatever
+// the size; every wait ends by the op's deadline, and a peer that is gone (even by SIGKILL) or late
+// fails the op with a DistError naming its group rank.
+#pragma once
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "distributed/shm/segment.h"
+#include "weft/distributed/process_group.h"
+
+namespace weft::dist::shm {
+
+using Clock = std::chrono::steady_clock;
+
+// When an op must end, and the timeout it came from (for messages).
+struct Deadline {
+  Clock::time_point at;
+  Duration timeout;
+  static Deadline after(Duration t) {
+    // A timeout of "forever" (years) must not overflow the clock.
+    return {Clock::now() + std::min<Duration>(t, std::chrono::hours(24 * 365 * 100)), t};
+  }
+};
+
+class ShmGroup {
+ public:
+  // The segment for n ranks staging `chunk` bytes each per step; its creator writes the header.
+  static size_t segment_bytes(int n, size_t chunk);
+  static Segment create_segment(int n, size_t chunk);
+  // Takes a mapped segment (its header must say n ranks and `chunk`) and locks this rank's
+  // liveness byte. `ranks` are the group ranks of local ranks 0..n-1, for messages.
+  ShmGroup(Segment segment, int local_rank, std::vector<int> ranks, size_t chunk);
+
+  int size() const { return static_cast<int>(ranks_.size()); }
+  int local_rank() const { return me_; }
+  Segment& segment() { return segment_; }
+
+  // In place over `count` elements of `dtype` on every local rank; AVG divides by size().
+  void allreduce(void* data, size_t count, DType dtype, ReduceOp op, const Deadline& dl);
+  // Local rank 0's elements to every local rank.
+  void broadcast(void* data, size_t count, DType dtype, const Deadline& dl);
+
+ private:
+  enum Word { kArrived, kReduced, kDone };
+  uint8_t* slot(int k, uint64_t step) const;
+  void publish(Word w, uint64_t step);
+  uint64_t load(int k, Word w) const;
+  void wait_all(Word w, uint64_t target, const char* op, const Deadline& dl);
+  void wait_one(int k, Word w, uint64_t target, const char* op, const Deadline& dl);
+  [[noreturn]] void fail_late(Word w, uint64_t target, const char* op, const Deadline& dl);
+  void set_desc(uint64_t step, uint64_t what, uint64_t bytes);
+  void check_desc(int k, uint64_t step, uint64_t what, uint64_t bytes, const char* op) const;
+  void reduce_scatter_gather(uint8_t* out, size_t m, uint64_t s, DType dtype, ReduceOp op,
+                             const Deadline& dl);
+
+  Segment segment_;
+  int me_;
+  std::vector<int> ranks_;
+  size_t chunk_;
+  uint64_t step_ = 0;  // the last pipeline step this rank took part in
+  std::vector<const void*> srcs_;
+};
+
+}  // namespace weft::dist::shm
