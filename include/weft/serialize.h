@@ -1,12 +1,14 @@
 // Checkpoints: a name -> Tensor dict saved to and loaded from safetensors files, the format
 // PyTorch's ecosystem reads, which holds only data (loading runs no code). Saves are atomic;
-// loads validate the whole file and copy every tensor out of it, onto `device`.
+// loads validate the whole file and copy every tensor out of it, onto `device`. load() also
+// reads PyTorch's own .pt/.pth files (weft/serialize/torch_load.h), told apart by their bytes.
 #pragma once
 
 #include <map>
 #include <string>
 
 #include "weft/ordered_dict.h"
+#include "weft/serialize/torch_load.h"
 #include "weft/tensor.h"
 
 namespace weft {
@@ -16,7 +18,9 @@ using TensorDict = OrderedDict<Tensor>;
 void save(const TensorDict& tensors, const std::string& path,
           const std::map<std::string, std::string>& metadata = {});
 // Tensors come back in file order; dtypes weft cannot hold (e.g. F64) are converted to
-// float32, integer types to int64.
+// float32, integer types to int64. A torch.save checkpoint (zip or legacy format) loads as its
+// state_dict (torch_state_dict()), with `device` as map_location and as metadata the scalar
+// entries beside the state_dict ('epoch' -> "3"); files of other kinds are refused, named.
 TensorDict load(const std::string& path, Device device = Device::CPU(),
                 std::map<std::string, std::string>* metadata = nullptr);
 TensorDict load_from_bytes(std::vector<uint8_t> bytes,
