@@ -13,6 +13,7 @@ Files (see tests/golden/README.md, "torch.save files"):
                        tensors sharing a storage, a 0-d and an empty tensor
   dtypes_legacy.pt     the same in torch.save's pre-1.6 format
   dtypes_proto4.pt     the same pickled with protocol 4 (FRAME, MEMOIZE, STACK_GLOBAL)
+  parameter.pt         {'p': an nn.Parameter (torch._utils._rebuild_parameter)}; value parameter.p
   cuda_location.pt     a state_dict whose storages say they were saved on 'cuda:0'
   forbidden_global.pt  a dict whose pickle names posix.system (an object with __reduce__)
   expected.safetensors the values weft must load: cnn.<key>, optim.<key>, dtypes.<key> (each
@@ -126,6 +127,10 @@ def main():
     save_zip(dt, os.path.join(out, "dtypes.pt"))
     save_zip(dt, os.path.join(out, "dtypes_legacy.pt"), _use_new_zipfile_serialization=False)
     save_zip(dt, os.path.join(out, "dtypes_proto4.pt"), pickle_protocol=4)
+
+    p = nn.Parameter(torch.tensor([[1.5, -2.0]]))
+    expected["parameter.p"] = p.detach()
+    save_zip({"p": p}, os.path.join(out, "parameter.pt"))
 
     cuda_location(os.path.join(out, "cuda_location.pt"))
     save_zip({"w": torch.ones(2), "evil": Evil()}, os.path.join(out, "forbidden_global.pt"))

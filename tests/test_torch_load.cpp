@@ -169,6 +169,14 @@ TEST(TorchLoad, EveryDtypeViewsAndSharedStorage) {
   }
 }
 
+TEST(TorchLoad, Parameter) {
+  // torch.save of an nn.Parameter goes through torch._utils._rebuild_parameter.
+  const Tensor p = torch_load(golden("parameter.pt")).find("p")->tensor;
+  EXPECT_TRUE(p.requires_grad());
+  EXPECT_TRUE(p.is_leaf());
+  expect_equal(p.detach(), expected().at("parameter.p"), "p");
+}
+
 TEST(TorchLoad, RefusesForbiddenGlobal) {
   const std::string m = test::error_message([] { torch_load(golden("forbidden_global.pt")); });
   EXPECT_NE(m.find("refusing global 'posix.system'"), std::string::npos) << m;

@@ -134,6 +134,29 @@ TEST(Unpickler, TensorsMustLieInsideTheirStorage) {
             std::string::npos);
 }
 
+TEST(Unpickler, RebuildFromTypeV2) {
+  // PyTorch 2's pickle of a tensor with Python state: _rebuild_from_type_v2(_rebuild_tensor_v2,
+  // torch.Tensor, (storage, ...), {'note': 1}); the state is dropped.
+  const std::string inner = tensor_pickle(4, 0, k(4) + "\x85", k(1) + "\x85");
+  const std::string args = inner.substr(2 + 33, inner.size() - 2 - 33 - 2);  // "(...t"
+  ASSERT_EQ(args.front(), '(');
+  const std::string p =
+      "\x80\x02"
+      "ctorch._tensor\n_rebuild_from_type_v2\n("s +
+      "ctorch._utils\n_rebuild_tensor_v2\n" + "ctorch._tensor\nTensor\n" + args + "}" + u("note") +
+      k(1) + "stR.";
+  const pk::Unpickled r = unpickle(p);
+  ASSERT_EQ(r.root->kind, pk::Kind::Tensor);
+  EXPECT_EQ(r.root->sizes, (std::vector<int64_t>{4}));
+  // Its func must be a tensor rebuild function and its type torch.Tensor or Parameter.
+  const std::string bad =
+      "\x80\x02"
+      "ctorch._tensor\n_rebuild_from_type_v2\n("s +
+      "ctorch._utils\n_rebuild_tensor_v2\n" + "ccollections\nOrderedDict\n" + args + "NtR.";
+  EXPECT_NE(error_of(bad).find("not torch.Tensor or torch.nn.Parameter"), std::string::npos)
+      << error_of(bad);
+}
+
 TEST(Unpickler, MalformedInputIsAnError) {
   EXPECT_NE(error_of("\x80\x02" + u("abc").substr(0, 6)).find("truncated"), std::string::npos);
   EXPECT_NE(error_of("\x80\x02h\x05.").find("memo entry 5"), std::string::npos);

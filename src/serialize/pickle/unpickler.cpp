@@ -107,7 +107,10 @@ class Machine {
   }
   void set_items(Object* dict, const std::vector<Object*>& kv);
   void key_of(const Object& k, std::string& out, size_t depth);
-  bool step(uint8_t op);
+  bool control(uint8_t op);
+  bool scalar(uint8_t op);
+  bool container(uint8_t op);
+  bool object(uint8_t op);
 
   const uint8_t* p_;
   size_t size_, pos_ = 0, op_pos_ = 0;
@@ -217,8 +220,9 @@ void Machine::set_items(Object* dict, const std::vector<Object*>& kv) {
   }
 }
 
-// One opcode; false after STOP.
-bool Machine::step(uint8_t op) {
+// Each group handles its opcodes and returns false for any other (STOP is run()'s).
+// Protocol, framing and the stack itself.
+bool Machine::control(uint8_t op) {
   switch (op) {
     case 0x80: {  // PROTO
       const uint8_t v = *take(1);
@@ -228,8 +232,6 @@ bool Machine::step(uint8_t op) {
     case 0x95:  // FRAME: a length hint only
       take(8);
       return true;
-    case '.':  // STOP
-      return false;
     case '(':  // MARK
       if (marks_.size() >= limits_.max_depth) fail("more than ", limits_.max_depth, " open MARKs");
       marks_.push_back(stack_.size());
@@ -246,6 +248,14 @@ bool Machine::step(uint8_t op) {
     case '2':  // DUP
       stack_.push_back(top());
       return true;
+    default:
+      return false;
+  }
+}
+
+// Opcodes that push one scalar: None, bools, ints, floats, strings and bytes.
+bool Machine::scalar(uint8_t op) {
+  switch (op) {
     case 'N':
       stack_.push_back(none_ ? none_ : (none_ = make(Kind::None)));
       return true;
@@ -303,6 +313,14 @@ bool Machine::step(uint8_t op) {
     case 0x8e:  // BINBYTES8
       stack_.push_back(make_string(le(8), Kind::Bytes));
       return true;
+    default:
+      return false;
+  }
+}
+
+// Tuples, lists and dicts.
+bool Machine::container(uint8_t op) {
+  switch (op) {
     case ')':  // EMPTY_TUPLE
       stack_.push_back(make_tuple({}));
       return true;
@@ -357,6 +375,14 @@ bool Machine::step(uint8_t op) {
       set_items(top(), kv);
       return true;
     }
+    default:
+      return false;
+  }
+}
+
+// The memo, globals and what may be done with them (torch_globals.cpp decides).
+bool Machine::object(uint8_t op) {
+  switch (op) {
     case 'q':  // BINPUT
       memo_put(le(1), top());
       return true;
@@ -405,9 +431,7 @@ bool Machine::step(uint8_t op) {
       return true;
     }
     default:
-      fail("unsupported opcode 0x", "0123456789abcdef"[op >> 4], "0123456789abcdef"[op & 15],
-           op >= 0x20 && op < 0x7f ? std::string(" '") + char(op) + "'" : std::string(),
-           " (weft reads the binary pickle protocols 2-5 that torch.save writes)");
+      return false;
   }
 }
 
@@ -415,7 +439,11 @@ const Object* Machine::run() {
   for (;;) {
     op_pos_ = pos_;
     const uint8_t op = *take(1);
-    if (!step(op)) break;
+    if (op == '.') break;  // STOP
+    if (!control(op) && !scalar(op) && !container(op) && !object(op))
+      fail("unsupported opcode 0x", "0123456789abcdef"[op >> 4], "0123456789abcdef"[op & 15],
+           op >= 0x20 && op < 0x7f ? std::string(" '") + char(op) + "'" : std::string(),
+           " (weft reads the binary pickle protocols 2-5 that torch.save writes)");
   }
   return pop();
 }
