@@ -2,6 +2,7 @@
 // (src/serialize/torch_load/), and weft::load's dispatch to them.
 #include "weft/serialize/torch_load.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <functional>
 
@@ -175,12 +176,24 @@ const pickle::Limits& torch_pickle_limits() {
 
 namespace {
 
-// nullopt for files load() reads as safetensors; a torch.save checkpoint's state_dict; an
-// error naming any other kind of file.
-std::optional<OrderedDict<Tensor>> load_by_kind(FileKind kind, const std::string& where,
+// nullopt for files load() reads as safetensors (or is told why not by the safetensors parser:
+// a truncated one); a torch.save checkpoint's state_dict; an error naming any other kind of
+// file. A file of unknown kind with 9 bytes or more has no '{' at byte 8, so the safetensors
+// parser would refuse it too, with a message about header sizes that says less.
+std::optional<OrderedDict<Tensor>> load_by_kind(const uint8_t* head, size_t n,
+                                                const std::string& where,
                                                 const std::function<TorchValue()>& torch,
                                                 std::map<std::string, std::string>* metadata) {
-  if (kind == FileKind::Safetensors || kind == FileKind::Unknown) return std::nullopt;
+  const FileKind kind = sniff_file_kind(head, n);
+  if (kind == FileKind::Safetensors || (kind == FileKind::Unknown && n < 9)) return std::nullopt;
+  if (kind == FileKind::Unknown) {
+    char hex[3 * 8 + 1] = {};
+    for (size_t i = 0; i < 8; ++i) std::snprintf(hex + 3 * i, 4, "%02x ", head[i]);
+    WEFT_ERROR("load: ", where,
+               " is neither a safetensors file nor a torch.save checkpoint: it "
+               "is a file of unknown format, starting with the bytes ",
+               std::string(hex, 23));
+  }
   WEFT_CHECK(kind == FileKind::Zip || kind == FileKind::TorchLegacy, "load: ", where, " is ",
              describe_file_kind(kind), "; weft loads safetensors files and torch.save checkpoints");
   return checkpoint_state_dict(torch(), metadata);
@@ -191,7 +204,7 @@ std::optional<OrderedDict<Tensor>> load_by_kind(FileKind kind, const std::string
 std::optional<OrderedDict<Tensor>> load_if_not_safetensors(
     const std::vector<uint8_t>& bytes, std::map<std::string, std::string>* metadata) {
   return load_by_kind(
-      sniff_file_kind(bytes.data(), bytes.size()), "the data",
+      bytes.data(), std::min(bytes.size(), kSniffBytes), "the data",
       [&] { return torch_load_from_bytes(bytes, Device::CPU()); }, metadata);
 }
 
@@ -199,7 +212,7 @@ std::optional<OrderedDict<Tensor>> load_if_not_safetensors(
     const std::string& path, Device device, std::map<std::string, std::string>* metadata) {
   const std::string head = read_file_prefix(path, kSniffBytes, "load");
   return load_by_kind(
-      sniff_file_kind(reinterpret_cast<const uint8_t*>(head.data()), head.size()), "'" + path + "'",
+      reinterpret_cast<const uint8_t*>(head.data()), head.size(), "'" + path + "'",
       [&] { return torch_load(path, device); }, metadata);
 }
 

@@ -21,13 +21,14 @@ FileKind sniff_file_kind(const uint8_t* data, size_t size) {
   if (starts_with(data, size, "PK\x03\x04", 4) || starts_with(data, size, "PK\x05\x06", 4))
     return FileKind::Zip;
   if (starts_with(data, size, kLegacy, sizeof kLegacy - 1)) return FileKind::TorchLegacy;
-  if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5) return FileKind::Pickle;
   if (starts_with(data, size, "\x1f\x8b", 2)) return FileKind::Gzip;
   if (starts_with(data, size, "ustar", 5, 257)) return FileKind::Tar;
   if (starts_with(data, size, "\x93NUMPY", 6)) return FileKind::Npy;
   if (starts_with(data, size, "\x89HDF\r\n\x1a\n", 8)) return FileKind::Hdf5;
   if (starts_with(data, size, "GGUF", 4)) return FileKind::Gguf;
+  // Before the pickle test: a safetensors header size of 0x280 bytes starts "\x80\x02" too.
   if (size >= 9 && data[8] == '{') return FileKind::Safetensors;
+  if (size >= 2 && data[0] == 0x80 && data[1] >= 2 && data[1] <= 5) return FileKind::Pickle;
   return FileKind::Unknown;
 }
 
