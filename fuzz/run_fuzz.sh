@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the safetensors, IDX and store-protocol fuzzers with clang's libFuzzer + ASan + UBSan
+# Builds the safetensors, IDX, store-protocol and unpickler fuzzers with clang's libFuzzer + ASan + UBSan
 # and runs each for the given number of seconds, starting from the seed corpora in fuzz/corpus/
 # (copied, so new inputs land in the build dir). Exits non-zero when a fuzzer finds a crash, leak
 # or UB report.
@@ -27,9 +27,12 @@ flags=(-std=c++20 -g -O1 -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
   "$root/src/data/idx_format.cpp" "$root/src/data/gzip_stream.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp" -lz
 "$CXX" "${flags[@]}" -o "$build/fuzz_store_protocol" "$root/fuzz/fuzz_store_protocol.cpp" \
   "$root/src/distributed/store_protocol.cpp" "$root/src/error.cpp" "$root/src/read_file.cpp"
+"$CXX" "${flags[@]}" -o "$build/fuzz_unpickler" "$root/fuzz/fuzz_unpickler.cpp" \
+  "$root/src/serialize/pickle/unpickler.cpp" "$root/src/serialize/pickle/torch_globals.cpp" \
+  "$root/src/error.cpp"
 
 status=0
-for name in safetensors idx store_protocol; do
+for name in safetensors idx store_protocol unpickler; do
   corpus="$build/corpus_$name"
   mkdir -p "$corpus" "$build/artifacts_$name"
   seeds=$name

@@ -4,7 +4,7 @@ set -euo pipefail
 SUDO=""
 [ "$(id -u)" -eq 0 ] || SUDO="sudo"
 PKGS=(build-essential cmake g++ clang libclang-rt-14-dev clang-format
-      libopenblas-dev libopenblas-openmp-dev libdnnl-dev zlib1g-dev libxxhash-dev nlohmann-json3-dev
+      libopenblas-dev libopenblas-openmp-dev libdnnl-dev zlib1g-dev libxxhash-dev libzip-dev nlohmann-json3-dev
       libgtest-dev libgmock-dev libbenchmark-dev
       libgloo-dev libopenmpi-dev openmpi-bin iproute2
       dataset-fashion-mnist python3-torch)

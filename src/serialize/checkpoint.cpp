@@ -1,6 +1,7 @@
 // Glue between Tensor and the byte-level safetensors format, with the per-tensor checksums.
 #include <cstring>
 
+#include "serialize/torch_load/formats.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 #include "weft/serialize.h"
@@ -97,11 +98,14 @@ void save(const TensorDict& tensors, const std::string& path,
 
 TensorDict load(const std::string& path, Device device,
                 std::map<std::string, std::string>* metadata) {
+  // torch.save checkpoints too, told apart by their first bytes.
+  if (auto torch = serialize::load_if_not_safetensors(path, device, metadata)) return *torch;
   return to_dict(serialize::SafetensorsFile::read(path), path, device, metadata);
 }
 
 TensorDict load_from_bytes(std::vector<uint8_t> bytes, std::map<std::string, std::string>* metadata,
                            const std::string& name) {
+  if (auto torch = serialize::load_if_not_safetensors(bytes, metadata)) return *torch;
   serialize::SafetensorsFile f;
   try {
     f = serialize::SafetensorsFile::parse(std::move(bytes));
