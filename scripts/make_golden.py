@@ -662,6 +662,50 @@ def _():
     _shuffle("channel_shuffle_channels_last", (2, 12, 3, 4), 3, channels_last=True)
 
 
+@case("channel_shuffle_int64")
+def _():
+    # torch.arange is int64: PyTorch shuffles it like any dtype (channels-last stays so).
+    x = torch.arange(2 * 6 * 2 * 2).view(2, 6, 2, 2)
+    cl = nn.ChannelShuffle(3)(x.contiguous(memory_format=torch.channels_last))
+    assert cl.is_contiguous(memory_format=torch.channels_last)
+    x3 = torch.arange(2 * 4 * 3).view(2, 4, 3)
+    write("channel_shuffle_int64",
+          {"in.0": x, "out": nn.ChannelShuffle(3)(x), "out.channels_last": cl.contiguous(),
+           "in.1": x3, "out.1": nn.ChannelShuffle(2)(x3)},
+          {"module": "ChannelShuffle", "groups": [3, 2], "dtype": "int64"})
+
+
+# ------------------------------------------------------------------ DistributedSampler
+
+@case("distributed_sampler")
+def _():
+    # torch.utils.data.DistributedSampler's shards (shuffle=True): "shards.<n>.<seed>.<epoch>.
+    # <world>.<drop_last>" holds rank r's indices in row r; "head..." the first 256 of rank 0's
+    # for an MNIST-sized dataset. Seeds past 2**32 check that only the low 32 bits count.
+    from torch.utils.data import DistributedSampler
+    tensors = {}
+
+    def shards(n, seed, epoch, world, drop_last):
+        rows = []
+        for rank in range(world):
+            s = DistributedSampler(range(n), num_replicas=world, rank=rank, shuffle=True,
+                                   seed=seed, drop_last=drop_last)
+            s.set_epoch(epoch)
+            rows.append(list(s))
+        return torch.tensor(rows, dtype=torch.int64)
+
+    for n in (1, 2, 7, 10, 33):
+        for seed in (0, 7, 2**32 + 3):
+            for epoch in (0, 1, 5):
+                for world, drop_last in ((1, False), (3, False), (4, True)):
+                    key = f"shards.{n}.{seed}.{epoch}.{world}.{int(drop_last)}"
+                    tensors[key] = shards(n, seed, epoch, world, drop_last)
+    tensors["shards.1000.42.3.2.0"] = shards(1000, 42, 3, 2, False)
+    tensors["head.60000.0.2.2.0"] = shards(60000, 0, 2, 2, False)[0, :256].contiguous()
+    write("distributed_sampler", tensors,
+          {"sampler": "torch.utils.data.DistributedSampler", "shuffle": True})
+
+
 # --------------------------------------------------------------------------- main
 
 @case("half_casts")

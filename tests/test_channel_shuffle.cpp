@@ -51,3 +51,23 @@ TEST(ChannelShuffle, EdgeGroupsAndErrors) {
   EXPECT_TRUE(weft::test::gradcheck([](auto& v) { return F::channel_shuffle(v[0], 2); },
                                     {randn({1, 4, 2, 2})}));
 }
+
+TEST(ChannelShuffle, Int64AsPyTorch) {
+  // torch.arange is int64; PyTorch shuffles it (golden), and so does weft, layouts included.
+  Golden g("channel_shuffle_int64");
+  Tensor x = g["in.0"];
+  ASSERT_EQ(x.dtype(), kInt64);
+  nn::ChannelShuffle cs(3);
+  Tensor out = cs(x);
+  EXPECT_EQ(out.dtype(), kInt64);
+  EXPECT_EQ(out.sizes(), x.sizes());
+  EXPECT_EQ(out.to_vector_int64(), g["out"].to_vector_int64());
+  Tensor cl = F::channel_shuffle(nn::to_channels_last(x), 3);
+  EXPECT_TRUE(nn::is_channels_last(cl));
+  EXPECT_EQ(cl.contiguous().to_vector_int64(), g["out.channels_last"].to_vector_int64());
+  EXPECT_EQ(F::channel_shuffle(g["in.1"], 2).to_vector_int64(), g["out.1"].to_vector_int64());
+  // The same permutation as the float kernel's.
+  Tensor xf = x.to(kFloat32);
+  EXPECT_EQ(out.to(kFloat32).to_vector_float(), F::channel_shuffle(xf, 3).to_vector_float());
+  EXPECT_THROW(F::channel_shuffle(x, 4), Error);  // 6 channels, 4 groups: still refused
+}

@@ -4,7 +4,6 @@
 // dead or stalled ranks failing the others within the timeout instead of hanging.
 #include <gtest/gtest.h>
 
-
 #include "subprocess.h"
 
 using weft::test::build_dir;

@@ -1,10 +1,14 @@
 // DistributedSampler: shards cover the dataset exactly once per epoch (plus PyTorch's
-// padding), agree across ranks on the permutation, and change with the epoch.
+// padding), agree across ranks on the permutation, change with the epoch, and equal
+// PyTorch's own shards for the same seed and epoch (tests/golden/distributed_sampler).
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <map>
+#include <sstream>
 
+#include "data/torch_randperm.h"
+#include "golden.h"
 #include "weft/data/distributed_sampler.h"
 
 using namespace weft;
@@ -77,4 +81,49 @@ TEST(DistributedSampler, DefaultsAndErrors) {
   set_default_replica_provider(nullptr);
   EXPECT_THROW(DistributedSampler(10, {.num_replicas = 2, .rank = 2}), Error);
   EXPECT_THROW(DistributedSampler(10, {.num_replicas = 0, .rank = 0}), Error);
+}
+
+// The golden's keys: "shards.<n>.<seed>.<epoch>.<world>.<drop_last>" (row r: rank r's indices)
+// and "head.<...>" (the first indices of rank 0), written by PyTorch's DistributedSampler.
+TEST(DistributedSampler, SameShardsAsPyTorch) {
+  test::Golden g("distributed_sampler");
+  int checked = 0;
+  for (const auto& [key, want] : g.tensors) {
+    std::istringstream parts(key);
+    std::string kind, field;
+    std::vector<uint64_t> v;
+    std::getline(parts, kind, '.');
+    while (std::getline(parts, field, '.')) v.push_back(std::stoull(field));
+    ASSERT_EQ(v.size(), 5u) << key;
+    const auto [n, seed, epoch, world, drop_last] = std::tuple(v[0], v[1], v[2], v[3], v[4]);
+    const std::vector<int64_t> rows = want.to_vector_int64();
+    const size_t width = kind == "head" ? rows.size() : rows.size() / world;
+    for (size_t r = 0; r < (kind == "head" ? 1 : world); ++r) {
+      DistributedSampler s(n, {.num_replicas = (int)world,
+                               .rank = (int)r,
+                               .shuffle = true,
+                               .seed = seed,
+                               .drop_last = drop_last != 0});
+      s.set_epoch((int64_t)epoch);
+      std::vector<int64_t> got = s.indices();
+      if (kind == "head") got.resize(width);
+      EXPECT_EQ(got, std::vector<int64_t>(rows.begin() + r * width, rows.begin() + (r + 1) * width))
+          << key << " rank " << r;
+      ++checked;
+    }
+  }
+  EXPECT_GT(checked, 300);
+}
+
+TEST(DistributedSampler, TorchRandpermIsAPermutationOfTheSeedsLow32Bits) {
+  // torch.randperm(10) after manual_seed(0), as Python prints it.
+  EXPECT_EQ(data::detail::torch_randperm(10, 0),
+            (std::vector<int64_t>{4, 1, 7, 5, 3, 9, 0, 8, 6, 2}));
+  EXPECT_EQ(data::detail::torch_randperm(50, 3),
+            data::detail::torch_randperm(50, (1ull << 32) + 3));
+  for (int64_t n : {0, 1, 2, 97}) {
+    auto p = data::detail::torch_randperm(n, 11);
+    std::sort(p.begin(), p.end());
+    for (int64_t i = 0; i < n; ++i) EXPECT_EQ(p[i], i);
+  }
 }

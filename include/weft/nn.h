@@ -12,3 +12,4 @@
 #include "weft/nn/loss.h"
 #include "weft/nn/module.h"
 #include "weft/nn/pooling.h"
+#include "weft/nn/state_dict.h"

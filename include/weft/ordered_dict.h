@@ -1,6 +1,7 @@
 // Insertion-ordered name -> value map used for parameters, buffers, children and
 // state_dicts: iteration order is registration order, as in PyTorch. Lookups are linear,
-// which is fastest at the sizes modules have (a handful of entries).
+// which is fastest at the sizes modules have (a handful of entries). update() is Python's
+// dict.update: existing keys keep their place and take the new value, new keys go last.
 #pragma once
 
 #include <string>
@@ -28,6 +29,12 @@ class OrderedDict {
   V& insert_or_assign(const std::string& key, V value) {
     if (V* v = find(key)) return *v = std::move(value);
     return insert(key, std::move(value));
+  }
+  // Python's dict.update (the partial-loading recipe's `model_dict.update(pretrained)`): each of
+  // other's entries replaces the value under its key, in place, or is appended in other's order.
+  // libtorch's OrderedDict::update throws on a present key instead; this one overwrites.
+  void update(const OrderedDict& other) {
+    for (const auto& [k, v] : other) insert_or_assign(k, v);
   }
   V* find(const std::string& key) {
     for (auto& it : items_)

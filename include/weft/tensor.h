@@ -20,8 +20,17 @@
 
 namespace weft {
 
-using Shape = std::vector<int64_t>;
-std::string shape_str(const Shape& s);
+// Sizes and strides: a std::vector<int64_t> in all but name, named so that `std::cout <<
+// x.sizes()` finds its printer ("[2, 3]", as libtorch prints an IntArrayRef).
+struct Shape : std::vector<int64_t> {
+  using std::vector<int64_t>::vector;
+  Shape() = default;
+  Shape(const std::vector<int64_t>& v) : std::vector<int64_t>(v) {}
+  Shape(std::vector<int64_t>&& v) : std::vector<int64_t>(std::move(v)) {}
+  std::vector<int64_t> vec() const { return *this; }  // libtorch's IntArrayRef::vec()
+};
+std::ostream& operator<<(std::ostream& os, const Shape& s);
+std::string shape_str(const Shape& s);  // "(2, 3)", as Python prints a shape tuple
 
 // Raw memory owned by tensors that view it; freed into the caching allocator of its device
 // (CPU, a CUDA device, or pinned host memory for CPU storage with `pinned`).

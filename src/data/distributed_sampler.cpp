@@ -2,7 +2,7 @@
 
 #include <mutex>
 
-#include "weft/ops.h"
+#include "data/torch_randperm.h"
 
 namespace weft::data {
 
@@ -42,8 +42,8 @@ DistributedSampler::DistributedSampler(size_t n, DistributedSamplerOptions o)
 std::vector<int64_t> DistributedSampler::indices() const {
   std::vector<int64_t> all;
   if (options_.shuffle) {
-    Generator g(mix_seed(options_.seed, epoch_));
-    all = randperm((int64_t)n_, &g).to_vector_int64();
+    // PyTorch's order: randperm on a CPU generator seeded with seed + epoch.
+    all = detail::torch_randperm((int64_t)n_, options_.seed + static_cast<uint64_t>(epoch_));
   } else {
     all.resize(n_);
     for (size_t i = 0; i < n_; ++i) all[i] = (int64_t)i;

@@ -26,6 +26,8 @@ struct State {
   std::string master_addr;       // where peers are: picks the address Gloo listens on
   Duration timeout = kDefaultTimeout;
   int groups_created = 0;  // same on every rank, since every rank calls new_group
+  // The global ranks of each group new_group made (get_process_group_ranks).
+  std::vector<std::pair<std::weak_ptr<ProcessGroup>, std::vector<int>>> group_ranks;
 };
 State g_state;  // namespace scope: outlives the MPI runtime's static holder (see mpi backend)
 
@@ -400,14 +402,39 @@ std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks_in,
     t = timeout.value_or(g_state.timeout);
   }
   const std::vector<int> ranks = checked_ranks(ranks_in, parent->size());
-  if (parent->backend_name() == "mpi")
-    return detail::track(ProcessGroupMPI::create(ranks, t), id, nullptr, "");
+  std::shared_ptr<ProcessGroup> group;
+  if (parent->backend_name() == "mpi") {
+    group = detail::track(ProcessGroupMPI::create(ranks, t), id, nullptr, "");
+  } else {
+    auto it = std::find(ranks.begin(), ranks.end(), parent->rank());
+    if (it == ranks.end()) return nullptr;
+    group = make_group(parent->backend_name(),
+                       std::make_shared<PrefixStore>("weft/pg/" + std::to_string(id), store),
+                       static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), t,
+                       master_addr, id);
+  }
+  if (group) {
+    std::lock_guard<std::mutex> lock(g_state.mu);
+    auto& known = g_state.group_ranks;
+    known.erase(
+        std::remove_if(known.begin(), known.end(), [](const auto& e) { return e.first.expired(); }),
+        known.end());
+    known.emplace_back(group, ranks);
+  }
+  return group;
+}
 
-  auto it = std::find(ranks.begin(), ranks.end(), parent->rank());
-  if (it == ranks.end()) return nullptr;
-  return make_group(
-      parent->backend_name(), std::make_shared<PrefixStore>("weft/pg/" + std::to_string(id), store),
-      static_cast<int>(it - ranks.begin()), static_cast<int>(ranks.size()), t, master_addr, id);
+std::vector<int> get_process_group_ranks(const std::shared_ptr<ProcessGroup>& group) {
+  WEFT_CHECK_DIST(group, "get_process_group_ranks: null group (this rank is not a member)");
+  {
+    std::lock_guard<std::mutex> lock(g_state.mu);
+    for (const auto& [weak, ranks] : g_state.group_ranks)
+      if (weak.lock() == group) return ranks;
+  }
+  // The default group, or one built directly from a backend: its own numbering.
+  std::vector<int> ranks(static_cast<size_t>(group->size()));
+  for (int r = 0; r < group->size(); ++r) ranks[r] = r;
+  return ranks;
 }
 
 }  // namespace weft::dist

@@ -20,6 +20,16 @@ namespace {
 Tensor shuffle(const Tensor& x, int64_t groups) {
   return ops::channel_shuffle_stub(x.device(), x, groups);
 }
+
+// Integer inputs (arange gives int64; PyTorch shuffles any dtype): PyTorch's reference form,
+// [N, g, C/g, *] transposed to [N, C/g, g, *], on any device. Nothing to differentiate.
+Tensor shuffle_by_views(const Tensor& x, int64_t groups) {
+  const Shape& s = x.sizes();
+  Shape split = {s[0], groups, s[1] / groups};
+  split.insert(split.end(), s.begin() + 2, s.end());
+  Tensor out = x.reshape(split).transpose(1, 2).contiguous().view(s);
+  return is_channels_last(x) ? to_channels_last(out) : out;
+}
 }  // namespace
 
 namespace functional {
@@ -27,12 +37,11 @@ namespace functional {
 Tensor channel_shuffle(const Tensor& input, int64_t groups) {
   WEFT_CHECK(input.dim() >= 3, "channel_shuffle expects an input of rank >= 3 [N, C, *], got ",
              input.str());
-  WEFT_CHECK(is_floating_point(input.dtype()),
-             "channel_shuffle expects a floating point input, got ", input.str());
   WEFT_CHECK(groups > 0, "channel_shuffle: groups must be positive, got ", groups);
   const int64_t C = input.size(1);
   WEFT_CHECK(C % groups == 0, "channel_shuffle: number of channels ", C,
              " must be divisible by groups ", groups);
+  if (!is_floating_point(input.dtype())) return shuffle_by_views(input, groups);
   if (is_reduced_float(input.dtype()))  // exact: the values only move
     return channel_shuffle(input.to(kFloat32), groups).to(input.dtype());
   Tensor out = shuffle(input, groups);

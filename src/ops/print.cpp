@@ -1,4 +1,8 @@
-// Printing a tensor as PyTorch does: tensor([...], dtype=..., device=..., requires_grad=True).
+// Printing a tensor as PyTorch does: tensor([...], dtype=..., device=..., requires_grad=True),
+// and a Shape as libtorch prints sizes: [2, 3]. Each is formatted whole first and handed to the
+// stream in one write, so that prints from several threads (DataParallel's replicas) to
+// std::cout, which passes every write to stdio under its lock, cannot interleave inside one
+// (Note [Replica output]).
 #include <functional>
 #include <iomanip>
 #include <sstream>
@@ -8,8 +12,9 @@
 
 namespace weft {
 
-std::ostream& operator<<(std::ostream& os, const Tensor& t) {
-  if (!t.defined()) return os << "tensor(undefined)";
+namespace {
+
+void format(std::ostream& os, const Tensor& t) {
   // 16-bit floats print through float32 (exact); the dtype is in the suffix.
   Tensor c = t.detach().to(Device::CPU()).contiguous();
   if (is_reduced_float(c.dtype())) c = c.to(kFloat32);
@@ -50,7 +55,22 @@ std::ostream& operator<<(std::ostream& os, const Tensor& t) {
   if (t.device() != Device::CPU()) os << ", device=" << t.device();
   if (t.requires_grad())
     os << (t.is_leaf() ? ", requires_grad=True" : ", grad_fn=<" + t.grad_fn()->name() + ">");
-  return os << ")";
+  os << ")";
+}
+
+}  // namespace
+
+std::ostream& operator<<(std::ostream& os, const Tensor& t) {
+  if (!t.defined()) return os << "tensor(undefined)";
+  std::ostringstream text;
+  format(text, t);
+  return os << text.str();
+}
+
+std::ostream& operator<<(std::ostream& os, const Shape& s) {
+  std::string text = "[";
+  for (size_t i = 0; i < s.size(); ++i) text += (i ? ", " : "") + std::to_string(s[i]);
+  return os << text + "]";
 }
 
 }  // namespace weft

@@ -14,8 +14,7 @@ namespace {
 
 weft::test::RunResult launch(int nproc, const std::string& scenario, int seconds = 180) {
   return run_command(build_dir() + "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
-                         " --standalone " + build_dir() +
-                         "/tests/cuda/nccl_worker " + scenario,
+                         " --standalone " + build_dir() + "/tests/cuda/nccl_worker " + scenario,
                      seconds);
 }
 

@@ -13,6 +13,7 @@
 #include <string>
 #include <thread>
 
+#include "free_collectives.h"
 #include "weft/distributed/distributed.h"
 #include "weft/tensor.h"
 #include "worker_check.h"
@@ -344,6 +345,8 @@ int main(int argc, char** argv) {
       peer_stalls();
     } else if (scenario == "init") {
       init_only();
+    } else if (scenario == "free_collectives") {
+      weft::test::free_collectives(options());
     } else {
       fail("unknown scenario '" + scenario + "'");
     }

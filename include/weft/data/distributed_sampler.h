@@ -2,6 +2,8 @@
 // dataset per epoch, as torch.utils.data.DistributedSampler: one permutation per (seed,
 // epoch) shared by all ranks, padded by repeating its start (or truncated with drop_last)
 // to a multiple of num_replicas, then rank r takes every num_replicas-th index from r.
+// The permutation is PyTorch's own (torch.randperm on a CPU generator seeded with seed +
+// epoch), so a job moved from PyTorch sees the same shards for the same seed and epoch.
 // Every rank must call set_epoch(e) with the same e, or ranks see different permutations.
 #pragma once
 

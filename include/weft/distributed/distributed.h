@@ -1,5 +1,7 @@
 // torch.distributed's entry points: init_process_group (env://, tcp:// and file:// rendezvous),
-// the default group and new_group for subgroups. The namespace is weft::dist, as Python code says
+// the default group and new_group for subgroups, and (weft/distributed/collectives_api.h) the
+// collectives as free functions: dist::all_reduce(t), broadcast, all_gather, reduce_scatter,
+// barrier. The namespace is weft::dist, as Python code says
 // `import torch.distributed as dist`.
 // env:// reads MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE (and LOCAL_RANK), as torchrun and
 // weft-run set them; under mpirun the MPI backend takes rank and size from MPI itself.
@@ -9,6 +11,7 @@
 #include <optional>
 #include <string>
 
+#include "weft/distributed/collectives_api.h"
 #include "weft/distributed/process_group.h"
 
 namespace weft::dist {
@@ -39,5 +42,8 @@ int get_local_rank();                           // LOCAL_RANK, or 0
 // outside `ranks` get nullptr.
 std::shared_ptr<ProcessGroup> new_group(const std::vector<int>& ranks,
                                         std::optional<Duration> timeout = std::nullopt);
+// The global ranks of `group`'s members, in the order of their group ranks (new_group's ranks,
+// sorted; 0..size-1 for the default group), as torch.distributed.get_process_group_ranks.
+std::vector<int> get_process_group_ranks(const std::shared_ptr<ProcessGroup>& group);
 
 }  // namespace weft::dist

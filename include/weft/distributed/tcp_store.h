@@ -81,7 +81,8 @@ class TCPStore : public Store {
   void hello();
   void wait_for_workers(int world_size);
   std::string name() const;
-  Duration reply_within() const;  // how long a request that does not wait for keys may take  // "TCPStore host:port", which starts its error messages
+  Duration reply_within() const;  // how long a request that does not wait for keys may take  //
+                                  // "TCPStore host:port", which starts its error messages
 
   std::string host_;
   uint16_t port_;

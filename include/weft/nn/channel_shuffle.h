@@ -2,6 +2,7 @@
 // out channel i*groups + j = in channel j*(C/groups) + i. Works on any input of rank >= 3
 // (dim 1 = channels), keeps channels-last inputs channels-last, and runs as plain memcpy
 // of contiguous runs so it moves data at copy bandwidth. Backward is the inverse shuffle.
+// Every dtype is accepted, as in PyTorch: int64 (torch.arange's) moves through views.
 #pragma once
 
 #include "weft/nn/module.h"

@@ -1,12 +1,15 @@
 // nn::Module: the base of every layer and model. Holds parameters, buffers and child
 // modules in registration order; gives named access, train/eval, zero_grad, apply,
 // state_dict/load_state_dict (strict or not) and a deep clone() for replicas. Modules live
-// in shared_ptrs; ModuleHolder<T> (e.g. `Linear`) is the value-like handle users write.
+// in shared_ptrs; ModuleHolder<T> (e.g. `Linear`) is the value-like handle users write, with
+// libtorch's idioms: `Linear fc{nullptr};` (empty, assigned later) and
+// `fc = register_module("fc", Linear(4, 8));`.
 #pragma once
 
 #include <functional>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "weft/ordered_dict.h"
@@ -15,6 +18,14 @@
 namespace weft::nn {
 
 using StateDict = OrderedDict<Tensor>;
+
+template <typename Impl>
+class ModuleHolder;
+
+// Constructor arguments that are not a single holder H (or one derived from it): the variadic
+// constructor must not win over copying a non-const holder.
+template <typename H, typename First, typename... Rest>
+concept NotAHolderCopy = sizeof...(Rest) > 0 || !std::is_base_of_v<H, std::remove_cvref_t<First>>;
 
 struct LoadResult {
   std::vector<std::string> missing_keys;
@@ -37,6 +48,11 @@ class Module : public std::enable_shared_from_this<Module> {
   std::shared_ptr<M> register_module(const std::string& name, std::shared_ptr<M> m) {
     add_child(name, m);
     return m;
+  }
+  // libtorch's `fc = register_module("fc", nn::Linear(5, 2));` (fc an nn::Linear).
+  template <typename M>
+  std::shared_ptr<M> register_module(const std::string& name, ModuleHolder<M> holder) {
+    return register_module(name, holder.ptr());
   }
 
   std::vector<Tensor> parameters(bool recurse = true) const;
@@ -114,24 +130,46 @@ class Cloneable : public Module {
   }
 };
 
-// Value-like handle to a module, as libtorch's: `Linear fc(4, 8); fc(x); fc->weight`.
+// Value-like handle to a module, as libtorch's: `Linear fc(4, 8); fc(x); fc->weight`. A holder
+// made from nullptr is empty (`Linear fc{nullptr};` as a member, assigned in the constructor);
+// using an empty one throws instead of dereferencing null.
 template <typename Impl>
 class ModuleHolder {
  public:
-  template <typename... Args>
-  explicit ModuleHolder(Args&&... args)
-      : impl_(std::make_shared<Impl>(std::forward<Args>(args)...)) {}
+  // Default-constructs the module, as libtorch's holder; a module without a default constructor
+  // says to start empty instead.
+  ModuleHolder() : impl_(make_default()) {}
+  ModuleHolder(std::nullptr_t) {}
+  // Builds the module from its constructor's arguments; a lone holder argument is a copy instead.
+  template <typename First, typename... Rest>
+  requires NotAHolderCopy<ModuleHolder, First, Rest...>
+  explicit ModuleHolder(First&& first, Rest&&... rest)
+      : impl_(std::make_shared<Impl>(std::forward<First>(first), std::forward<Rest>(rest)...)) {}
   ModuleHolder(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
-  Impl* operator->() const { return impl_.get(); }
-  Impl& operator*() const { return *impl_; }
+  Impl* operator->() const { return get(); }
+  Impl& operator*() const { return *get(); }
+  Impl* get() const {
+    WEFT_CHECK(impl_,
+               "accessing an empty module holder: one made from nullptr must be assigned a module "
+               "(e.g. fc = register_module(\"fc\", Linear(...)) in the constructor) before use");
+    return impl_.get();
+  }
+  bool is_empty() const { return impl_ == nullptr; }
+  explicit operator bool() const { return impl_ != nullptr; }
   const std::shared_ptr<Impl>& ptr() const { return impl_; }
   operator std::shared_ptr<Module>() const { return impl_; }
   template <typename... Args>
   auto operator()(Args&&... args) {
-    return impl_->forward(std::forward<Args>(args)...);
+    return get()->forward(std::forward<Args>(args)...);
   }
 
  private:
+  static std::shared_ptr<Impl> make_default() {
+    static_assert(std::is_default_constructible_v<Impl>,
+                  "this module has no default constructor: start the holder empty instead "
+                  "(`Linear fc{nullptr};` or `Linear fc = nullptr;`) and assign it later");
+    return std::make_shared<Impl>();
+  }
   std::shared_ptr<Impl> impl_;
 };
 

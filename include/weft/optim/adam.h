@@ -1,5 +1,6 @@
 // Adam (L2 weight decay added to the gradient) and AdamW (decoupled weight decay), with
-// amsgrad, matching torch.optim's update including where eps enters.
+// amsgrad, matching torch.optim's update including where eps enters. `Adam opt(params, 1e-3)` is
+// libtorch's Adam(params, AdamOptions(lr)).
 #pragma once
 
 #include "weft/optim/optimizer.h"
@@ -17,6 +18,9 @@ struct AdamOptions {
 class Adam : public Optimizer {
  public:
   Adam(std::vector<Tensor> params, AdamOptions options);
+  // Just the learning rate. A number, not a braced list: Adam(params, {}) keeps the options.
+  template <LearningRate L>
+  Adam(std::vector<Tensor> params, L lr) : Adam(std::move(params), AdamOptions{.lr = double(lr)}) {}
   Adam(std::vector<ParamGroup> groups, bool decoupled = false)
       : Optimizer(std::move(groups)), decoupled_(decoupled) {}
   void step() override;
@@ -29,6 +33,9 @@ class Adam : public Optimizer {
 class AdamW : public Adam {
  public:
   AdamW(std::vector<Tensor> params, AdamOptions options = {.weight_decay = 1e-2});
+  template <LearningRate L>
+  AdamW(std::vector<Tensor> params, L lr)
+      : AdamW(std::move(params), AdamOptions{.lr = double(lr), .weight_decay = 1e-2}) {}
 };
 
 }  // namespace weft::optim

@@ -6,12 +6,18 @@
 #include <map>
 #include <memory>
 #include <string>
+#include <type_traits>
 #include <vector>
 
 #include "weft/ordered_dict.h"
 #include "weft/tensor.h"
 
 namespace weft::optim {
+
+// What libtorch's `SGD opt(params, 0.01)` passes: a plain number (not bool, and not a braced list,
+// so that `Adam(params, {})` still means the default options).
+template <typename T>
+concept LearningRate = std::is_arithmetic_v<T> && !std::is_same_v<T, bool>;
 
 // Hyperparameters common to the optimizers in weft; each optimizer reads the ones it uses.
 struct ParamGroupOptions {

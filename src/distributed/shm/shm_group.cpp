@@ -194,8 +194,8 @@ void ShmGroup::fail_late(Word w, uint64_t target, const char* op, const Deadline
     if (k != me_ && load(k, w) < target)
       late += (late.empty() ? "" : ", ") + std::to_string(ranks_[k]);
   const bool several = late.find(',') != std::string::npos;
-  WEFT_DIST_ERROR("shm ", op, ": timed out: rank", several ? "s " : " ", late, " ", word_name(w), " within ",
-                  dl.timeout.count(),
+  WEFT_DIST_ERROR("shm ", op, ": timed out: rank", several ? "s " : " ", late, " ", word_name(w),
+                  " within ", dl.timeout.count(),
                   " ms (a stalled or dead peer, or ranks that issued different collectives)");
 }
 

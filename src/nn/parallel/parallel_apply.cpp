@@ -3,6 +3,7 @@
 #include <exception>
 #include <thread>
 
+#include "nn/parallel/replica_output.h"
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/cuda.h"
@@ -28,6 +29,8 @@ std::vector<std::vector<Tensor>> parallel_apply(
   // caller's non-blocking stream that scattered the inputs (and will gather the outputs).
   const std::vector<cuda::Stream> streams = cuda::current_streams();
   auto run = [&](size_t i) {
+    // Its prints reach std::cout/std::cerr in whole lines (Note [Replica output]).
+    detail::ReplicaOutputScope output;
     try {
       cuda::set_current_streams(streams);
       GradMode::set_enabled(grad_mode);

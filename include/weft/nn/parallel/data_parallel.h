@@ -14,8 +14,11 @@
 namespace weft::nn {
 
 struct DataParallelOptions {
-  std::vector<Device> device_ids = {};  // default: every GPU for a module on a GPU, else
-                                        // {cpu:0, cpu:1}
+  // Empty (the default): every visible GPU when the module's parameters are on a GPU, as in
+  // PyTorch; otherwise exactly two CPU "devices", {Device::CPU(0), Device::CPU(1)}, i.e. two
+  // replica threads that each take half of the batch. (PyTorch without a GPU runs the module
+  // unsplit.) List more CPU devices for more replicas: {CPU(0), CPU(1), CPU(2), CPU(3)}.
+  std::vector<Device> device_ids = {};
   std::optional<Device> output_device = std::nullopt;  // default: device_ids[0]
   int64_t dim = 0;
   int threads_per_device = 1;  // intra-op threads of each replica (CPU devices)

@@ -1,7 +1,8 @@
 // Runs replica i on inputs[i] concurrently, one thread per replica (the caller runs the
 // first), each with the caller's grad mode, its device as current device and its own
 // intra-op thread count. An exception in any replica is rethrown in the caller, naming
-// the replica and device; all threads are joined first.
+// the replica and device; all threads are joined first. What a replica prints to std::cout or
+// std::cerr comes out in whole lines, never mixed inside a line with another replica's.
 #pragma once
 
 #include <memory>
