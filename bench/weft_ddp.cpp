@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "weft/distributed/ddp_comm_hooks/powersgd_hook.h"
 #include "weft/distributed/distributed.h"
 #include "weft/generator.h"
 #include "weft/nn/parallel/distributed_data_parallel.h"
@@ -39,13 +40,14 @@ using Clock = std::chrono::steady_clock;
 
 struct Args {
   std::string workload;
+  std::string hook = "none";  // none, bf16 or powersgd (rank 1, after 3 plain steps)
   int64_t threads = 1, steps = 50, warmup = 5, batch = 0;
 };
 
 [[noreturn]] void usage(const std::string& msg) {
   std::fprintf(stderr,
                "weft_ddp: %s\nusage: weft_ddp --workload linear|convbn|mlp25m [--threads N] "
-               "[--steps S] [--warmup W] [--batch B]\n",
+               "[--steps S] [--warmup W] [--batch B] [--hook none|bf16|powersgd]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -57,8 +59,8 @@ Args parse_args(int argc, char** argv) {
     if (flag == "-h" || flag == "--help") usage("help");
     if (i + 1 >= argc) usage("missing value for " + flag);
     const char* v = argv[++i];
-    if (flag == "--workload") {
-      a.workload = v;
+    if (flag == "--workload" || flag == "--hook") {
+      (flag == "--workload" ? a.workload : a.hook) = v;
       continue;
     }
     std::optional<int64_t> n = weft_bench::parse_count(v);
@@ -76,6 +78,8 @@ Args parse_args(int argc, char** argv) {
   }
   if (a.workload != "linear" && a.workload != "convbn" && a.workload != "mlp25m")
     usage("--workload must be linear, convbn or mlp25m");
+  if (a.hook != "none" && a.hook != "bf16" && a.hook != "powersgd")
+    usage("--hook must be none, bf16 or powersgd");
   if (a.threads < 1 || a.steps < 1) usage("--threads and --steps must be at least 1");
   return a;
 }
@@ -171,13 +175,14 @@ void print_result(const Args& a, int64_t batch, const weft::nn::DistributedDataP
   if (pg.size() > 1 && st[4] > 0)
     std::snprintf(hidden, sizeof hidden, "%.4f", std::clamp(1.0 - exposed / st[4], 0.0, 1.0));
   std::printf(
-      "{\"impl\":\"weft\",\"workload\":\"%s\",\"world\":%d,\"threads\":%lld,\"batch\":%lld,"
+      "{\"impl\":\"weft\",\"workload\":\"%s\",\"hook\":\"%s\",\"world\":%d,\"threads\":%lld,"
+      "\"batch\":%lld,"
       "\"steps\":%lld,\"median_ms\":%.4f,\"p10_ms\":%.4f,\"p90_ms\":%.4f,\"nosync_ms\":%.4f,"
       "\"allreduce_ms\":%.4f,\"exposed_ms\":%.4f,\"hidden_share\":%s,\"buckets\":%zu,"
       "\"grad_mb\":%.2f,\"peak_rss_mb\":%.1f}\n",
-      a.workload.c_str(), pg.size(), (long long)a.threads, (long long)batch, (long long)a.steps,
-      st[0], st[1], st[2], st[3], st[4], exposed, hidden, ddp->reducer().bucket_indices().size(),
-      (double)grad_numel * 4 / 1e6, rss);
+      a.workload.c_str(), a.hook.c_str(), pg.size(), (long long)a.threads, (long long)batch,
+      (long long)a.steps, st[0], st[1], st[2], st[3], st[4], exposed, hidden,
+      ddp->reducer().bucket_indices().size(), (double)grad_numel * 4 / 1e6, rss);
   std::fflush(stdout);
 }
 
@@ -198,6 +203,13 @@ int main(int argc, char** argv) {
   weft_bench::Workload& w = *made;
   w.model->train();
   weft::nn::DistributedDataParallel ddp(w.model);
+  if (a.hook == "bf16") ddp->register_comm_hook(weft::dist::bf16_compress_hook());
+  if (a.hook == "powersgd") {
+    weft::dist::PowerSGDOptions o;
+    o.start_powerSGD_iter = 3;  // compressing from the warm-up on, so every timed step does
+    ddp->register_comm_hook(
+        weft::dist::powerSGD_hook(std::make_shared<weft::dist::PowerSGDState>(o)));
+  }
   weft::optim::SGD opt(w.model->parameters(), {.lr = 0.01, .momentum = 0.9});
   const Samples s = run_rounds(ddp, w, opt, a);
   print_result(a, w.input.sizes()[0], ddp, s);

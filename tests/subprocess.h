@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <string>
 
@@ -31,6 +32,34 @@ inline int free_port() {
   ::close(fd);
   return port;
 }
+
+// A listening socket on a free loopback port, held by the test for the ranks it starts and
+// handed to rank 0 as WEFT_STORE_LISTEN_FD (as weft-run does), so that no test running beside
+// this one can take the port between choosing it and rank 0's store binding it. Child processes
+// inherit the descriptor; only the one told about it uses it.
+class HeldPort {
+ public:
+  HeldPort() {
+    fd_ = ::socket(AF_INET, SOCK_STREAM, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    socklen_t len = sizeof a;
+    if (fd_ < 0 || ::bind(fd_, (sockaddr*)&a, sizeof a) != 0 || ::listen(fd_, 128) != 0 ||
+        ::getsockname(fd_, (sockaddr*)&a, &len) != 0)
+      std::abort();
+    port_ = ntohs(a.sin_port);
+  }
+  ~HeldPort() { ::close(fd_); }
+  HeldPort(const HeldPort&) = delete;
+  HeldPort& operator=(const HeldPort&) = delete;
+  int port() const { return port_; }
+  std::string fd() const { return std::to_string(fd_); }
+
+ private:
+  int fd_ = -1;
+  int port_ = 0;
+};
 
 struct RunResult {
   int code = -1;  // exit code (124 when the time limit killed it)

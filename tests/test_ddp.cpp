@@ -4,12 +4,10 @@
 // dead or stalled ranks failing the others within the timeout instead of hanging.
 #include <gtest/gtest.h>
 
-#include <chrono>
 
 #include "subprocess.h"
 
 using weft::test::build_dir;
-using weft::test::free_port;
 using weft::test::run_command;
 using weft::test::RunResult;
 
@@ -18,9 +16,8 @@ namespace {
 RunResult launch(int nproc, const std::string& worker, const std::string& args, int seconds = 120,
                  const std::string& env = "") {
   std::string cmd = (env.empty() ? "" : "env " + env + " ") + build_dir() +
-                    "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
-                    " --master-port " + std::to_string(free_port()) + " " + build_dir() +
-                    "/tests/distributed/" + worker + " " + args;
+                    "/tools/weft-run --nproc-per-node " + std::to_string(nproc) + " --standalone " +
+                    build_dir() + "/tests/distributed/" + worker + " " + args;
   return run_command(cmd, seconds);
 }
 
@@ -102,22 +99,20 @@ TEST(DDP, DifferentModelsFailAtConstruction) {
   EXPECT_GE(count(r.output, "models differ across ranks"), 1) << r.output;
 }
 
-TEST(DDP, KilledRankFailsTheOthersInTime) {
-  auto t0 = std::chrono::steady_clock::now();
-  auto r = launch(3, "ddp_worker", "kill", 60, "WEFT_TEST_TIMEOUT_MS=5000");
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+TEST(DDP, KilledRankFailsTheOthers) {
+  // The collectives' timeout is far beyond the test's limit: the job ends only because the
+  // others see the killed rank go (124 would be the test's own limit).
+  auto r = launch(3, "ddp_worker", "kill", 300, "WEFT_TEST_TIMEOUT_MS=3600000");
   EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.code, 124) << r.output;
   EXPECT_NE(r.output.find("rank 1"), std::string::npos) << r.output;  // weft-run names it
-  EXPECT_LT(secs, 40) << r.output;
 }
 
 TEST(DDP, StalledRankMakesOthersTimeOut) {
-  auto t0 = std::chrono::steady_clock::now();
-  auto r = launch(2, "ddp_worker", "stall", 60, "WEFT_TEST_TIMEOUT_MS=3000");
-  double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  auto r = launch(2, "ddp_worker", "stall", 300, "WEFT_TEST_TIMEOUT_MS=3000");
   EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_NE(r.code, 124) << r.output;
   EXPECT_NE(r.output.find("rank 0: error"), std::string::npos) << r.output;
-  EXPECT_LT(secs, 40) << r.output;
 }
 
 TEST(DDP, UnderMpirun) {

@@ -20,6 +20,7 @@
 #include <thread>
 #include <vector>
 
+#include "store_test_util.h"
 #include "weft/distributed/file_store.h"
 #include "weft/distributed/store.h"
 #include "weft/distributed/store_protocol.h"
@@ -30,100 +31,9 @@ using namespace weft::dist;
 using Clock = std::chrono::steady_clock;
 using std::chrono::milliseconds;
 
+using namespace weft::test::store;
+
 namespace {
-
-constexpr Duration kShort = milliseconds(200);
-constexpr Duration kLong = milliseconds(5000);
-
-std::vector<uint8_t> bytes(const std::string& s) { return {s.begin(), s.end()}; }
-
-double ms_since(Clock::time_point t0) {
-  return std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
-}
-
-// Runs fn and checks it throws DistError whose message contains every needle.
-void expect_dist_error(const std::function<void()>& fn, const std::vector<std::string>& needles) {
-  try {
-    fn();
-    ADD_FAILURE() << "expected DistError";
-  } catch (const DistError& e) {
-    for (auto& n : needles)
-      EXPECT_NE(std::string(e.what()).find(n), std::string::npos)
-          << "'" << n << "' not in: " << e.what();
-  }
-}
-
-// A port nothing listens on (bound, read back, released).
-uint16_t free_port() {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  EXPECT_EQ(bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  socklen_t len = sizeof(a);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len);
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
-int raw_connect(uint16_t port) {
-  const int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  a.sin_port = htons(port);
-  EXPECT_EQ(connect(fd, reinterpret_cast<sockaddr*>(&a), sizeof(a)), 0);
-  return fd;
-}
-
-// Reads until the peer closes or `ms` pass; returns the bytes and whether it closed.
-std::pair<std::vector<uint8_t>, bool> raw_read(int fd, int ms) {
-  std::vector<uint8_t> got;
-  const auto deadline = Clock::now() + milliseconds(ms);
-  for (;;) {
-    const auto left = std::chrono::duration_cast<milliseconds>(deadline - Clock::now()).count();
-    if (left <= 0) return {got, false};
-    pollfd p{fd, POLLIN, 0};
-    if (poll(&p, 1, static_cast<int>(left)) <= 0) continue;
-    uint8_t buf[4096];
-    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
-    if (n <= 0) return {got, true};
-    got.insert(got.end(), buf, buf + n);
-  }
-}
-
-proto::Message msg(proto::MsgType t, std::vector<std::string> keys = {},
-                   std::vector<std::vector<uint8_t>> values = {}, int64_t integer = 0) {
-  proto::Message m;
-  m.type = t;
-  m.keys = std::move(keys);
-  m.values = std::move(values);
-  m.integer = integer;
-  return m;
-}
-
-// Waits for a forked child and returns its exit code (-1 if it did not exit normally).
-int join_child(pid_t pid) {
-  int status = 0;
-  EXPECT_EQ(waitpid(pid, &status, 0), pid);
-  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
-}
-
-// Runs fn in a forked child, which exits 0 on success and 1 on any exception.
-pid_t fork_child(const std::function<void()>& fn) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    int code = 0;
-    try {
-      fn();
-    } catch (const std::exception& e) {
-      std::fprintf(stderr, "child failed: %s\n", e.what());
-      code = 1;
-    }
-    _exit(code);
-  }
-  return pid;
-}
 
 fs::path temp_file(const std::string& name) {
   auto p = fs::temp_directory_path() / ("weft_store_" + std::to_string(getpid()) + "_" + name);
@@ -151,6 +61,7 @@ TEST(StoreProtocol, RoundTripsEveryMessageType) {
       msg(T::kInt, {}, {}, INT64_MIN),
       msg(T::kBool, {}, {}, 1),
       msg(T::kTimeout, {"missing"}),
+      msg(T::kHello, {"run-id", "token"}),
   };
   for (const auto& m : ms) {
     const auto b = proto::encode_message(m);
@@ -299,11 +210,8 @@ TEST(TCPStore, WaitAndGetTimeOutNamingTheKey) {
         client.wait({"present", "missing_key"});
       },
       {"missing_key", "timed out", "127.0.0.1:" + std::to_string(server.port())});
-  EXPECT_GE(ms_since(t0), 190);
-  EXPECT_LT(ms_since(t0), 1000);
-  t0 = Clock::now();
+  EXPECT_GE(ms_since(t0), 190);  // not before its timeout
   expect_dist_error([&] { client.get("nobody_sets_this"); }, {"nobody_sets_this", "timed out"});
-  EXPECT_LT(ms_since(t0), 1000);
   expect_dist_error([&] { client.wait({"x"}, milliseconds(50)); }, {"'x'"});
   // The connection stays usable after a timeout.
   EXPECT_EQ(client.get_string("present"), "1");
@@ -315,7 +223,6 @@ TEST(TCPStore, ConnectToClosedPortFailsAfterTimeout) {
   expect_dist_error([&] { TCPStore c("127.0.0.1", port, -1, false, kShort); },
                     {"127.0.0.1:" + std::to_string(port), "could not connect"});
   EXPECT_GE(ms_since(t0), 190);
-  EXPECT_LT(ms_since(t0), 1500);
 }
 
 TEST(TCPStore, ClientMayStartBeforeServer) {
@@ -363,17 +270,17 @@ TEST(TCPStore, KilledServerMakesClientsFail) {
   uint16_t port = 0;
   ASSERT_EQ(read(p[0], &port, sizeof(port)), static_cast<ssize_t>(sizeof(port)));
   close(p[0]);
-  TCPStore client("127.0.0.1", port, -1, false, milliseconds(10000));
+  TCPStore client("127.0.0.1", port, -1, false, kDay);
   client.set("k", "v");
   EXPECT_EQ(client.get_string("k"), "v");
-  // A get parked on the server fails as soon as the server dies, not after its 10 s timeout.
+  // A get parked on the server fails when the server dies: its own timeout is a day, so failing
+  // at all is the proof.
   std::thread killer([pid] {
     std::this_thread::sleep_for(milliseconds(100));
     kill(pid, SIGKILL);
   });
-  const auto t0 = Clock::now();
-  expect_dist_error([&] { client.get("never"); }, {"127.0.0.1:" + std::to_string(port), "never"});
-  EXPECT_LT(ms_since(t0), 3000);
+  expect_dist_error([&] { client.get("never"); },
+                    {"127.0.0.1:" + std::to_string(port), "never", "server died"});
   killer.join();
   join_child(pid);
   expect_dist_error([&] { client.set("k", "v2"); }, {"127.0.0.1:" + std::to_string(port)});
@@ -401,7 +308,7 @@ TEST(TCPStore, MalformedBytesCloseOnlyThatConnection) {
     const int fd = raw_connect(server.port());
     ASSERT_EQ(send(fd, attacks[i].data(), attacks[i].size(), MSG_NOSIGNAL),
               static_cast<ssize_t>(attacks[i].size()));
-    const auto [reply, closed] = raw_read(fd, 2000);
+    const auto [reply, closed] = raw_read(fd, 120000);
     EXPECT_TRUE(closed) << "attack " << i;
     EXPECT_TRUE(reply.empty()) << "attack " << i;
     close(fd);
@@ -426,11 +333,15 @@ TEST(TCPStore, PipelinedRequestsAreAnsweredInOrder) {
   std::this_thread::sleep_for(milliseconds(50));
   EXPECT_FALSE(server.check({"mine"}));  // held behind the parked get
   server.set("later", "x");
+  // Both replies, however slowly they come.
   std::vector<uint8_t> got;
-  while (true) {
-    auto [more, closed] = raw_read(fd, 200);
-    got.insert(got.end(), more.begin(), more.end());
-    if (closed || more.empty()) break;
+  while (got.size() < 2 * proto::kHeaderSize || !replies_complete(got, 2)) {
+    pollfd p{fd, POLLIN, 0};
+    ASSERT_GT(poll(&p, 1, 120000), 0) << "no reply within 120 s";
+    uint8_t buf[4096];
+    const ssize_t n = recv(fd, buf, sizeof(buf), 0);
+    ASSERT_GT(n, 0) << "the server closed the connection";
+    got.insert(got.end(), buf, buf + n);
   }
   close(fd);
   proto::Message m1, m2;
@@ -467,7 +378,6 @@ TEST(FileStore, BasicOperationsAndTimeout) {
   expect_dist_error([&] { b.get("missing_file_key"); },
                     {"missing_file_key", path.string(), "timed out"});
   EXPECT_GE(ms_since(t0), 190);
-  EXPECT_LT(ms_since(t0), 1000);
   fs::remove(path);
 }
 

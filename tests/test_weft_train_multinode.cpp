@@ -39,11 +39,14 @@ TwoNodes run_two_nodes(const fs::path& a, const fs::path& b, int epochs,
                        const std::string& extra = "") {
   static std::atomic<int> runs{0};
   const fs::path store = fresh_dir("store" + std::to_string(runs++));
+  // Node 0's launcher holds the store port even though this job meets through a file: a port of
+  // its own keeps it clear of other tests' launchers.
+  const std::string port = std::to_string(weft::test::free_port());
   auto cmd = [&](int node, const fs::path& dir) {
     return "env GLOO_SOCKET_IFNAME=lo " + build_dir() +
-           "/tools/weft-run --nnodes 2 --nproc-per-node 1 --rdzv-timeout 120 --node-rank " +
-           std::to_string(node) + " " + weft::test::weft_train() + " --data " +
-           weft::test::fashion_subset() +
+           "/tools/weft-run --nnodes 2 --nproc-per-node 1 --rdzv-timeout 120 --master-port " +
+           port + " --node-rank " + std::to_string(node) + " " + weft::test::weft_train() +
+           " --data " + weft::test::fashion_subset() +
            " --batch-size 32 --scheduler none --no-progress --epochs " + std::to_string(epochs) +
            " --checkpoint-dir " + dir.string() + " --init-method file://" + store.string() + " " +
            extra;

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <thread>
 
+#include "distributed/store_util.h"
 #include "weft/data/distributed_sampler.h"
 #include "weft/distributed/file_store.h"
 #include "weft/distributed/gloo/process_group_gloo.h"
@@ -62,6 +63,30 @@ std::string describe(int world_size, const std::string& backend) {
   return "world_size=" + std::to_string(world_size) + " backend=" + backend;
 }
 
+// Waits for `k` until `deadline`, saying every progress interval which ranks have not joined.
+template <typename KeyOf>
+void wait_reporting(Store& store, const std::string& k, int rank, int world_size,
+                    std::chrono::steady_clock::time_point deadline, Duration timeout,
+                    const std::string& where, const KeyOf& key) {
+  const auto start = deadline - timeout;
+  const Duration every = detail::progress_interval(timeout);
+  for (;;) {
+    const auto now = std::chrono::steady_clock::now();
+    const auto left = std::chrono::duration_cast<Duration>(deadline - now);
+    try {
+      return store.wait({k}, std::clamp(left, Duration(1), every));
+    } catch (const DistError&) {
+      if (left <= every) throw;
+    }
+    std::string missing;
+    for (int q = 0; q < world_size; ++q)
+      if (!store.check({key(q)})) missing += (missing.empty() ? "" : ", ") + std::to_string(q);
+    detail::report_waiting("rank " + std::to_string(rank),
+                           "for rank(s) " + missing + " to join at " + where,
+                           std::chrono::steady_clock::now() - start, timeout);
+  }
+}
+
 // Every rank publishes what it joined with, then reads everyone's in rank order: a rank that
 // never comes or disagrees is named, rather than surfacing later as a hang or a garbled
 // collective. The store's host (rank 0 over TCP) lingers briefly on failure, so that the
@@ -79,9 +104,7 @@ void check_joined(Store& store, int rank, int world_size, const std::string& bac
   std::string error;
   for (int r = 0; r < world_size && error.empty(); ++r) {
     try {
-      const auto left =
-          std::chrono::duration_cast<Duration>(deadline - std::chrono::steady_clock::now());
-      store.wait({key(r)}, std::max(left, Duration(1)));
+      wait_reporting(store, key(r), rank, world_size, deadline, timeout, where, key);
     } catch (const DistError& e) {
       std::string missing = std::to_string(r);
       try {
@@ -210,6 +233,19 @@ Duration rdzv_timeout(Duration fallback) {
   return Duration(static_cast<int64_t>(s * 1000.0 + 0.5));
 }
 
+// What weft-run tells its ranks about their store (Note [Store admission]): the job's run id and
+// token, and to rank 0 the listening socket weft-run bound for it.
+TCPStoreOptions store_options(int rank) {
+  TCPStoreOptions so;
+  so.run_id = env("WEFT_RUN_ID").value_or("");
+  so.token = env("WEFT_STORE_TOKEN").value_or("");
+  so.label = "rank " + std::to_string(rank);
+  if (auto fd = env("WEFT_STORE_LISTEN_FD"); fd && rank == 0)
+    so.listen_fd =
+        static_cast<int>(parse_int("environment variable WEFT_STORE_LISTEN_FD", *fd, 0, 1 << 20));
+  return so;
+}
+
 // Under mpirun: rank and size come from MPI; InitOptions may only agree with them.
 void init_mpi(const InitOptions& o) {
   const int wrank = ProcessGroupMPI::world_rank(), wsize = ProcessGroupMPI::world_size();
@@ -245,7 +281,7 @@ void init_locked(const InitOptions& o) {
     where = rv.master_addr + ":" + std::to_string(rv.port);
     store = std::make_shared<TCPStore>(rv.master_addr, static_cast<uint16_t>(rv.port), world,
                                        /*is_server=*/rank == 0, rdzv,
-                                       /*wait_for_workers=*/false);
+                                       /*wait_for_workers=*/false, store_options(rank));
   }
   check_joined(*store, rank, world, backend, rdzv, where,
                /*hosts_store=*/rv.file_path.empty() && rank == 0);

@@ -15,7 +15,7 @@ constexpr size_t kKeysField = 4 + kMaxKeys * kKeyField;
 
 bool known_type(uint16_t t) {
   return (t >= static_cast<uint16_t>(MsgType::kSet) &&
-          t <= static_cast<uint16_t>(MsgType::kNumKeys)) ||
+          t <= static_cast<uint16_t>(MsgType::kHello)) ||
          (t >= static_cast<uint16_t>(MsgType::kOk) && t <= static_cast<uint16_t>(MsgType::kError));
 }
 
@@ -39,6 +39,8 @@ size_t max_payload(MsgType t) {
       return kKeysField + 8;
     case MsgType::kNumKeys:
       return 0;
+    case MsgType::kHello:
+      return 4 + 2 * kKeyField;
     case MsgType::kOk:
       return 0;
     case MsgType::kValue:
@@ -161,6 +163,11 @@ bool parse_payload(MsgType t, Reader& r, Message* m) {
       return r.keys(&m->keys) && r.timeout(&m->integer);
     case MsgType::kNumKeys:
       return true;
+    case MsgType::kHello:
+      if (!r.keys(&m->keys)) return false;
+      if (m->keys.size() != 2)
+        return r.fail(detail::concat("HELLO carries ", m->keys.size(), " fields, expected 2"));
+      return true;
     case MsgType::kOk:
       return true;
     case MsgType::kValue:
@@ -198,7 +205,7 @@ void put_bytes(std::vector<uint8_t>& out, const void* p, size_t n) {
 
 bool is_request(MsgType t) {
   return static_cast<uint16_t>(t) >= static_cast<uint16_t>(MsgType::kSet) &&
-         static_cast<uint16_t>(t) <= static_cast<uint16_t>(MsgType::kNumKeys);
+         static_cast<uint16_t>(t) <= static_cast<uint16_t>(MsgType::kHello);
 }
 
 const char* type_name(MsgType t) {
@@ -219,6 +226,8 @@ const char* type_name(MsgType t) {
       return "WAIT";
     case MsgType::kNumKeys:
       return "NUM_KEYS";
+    case MsgType::kHello:
+      return "HELLO";
     case MsgType::kOk:
       return "OK";
     case MsgType::kValue:
@@ -317,6 +326,9 @@ void encode_payload(const Message& m, std::vector<uint8_t>& out) {
       need_keys(0, kMaxKeys), keys(), timeout();
       break;
     case MsgType::kNumKeys:
+      break;
+    case MsgType::kHello:
+      need_keys(2, 2), keys();
       break;
     case MsgType::kOk:
       break;

@@ -8,14 +8,13 @@
 #include "weft/cuda.h"
 
 using weft::test::build_dir;
-using weft::test::free_port;
 using weft::test::run_command;
 
 namespace {
 
 weft::test::RunResult launch(int nproc, const std::string& scenario, int seconds = 180) {
   return run_command(build_dir() + "/tools/weft-run --nproc-per-node " + std::to_string(nproc) +
-                         " --master-port " + std::to_string(free_port()) + " " + build_dir() +
+                         " --standalone " + build_dir() +
                          "/tests/cuda/nccl_worker " + scenario,
                      seconds);
 }

@@ -39,11 +39,16 @@ int main(int argc, char** argv) {
   if (mode == "env") {
     for (const char* k :
          {"MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE",
-          "GROUP_RANK", "TORCHELASTIC_RESTART_COUNT", "WEFT_RESTART_COUNT", "WEFT_RDZV_TIMEOUT"}) {
+          "GROUP_RANK", "TORCHELASTIC_RESTART_COUNT", "WEFT_RESTART_COUNT", "WEFT_RDZV_TIMEOUT",
+          "WEFT_RUN_ID", "WEFT_STORE_TOKEN", "WEFT_STORE_LISTEN_FD", "WEFT_STDOUT_IS_TTY"}) {
       const char* v = std::getenv(k);
       std::printf("%s=%s\n", k, v ? v : "<unset>");
     }
     for (int i = 2; i < argc; ++i) std::printf("ARG%d=%s\n", i - 2, argv[i]);
+    return 0;
+  }
+  if (mode == "redraw") {  // a progress bar redrawn in place, then a last line
+    for (const char* piece : {"step 1\r", "step 2\r", "done\n"}) write_str(1, piece);
     return 0;
   }
   if (mode == "spam") {  // spam N: N lines on stdout and on stderr

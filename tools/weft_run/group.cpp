@@ -50,6 +50,12 @@ std::vector<std::pair<std::string, std::string>> Group::child_env(const Rank& r)
     std::snprintf(b, sizeof b, "%g", *o_.rdzv_timeout);
     env.emplace_back("WEFT_RDZV_TIMEOUT", b);
   }
+  // weft-train draws its progress bar when told that weft-run's own output is a terminal.
+  if (r.global == 0 && stdout_tty_) env.emplace_back("WEFT_STDOUT_IS_TTY", "1");
+  if (!o_.run_id.empty()) env.emplace_back("WEFT_RUN_ID", o_.run_id);
+  if (!o_.token.empty()) env.emplace_back("WEFT_STORE_TOKEN", o_.token);
+  if (o_.store_fd >= 0 && r.global == 0)
+    env.emplace_back("WEFT_STORE_LISTEN_FD", std::to_string(o_.store_fd));
   if (o_.nproc > 1 && !std::getenv("OMP_NUM_THREADS"))
     env.emplace_back("OMP_NUM_THREADS", std::to_string(std::max(1, cpu_count() / o_.nproc)));
   return env;
@@ -97,6 +103,8 @@ void Group::spawn(Rank& r) {
 #endif
     dup2(po[1], 1);
     dup2(pe[1], 2);
+    // Rank 0 inherits the store's listening socket; the others never see it (close-on-exec).
+    if (o_.store_fd >= 0 && r.global == 0) fcntl(o_.store_fd, F_SETFD, 0);
     for (const auto& [k, v] : env) setenv(k.c_str(), v.c_str(), 1);
     execvp(argv[0], argv.data());
     std::string e =
@@ -111,18 +119,20 @@ void Group::spawn(Rank& r) {
   fcntl(pe[0], F_SETFL, O_NONBLOCK);
   r.pid = pid;
   r.running = true;
-  r.out = {po[0], 1, {}};
-  r.err = {pe[0], 2, {}};
+  r.out = {po[0], 1, {}, r.global == 0 && stdout_tty_};
+  r.err = {pe[0], 2, {}, false};
 }
 
 // Emits every complete line in the buffer (all in one write, so nothing can split them);
-// with `final` also the partial last line, terminated by a newline.
+// with `final` also the partial last line, terminated by a newline. On a terminal, rank 0's
+// stdout may also end a piece with '\r' (a progress bar redrawn in place), emitted at once.
 void Group::flush(Rank& r, Stream& s, bool final) {
   std::string prefix = o_.prefix ? "[rank" + std::to_string(r.global) + "]: " : "";
+  const char* ends = s.redraw ? "\n\r" : "\n";
   std::string outbuf;
   size_t start = 0;
   for (;;) {
-    size_t nl = s.buf.find('\n', start);
+    size_t nl = s.buf.find_first_of(ends, start);
     if (nl == std::string::npos) {
       bool too_long = s.buf.size() - start >= kMaxLine;
       if ((final || too_long) && start < s.buf.size()) {

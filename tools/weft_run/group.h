@@ -6,6 +6,7 @@
 #pragma once
 
 #include <sys/types.h>
+#include <unistd.h>
 
 #include <chrono>
 #include <optional>
@@ -22,6 +23,7 @@ struct Stream {
   int fd = -1;
   int out_fd = 1;  // where its lines go
   std::string buf;
+  bool redraw = false;  // '\r' also ends a piece (rank 0's stdout on a terminal)
 };
 
 struct Rank {
@@ -56,6 +58,7 @@ class Group {
   std::string describe(const Rank& r, int status) const;
 
   const Options& o_;
+  const bool stdout_tty_ = isatty(1) == 1;
   int restart_;
   int signal_fd_;
   std::vector<Rank> ranks_;

@@ -16,6 +16,7 @@
 #include "group.h"
 #include "options.h"
 #include "report.h"
+#include "store_port.h"
 
 using namespace weft_run;
 
@@ -35,6 +36,8 @@ void on_signal(int sig) {
 
 int main(int argc, char** argv) {
   Options o = parse_args(argc, argv);
+  choose_job_identity(o);
+  if (o.node_rank == 0) o.store_fd = hold_store_port(o);
 
   if (pipe2(g_sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
     std::perror("weft-run: pipe");

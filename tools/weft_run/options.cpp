@@ -1,9 +1,5 @@
 #include "options.h"
 
-#include <netinet/in.h>
-#include <sys/socket.h>
-#include <unistd.h>
-
 #include <algorithm>
 #include <cerrno>
 #include <cmath>
@@ -23,7 +19,13 @@ Starts nproc-per-node copies of PROGRAM on this node with torchrun's environment
 MASTER_ADDR, MASTER_PORT, WORLD_SIZE, RANK, LOCAL_RANK, LOCAL_WORLD_SIZE, GROUP_RANK,
 GROUP_WORLD_SIZE, ROLE_RANK, ROLE_WORLD_SIZE, TORCHELASTIC_RESTART_COUNT, WEFT_RESTART_COUNT,
 TORCHELASTIC_MAX_RESTARTS (and WEFT_RDZV_TIMEOUT, OMP_NUM_THREADS; see below).
-Every line a rank writes is prefixed "[rankR]: " (R = global rank) on the same stream.
+Node 0's weft-run binds the store's port before starting the ranks and hands it to rank 0, so
+a port in use fails at once. Each job has a run id and a token (WEFT_RUN_ID, WEFT_STORE_TOKEN)
+that the store checks, so that no other process can join, read or write it; on several nodes
+give every node the same --rdzv-id and WEFT_STORE_TOKEN (unset: not checked).
+Every line a rank writes is prefixed "[rankR]: " (R = global rank) on the same stream. When
+weft-run's stdout is a terminal, rank 0 gets WEFT_STDOUT_IS_TTY=1 and its '\r' redraws (progress
+bars) pass through at once.
 If a rank exits non-zero or dies of a signal, the others get SIGTERM, then SIGKILL after the
 grace period, and weft-run exits with that rank's code (128+N for signal N).
 
@@ -32,9 +34,11 @@ options (torchrun's underscore spellings and --opt=value also work):
   --nnodes M           number of nodes (default 1; "M:M" accepted, elastic ranges are not)
   --node-rank R        this node's rank, 0 <= R < M (default 0)
   --master-addr A      rank 0's host (default 127.0.0.1)
-  --master-port P      rank 0's port (default 29500)
+  --master-port P      rank 0's port (default: a free one on a single node, else 29500)
   --rdzv-endpoint A:P  same as --master-addr A --master-port P
   --standalone         single node on 127.0.0.1 with a free port
+  --rdzv-id ID         the job's run id (also --run-id; default: WEFT_RUN_ID, else random on
+                       one node); a rank that reaches another job's store is refused, naming it
   --max-restarts K     restart the local group up to K times after a failure (default 0)
   --rdzv-timeout S     exported as WEFT_RDZV_TIMEOUT (seconds) for init_process_group
   --grace-period S     seconds between SIGTERM and SIGKILL when stopping ranks (default 5)
@@ -69,22 +73,6 @@ double parse_seconds(const std::string& opt, const std::string& v) {
   return x;
 }
 
-// A port nobody listens on right now (for --standalone); the kernel picks it.
-int free_port() {
-  int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-  sockaddr_in a{};
-  a.sin_family = AF_INET;
-  a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  socklen_t len = sizeof a;
-  if (fd < 0 || bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 ||
-      getsockname(fd, reinterpret_cast<sockaddr*>(&a), &len) != 0) {
-    std::fprintf(stderr, "weft-run: error: cannot find a free port: %s\n", std::strerror(errno));
-    std::exit(1);
-  }
-  close(fd);
-  return ntohs(a.sin_port);
-}
-
 // Applies the option `name` (spelt with dashes; `arg` as given). `next` returns its value and
 // `flag` refuses one; a name not known here is an error.
 void apply_option(Options& o, const std::string& arg, const std::string& name,
@@ -111,12 +99,18 @@ void apply_option(Options& o, const std::string& arg, const std::string& name,
     if (o.master_addr.empty()) usage_error("--master-addr is empty");
   } else if (name == "--master-port") {
     o.master_port = static_cast<int>(parse_int(name, next(), 1, 65535));
+    o.port_given = true;
   } else if (name == "--rdzv-endpoint") {
     std::string v = next();
     auto c = v.rfind(':');
     if (c == std::string::npos || c == 0) usage_error("--rdzv-endpoint expects HOST:PORT");
     o.master_addr = v.substr(0, c);
     o.master_port = static_cast<int>(parse_int(name, v.substr(c + 1), 1, 65535));
+    o.port_given = true;
+  } else if (name == "--rdzv-id" || name == "--run-id") {
+    o.run_id = next();
+    if (o.run_id.empty() || o.run_id.size() > 256)
+      usage_error(name + " must be 1 to 256 characters");
   } else if (name == "--standalone") {
     flag();
     o.standalone = true;
@@ -141,8 +135,7 @@ void finish_options(Options& o, bool node_rank_set) {
   if (o.standalone) {
     if (o.nnodes != 1 || (node_rank_set && o.node_rank != 0))
       usage_error("--standalone runs a single node (--nnodes 1 --node-rank 0)");
-    o.master_addr = "127.0.0.1";
-    o.master_port = free_port();
+    o.master_addr = "127.0.0.1";  // its port is picked when weft-run binds it (store_port.h)
   }
   if (o.node_rank >= o.nnodes)
     usage_error("--node-rank " + std::to_string(o.node_rank) + " must be less than --nnodes " +

@@ -15,11 +15,15 @@ struct Options {
   int node_rank = 0;
   std::string master_addr = "127.0.0.1";
   int master_port = 29500;
+  bool port_given = false;  // --master-port or --rdzv-endpoint
   int max_restarts = 0;
   std::optional<double> rdzv_timeout;
   double grace = 5.0;
   bool prefix = true;
   bool standalone = false;
+  std::string run_id;  // --rdzv-id; see choose_job_identity() in store_port.h
+  std::string token;   // WEFT_STORE_TOKEN, or random for one node
+  int store_fd = -1;   // the store's listening socket, for local rank 0 (store_port.h)
   std::vector<std::string> command;  // PROGRAM ARGS...
 };
 

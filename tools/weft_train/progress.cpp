@@ -4,12 +4,24 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 namespace weft_train {
 
+namespace {
+
+// Under weft-run stdout is a pipe; weft-run says when its own output is a terminal, and then
+// passes the '\r' redraws through (tools/weft_run/group.cpp).
+bool terminal_behind_launcher() {
+  const char* v = std::getenv("WEFT_STDOUT_IS_TTY");
+  return v && std::string(v) == "1";
+}
+
+}  // namespace
+
 Progress::Progress(bool enabled, int epoch, int epochs, int64_t steps)
-    : tty_(enabled && isatty(STDOUT_FILENO)),
+    : tty_(enabled && (isatty(STDOUT_FILENO) || terminal_behind_launcher())),
       epoch_(epoch),
       epochs_(epochs),
       steps_(steps),

@@ -32,6 +32,7 @@ enum class MsgType : uint16_t {
   kDelete = 6,      // key
   kWait = 7,        // keys, timeout_ms
   kNumKeys = 8,     // (empty)
+  kHello = 9,       // keys {run id, token}: a connection's first message (Note [Store admission])
   // Responses (server -> client).
   kOk = 64,       // (empty)
   kValue = 65,    // value

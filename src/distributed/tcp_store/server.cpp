@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
+#include <optional>
 
 #include "distributed/store_util.h"
 #include "distributed/tcp_store/net.h"
@@ -19,8 +20,25 @@ namespace weft::dist::detail {
 using proto::Message;
 using proto::MsgType;
 
-TCPStoreServer::TCPStoreServer(const std::string& host, uint16_t port) : host_(host) {
-  listen_on(host, port);
+namespace {
+
+constexpr auto kLogInterval = std::chrono::seconds(10);
+// After accept() fails for want of descriptors or memory, stop accepting this long: retrying at
+// once would spin on the same error.
+constexpr auto kAcceptPause = std::chrono::milliseconds(200);
+// Connections over the limit that are kept just long enough to be told why they are refused.
+constexpr size_t kMaxRefused = 64;
+
+}  // namespace
+
+TCPStoreServer::TCPStoreServer(const std::string& host, uint16_t port,
+                               const TCPStoreOptions& options)
+    : host_(host), options_(options) {
+  if (options.listen_fd >= 0) {
+    adopt(options.listen_fd, port);
+  } else {
+    listen_on(host, port);
+  }
   if (pipe2(wake_, O_NONBLOCK | O_CLOEXEC) != 0) {
     const int e = errno;
     ::close(listen_fd_);
@@ -61,6 +79,29 @@ void TCPStoreServer::listen_on(const std::string& host, uint16_t port) {
                                         : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
 }
 
+// Takes over a socket a launcher bound and listens on (weft-run: WEFT_STORE_LISTEN_FD). The
+// server works on its own duplicate, so the launcher's descriptor stays valid for a restart.
+void TCPStoreServer::adopt(int fd, uint16_t port) {
+  int listening = 0;
+  socklen_t optlen = sizeof(listening);
+  sockaddr_storage ss{};
+  socklen_t len = sizeof(ss);
+  WEFT_CHECK_DIST(getsockopt(fd, SOL_SOCKET, SO_ACCEPTCONN, &listening, &optlen) == 0 &&
+                      listening && getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0,
+                  "TCPStore server: descriptor ", fd,
+                  " (WEFT_STORE_LISTEN_FD) is not a listening socket");
+  const uint16_t bound =
+      ntohs(ss.ss_family == AF_INET ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
+                                    : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  WEFT_CHECK_DIST(port == 0 || bound == port, "TCPStore server: descriptor ", fd,
+                  " (WEFT_STORE_LISTEN_FD) listens on port ", bound, ", not on port ", port);
+  listen_fd_ = fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  WEFT_CHECK_DIST(listen_fd_ >= 0, "TCPStore server: cannot duplicate descriptor ", fd, ": ",
+                  errno_str(errno));
+  fcntl(listen_fd_, F_SETFL, fcntl(listen_fd_, F_GETFL) | O_NONBLOCK);
+  port_ = bound;
+}
+
 TCPStoreServer::~TCPStoreServer() {
   stop_.store(true);
   const char c = 0;
@@ -76,6 +117,32 @@ TCPStoreServer::~TCPStoreServer() {
 void TCPStoreServer::log(const std::string& msg) {
   std::fprintf(stderr, "[weft] TCPStore server %s: %s\n", endpoint(host_, port_).c_str(),
                msg.c_str());
+}
+
+// At most one line per kind per interval; the next one says how many were left out.
+void TCPStoreServer::log_limited(int kind, const std::string& msg) {
+  const auto now = Clock::now();
+  if (now < next_log_[kind]) {
+    ++suppressed_[kind];
+    return;
+  }
+  std::string line = msg;
+  if (suppressed_[kind] > 0)
+    line += " (" + std::to_string(suppressed_[kind]) + " more like it since the last report)";
+  log(line);
+  suppressed_[kind] = 0;
+  next_log_[kind] = now + kLogInterval;
+}
+
+// The poll timeout: the nearest waiter's deadline or the end of an accept pause; -1 if neither.
+int TCPStoreServer::poll_timeout_ms() const {
+  std::optional<Clock::time_point> next;
+  for (auto& w : waiters_) next = next ? std::min(*next, w.deadline) : w.deadline;
+  if (accept_paused_until_ > Clock::now())
+    next = next ? std::min(*next, accept_paused_until_) : accept_paused_until_;
+  if (!next) return -1;
+  const auto ms = std::chrono::ceil<std::chrono::milliseconds>(*next - Clock::now()).count();
+  return static_cast<int>(std::clamp<int64_t>(ms, 0, 60000));
 }
 
 void TCPStoreServer::run() {
@@ -94,7 +161,9 @@ void TCPStoreServer::loop() {
     fds.clear();
     ids.clear();
     fds.push_back({wake_[0], POLLIN, 0});
-    fds.push_back({listen_fd_, POLLIN, 0});
+    // A negative descriptor is skipped by poll(): no accepting during a pause.
+    const bool paused = accept_paused_until_ > Clock::now();
+    fds.push_back({paused ? -1 : listen_fd_, POLLIN, 0});
     for (auto& [id, c] : conns_) {
       short ev = POLLRDHUP;
       if (!c.parked && !c.pending_out()) ev |= POLLIN;
@@ -102,14 +171,7 @@ void TCPStoreServer::loop() {
       fds.push_back({c.fd, ev, 0});
       ids.push_back(id);
     }
-    int timeout_ms = -1;
-    if (!waiters_.empty()) {
-      auto next = waiters_.front().deadline;
-      for (auto& w : waiters_) next = std::min(next, w.deadline);
-      const auto ms = std::chrono::ceil<std::chrono::milliseconds>(next - Clock::now()).count();
-      timeout_ms = static_cast<int>(std::clamp<int64_t>(ms, 0, 60000));
-    }
-    const int n = ::poll(fds.data(), fds.size(), timeout_ms);
+    const int n = ::poll(fds.data(), fds.size(), poll_timeout_ms());
     if (n < 0) {
       if (errno == EINTR) continue;
       WEFT_DIST_ERROR("poll failed: ", errno_str(errno));
@@ -160,13 +222,29 @@ void TCPStoreServer::accept_all() {
         accept4(listen_fd_, reinterpret_cast<sockaddr*>(&ss), &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
     if (fd < 0) {
       if (errno == EINTR || errno == ECONNABORTED) continue;
-      if (errno != EAGAIN && errno != EWOULDBLOCK) log("accept failed: " + errno_str(errno));
+      if (errno == EAGAIN || errno == EWOULDBLOCK) return;
+      // Out of descriptors or memory: the pending connection stays queued, so retrying at once
+      // would fail again in a tight loop. Pause, and say so once per interval.
+      accept_paused_until_ = Clock::now() + kAcceptPause;
+      log_limited(kAcceptLog, "accept failed: " + errno_str(errno) + "; pausing new connections");
       return;
     }
     set_nodelay(fd);
     Conn c;
     c.fd = fd;
     c.peer = peer_name(ss);
+    c.admitted = options_.token.empty();
+    if (conns_.size() - refused_ >= options_.max_connections) {
+      const std::string why = "refused: the store at " + endpoint(host_, port_) + " holds " +
+                              std::to_string(options_.max_connections) + " connections, its limit";
+      log_limited(kRefuseLog, "connection from " + c.peer + " " + why);
+      if (refused_ >= kMaxRefused) {
+        ::close(fd);
+        continue;
+      }
+      c.refuse = why;
+      ++refused_;
+    }
     conns_.emplace(next_id_++, std::move(c));
   }
 }
@@ -177,6 +255,8 @@ void TCPStoreServer::drop(uint64_t id, const std::string& reason) {
   auto it = conns_.find(id);
   if (it == conns_.end() || it->second.dead) return;
   if (!reason.empty()) log("closing connection from " + it->second.peer + ": " + reason);
+  if (!it->second.refuse.empty()) --refused_;
+  it->second.refuse.clear();
   it->second.dead = true;
   it->second.in.clear();
   it->second.out.clear();
@@ -221,6 +301,7 @@ void TCPStoreServer::flush(uint64_t id) {
   }
   c.out.clear();
   c.out_pos = 0;
+  if (c.close_after) return drop(id, "");
   dirty_.push_back(id);  // more buffered requests may be waiting for this reply to drain
 }
 
@@ -252,6 +333,8 @@ void TCPStoreServer::process(uint64_t id) {
       drop(id, std::string("malformed message: ") + proto::type_name(m.type) + " is not a request");
       return;
     }
+    if (!admit(id, m)) break;
+    if (m.type == MsgType::kHello) continue;
     try {
       handle(id, std::move(m));
     } catch (const std::exception& e) {
@@ -267,156 +350,6 @@ void TCPStoreServer::run_dirty() {
     const uint64_t id = dirty_.back();
     dirty_.pop_back();
     process(id);
-  }
-}
-
-void TCPStoreServer::handle(uint64_t id, Message m) {
-  Message out;
-  switch (m.type) {
-    case MsgType::kSet:
-      kv_[m.keys[0]] = std::move(m.values[0]);
-      out.type = MsgType::kOk;
-      reply(id, out);
-      wake_waiters();
-      return;
-    case MsgType::kGet:
-    case MsgType::kWait:
-      if (std::all_of(m.keys.begin(), m.keys.end(), [&](auto& k) { return has(k); })) {
-        answer_wait(id, m);
-      } else {
-        const auto deadline = Clock::now() + std::chrono::milliseconds(m.integer);
-        conns_.at(id).parked = true;
-        waiters_.push_back({id, std::move(m), deadline});
-      }
-      return;
-    case MsgType::kAdd:
-      out = add(m);
-      reply(id, out);
-      if (out.type == MsgType::kInt) wake_waiters();
-      return;
-    case MsgType::kCompareSet: {
-      bool changed = false;
-      reply(id, compare_set(m, &changed));
-      if (changed) wake_waiters();
-      return;
-    }
-    case MsgType::kCheck:
-      out.type = MsgType::kBool;
-      out.integer = std::all_of(m.keys.begin(), m.keys.end(), [&](auto& k) { return has(k); });
-      reply(id, out);
-      return;
-    case MsgType::kDelete:
-      out.type = MsgType::kBool;
-      out.integer = kv_.erase(m.keys[0]) > 0;
-      reply(id, out);
-      return;
-    case MsgType::kNumKeys:
-      out.type = MsgType::kInt;
-      out.integer = count_user_keys(kv_);
-      reply(id, out);
-      return;
-    default:
-      drop(id, std::string("unexpected message type ") + proto::type_name(m.type));
-      return;
-  }
-}
-
-// kAdd's reply: the new value, or kError when the stored value is not an integer or the sum
-// overflows (the value is then left as it was).
-Message TCPStoreServer::add(const Message& m) {
-  Message out;
-  int64_t cur = 0;
-  auto it = kv_.find(m.keys[0]);
-  if (it != kv_.end() && !parse_int(it->second, &cur)) {
-    out.type = MsgType::kError;
-    out.text = "add: value of key '" + m.keys[0] + "' is not an integer";
-    return out;
-  }
-  int64_t result = 0;
-  if (__builtin_add_overflow(cur, m.integer, &result)) {
-    out.type = MsgType::kError;
-    out.text = "add: key '" + m.keys[0] + "' overflows int64";
-    return out;
-  }
-  kv_[m.keys[0]] = int_bytes(result);
-  out.type = MsgType::kInt;
-  out.integer = result;
-  return out;
-}
-
-// kCompareSet's reply: the value after the operation (see Store::compare_set).
-Message TCPStoreServer::compare_set(const Message& m, bool* changed) {
-  const auto& expected = m.values[0];
-  const auto& desired = m.values[1];
-  auto it = kv_.find(m.keys[0]);
-  Message out;
-  out.type = MsgType::kValue;
-  if (it == kv_.end()) {
-    if (expected.empty()) {
-      kv_[m.keys[0]] = desired;
-      *changed = true;
-      out.values = {desired};
-    } else {
-      out.values = {expected};
-    }
-  } else if (it->second == expected) {
-    it->second = desired;
-    *changed = true;
-    out.values = {desired};
-  } else {
-    out.values = {it->second};
-  }
-  return out;
-}
-
-void TCPStoreServer::answer_wait(uint64_t id, const Message& req) {
-  Message out;
-  if (req.type == MsgType::kGet) {
-    out.type = MsgType::kValue;
-    out.values = {kv_.at(req.keys[0])};
-  } else {
-    out.type = MsgType::kOk;
-  }
-  reply(id, out);
-}
-
-void TCPStoreServer::unpark(uint64_t id) {
-  auto it = conns_.find(id);
-  if (it == conns_.end()) return;
-  it->second.parked = false;
-  dirty_.push_back(id);
-}
-
-void TCPStoreServer::wake_waiters() {
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    const auto& keys = it->req.keys;
-    if (std::all_of(keys.begin(), keys.end(), [&](auto& k) { return has(k); })) {
-      const uint64_t id = it->conn;
-      Message req = std::move(it->req);
-      it = waiters_.erase(it);
-      unpark(id);
-      answer_wait(id, req);
-    } else {
-      ++it;
-    }
-  }
-}
-
-void TCPStoreServer::expire_waiters() {
-  const auto now = Clock::now();
-  for (auto it = waiters_.begin(); it != waiters_.end();) {
-    if (it->deadline > now) {
-      ++it;
-      continue;
-    }
-    Message out;
-    out.type = MsgType::kTimeout;
-    for (auto& k : it->req.keys)
-      if (!has(k)) out.keys.push_back(k);
-    const uint64_t id = it->conn;
-    it = waiters_.erase(it);
-    unpark(id);
-    reply(id, out);
   }
 }
 

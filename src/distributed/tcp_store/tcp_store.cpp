@@ -25,6 +25,8 @@ using Clock = std::chrono::steady_clock;
 using detail::describe_keys;
 using detail::endpoint;
 using detail::errno_str;
+using detail::progress_interval;
+using detail::report_waiting;
 using proto::Message;
 using proto::MsgType;
 
@@ -33,24 +35,31 @@ using proto::MsgType;
 constexpr const char* kJoinedKey = "__weft_store__/joined";
 constexpr const char* kReadyKey = "__weft_store__/ready";
 // Slack a client grants the server beyond a waiting request's own timeout before it declares
-// the server stalled; the server answers a timed-out wait itself, at the deadline.
-constexpr Duration kReplyGrace = std::chrono::seconds(1);
+// the server stalled (the server answers a timed-out wait itself, at the deadline), and the least
+// time it waits for any reply: a short store timeout bounds waits for keys, but a busy machine
+// must not be mistaken for a stalled server.
+constexpr Duration kReplyGrace = std::chrono::seconds(10);
 
 int64_t clamp_ms(Duration d) { return std::clamp<int64_t>(d.count(), 0, proto::kMaxTimeoutMs); }
+
+void expect(const proto::Message& m, MsgType t, const std::string& store_name) {
+  WEFT_CHECK_DIST(m.type == t, store_name, ": unexpected reply ", proto::type_name(m.type));
+}
 
 }  // namespace
 
 TCPStore::TCPStore(std::string host, uint16_t port, int world_size, bool is_server,
-                   Duration timeout, bool wait_for_workers)
-    : Store(timeout), host_(std::move(host)), port_(port) {
+                   Duration timeout, bool wait_for_workers, TCPStoreOptions options)
+    : Store(timeout), host_(std::move(host)), port_(port), options_(std::move(options)) {
   if (is_server) {
-    server_ = std::make_unique<detail::TCPStoreServer>(host_, port_);
+    server_ = std::make_unique<detail::TCPStoreServer>(host_, port_, options_);
     port_ = server_->port();
   } else {
     WEFT_CHECK_DIST(port_ != 0, "TCPStore client: port 0 is only valid for the server (host ",
                     host_, ")");
   }
   connect_client();
+  hello();
   if (world_size > 0 && wait_for_workers) this->wait_for_workers(world_size);
 }
 
@@ -59,12 +68,17 @@ TCPStore::~TCPStore() {
   server_.reset();
 }
 
+Duration TCPStore::reply_within() const { return std::max(timeout_, kReplyGrace); }
+
 std::string TCPStore::name() const { return "TCPStore " + endpoint(host_, port_); }
 
 void TCPStore::connect_client() {
   const auto deadline = Clock::now() + timeout_;
   std::string last_error = "timed out";
   auto backoff = std::chrono::milliseconds(5);
+  const auto start = Clock::now();
+  const Duration every = progress_interval(timeout_);
+  auto next_report = start + every;
   // A server that is not up yet is normal at startup (ranks start in any order): retry
   // refused/unreachable connections with backoff until the store timeout.
   for (;;) {
@@ -103,11 +117,27 @@ void TCPStore::connect_client() {
     }
     const auto now = Clock::now();
     if (now >= deadline) break;
+    if (now >= next_report) {
+      report_waiting(options_.label,
+                     "for the store at " + endpoint(host_, port_) + " (" + last_error + ")",
+                     now - start, timeout_);
+      next_report += every;
+    }
     std::this_thread::sleep_for(std::min<Clock::duration>(backoff, deadline - now));
     backoff = std::min(backoff * 2, std::chrono::milliseconds(250));
   }
   WEFT_DIST_ERROR(name(), ": could not connect within ", timeout_.count(), " ms (", last_error,
                   ")");
+}
+
+// Note [Store admission]: the first message on every connection says which job the client
+// belongs to and carries the job's token; the server answers OK or refuses with a reason.
+void TCPStore::hello() {
+  if (options_.run_id.empty() && options_.token.empty()) return;
+  Message m;
+  m.type = MsgType::kHello;
+  m.keys = {options_.run_id, options_.token};
+  expect(request(m, reply_within()), MsgType::kOk, name());
 }
 
 void TCPStore::wait_for_workers(int world_size) {
@@ -181,18 +211,12 @@ proto::Message TCPStore::request(const proto::Message& req, Duration reply_withi
   }
 }
 
-namespace {
-void expect(const proto::Message& m, MsgType t, const std::string& store_name) {
-  WEFT_CHECK_DIST(m.type == t, store_name, ": unexpected reply ", proto::type_name(m.type));
-}
-}  // namespace
-
 void TCPStore::set(const std::string& key, const std::vector<uint8_t>& value) {
   Message m;
   m.type = MsgType::kSet;
   m.keys = {key};
   m.values = {value};
-  expect(request(m, timeout_), MsgType::kOk, name());
+  expect(request(m, reply_within()), MsgType::kOk, name());
 }
 
 std::vector<uint8_t> TCPStore::get(const std::string& key) {
@@ -212,7 +236,7 @@ int64_t TCPStore::add(const std::string& key, int64_t delta) {
   m.type = MsgType::kAdd;
   m.keys = {key};
   m.integer = delta;
-  auto r = request(m, timeout_);
+  auto r = request(m, reply_within());
   expect(r, MsgType::kInt, name());
   return r.integer;
 }
@@ -224,7 +248,7 @@ std::vector<uint8_t> TCPStore::compare_set(const std::string& key,
   m.type = MsgType::kCompareSet;
   m.keys = {key};
   m.values = {expected, desired};
-  auto r = request(m, timeout_);
+  auto r = request(m, reply_within());
   expect(r, MsgType::kValue, name());
   return std::move(r.values.at(0));
 }
@@ -233,7 +257,7 @@ bool TCPStore::check(const std::vector<std::string>& keys) {
   Message m;
   m.type = MsgType::kCheck;
   m.keys = keys;
-  auto r = request(m, timeout_);
+  auto r = request(m, reply_within());
   expect(r, MsgType::kBool, name());
   return r.integer != 0;
 }
@@ -242,7 +266,7 @@ bool TCPStore::delete_key(const std::string& key) {
   Message m;
   m.type = MsgType::kDelete;
   m.keys = {key};
-  auto r = request(m, timeout_);
+  auto r = request(m, reply_within());
   expect(r, MsgType::kBool, name());
   return r.integer != 0;
 }
@@ -261,7 +285,7 @@ void TCPStore::wait(const std::vector<std::string>& keys, Duration timeout) {
 int64_t TCPStore::num_keys() {
   Message m;
   m.type = MsgType::kNumKeys;
-  auto r = request(m, timeout_);
+  auto r = request(m, reply_within());
   expect(r, MsgType::kInt, name());
   return r.integer;
 }

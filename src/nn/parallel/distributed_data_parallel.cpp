@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "weft/autograd.h"
+#include "weft/distributed/coalesced.h"
 #include "weft/distributed/distributed.h"
 #include "weft/ops.h"
 
@@ -15,35 +16,6 @@ int64_t stable_hash(const std::string& s) {
   uint64_t h = 1469598103934665603ull;
   for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
   return (int64_t)(h >> 1);
-}
-
-// Flattens `tensors` (grouped by dtype) into one buffer per dtype, broadcasts it from `root`,
-// and copies the result back: one collective for all parameters or buffers.
-void broadcast_coalesced(dist::ProcessGroup& pg, const std::vector<Tensor>& tensors, int root = 0) {
-  NoGradGuard ng;
-  for (DType dt : {kFloat32, kInt64}) {
-    std::vector<Tensor> group;
-    int64_t total = 0;
-    for (const Tensor& t : tensors)
-      if (t.dtype() == dt) {
-        group.push_back(t);
-        total += t.numel();
-      }
-    if (group.empty()) continue;
-    Tensor flat = empty({total}, {.dtype = dt, .device = group[0].device()});
-    int64_t off = 0;
-    for (const Tensor& t : group) {
-      flat.narrow(0, off, t.numel()).copy_(t.reshape({-1}));
-      off += t.numel();
-    }
-    pg.broadcast({flat}, root)->wait();
-    off = 0;
-    for (const Tensor& t : group) {
-      Tensor dst = t;
-      dst.copy_(flat.narrow(0, off, t.numel()).view(t.sizes()));
-      off += t.numel();
-    }
-  }
 }
 
 }  // namespace
@@ -62,7 +34,7 @@ DistributedDataParallelImpl::DistributedDataParallelImpl(std::shared_ptr<Module>
   std::vector<Tensor> state;
   for (auto& [n, p] : module_->named_parameters()) state.push_back(p);
   for (auto& [n, b] : module_->named_buffers()) state.push_back(b);
-  if (group_->size() > 1) broadcast_coalesced(*group_, state);
+  if (group_->size() > 1) dist::broadcast_coalesced(*group_, state);
   std::vector<Tensor> params;
   std::vector<std::string> names;
   for (auto& [n, p] : named) {
@@ -142,7 +114,7 @@ void DistributedDataParallelImpl::check_same_parameters(
 
 void DistributedDataParallelImpl::sync_buffers() {
   auto bufs = module_->buffers();
-  if (!bufs.empty()) broadcast_coalesced(*group_, bufs);
+  if (!bufs.empty()) dist::broadcast_coalesced(*group_, bufs);
 }
 
 Tensor DistributedDataParallelImpl::forward(const Tensor& input) {
@@ -189,7 +161,7 @@ void DistributedDataParallelImpl::join(const std::function<void()>& loop) {
   last = last.to(Device::CPU());
   std::vector<Tensor> state = module_->parameters();
   for (Tensor& b : module_->buffers()) state.push_back(b);
-  broadcast_coalesced(*group_, state, (int)last.item<int64_t>());
+  dist::broadcast_coalesced(*group_, state, (int)last.item<int64_t>());
 }
 
 void DistributedDataParallelImpl::register_comm_hook(dist::CommHook hook) {

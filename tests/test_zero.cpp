@@ -1,0 +1,37 @@
+// ZeroRedundancyOptimizer (weft/distributed/optim/zero_redundancy_optimizer.h) with real ranks
+// under weft-run: equal to the unsharded optimizer at world 2, 3 and 4 with uneven shares, for
+// SGD with momentum, Adam and AdamW; consolidated state equal to the unsharded optimizer's; resume
+// from it continues exactly.
+#include <gtest/gtest.h>
+
+#include "subprocess.h"
+
+using weft::test::build_dir;
+using weft::test::run_command;
+
+namespace {
+
+weft::test::RunResult launch(int nproc, const std::string& args) {
+  return run_command(build_dir() + "/tools/weft-run --standalone --nproc-per-node " +
+                         std::to_string(nproc) + " " + build_dir() +
+                         "/tests/distributed/zero_worker " + args,
+                     600);
+}
+
+}  // namespace
+
+TEST(ZeroRedundancyOptimizer, EqualsTheUnshardedOptimizer) {
+  for (int n : {2, 3, 4})
+    for (const char* kind : {"sgd", "adam", "adamw"}) {
+      auto r = launch(n, std::string("equiv ") + kind);
+      EXPECT_EQ(r.code, 0) << "world " << n << " " << kind << "\n" << r.output;
+    }
+}
+
+TEST(ZeroRedundancyOptimizer, ConsolidatedStateAndResume) {
+  for (int n : {2, 3})
+    for (const char* kind : {"sgd", "adam"}) {
+      auto r = launch(n, std::string("state ") + kind);
+      EXPECT_EQ(r.code, 0) << "world " << n << " " << kind << "\n" << r.output;
+    }
+}
