@@ -46,10 +46,10 @@ TwoNodes run_two_nodes(const fs::path& a, const fs::path& b, int epochs,
     return "env GLOO_SOCKET_IFNAME=lo " + build_dir() +
            "/tools/weft-run --nnodes 2 --nproc-per-node 1 --rdzv-timeout 120 --master-port " +
            port + " --node-rank " + std::to_string(node) + " " + weft::test::weft_train() +
-           " --limit-train 512 --limit-test 200 --batch-size 32 --scheduler none --no-progress "
-           "--epochs " +
-           std::to_string(epochs) + " --checkpoint-dir " + dir.string() + " --init-method file://" +
-           store.string() + " " + extra;
+           " --data " + weft::test::fashion_subset() +
+           " --batch-size 32 --scheduler none --no-progress --epochs " + std::to_string(epochs) +
+           " --checkpoint-dir " + dir.string() + " --init-method file://" + store.string() + " " +
+           extra;
   };
   TwoNodes r;
   std::thread t([&] { r.node0 = run_command(cmd(0, a), 300); });

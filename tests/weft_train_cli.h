@@ -1,6 +1,6 @@
-// Test helpers for weft-train end-to-end tests: command lines (one process, 2 ranks under
-// weft-run --standalone), fresh temp directories, the metrics CSV's rows and its reproducible
-// columns, and raw file bytes (to damage checkpoints).
+// Test helpers for weft-train end-to-end tests: a small Fashion-MNIST subset on disk, command
+// lines (one process, 2 ranks under weft-run --standalone), fresh temp directories, the metrics
+// CSV's rows and its reproducible columns, and raw file bytes (to damage checkpoints).
 #pragma once
 
 #include <unistd.h>
@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "subprocess.h"
+#include "weft/data/idx_format.h"
 
 namespace weft::test {
 
@@ -19,11 +20,47 @@ inline const char* kFashionMnist = "/usr/share/datasets/fashion-mnist";
 
 inline std::string weft_train() { return build_dir() + "/tools/weft-train"; }
 
-// One weft-train process on a small subset: 256 training images make 8 steps of 32.
+// A directory holding the first 512 training and 200 test images of Fashion-MNIST as plain IDX
+// files, made once per test process (and removed at its exit): a weft-train run on it loads a
+// few hundred KB instead of inflating 30 MB of gzip, which dominates short sanitizer runs.
+inline std::string fashion_subset() {
+  struct Dir {
+    std::string path;
+    ~Dir() {
+      std::error_code ec;
+      std::filesystem::remove_all(path, ec);
+    }
+  };
+  static const Dir dir{[] {
+    const std::filesystem::path d =
+        std::filesystem::temp_directory_path() / ("weft_train_data_" + std::to_string(getpid()));
+    std::filesystem::create_directories(d);
+    for (auto [prefix, n] : {std::pair{"train", 512}, std::pair{"t10k", 200}}) {
+      for (const char* kind : {"-images-idx3-ubyte", "-labels-idx1-ubyte"}) {
+        const std::string name = std::string(prefix) + kind;
+        const weft::data::IdxArray a =
+            weft::data::read_idx(std::string(kFashionMnist) + "/" + name + ".gz");
+        std::vector<uint32_t> dims(a.dims.begin(), a.dims.end());
+        const size_t per_item = a.data.size() / dims[0];
+        dims[0] = static_cast<uint32_t>(n);
+        std::string out = {0, 0, static_cast<char>(a.type_code), static_cast<char>(dims.size())};
+        for (uint32_t v : dims)
+          for (int s = 24; s >= 0; s -= 8) out.push_back(static_cast<char>(v >> s));
+        out.append(reinterpret_cast<const char*>(a.data.data()), per_item * n);
+        std::ofstream(d / name, std::ios::binary) << out;
+      }
+    }
+    return d.string();
+  }()};
+  return dir.path;
+}
+
+// One weft-train process on the subset's first 256 training images (8 steps of 32).
 inline std::string one_process_cmd(const std::string& dir, int epochs,
                                    const std::string& extra = "") {
-  return weft_train() + " --limit-train 256 --limit-test 100 --batch-size 32 --epochs " +
-         std::to_string(epochs) + " --checkpoint-dir " + dir + " --no-progress " + extra;
+  return weft_train() + " --data " + fashion_subset() +
+         " --limit-train 256 --limit-test 100 --batch-size 32 --epochs " + std::to_string(epochs) +
+         " --checkpoint-dir " + dir + " --no-progress " + extra;
 }
 
 // Two ranks under weft-run on this node (it picks and holds the port).
