@@ -124,7 +124,9 @@ TEST(WeftTrain, MixedPrecisionLearnsAndResumes) {
            std::to_string(epochs) + " --checkpoint-dir " + dir.string() + " --no-progress " + extra;
   };
   auto bf16 = fresh_dir("bf16");
-  auto r = run_command(cmd(bf16, 1, "--amp bf16"), 120);
+  // lr 0.02: 48 steps at the default 0.05 (momentum 0.9) end anywhere between 50% and 68%
+  // accuracy depending on the shuffle order and the build's rounding; at 0.02, 67-76%.
+  auto r = run_command(cmd(bf16, 1, "--amp bf16 --lr 0.02"), 120);
   ASSERT_EQ(r.code, 0) << r.output;
   auto rows = csv_rows((bf16 / "metrics.csv").string());
   ASSERT_EQ(rows.size(), 1u) << r.output;
