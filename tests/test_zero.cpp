@@ -38,6 +38,14 @@ TEST(ZeroRedundancyOptimizer, BroadcastParameterSyncEqualsTheUnshardedOptimizer)
     }
 }
 
+// The all-gather in chunks of 100 elements, which cut across parameters.
+TEST(ZeroRedundancyOptimizer, ChunkedAllGatherEqualsTheUnshardedOptimizer) {
+  for (int n : {2, 3}) {
+    auto r = launch(n, "equiv adam chunked");
+    EXPECT_EQ(r.code, 0) << "world " << n << "\n" << r.output;
+  }
+}
+
 TEST(ZeroRedundancyOptimizer, ConsolidatedStateAndResume) {
   for (int n : {2, 3})
     for (const char* kind : {"sgd", "adam"}) {

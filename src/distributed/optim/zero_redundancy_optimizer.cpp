@@ -70,6 +70,8 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> 
       group_(group ? std::move(group) : default_group()),
       zero_(zero) {
   WEFT_CHECK(make, "ZeroRedundancyOptimizer: no optimizer factory given");
+  WEFT_CHECK(zero.allgather_chunk > 0, "ZeroRedundancyOptimizer: allgather_chunk is ",
+             zero.allgather_chunk, "; it must be positive");
   partition(make);
 }
 
@@ -169,10 +171,9 @@ void copy_range(const std::vector<const Tensor*>& share, int64_t from, int64_t n
 
 // Each rank's share is one flat sequence (its parameters concatenated), padded to the longest
 // share. Chunk by chunk, each rank packs its piece, one all-gather brings every rank's, and the
-// pieces are copied into the parameters they belong to. Chunks bound the buffers (and Gloo's
-// own staging copy) to a few times kChunk elements per rank, however large the model.
+// pieces are copied into the parameters they belong to (ZeroOptions::allgather_chunk).
 bool ZeroRedundancyOptimizer::allgather_parameters(const std::vector<const Tensor*>& flat) {
-  constexpr int64_t kChunk = int64_t{4} << 20;  // elements per rank and all-gather
+  const int64_t kChunk = zero_.allgather_chunk;
   if (flat.empty()) return true;
   for (const Tensor* p : flat)
     if (p->dtype() != flat[0]->dtype() || p->device() != flat[0]->device() ||

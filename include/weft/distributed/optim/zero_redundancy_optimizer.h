@@ -27,6 +27,9 @@ struct ZeroOptions {
   // them all. Broadcast: one coalesced broadcast per rank, as PyTorch's. Same values either way.
   enum class ParameterSync { AllGather, Broadcast };
   ParameterSync parameter_sync = ParameterSync::AllGather;
+  // AllGather moves the shares this many elements per rank at a time, which bounds its buffers
+  // (and the backend's staging copy) to a few times this per rank, however large the model.
+  int64_t allgather_chunk = int64_t{4} << 20;
 };
 
 class ZeroRedundancyOptimizer : public optim::Optimizer {
