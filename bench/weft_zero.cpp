@@ -1,10 +1,10 @@
 // weft_zero: the DistributedDataParallel training step with Adam (lr 1e-3) of a benchmark
 // workload, the optimizer whole on every rank (--mode ddp) or sharded by
-// ZeroRedundancyOptimizer (--mode zero: updated shares all-gathered, the default;
-// zero-broadcast: one broadcast per rank). Launch it under weft-run (alone it is a world of one),
+// ZeroRedundancyOptimizer (--mode zero: updated shares broadcast, one broadcast per rank, the
+// default; zero-allgather: all-gathers of flat buffers). Launch it under weft-run (alone it is a world of one),
 // Gloo, 1 thread per rank by default. bench/torch_zero.py is the PyTorch side; bench/zero.sh
 // runs both. Rank 0 prints one JSON line.
-//   weft-run --nproc-per-node N weft_zero --workload mlp25m [--mode ddp|zero|zero-broadcast]
+//   weft-run --nproc-per-node N weft_zero --workload mlp25m [--mode ddp|zero|zero-allgather]
 //            [--threads T] [--steps S] [--warmup W] [--batch B]
 // Every rank builds the model from seed 0 and draws its batch from seed 1000 + rank. After W
 // untimed steps come S timed ones (zero_grad, forward, loss, backward with the bucketed
@@ -40,7 +40,7 @@ struct Args {
 [[noreturn]] void usage(const std::string& msg) {
   std::fprintf(stderr,
                "weft_zero: %s\nusage: weft_zero [--workload linear|convbn|mlp25m] "
-               "[--mode ddp|zero|zero-broadcast] [--threads N] [--steps S] [--warmup W] "
+               "[--mode ddp|zero|zero-allgather] [--threads N] [--steps S] [--warmup W] "
                "[--batch B]\n",
                msg.c_str());
   std::exit(2);
@@ -70,8 +70,8 @@ Args parse_args(int argc, char** argv) {
     else
       usage("unknown flag " + flag);
   }
-  if (a.mode != "ddp" && a.mode != "zero" && a.mode != "zero-broadcast")
-    usage("--mode must be ddp, zero or zero-broadcast");
+  if (a.mode != "ddp" && a.mode != "zero" && a.mode != "zero-allgather")
+    usage("--mode must be ddp, zero or zero-allgather");
   if (a.threads < 1 || a.steps < 1) usage("--threads and --steps must be at least 1");
   return a;
 }
@@ -122,8 +122,8 @@ int main(int argc, char** argv) {
                                               weft::optim::AdamOptions{.lr = 1e-3});
   } else {
     weft::dist::ZeroOptions zo;
-    if (a.mode == "zero-broadcast")
-      zo.parameter_sync = weft::dist::ZeroOptions::ParameterSync::Broadcast;
+    if (a.mode == "zero-allgather")
+      zo.parameter_sync = weft::dist::ZeroOptions::ParameterSync::AllGather;
     auto z = std::make_unique<weft::dist::ZeroRedundancyOptimizer>(
         w.model->parameters(),
         [](std::vector<weft::optim::ParamGroup> g) {

@@ -2,10 +2,11 @@
 # zero.sh [--steps S] [--warmup W] [--world N] [--rounds R] [--force] [workload]
 # The DistributedDataParallel step with Adam of a workload (default mlp25m) at world N (default
 # 2), 1 thread per rank, every rank launched by weft-run: the optimizer whole on every rank
-# (ddp) or sharded by ZeroRedundancyOptimizer (zero: weft's default, the updated shares
-# all-gathered; zero-broadcast: one broadcast per rank, as PyTorch's), weft (bench/weft_zero)
-# and PyTorch 1.13 (bench/torch_zero.py, gloo, glibc told to keep memory as in bench/ddp.sh)
-# alternating. Prints a markdown table (bench/README.md, "ZeRO"): median step ms (slowest rank),
+# (ddp) or sharded by ZeroRedundancyOptimizer (zero: the updated shares broadcast, one
+# broadcast per rank, weft's default and PyTorch's; zero-allgather: weft's all-gathers of flat
+# buffers), weft (bench/weft_zero)
+# and PyTorch 1.13 (bench/torch_zero.py, gloo, glibc told to keep memory as in
+# bench/ddp.sh) alternating. Prints a markdown table (bench/README.md, "ZeRO"): median step ms (slowest rank),
 # peak RSS and optimizer state per rank; R rounds (default 1) repeat it all and the table takes
 # the median over rounds. The raw JSON lines go to stderr. Refuses a busy machine (1-minute
 # load average, a 2 s sample of /proc/stat) unless --force, which runs anyway and puts a
@@ -77,15 +78,32 @@ record() {
   echo "$out" >&2
   lines+=("$out")
 }
+# PyTorch's ranks, started here on a free port: weft-run holds the store's port for rank 0
+# (Note [Store admission]), which PyTorch's TCPStore cannot adopt, and this Debian's torchrun
+# fails on Python 3.12.
+launch_torch() {
+  local port pids=() rc=0
+  port=$("$python" -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+  for ((r = 0; r < world; ++r)); do
+    MASTER_ADDR=127.0.0.1 MASTER_PORT=$port RANK=$r LOCAL_RANK=$r WORLD_SIZE=$world \
+      timeout -k 10 "${ZERO_TIMEOUT:-900}" "$python" "$@" > "$tmp/rank$r.out" &
+    pids+=($!)
+  done
+  for p in "${pids[@]}"; do wait "$p" || rc=1; done
+  grep '^{' "$tmp/rank0.out" || rc=1
+  return $rc
+}
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 tuned() { MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=4294967295 "$@"; }
 step=(--workload "$workload" --threads 1 --steps "$steps" --warmup "$warmup")
 weft() { launch "$build/bench/weft_zero" --mode "$1" "${step[@]}"; }
-torch() { tuned launch "$python" "$here/torch_zero.py" --mode "$1" "${step[@]}"; }
+torch() { tuned launch_torch "$here/torch_zero.py" --mode "$1" "${step[@]}"; }
 
 lines=()
 for r in $(seq "$rounds"); do
-  runs=("weft ddp" "torch ddp" "weft zero" "torch zero" "weft zero-broadcast")
-  if ((r % 2 == 0)); then runs=("torch ddp" "weft ddp" "torch zero" "weft zero" "weft zero-broadcast"); fi
+  runs=("weft ddp" "torch ddp" "weft zero" "torch zero" "weft zero-allgather")
+  if ((r % 2 == 0)); then runs=("torch ddp" "weft ddp" "torch zero" "weft zero" "weft zero-allgather"); fi
   for run in "${runs[@]}"; do record $run; done
 done
 
@@ -93,25 +111,4 @@ after=$(busy_percent)
 if awk -v b="$after" -v mb="$max_busy" 'BEGIN { exit !(b > mb) }'; then
   warning="${warning:+$warning; }machine busy after the run: $after% of $ncpu CPUs busy"
 fi
-printf '%s\n' "${lines[@]}" | "$python" -c '
-import json, statistics, sys
-warning = sys.argv[1]
-rows = {}
-for line in sys.stdin:
-    d = json.loads(line)
-    rows.setdefault((d["impl"], d["mode"]), []).append(d)
-if warning:
-    print(f"**WARNING: {warning}**\n")
-first = next(iter(rows.values()))[0]
-print(f"ZeRO, {first[\"workload\"]}, Adam, world {first[\"world\"]}, batch {first[\"batch\"]} per rank, "
-      f"1 thread per rank, {first[\"steps\"]} steps, median over {len(next(iter(rows.values())))} round(s)\n")
-print("| impl | optimizer | step ms (median) | p10 | p90 | peak RSS MB per rank | optimizer state MB per rank |")
-print("|---|---|---|---|---|---|---|")
-def med(ds, k):
-    return statistics.median(d[k] for d in ds)
-def per_rank(ds, k):
-    return " / ".join(f"{statistics.median(d[k][i] for d in ds):.0f}" for i in range(len(ds[0][k])))
-for (impl, mode), ds in sorted(rows.items()):
-    print(f"| {impl} | {mode} | {med(ds, \"median_ms\"):.1f} | {med(ds, \"p10_ms\"):.1f} | "
-          f"{med(ds, \"p90_ms\"):.1f} | {per_rank(ds, \"peak_rss_mb\")} | {per_rank(ds, \"optim_state_mb\")} |")
-' "$warning"
+printf '%s\n' "${lines[@]}" | "$python" "$here/zero_report.py" "$warning"

@@ -157,10 +157,11 @@ int state(const std::string& kind) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "", kind = argc > 2 ? argv[2] : "sgd";
-  if (argc > 3 && std::string(argv[3]) == "broadcast")
-    g_zero.parameter_sync = dist::ZeroOptions::ParameterSync::Broadcast;
+  const std::string sync = argc > 3 ? argv[3] : "";
+  if (sync == "allgather" || sync == "chunked")
+    g_zero.parameter_sync = dist::ZeroOptions::ParameterSync::AllGather;
   // Chunks of 100 elements: pieces that start and end inside parameters (8x40 has 320).
-  if (argc > 3 && std::string(argv[3]) == "chunked") g_zero.allgather_chunk = 100;
+  if (sync == "chunked") g_zero.allgather_chunk = 100;
   try {
     dist::init_process_group();
     test::g_rank = dist::get_rank();

@@ -1,8 +1,8 @@
 // ZeroRedundancyOptimizer (torch.distributed.optim, ZeRO stage 1): wraps any weft optimizer so
 // that each rank keeps optimizer state only for its share of the parameters. Shares are balanced
 // by size as PyTorch's (largest parameter first, to the least-loaded rank, group by group); each
-// rank steps its share and then every rank's updated parameters reach all ranks (one all-gather
-// of flat buffers, or one coalesced broadcast per rank: ZeroOptions). The result equals the
+// rank steps its share and then every rank's updated parameters reach all ranks (one coalesced
+// broadcast per rank, or all-gathers of flat buffers: ZeroOptions). The result equals the
 // unsharded optimizer; state_dict() after consolidate_state_dict() is the unsharded optimizer's,
 // so either loads the other's; local_state_dict() is this rank's share of it (sharded saves).
 #pragma once
@@ -22,11 +22,12 @@ using OptimizerFactory =
     std::function<std::unique_ptr<optim::Optimizer>(std::vector<optim::ParamGroup>)>;
 
 struct ZeroOptions {
-  // How step() brings every rank's updated share to all ranks. AllGather (default): each rank
-  // packs its share into one flat buffer (padded to the largest share) and one all-gather moves
-  // them all. Broadcast: one coalesced broadcast per rank, as PyTorch's. Same values either way.
-  enum class ParameterSync { AllGather, Broadcast };
-  ParameterSync parameter_sync = ParameterSync::AllGather;
+  // How step() brings every rank's updated share to all ranks. Broadcast (default, as
+  // PyTorch's): one coalesced broadcast per rank. AllGather: each rank packs its share into a
+  // flat buffer (padded to the largest share) and all-gathers move them all; slower on Gloo
+  // (bench/README.md, "ZeRO"). Same values either way.
+  enum class ParameterSync { Broadcast, AllGather };
+  ParameterSync parameter_sync = ParameterSync::Broadcast;
   // AllGather moves the shares this many elements per rank at a time, which bounds its buffers
   // (and the backend's staging copy) to a few times this per rank, however large the model.
   int64_t allgather_chunk = int64_t{4} << 20;
