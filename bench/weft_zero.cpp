@@ -1,9 +1,9 @@
 // weft_zero: the DistributedDataParallel training step with Adam (lr 1e-3) of a benchmark
 // workload, the optimizer whole on every rank (--mode ddp) or sharded by
 // ZeroRedundancyOptimizer (--mode zero: updated shares broadcast, one broadcast per rank, the
-// default; zero-allgather: all-gathers of flat buffers). Launch it under weft-run (alone it is a world of one),
-// Gloo, 1 thread per rank by default. bench/torch_zero.py is the PyTorch side; bench/zero.sh
-// runs both. Rank 0 prints one JSON line.
+// default; zero-allgather: all-gathers of flat buffers). Launch it under weft-run (alone it is a
+// world of one), Gloo, 1 thread per rank by default. bench/torch_zero.py is the PyTorch side;
+// bench/zero.sh runs both. Rank 0 prints one JSON line.
 //   weft-run --nproc-per-node N weft_zero --workload mlp25m [--mode ddp|zero|zero-allgather]
 //            [--threads T] [--steps S] [--warmup W] [--batch B]
 // Every rank builds the model from seed 0 and draws its batch from seed 1000 + rank. After W

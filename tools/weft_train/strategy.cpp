@@ -26,7 +26,10 @@ namespace {
 std::string encode(const std::map<std::string, std::string>& m) {
   std::string out;
   for (const auto& [k, v] : m)
-    out.append(std::to_string(k.size())).append(" ").append(k).append(std::to_string(v.size()))
+    out.append(std::to_string(k.size()))
+        .append(" ")
+        .append(k)
+        .append(std::to_string(v.size()))
         .append(" ")
         .append(v);
   return out;
@@ -259,8 +262,8 @@ std::optional<Checkpoint> agree_on_sharded_checkpoint(const Config& c, const nn:
     const std::vector<std::string> errors = dist::all_gather_strings(*group, error);
     std::string why;
     for (size_t r = 0; r < errors.size(); ++r)
-      if (!errors[r].empty()) why += (why.empty() ? "rank " : "; rank ") + std::to_string(r) +
-                                     ": " + errors[r];
+      if (!errors[r].empty())
+        why += (why.empty() ? "rank " : "; rank ") + std::to_string(r) + ": " + errors[r];
     const std::string path = sharded_checkpoint_path(c.checkpoint_dir, epochs[n]);
     if (why.empty()) {
       if (lead) std::printf("resuming after epoch %d from %s\n", epochs[n], path.c_str());

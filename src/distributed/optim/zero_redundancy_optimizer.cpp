@@ -176,8 +176,7 @@ bool ZeroRedundancyOptimizer::allgather_parameters(const std::vector<const Tenso
   const int64_t kChunk = zero_.allgather_chunk;
   if (flat.empty()) return true;
   for (const Tensor* p : flat)
-    if (p->dtype() != flat[0]->dtype() || p->device() != flat[0]->device() ||
-        !p->is_contiguous())
+    if (p->dtype() != flat[0]->dtype() || p->device() != flat[0]->device() || !p->is_contiguous())
       return false;
   const int world = group_->size(), me = group_->rank();
   std::vector<std::vector<const Tensor*>> shares(world);
