@@ -12,6 +12,7 @@
 #include "options.h"
 #include "progress.h"
 #include "resume.h"
+#include "strategy.h"
 #include "training.h"
 #include "weft/distributed/distributed.h"
 #include "weft/distributed/error_file.h"
@@ -72,7 +73,7 @@ void report_epoch(const Config& c, int epoch, double train_loss, std::pair<doubl
               epoch, c.epochs, train_loss, test_loss, 100 * acc, ips);
   std::fflush(stdout);
   metrics.append(row);
-  save_checkpoint(c, epoch, model, opt, scaler, metrics.rows());
+  if (!is_zero(c)) save_checkpoint(c, epoch, model, opt, scaler, metrics.rows());
 }
 
 int run(const Config& c) {
@@ -85,6 +86,8 @@ int run(const Config& c) {
     dist::InitOptions init{.init_method = c.init_method};  // --timeout, else
     if (c.timeout) init.timeout = dist::Duration((int64_t)(*c.timeout * 1000 + 0.5));
     dist::init_process_group(init);  // WEFT_COLLECTIVE_TIMEOUT, else 30 minutes
+  } else if (is_zero(c)) {
+    init_single_process_group();
   }
   const int rank = dist::get_rank(), world = dist::get_world_size();
   const bool lead = rank == 0, node_lead = dist::get_local_rank() == 0;
@@ -112,7 +115,7 @@ int run(const Config& c) {
     nn::convert_sync_batchnorm(model.ptr());
     net = std::make_shared<nn::DistributedDataParallelImpl>(model.ptr());
   }
-  auto opt = make_optimizer(c, *model);
+  auto opt = make_strategy_optimizer(c, *model);
   // Loss scaling keeps small fp16 gradients from flushing to zero; bf16 has float32's range.
   amp::GradScaler scaler({.enabled = c.amp == "fp16"});
   auto sched = make_scheduler(c, *opt);
@@ -120,7 +123,9 @@ int run(const Config& c) {
   if (node_lead) remove_stale_temp_files(c.checkpoint_dir, /*report=*/true);
   if (lead) prepare_checkpoint_dir(c.checkpoint_dir);
   std::optional<Checkpoint> ck;
-  if (c.resume) ck = agree_on_checkpoint(c, dev, /*report=*/node_lead, lead);
+  if (c.resume)
+    ck = is_zero(c) ? agree_on_sharded_checkpoint(c, *model, *opt, lead)
+                    : agree_on_checkpoint(c, dev, /*report=*/node_lead, lead);
   const int start_epoch = ck ? apply_checkpoint(*ck, *model, *opt, scaler, sched.get()) : 0;
   MetricsFile metrics(c.metrics);
   if (lead) {
@@ -144,6 +149,7 @@ int run(const Config& c) {
     if (lead)
       report_epoch(c, epoch + 1, train_loss, test_metrics, ips, secs, metrics, *model, *opt,
                    scaler);
+    if (is_zero(c)) save_sharded_checkpoint(c, epoch + 1, *model, *opt, scaler, metrics.rows());
   }
   if (lead)
     std::printf("done: metrics in %s, checkpoints in %s\n", c.metrics.c_str(),

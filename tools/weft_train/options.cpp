@@ -20,6 +20,11 @@ const char* kUsage =
     "  --lr LR                      (default 0.05 for sgd, 0.001 for adam/adamw)\n"
     "  --optimizer sgd|adam|adamw   (default sgd, momentum 0.9)\n"
     "  --weight-decay WD            (default 5e-4)\n"
+    "  --strategy ddp|zero          ddp (default): every rank holds the whole optimizer state;\n"
+    "                               zero: DDP with ZeroRedundancyOptimizer, each rank holding the\n"
+    "                               state of its share of the parameters, checkpoints sharded\n"
+    "                               (DIR/epoch-N.dcp, one file per rank; DIR must be shared)\n"
+    "  --zero                       short for --strategy zero\n"
     "  --scheduler cosine|step|none (default cosine)\n"
     "  --seed S                     (default 0)\n"
     "  --threads T                  intra-op threads per process (default 1)\n"
@@ -80,6 +85,8 @@ void apply_option(Config& c, const std::string& a, const std::string& v, bool* l
     c.limit_test = parse_number<int64_t>(a, v);
   else if (a == "--timeout")
     c.timeout = parse_number<double>(a, v);
+  else if (a == "--strategy")
+    c.strategy = v;
   else if (a == "--init-method")
     c.init_method = v;
   else
@@ -95,6 +102,8 @@ void finish_config(Config& c, bool lr_given) {
     bad_option("unknown --optimizer " + c.optimizer);
   if (c.scheduler != "cosine" && c.scheduler != "step" && c.scheduler != "none")
     bad_option("unknown --scheduler " + c.scheduler);
+  if (c.strategy != "ddp" && c.strategy != "zero")
+    bad_option("unknown --strategy " + c.strategy + " (ddp or zero)");
   if (c.amp != "none" && c.amp != "bf16" && c.amp != "fp16")
     bad_option("unknown --amp " + c.amp + " (none, bf16 or fp16)");
   if (c.device != "cpu") {
@@ -135,6 +144,10 @@ Config parse(int argc, char** argv) {
     }
     if (a == "--resume") {
       c.resume = true;
+      continue;
+    }
+    if (a == "--zero") {
+      c.strategy = "zero";
       continue;
     }
     if (a == "--no-progress") {

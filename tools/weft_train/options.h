@@ -16,6 +16,7 @@ struct Config {
   std::string model = "cnn", data = "/usr/share/datasets/fashion-mnist", optimizer = "sgd";
   std::string scheduler = "cosine", device = "cpu", checkpoint_dir = "checkpoints", metrics;
   std::string amp = "none", init_method = "env://";
+  std::string strategy = "ddp";  // ddp or zero (strategy.h)
   int epochs = 8, threads = 1, workers = 1;
   int64_t batch_size = 64, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;
