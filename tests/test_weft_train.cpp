@@ -139,12 +139,13 @@ TEST(WeftTrain, MixedPrecisionLearnsAndResumes) {
   for (int i = 0; i < 4; ++i) std::getline(row, cell, ',');
   EXPECT_GT(std::stod(cell), 0.5) << "chance is 0.1\n" << r.output;
 
+  // The lr stepped per epoch, so that a 1-epoch run is a 2-epoch run's first epoch.
   auto ref = fresh_dir("fp16_ref"), split = fresh_dir("fp16_split");
-  r = run_command(cmd(ref, 2, "--amp fp16"), 120);
+  r = run_command(cmd(ref, 2, "--amp fp16 --lr-interval epoch"), 120);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = run_command(cmd(split, 1, "--amp fp16"), 120);
+  r = run_command(cmd(split, 1, "--amp fp16 --lr-interval epoch"), 120);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = run_command(cmd(split, 2, "--amp fp16 --resume"), 120);
+  r = run_command(cmd(split, 2, "--amp fp16 --lr-interval epoch --resume"), 120);
   ASSERT_EQ(r.code, 0) << r.output;
   auto a = csv_rows((ref / "metrics.csv").string()), b = csv_rows((split / "metrics.csv").string());
   ASSERT_EQ(a.size(), 2u);

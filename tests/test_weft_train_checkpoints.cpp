@@ -115,9 +115,12 @@ TEST(WeftTrainCheckpoints, DamagedNewestFallsBackToThePrevious) {
 TEST(WeftTrainCheckpoints, OlderCheckpointsStillResume) {
   if (!have_data()) GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
   const fs::path ref = fresh_dir("old_ref"), dir = fresh_dir("old");
-  auto r = run_command(one_process_cmd(ref.string(), 2), 300);
+  // The lr stepped per epoch: a 1-epoch run's schedule is then a 2-epoch run's first epoch (per
+  // step, its cosine would end at 0 within epoch 1).
+  const std::string per_epoch = "--lr-interval epoch";
+  auto r = run_command(one_process_cmd(ref.string(), 2, per_epoch), 300);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = run_command(one_process_cmd(dir.string(), 1), 300);
+  r = run_command(one_process_cmd(dir.string(), 1, per_epoch), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   const std::string path = (dir / "epoch-0001.safetensors").string();
   auto file = weft::serialize::SafetensorsFile::read(path);
@@ -126,7 +129,7 @@ TEST(WeftTrainCheckpoints, OlderCheckpointsStillResume) {
     if (k.rfind("weft.xxh64.", 0) != 0 && k != "metrics_history") meta[k] = v;
   ASSERT_LT(meta.size(), file.metadata().size());
   weft::serialize::write_safetensors(path, file.tensors(), meta);
-  r = run_command(one_process_cmd(dir.string(), 2, "--resume"), 300);
+  r = run_command(one_process_cmd(dir.string(), 2, per_epoch + " --resume"), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "resuming after epoch 1")) << r.output;
   EXPECT_EQ(metrics_only(csv_rows((dir / "metrics.csv").string())),
