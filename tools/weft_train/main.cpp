@@ -1,6 +1,7 @@
 // weft-train: the main job. Trains a CNN (default), a ShuffleNet-V2-style network or an
 // MLP on Fashion-MNIST (or any MNIST-format IDX files) in one process, or data-parallel
-// under weft-run / mpirun (DistributedDataParallel, SyncBatchNorm, DistributedSampler).
+// under weft-run / mpirun (DistributedDataParallel, DistributedSampler; --batchnorm sync for
+// SyncBatchNorm). --val-split holds out a validation set that each epoch reports on.
 // Rank 0 reports progress and per-epoch metrics, writes a CSV of them and an atomic,
 // checksummed checkpoint every epoch; --resume continues from the newest usable checkpoint
 // that any rank holds (resume.h). Bad data, options and directories stop it before training.

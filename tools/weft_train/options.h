@@ -23,8 +23,8 @@ struct Config {
   std::string scheduler = "cosine", device = "cpu", checkpoint_dir = "checkpoints", metrics;
   std::string amp = "none", init_method = "env://";
   std::string lr_interval = "step";  // the scheduler steps after every optimizer step, or epoch
-  std::string batchnorm = "sync";    // sync: SyncBatchNorm across ranks; local: per-rank stats
-  int epochs = 8, threads = 1, workers = 1;
+  std::string batchnorm = "local";   // local: per-rank statistics; sync: SyncBatchNorm
+  int epochs = 3, threads = 1, workers = 1;
   int64_t batch_size = 64, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;
   double dropout = 0.0;           // before the CNN's last Linear; 0: no Dropout module
