@@ -341,6 +341,11 @@ TEST(WeftTrain, ValidationSplit) {
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(has(r.output, "1280 training and 500 test images")) << r.output;
   EXPECT_TRUE(has(r.output, "256 training images held out for validation")) << r.output;
+  std::string header;
+  std::getline(std::ifstream(dir / "metrics.csv") >> std::ws, header);
+  EXPECT_EQ(
+      header,
+      "epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds,val_loss,val_accuracy");
   auto rows = csv_rows((dir / "metrics.csv").string());
   ASSERT_EQ(rows.size(), 2u) << r.output;
   const auto first = weft::test::csv_cells(rows[0]), last = weft::test::csv_cells(rows[1]);
