@@ -1,6 +1,6 @@
 // ProcessGroupGloo: the CPU backend (PyTorch's default), Gloo's collective algorithms over
 // its TCP transport, rendezvous through a weft Store. Guarantees: contiguous CPU tensors of
-// float32 or int64, and for allreduce also fp16/bf16 (DDP's compression hooks; reduced in float
+// float32 or int64 (BAND/BOR/BXOR: int64), and for allreduce also fp16/bf16 (DDP's compression hooks; reduced in float
 // and rounded back); anything else is refused at the call, naming the tensor. Every op and the
 // connection setup end within the group timeout, and a dead peer surfaces as DistError naming
 // the op and Gloo's message ("Connection closed by peer [addr]:port") or the peer's rank.
@@ -43,11 +43,28 @@ class ProcessGroupGloo : public ProcessGroup {
                                   ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> broadcast(std::vector<Tensor> tensors, int root = 0) override;
   std::shared_ptr<Work> allgather(std::vector<Tensor> outputs, Tensor input) override;
-  // Gloo's reduce-scatter is awkward (legacy API, int counts): an allreduce of the
-  // concatenated inputs, keeping this rank's slice. Costs 2x the bandwidth of a real one.
+  // Through shared memory where the group has it (an all-reduce of the concatenated inputs,
+  // keeping this rank's slice), else as reduce_scatter_tensor.
   std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                        ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> barrier() override;
+  std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root,
+                               ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root) override;
+  std::shared_ptr<Work> scatter(Tensor output, std::vector<Tensor> inputs, int root) override;
+  std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input) override;
+  // Gloo's own reduce-scatter (recursive halving and doubling); its timeout is the one the
+  // group connected with (Gloo's legacy algorithms read the connection's).
+  std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input,
+                                              ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> alltoall_base(Tensor output, Tensor input,
+                                      std::vector<int64_t> output_split_sizes,
+                                      std::vector<int64_t> input_split_sizes) override;
+  std::shared_ptr<Work> alltoall(std::vector<Tensor> outputs, std::vector<Tensor> inputs) override;
+  // Posted at once (not queued behind collectives); Work::wait waits for this one transfer, and
+  // then() callbacks run on the thread whose wait or is_completed saw it finish.
+  std::shared_ptr<Work> send(std::vector<Tensor> tensors, int dst, int tag = 0) override;
+  std::shared_ptr<Work> recv(std::vector<Tensor> tensors, int src, int tag = 0) override;
 
   // The shared-memory segment this rank's all-reduces go through ("/weft-<pid>-<random>",
   // unlinked once every rank of the host mapped it); "" where they go through Gloo alone.
