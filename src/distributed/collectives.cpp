@@ -99,8 +99,7 @@ void check_reduce_dtype(const std::string& op, ReduceOp rop, const Tensor& t) {
 }
 
 void check_base_args(const std::string& op, const Tensor& big, const std::string& big_name,
-                     const Tensor& small, const std::string& small_name, int group_size,
-                     bool cpu) {
+                     const Tensor& small, const std::string& small_name, int group_size, bool cpu) {
   if (cpu) {
     check_cpu_tensor(op, big, big_name);
     check_cpu_tensor(op, small, small_name);
@@ -122,8 +121,8 @@ std::vector<int64_t> split_counts(const std::string& op, const Tensor& t, const 
   const int64_t row = rows == 0 ? 0 : t.numel() / rows;
   std::vector<int64_t> counts(static_cast<size_t>(group_size));
   if (splits.empty()) {
-    WEFT_CHECK_DIST(rows % group_size == 0, op, ": ", name, " (", shape_dtype_str(t),
-                    ") has ", rows, " rows, not divisible by the group size ", group_size,
+    WEFT_CHECK_DIST(rows % group_size == 0, op, ": ", name, " (", shape_dtype_str(t), ") has ",
+                    rows, " rows, not divisible by the group size ", group_size,
                     "; pass split sizes");
     for (auto& c : counts) c = rows / group_size * row;
     return counts;
@@ -137,8 +136,8 @@ std::vector<int64_t> split_counts(const std::string& op, const Tensor& t, const 
     total += splits[j];
     counts[j] = splits[j] * row;
   }
-  WEFT_CHECK_DIST(total == rows, op, ": ", name, "_split_sizes sum to ", total, " but ", name,
-                  " (", shape_dtype_str(t), ") has ", rows, " rows");
+  WEFT_CHECK_DIST(total == rows, op, ": ", name, "_split_sizes sum to ", total, " but ", name, " (",
+                  shape_dtype_str(t), ") has ", rows, " rows");
   return counts;
 }
 
@@ -152,8 +151,7 @@ std::vector<int64_t> offsets_of(const std::vector<int64_t>& counts) {
 
 AlltoallCounts alltoall_counts(const std::string& op, const Tensor& output, const Tensor& input,
                                const std::vector<int64_t>& output_splits,
-                               const std::vector<int64_t>& input_splits, int group_size,
-                               bool cpu) {
+                               const std::vector<int64_t>& input_splits, int group_size, bool cpu) {
   if (cpu) {
     check_cpu_tensor(op, output, "output");
     check_cpu_tensor(op, input, "input");
@@ -177,11 +175,11 @@ void check_alltoall_args(const std::string& op, const std::vector<Tensor>& outpu
   for (int j = 0; j < group_size; ++j) {
     check_cpu_tensor(op, outputs[j], "output " + std::to_string(j));
     check_cpu_tensor(op, inputs[j], "input " + std::to_string(j));
-    WEFT_CHECK_DIST(outputs[j].dtype() == inputs[0].dtype() &&
-                        inputs[j].dtype() == inputs[0].dtype(),
-                    op, ": every tensor must have input 0's dtype ", dtype_name(inputs[0].dtype()),
-                    "; output ", j, " is ", dtype_name(outputs[j].dtype()), ", input ", j, " is ",
-                    dtype_name(inputs[j].dtype()));
+    WEFT_CHECK_DIST(
+        outputs[j].dtype() == inputs[0].dtype() && inputs[j].dtype() == inputs[0].dtype(), op,
+        ": every tensor must have input 0's dtype ", dtype_name(inputs[0].dtype()), "; output ", j,
+        " is ", dtype_name(outputs[j].dtype()), ", input ", j, " is ",
+        dtype_name(inputs[j].dtype()));
   }
 }
 
@@ -203,8 +201,8 @@ void check_rooted_list(const std::string& op, const std::vector<Tensor>& list,
   }
 }
 
-void check_p2p_args(const std::string& op, const std::vector<Tensor>& tensors, int peer,
-                    int tag, int rank, int group_size) {
+void check_p2p_args(const std::string& op, const std::vector<Tensor>& tensors, int peer, int tag,
+                    int rank, int group_size) {
   WEFT_CHECK_DIST(tensors.size() == 1, op, ": takes exactly one tensor, got ", tensors.size());
   check_cpu_tensor(op, tensors[0], "tensor");
   check_rank(op, peer, group_size, "peer");

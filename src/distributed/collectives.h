@@ -64,8 +64,8 @@ void check_rooted_list(const std::string& op, const std::vector<Tensor>& list,
                        const std::string& list_name, const Tensor& one, const std::string& one_name,
                        bool is_root, int group_size);
 // send/recv: exactly one valid tensor, a peer that is another rank of the group, tag >= 0.
-void check_p2p_args(const std::string& op, const std::vector<Tensor>& tensors, int peer,
-                    int tag, int rank, int group_size);
+void check_p2p_args(const std::string& op, const std::vector<Tensor>& tensors, int peer, int tag,
+                    int rank, int group_size);
 
 // AVG as SUM then this: float32 divides, int64 divides with truncation (as NCCL's ncclAvg).
 void divide_by(void* data, DType dtype, size_t n, int divisor);

@@ -1,5 +1,6 @@
-// The object collectives' encoding checks and byte transport (weft/distributed/object_collectives.h):
-// byte strings move as int64 tensors (a dtype every backend moves), lengths first.
+// The object collectives' encoding checks and byte transport
+// (weft/distributed/object_collectives.h): byte strings move as int64 tensors (a dtype every
+// backend moves), lengths first.
 #include "weft/distributed/object_collectives.h"
 
 #include <algorithm>

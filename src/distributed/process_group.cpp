@@ -101,8 +101,8 @@ void ProcessGroup::monitored_barrier(std::optional<Duration> timeout, bool wait_
       recv({ack}, 0, kMonitoredBarrierTag)->wait(left());
     } catch (const std::exception& e) {
       WEFT_DIST_ERROR("monitored_barrier: rank 0 did not release rank ", rank_, " within ",
-                      t.count(), " ms", where, "; rank 0 names the ranks that did not arrive: ",
-                      e.what());
+                      t.count(), " ms", where,
+                      "; rank 0 names the ranks that did not arrive: ", e.what());
     }
     return;
   }

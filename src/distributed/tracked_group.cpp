@@ -87,9 +87,8 @@ class TrackedGroup : public ProcessGroup {
                [&] { return inner_->scatter(std::move(output), std::move(inputs), root); });
   }
   std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input) override {
-    return run(OpRecord::of(OpKind::ALLGATHER_INTO_TENSOR, {input}), [&] {
-      return inner_->allgather_into_tensor(std::move(output), std::move(input));
-    });
+    return run(OpRecord::of(OpKind::ALLGATHER_INTO_TENSOR, {input}),
+               [&] { return inner_->allgather_into_tensor(std::move(output), std::move(input)); });
   }
   std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input, ReduceOp op) override {
     return run(OpRecord::of(OpKind::REDUCE_SCATTER_TENSOR, {output}, static_cast<int>(op)), [&] {

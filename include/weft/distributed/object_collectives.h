@@ -79,8 +79,7 @@ struct Codec<bool> {
 };
 
 template <typename T>
-  requires(std::is_integral_v<T> && !std::is_same_v<T, bool>)
-struct Codec<T> {
+requires(std::is_integral_v<T> && !std::is_same_v<T, bool>) struct Codec<T> {
   static void put(Writer& w, T v) {
     if constexpr (std::is_signed_v<T>) {
       w.tag(Tag::INT);
@@ -106,7 +105,7 @@ struct Codec<T> {
 };
 
 template <typename T>
-  requires std::is_floating_point_v<T>
+requires std::is_floating_point_v<T>
 struct Codec<T> {
   static void put(Writer& w, T v) {
     w.tag(Tag::FLOAT);

@@ -101,8 +101,8 @@ void gloo_gather(const Ctx& ctx, const std::vector<Tensor>& outputs, const Tenso
   }
 }
 
-void gloo_scatter(const Ctx& ctx, const Tensor& output, const std::vector<Tensor>& inputs,
-                  int root, uint32_t tag, Duration timeout) {
+void gloo_scatter(const Ctx& ctx, const Tensor& output, const std::vector<Tensor>& inputs, int root,
+                  uint32_t tag, Duration timeout) {
   const size_t n = static_cast<size_t>(output.numel());
   if (n == 0) return;
   gloo::ScatterOptions opts(ctx);
@@ -165,8 +165,7 @@ void gloo_alltoallv(const Ctx& ctx, const Tensor& output, const Tensor& input,
   with_type(input.dtype(), [&](auto* type) {
     using T = std::remove_pointer_t<decltype(type)>;
     T* in = input.numel() ? static_cast<T*>(input.raw_data()) : reinterpret_cast<T*>(&dummy[0]);
-    T* out =
-        output.numel() ? static_cast<T*>(output.raw_data()) : reinterpret_cast<T*>(&dummy[1]);
+    T* out = output.numel() ? static_cast<T*>(output.raw_data()) : reinterpret_cast<T*>(&dummy[1]);
     opts.setInput(in, counts.send);
     opts.setOutput(out, counts.recv);
   });

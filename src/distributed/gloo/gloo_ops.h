@@ -11,8 +11,8 @@
 
 #include <memory>
 
-#include "weft/distributed/process_group.h"
 #include "distributed/collectives.h"
+#include "weft/distributed/process_group.h"
 #include "weft/distributed/store.h"
 
 namespace weft::dist::detail {
@@ -54,8 +54,8 @@ void gloo_reduce(const Ctx& ctx, const Tensor& t, int root, ReduceOp op, uint32_
                  Duration timeout);
 void gloo_gather(const Ctx& ctx, const std::vector<Tensor>& outputs, const Tensor& input, int root,
                  uint32_t tag, Duration timeout);
-void gloo_scatter(const Ctx& ctx, const Tensor& output, const std::vector<Tensor>& inputs,
-                  int root, uint32_t tag, Duration timeout);
+void gloo_scatter(const Ctx& ctx, const Tensor& output, const std::vector<Tensor>& inputs, int root,
+                  uint32_t tag, Duration timeout);
 void gloo_allgather_into(const Ctx& ctx, const Tensor& output, const Tensor& input, uint32_t tag,
                          Duration timeout);
 // Gloo's ReduceScatterHalvingDoubling (its legacy API: bounded by the timeout the context was

@@ -25,8 +25,8 @@ class GlooP2PWork : public Work {
         what_(std::move(what)),
         timeout_(timeout) {}
 
-  // Done: rethrows the op's error. Else waits up to `timeout`; running out of time leaves the op
-  // pending (a later wait may still see it finish).
+  // Done: rethrows the op's error. Else waits up to `timeout`. Running out of time fails the op
+  // for good: Gloo closes the connection to the peer when a wait on it times out.
   void wait(std::optional<Duration> timeout) override {
     std::unique_lock<std::mutex> lock(mu_);
     if (!done_) {
@@ -36,23 +36,21 @@ class GlooP2PWork : public Work {
         complete(lock, nullptr);
       } catch (const std::exception& e) {
         const std::string msg = e.what();
-        if (msg.find("Timed out") != std::string::npos || msg.find("timed out") != std::string::npos)
-          WEFT_DIST_ERROR(what_, " timed out after ", t.count(), " ms: ", msg);
-        complete(lock, std::make_exception_ptr(DistError(what_ + " failed: " + msg)));
+        const bool timed_out = msg.find("Timed out") != std::string::npos ||
+                               msg.find("timed out") != std::string::npos;
+        std::string why = what_;
+        why.append(timed_out ? " timed out after " + std::to_string(t.count()) + " ms: "
+                             : " failed: ");
+        complete(lock, std::make_exception_ptr(DistError(why + msg)));
       }
     }
     if (error_) std::rethrow_exception(error_);
   }
 
+  // Gloo cannot poll a transfer without a timeout that would close the connection, so this
+  // says whether a wait() has seen it finish (as PyTorch's Gloo send/recv Works).
   bool is_completed() override {
-    std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-    if (!lock.owns_lock() || done_) return done_;
-    try {
-      if (buf_) is_send_ ? buf_->waitSend(Duration(1)) : buf_->waitRecv(Duration(1));
-      complete(lock, nullptr);
-    } catch (const std::exception&) {
-      // Still pending (or failed: wait() reports it).
-    }
+    std::lock_guard<std::mutex> lock(mu_);
     return done_;
   }
 

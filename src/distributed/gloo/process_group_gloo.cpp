@@ -1,6 +1,7 @@
 #include "weft/distributed/gloo/process_group_gloo.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <gloo/allgather.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
@@ -8,6 +9,7 @@
 #include <gloo/transport/tcp/device.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -74,6 +76,38 @@ std::string bindable_hostname() {
   }
   freeaddrinfo(res);
   return ok ? std::string(name) : "";
+}
+
+// "[ip]:port", as Gloo's messages write an address.
+std::string addr_str(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  const bool v4 = ss.ss_family == AF_INET;
+  const void* src =
+      v4 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr)
+         : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr);
+  const uint16_t port = v4 ? reinterpret_cast<const sockaddr_in*>(&ss)->sin_port
+                           : reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port;
+  if (!inet_ntop(ss.ss_family, src, buf, sizeof(buf))) return "";
+  return "[" + std::string(buf) + "]:" + std::to_string(ntohs(port));
+}
+
+// The local names of this process's TCP sockets (listening, connected or connecting).
+std::vector<std::string> tcp_socket_names() {
+  std::vector<std::string> out;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return out;
+  std::vector<int> fds;  // read first: Gloo's thread may open and close descriptors meanwhile
+  while (dirent* e = readdir(dir)) {
+    if (std::isdigit(static_cast<unsigned char>(e->d_name[0]))) fds.push_back(std::atoi(e->d_name));
+  }
+  closedir(dir);
+  for (int fd : fds) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
+    if (local.ss_family == AF_INET || local.ss_family == AF_INET6) out.push_back(addr_str(local));
+  }
+  return out;
 }
 
 }  // namespace
@@ -156,6 +190,11 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
   const std::string listen =
       options.iface.empty() ? "address " + options.hostname : "interface " + options.iface;
   const shm::Settings shm_settings = shm::settings_from_env();  // a malformed one fails here
+  // Gloo writes to its sockets without MSG_NOSIGNAL: a write to a peer that died would kill
+  // this process with SIGPIPE instead of failing the op naming the peer. Ignore it, unless the
+  // program installed a handler of its own (Python, and so PyTorch, ignores it too).
+  struct sigaction old {};
+  if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = options.hostname;
@@ -179,6 +218,16 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
       while (in >> j >> addr) {
         if (j == rank) impl_->peer_addrs->emplace_back(addr, i);
       }
+    }
+    // Also every socket's local name, so that a peer seeing our end of a connection (the
+    // address Gloo names when it breaks) maps it to us, whichever side connected.
+    std::string names;
+    for (const std::string& n : tcp_socket_names()) names += n + "\n";
+    store->set("sock_names/" + std::to_string(rank), names);
+    for (int i = 0; i < size; ++i) {
+      if (i == rank) continue;
+      std::istringstream in(store->get_string("sock_names/" + std::to_string(i)));
+      for (std::string local; in >> local;) impl_->peer_addrs->emplace_back(local, i);
     }
     impl_->intra =
         detail::IntraHost::connect(store, rank, size, shm_settings, dev, options.timeout);
@@ -328,8 +377,7 @@ std::shared_ptr<Work> ProcessGroupGloo::barrier() {
 
 namespace weft::dist {
 
-std::shared_ptr<Work> ProcessGroupGloo::reduce(std::vector<Tensor> tensors, int root,
-                                               ReduceOp op) {
+std::shared_ptr<Work> ProcessGroupGloo::reduce(std::vector<Tensor> tensors, int root, ReduceOp op) {
   const std::string name = detail::rooted_name("reduce", root, op);
   WEFT_CHECK_DIST(tensors.size() == 1, impl_->what(name), ": takes one tensor, got ",
                   tensors.size());
@@ -378,10 +426,9 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather_into_tensor(Tensor output, Ten
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   Ctx ctx = impl_->ctx;
-  return impl_->submit(impl_->what(name + "(" + detail::shape_dtype_str(input) + ")"), t,
-                       [ctx, output, input, tag, t] {
-                         detail::gloo_allgather_into(ctx, output, input, tag, t);
-                       });
+  return impl_->submit(
+      impl_->what(name + "(" + detail::shape_dtype_str(input) + ")"), t,
+      [ctx, output, input, tag, t] { detail::gloo_allgather_into(ctx, output, input, tag, t); });
 }
 
 std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter_tensor(Tensor output, Tensor input,

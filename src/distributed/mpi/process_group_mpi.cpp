@@ -6,9 +6,9 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
-#include <chrono>
 #include <mutex>
 #include <thread>
 
@@ -383,8 +383,7 @@ class MpiP2PWork : public Work {
 
 }  // namespace
 
-std::shared_ptr<Work> ProcessGroupMPI::reduce(std::vector<Tensor> tensors, int root,
-                                              ReduceOp op) {
+std::shared_ptr<Work> ProcessGroupMPI::reduce(std::vector<Tensor> tensors, int root, ReduceOp op) {
   const std::string name = impl_->what(detail::rooted_name("reduce", root, op));
   WEFT_CHECK_DIST(tensors.size() == 1, name, ": takes one tensor, got ", tensors.size());
   detail::check_cpu_tensor(name, tensors[0], "tensor");
@@ -405,8 +404,7 @@ std::shared_ptr<Work> ProcessGroupMPI::reduce(std::vector<Tensor> tensors, int r
   });
 }
 
-std::shared_ptr<Work> ProcessGroupMPI::gather(std::vector<Tensor> outputs, Tensor input,
-                                              int root) {
+std::shared_ptr<Work> ProcessGroupMPI::gather(std::vector<Tensor> outputs, Tensor input, int root) {
   const std::string name = impl_->what(detail::rooted_name("gather", root));
   detail::check_rank(name, root, size_, "root");
   detail::check_rooted_list(name, outputs, "output", input, "input", rank_ == root, size_);
@@ -457,8 +455,8 @@ std::shared_ptr<Work> ProcessGroupMPI::allgather_into_tensor(Tensor output, Tens
     const int n = static_cast<int>(input.numel());
     if (n == 0) return;
     auto lock = c->rt->lock();
-    WEFT_MPI_CHECK(MPI_Allgather(input.raw_data(), n, mpi_type(input.dtype()), output.raw_data(),
-                                 n, mpi_type(input.dtype()), c->comm));
+    WEFT_MPI_CHECK(MPI_Allgather(input.raw_data(), n, mpi_type(input.dtype()), output.raw_data(), n,
+                                 mpi_type(input.dtype()), c->comm));
   });
 }
 
@@ -486,8 +484,8 @@ std::shared_ptr<Work> ProcessGroupMPI::alltoall_base(Tensor output, Tensor input
                                                      std::vector<int64_t> output_split_sizes,
                                                      std::vector<int64_t> input_split_sizes) {
   const std::string name = impl_->what("alltoall_base");
-  auto k = detail::alltoall_counts(name, output, input, output_split_sizes, input_split_sizes,
-                                   size_);
+  auto k =
+      detail::alltoall_counts(name, output, input, output_split_sizes, input_split_sizes, size_);
   count_of(name, input);
   count_of(name, output);
   auto sc = int_counts(name, k.send), so = int_counts(name, k.send_offsets);

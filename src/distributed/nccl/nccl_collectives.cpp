@@ -31,16 +31,15 @@ char* at(const Tensor& t, int64_t elements) {
 }
 
 // Fails fast on the first call NCCL refuses (ncclInProgress is a non-blocking comm's success).
-#define WEFT_NCCL_TRY(call)                                           \
-  do {                                                                \
-    const ncclResult_t weft_r_ = (call);                              \
+#define WEFT_NCCL_TRY(call)                                                  \
+  do {                                                                       \
+    const ncclResult_t weft_r_ = (call);                                     \
     if (weft_r_ != ncclSuccess && weft_r_ != ncclInProgress) return weft_r_; \
   } while (0)
 
 }  // namespace
 
-std::shared_ptr<Work> ProcessGroupNCCL::reduce(std::vector<Tensor> tensors, int root,
-                                               ReduceOp op) {
+std::shared_ptr<Work> ProcessGroupNCCL::reduce(std::vector<Tensor> tensors, int root, ReduceOp op) {
   const std::string name = detail::rooted_name("reduce", root, op);
   WEFT_CHECK_DIST(tensors.size() == 1, pre(*impl_, name), ": takes one tensor, got ",
                   tensors.size());
@@ -50,8 +49,8 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce(std::vector<Tensor> tensors, int 
   const Tensor t = tensors[0];
   auto impl = impl_;
   return nccl_run_op(impl_, name, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
-    impl->settle(ncclReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(), nccl_dtype(t.dtype()),
-                            nccl_op(op), root, comm, s),
+    impl->settle(ncclReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
+                            nccl_dtype(t.dtype()), nccl_op(op), root, comm, s),
                  name);
   });
 }
@@ -92,8 +91,8 @@ std::shared_ptr<Work> ProcessGroupNCCL::scatter(Tensor output, std::vector<Tenso
   detail::check_rank(pre(*impl_, name), root, size_, "root");
   nccl_check_tensor(*impl_, name, output, "output");
   const bool is_root = rank_ == root;
-  WEFT_CHECK_DIST(static_cast<int>(inputs.size()) == (is_root ? size_ : 0), pre(*impl_, name),
-                  ": ", inputs.size(), " inputs; the root takes one per rank, others none");
+  WEFT_CHECK_DIST(static_cast<int>(inputs.size()) == (is_root ? size_ : 0), pre(*impl_, name), ": ",
+                  inputs.size(), " inputs; the root takes one per rank, others none");
   for (size_t i = 0; i < inputs.size(); ++i) {
     nccl_check_tensor(*impl_, name, inputs[i], "input " + std::to_string(i));
     detail::check_like(pre(*impl_, name), output, "the output", inputs[i],
@@ -171,16 +170,16 @@ std::shared_ptr<Work> ProcessGroupNCCL::alltoall_base(Tensor output, Tensor inpu
 std::shared_ptr<Work> ProcessGroupNCCL::alltoall(std::vector<Tensor> outputs,
                                                  std::vector<Tensor> inputs) {
   const std::string name = "alltoall";
-  WEFT_CHECK_DIST(static_cast<int>(outputs.size()) == size_ &&
-                      static_cast<int>(inputs.size()) == size_,
-                  pre(*impl_, name), ": ", outputs.size(), " outputs and ", inputs.size(),
-                  " inputs for a group of size ", size_, " (one per rank each)");
+  WEFT_CHECK_DIST(
+      static_cast<int>(outputs.size()) == size_ && static_cast<int>(inputs.size()) == size_,
+      pre(*impl_, name), ": ", outputs.size(), " outputs and ", inputs.size(),
+      " inputs for a group of size ", size_, " (one per rank each)");
   for (int r = 0; r < size_; ++r) {
     nccl_check_tensor(*impl_, name, outputs[r], "output " + std::to_string(r));
     nccl_check_tensor(*impl_, name, inputs[r], "input " + std::to_string(r));
-    WEFT_CHECK_DIST(outputs[r].dtype() == inputs[0].dtype() &&
-                        inputs[r].dtype() == inputs[0].dtype(),
-                    pre(*impl_, name), ": every tensor must have input 0's dtype");
+    WEFT_CHECK_DIST(
+        outputs[r].dtype() == inputs[0].dtype() && inputs[r].dtype() == inputs[0].dtype(),
+        pre(*impl_, name), ": every tensor must have input 0's dtype");
   }
   std::vector<Tensor> keep = outputs;
   keep.insert(keep.end(), inputs.begin(), inputs.end());
@@ -191,7 +190,8 @@ std::shared_ptr<Work> ProcessGroupNCCL::alltoall(std::vector<Tensor> outputs,
       const auto dt = nccl_dtype(inputs[0].dtype());
       for (int r = 0; r < size; ++r) {
         if (inputs[r].numel() > 0)
-          WEFT_NCCL_TRY(ncclSend(inputs[r].device_ptr(), (size_t)inputs[r].numel(), dt, r, comm, s));
+          WEFT_NCCL_TRY(
+              ncclSend(inputs[r].device_ptr(), (size_t)inputs[r].numel(), dt, r, comm, s));
         if (outputs[r].numel() > 0)
           WEFT_NCCL_TRY(
               ncclRecv(outputs[r].device_ptr(), (size_t)outputs[r].numel(), dt, r, comm, s));

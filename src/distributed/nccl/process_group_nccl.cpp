@@ -170,8 +170,8 @@ ProcessGroupNCCL::~ProcessGroupNCCL() {
 int ProcessGroupNCCL::device() const { return impl_->device; }
 
 // Checks an argument tensor: defined, on the group's device, contiguous, a dtype NCCL reduces.
-void detail::nccl_check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& t,
-                  const std::string& which) {
+void detail::nccl_check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op,
+                               const Tensor& t, const std::string& which) {
   const std::string pre = "nccl " + op + " on " + m.where + ": " + which;
   WEFT_CHECK_DIST(t.defined(), pre, " is an undefined tensor");
   WEFT_CHECK_DIST(t.device() == Device::CUDA(m.device), pre, " (", t.str(), ") is on ",
@@ -181,7 +181,7 @@ void detail::nccl_check_tensor(const ProcessGroupNCCL::Impl& m, const std::strin
 }
 
 static void check_like(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& ref,
-                const Tensor& t, const std::string& which) {
+                       const Tensor& t, const std::string& which) {
   WEFT_CHECK_DIST(t.dtype() == ref.dtype() && t.numel() == ref.numel(), "nccl ", op, " on ",
                   m.where, ": ", which, " (", detail::shape_dtype_str(t), ") does not match (",
                   detail::shape_dtype_str(ref), "): dtype and size must agree");
@@ -189,10 +189,10 @@ static void check_like(const ProcessGroupNCCL::Impl& m, const std::string& op, c
 
 // Runs `issue` (the NCCL calls, on m.stream) after the caller's queued work, records the end
 // event and hands the Work to the watchdog.
-std::shared_ptr<Work> detail::nccl_run_op(const std::shared_ptr<ProcessGroupNCCL::Impl>& impl,
-                                    const std::string& what, bool host_blocking,
-                                    std::vector<Tensor> keep,
-                                    const std::function<void(ncclComm_t, cudaStream_t)>& issue) {
+std::shared_ptr<Work> detail::nccl_run_op(
+    const std::shared_ptr<ProcessGroupNCCL::Impl>& impl, const std::string& what,
+    bool host_blocking, std::vector<Tensor> keep,
+    const std::function<void(ncclComm_t, cudaStream_t)>& issue) {
   ProcessGroupNCCL::Impl& m = *impl;
   std::lock_guard<std::mutex> issue_lock(m.issue_mu);
   {
@@ -231,8 +231,9 @@ std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, R
   return detail::nccl_run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
     impl->group(what, [&] {
       for (const Tensor& t : tensors) {
-        const ncclResult_t r = ncclAllReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
-                                             detail::nccl_dtype(t.dtype()), detail::nccl_op(op), comm, s);
+        const ncclResult_t r =
+            ncclAllReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
+                          detail::nccl_dtype(t.dtype()), detail::nccl_op(op), comm, s);
         if (r != ncclSuccess && r != ncclInProgress) return r;
       }
       return ncclSuccess;
@@ -323,9 +324,10 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vecto
       for (size_t i = 0; i < inputs.size(); ++i)
         flat.narrow(0, (int64_t)i * n, n).copy_(inputs[i].reshape({n}));
     }
-    impl->settle(ncclReduceScatter(flat.device_ptr(), output.device_ptr(), (size_t)n,
-                                   detail::nccl_dtype(output.dtype()), detail::nccl_op(op), comm, s),
-                 what);
+    impl->settle(
+        ncclReduceScatter(flat.device_ptr(), output.device_ptr(), (size_t)n,
+                          detail::nccl_dtype(output.dtype()), detail::nccl_op(op), comm, s),
+        what);
   });
 }
 
