@@ -3,6 +3,7 @@
 #include <arpa/inet.h>
 #include <dirent.h>
 #include <gloo/allgather.h>
+#include <gloo/alltoall.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/rendezvous/context.h>
@@ -110,6 +111,49 @@ std::vector<std::string> tcp_socket_names() {
   return out;
 }
 
+// "[ip]:port" -> rank for the addresses Gloo may name when a connection to a peer breaks.
+// Collective: every rank of ctx calls it, after connectFullMesh.
+std::vector<std::pair<std::string, int>> peer_addresses(
+    const std::shared_ptr<gloo::rendezvous::Context>& ctx, Store& store, int rank, int size,
+    Duration timeout) {
+  std::vector<std::pair<std::string, int>> out;
+  // Publish, for every peer j, the address j sees for us (its pair's peer address).
+  std::string mine;
+  for (int j = 0; j < size; ++j) {
+    if (j != rank) mine += std::to_string(j) + " " + ctx->getPair(j)->address().str() + "\n";
+  }
+  store.set("peer_addrs/" + std::to_string(rank), mine);
+  for (int i = 0; i < size; ++i) {
+    if (i == rank) continue;
+    std::istringstream in(store.get_string("peer_addrs/" + std::to_string(i)));
+    int j = 0;
+    std::string addr;
+    while (in >> j >> addr) {
+      if (j == rank) out.emplace_back(addr, i);
+    }
+  }
+  // Once every connection is up (an all-to-all uses each one), each socket's local name, so
+  // that a peer seeing our end of a connection (the address Gloo names when it breaks) maps
+  // it to us, whichever side connected.
+  {
+    std::vector<int64_t> in(static_cast<size_t>(size), rank), got(static_cast<size_t>(size));
+    gloo::AlltoallOptions a(ctx);
+    a.setTimeout(timeout);
+    a.setInput(in.data(), in.size());
+    a.setOutput(got.data(), got.size());
+    gloo::alltoall(a);
+  }
+  std::string names;
+  for (const std::string& n : tcp_socket_names()) names += n + "\n";
+  store.set("sock_names/" + std::to_string(rank), names);
+  for (int i = 0; i < size; ++i) {
+    if (i == rank) continue;
+    std::istringstream in(store.get_string("sock_names/" + std::to_string(i)));
+    for (std::string local; in >> local;) out.emplace_back(local, i);
+  }
+  return out;
+}
+
 }  // namespace
 
 GlooOptions resolve_gloo_options(GlooOptions o, const std::string& peer_host) {
@@ -204,33 +248,10 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
     ctx->setTimeout(options.timeout);
     detail::GlooStore gstore(store);
     ctx->connectFullMesh(gstore, dev);
-    // Publish, for every peer j, the address j sees for us (its pair's peer address).
-    std::string mine;
-    for (int j = 0; j < size; ++j) {
-      if (j != rank) mine += std::to_string(j) + " " + ctx->getPair(j)->address().str() + "\n";
-    }
-    store->set("peer_addrs/" + std::to_string(rank), mine);
-    for (int i = 0; i < size; ++i) {
-      if (i == rank) continue;
-      std::istringstream in(store->get_string("peer_addrs/" + std::to_string(i)));
-      int j = 0;
-      std::string addr;
-      while (in >> j >> addr) {
-        if (j == rank) impl_->peer_addrs->emplace_back(addr, i);
-      }
-    }
-    // Also every socket's local name, so that a peer seeing our end of a connection (the
-    // address Gloo names when it breaks) maps it to us, whichever side connected.
-    std::string names;
-    for (const std::string& n : tcp_socket_names()) names += n + "\n";
-    store->set("sock_names/" + std::to_string(rank), names);
-    for (int i = 0; i < size; ++i) {
-      if (i == rank) continue;
-      std::istringstream in(store->get_string("sock_names/" + std::to_string(i)));
-      for (std::string local; in >> local;) impl_->peer_addrs->emplace_back(local, i);
-    }
     impl_->intra =
         detail::IntraHost::connect(store, rank, size, shm_settings, dev, options.timeout);
+    for (auto& entry : peer_addresses(ctx, *store, rank, size, options.timeout))
+      impl_->peer_addrs->push_back(std::move(entry));
     // Every rank past this barrier has finished its rendezvous reads, so the store (hosted by
     // rank 0) may go away as soon as any rank returns.
     gloo::BarrierOptions b(ctx);
