@@ -4,7 +4,9 @@
 #include "weft/distributed/object_collectives.h"
 
 #include <algorithm>
+#include <cstring>
 
+#include "weft/distributed/nccl/process_group_nccl.h"
 #include "weft/ops.h"
 
 namespace weft::dist {
@@ -80,16 +82,30 @@ namespace detail {
 
 namespace {
 
-Tensor pack(const std::string& s, int64_t words) {
-  Tensor t = zeros({words}, {.dtype = kInt64});
-  std::copy(s.begin(), s.end(), reinterpret_cast<char*>(t.data_ptr<int64_t>()));
-  return t;
+// Where the group's collectives take their tensors.
+Device comm_device(ProcessGroup& pg) {
+  if (auto* nccl = dynamic_cast<ProcessGroupNCCL*>(&pg.backend()))
+    return Device::CUDA(nccl->device());
+  return Device::CPU();
 }
 
+Tensor on(const Tensor& t, Device d) { return t.device() == d ? t : t.to(d); }
+
+Tensor pack(const std::string& s, int64_t words, Device d = Device::CPU()) {
+  Tensor t = zeros({words}, {.dtype = kInt64});
+  std::copy(s.begin(), s.end(), reinterpret_cast<char*>(t.data_ptr<int64_t>()));
+  return on(t, d);
+}
+
+Tensor empty_on(int64_t n, Device d) { return on(make_empty({n}, kInt64), d); }
+
 std::string unpack(const Tensor& t, int64_t n) {
-  const char* p = reinterpret_cast<const char*>(t.data_ptr<int64_t>());
+  const Tensor c = on(t, Device::CPU()).contiguous();
+  const char* p = reinterpret_cast<const char*>(c.data_ptr<int64_t>());
   return std::string(p, p + n);
 }
+
+int64_t first(const Tensor& t) { return on(t, Device::CPU()).to_vector_int64()[0]; }
 
 int64_t words_for(int64_t bytes) { return std::max<int64_t>(1, (bytes + 7) / 8); }
 
@@ -100,42 +116,48 @@ void check_object_list(const char* op, size_t have, size_t want) {
 }
 
 std::string broadcast_bytes(ProcessGroup& pg, const std::string& s, int root) {
-  Tensor len = tensor(std::vector<int64_t>{static_cast<int64_t>(s.size())}, {1});
+  const Device d = comm_device(pg);
+  Tensor len = on(tensor(std::vector<int64_t>{static_cast<int64_t>(s.size())}, {1}), d);
   pg.broadcast({len}, root)->wait();
-  const int64_t n = len.item<int64_t>();
-  Tensor bytes = pack(pg.rank() == root ? s : std::string(), words_for(n));
+  const int64_t n = first(len);
+  Tensor bytes = pack(pg.rank() == root ? s : std::string(), words_for(n), d);
   pg.broadcast({bytes}, root)->wait();
   return unpack(bytes, n);
 }
 
 std::vector<std::string> all_gather_bytes(ProcessGroup& pg, const std::string& mine) {
-  Tensor len = tensor(std::vector<int64_t>{static_cast<int64_t>(mine.size())}, {1});
-  Tensor lens = make_empty({pg.size()}, kInt64);
+  const Device d = comm_device(pg);
+  Tensor len = on(tensor(std::vector<int64_t>{static_cast<int64_t>(mine.size())}, {1}), d);
+  Tensor lens = empty_on(pg.size(), d);
   pg.allgather_into_tensor(lens, len)->wait();
-  const auto l = lens.to_vector_int64();
+  const auto l = on(lens, Device::CPU()).to_vector_int64();
   const int64_t words = words_for(*std::max_element(l.begin(), l.end()));
-  Tensor all = make_empty({pg.size() * words}, kInt64);
-  pg.allgather_into_tensor(all, pack(mine, words))->wait();
+  Tensor all = empty_on(pg.size() * words, d);
+  pg.allgather_into_tensor(all, pack(mine, words, d))->wait();
+  const Tensor host = on(all, Device::CPU());
   std::vector<std::string> out;
-  for (int r = 0; r < pg.size(); ++r) out.push_back(unpack(all.narrow(0, r * words, words), l[r]));
+  for (int r = 0; r < pg.size(); ++r) out.push_back(unpack(host.narrow(0, r * words, words), l[r]));
   return out;
 }
 
 std::vector<std::string> gather_bytes(ProcessGroup& pg, const std::string& mine, int root) {
   // Every rank learns the longest, so all send buffers of one size; then one gather.
-  Tensor longest = tensor(std::vector<int64_t>{static_cast<int64_t>(mine.size())}, {1});
+  const Device d = comm_device(pg);
+  Tensor longest = on(tensor(std::vector<int64_t>{static_cast<int64_t>(mine.size())}, {1}), d);
   pg.allreduce({longest}, ReduceOp::MAX)->wait();
-  const int64_t words = words_for(longest.item<int64_t>()) + 1;  // word 0: the length
-  Tensor buf = pack(std::string(8, '\0') + mine, words);
-  buf.data_ptr<int64_t>()[0] = static_cast<int64_t>(mine.size());
+  const int64_t words = words_for(first(longest)) + 1;  // word 0: the length
+  std::string framed(8, '\0');
+  const auto len = static_cast<int64_t>(mine.size());
+  std::memcpy(framed.data(), &len, sizeof len);
+  Tensor buf = pack(framed + mine, words, d);
   std::vector<Tensor> outs;
   if (pg.rank() == root) {
-    for (int r = 0; r < pg.size(); ++r) outs.push_back(make_empty({words}, kInt64));
+    for (int r = 0; r < pg.size(); ++r) outs.push_back(empty_on(words, d));
   }
   pg.gather(outs, buf, root)->wait();
   std::vector<std::string> out;
   for (const Tensor& t : outs) {
-    const int64_t n = t.data_ptr<int64_t>()[0];
+    const int64_t n = first(t);
     WEFT_CHECK_DIST(n >= 0 && n <= (words - 1) * 8, "gather_object: a rank sent a bad length ", n);
     out.push_back(unpack(t, n + 8).substr(8));
   }
