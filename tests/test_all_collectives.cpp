@@ -2,7 +2,7 @@
 // holds the checks, against closed forms over the ranks' values): every op on Gloo under weft-run
 // at 2, 3 and 4 ranks, on MPI under mpirun; bad arguments, a dead peer, ranks missing a
 // monitored_barrier and mismatched sizes under DETAIL each fail with a DistError naming the op and
-// the rank.
+// the rank. The object collectives' encoding is checked in process.
 #include <gtest/gtest.h>
 
 #include <map>
@@ -10,6 +10,7 @@
 #include <string>
 
 #include "subprocess.h"
+#include "weft/distributed/object_collectives.h"
 
 using weft::test::build_dir;
 using weft::test::run_command;
@@ -120,4 +121,42 @@ TEST(AllCollectives, MismatchedSizesUnderDetailNameTheRank) {
                           "allgather_into_tensor(float32 (4,))"),
             std::string::npos)
       << r.output;
+}
+
+TEST(ObjectEncoding, RoundTripsPlainDataAndRefusesBadBytes) {
+  using namespace weft::dist;
+  using Obj = std::map<std::string, std::vector<std::pair<int, double>>>;
+  const Obj o = {{"a", {{1, 0.5}, {-7, 1e300}}}, {"", {}}, {std::string(3, '\0'), {{0, -0.0}}}};
+  EXPECT_EQ(decode_object<Obj>(encode_object(o)), o);
+  EXPECT_EQ(decode_object<std::vector<bool>>(encode_object(std::vector<bool>{true, false})),
+            (std::vector<bool>{true, false}));
+  EXPECT_EQ(decode_object<uint8_t>(encode_object(uint64_t{255})), 255);
+
+  auto error_of = [](auto&& fn) -> std::string {
+    try {
+      fn();
+    } catch (const weft::DistError& e) {
+      return e.what();
+    }
+    return "no DistError";
+  };
+  std::string bytes = encode_object(o);
+  bytes.pop_back();
+  EXPECT_NE(error_of([&] { decode_object<Obj>(bytes); }).find("the encoding ends early"),
+            std::string::npos);
+  // A vector claiming more elements than there are bytes left is refused before allocating.
+  std::string huge(1, static_cast<char>(obj::Tag::VECTOR));
+  const uint64_t n = uint64_t{1} << 60;
+  huge.append(reinterpret_cast<const char*>(&n), sizeof n);
+  EXPECT_NE(error_of([&] { decode_object<std::vector<int>>(huge); }).find("exceeds"),
+            std::string::npos);
+  EXPECT_NE(
+      error_of([&] { decode_object<uint8_t>(encode_object(uint64_t{256})); }).find("does not fit"),
+      std::string::npos);
+  EXPECT_NE(error_of([&] {
+              decode_object<int>(encode_object(1.5));
+            }).find("expected a signed integer but found a floating-point number"),
+            std::string::npos);
+  EXPECT_NE(error_of([&] { decode_object<int>(encode_object(1) + "x"); }).find("bytes are left"),
+            std::string::npos);
 }
