@@ -219,6 +219,70 @@ TEST(ShmGroup, AllreduceAndBroadcastOverManyChunks) {
     }
 }
 
+// reduce_scatter and allgather against closed forms (the rank-order sum; the concatenation), and
+// broadcast from every root, at chunk sizes that split each part over many steps.
+TEST(ShmGroup, ReduceScatterAllgatherAndBroadcastFromAnyRoot) {
+  for (int n : {2, 3, 4})
+    for (size_t chunk : {size_t{256}, size_t{128 * 1024}}) {
+      Host host(n, chunk);
+      const size_t count = 32768 + 4001;  // per rank; parts span several steps at both chunks
+      auto input = [&](int r, size_t i) { return 0.25f * r + 1e-4f * (i % 977) - 0.3f; };
+      std::vector<std::vector<float>> in(n, std::vector<float>(n * count)), out(n),
+          gathered(n, std::vector<float>(n * count));
+      std::vector<std::vector<int64_t>> bcast(n, std::vector<int64_t>(count));
+      for (int r = 0; r < n; ++r) {
+        for (size_t i = 0; i < n * count; ++i) in[r][i] = input(r, i);
+        out[r].assign(count, -1.0f);
+      }
+      auto errors = host.run([&](int r) {
+        const auto dl = long_deadline();
+        host.ranks[r]->reduce_scatter(in[r].data(), out[r].data(), count, kFloat32, ReduceOp::SUM,
+                                      dl);
+        // In place, as FSDP gathers: this rank's input is its own part of the output.
+        float* mine = gathered[r].data() + r * count;
+        for (size_t i = 0; i < count; ++i) mine[i] = out[r][i] * static_cast<float>(r + 1);
+        host.ranks[r]->allgather(mine, gathered[r].data(), count, kFloat32, dl);
+        for (int root = 0; root < n; ++root) {
+          std::fill(bcast[r].begin(), bcast[r].end(), r == root ? 100 + root : -1);
+          host.ranks[r]->broadcast(bcast[r].data(), count, kInt64, dl, root);
+          for (int64_t v : bcast[r]) ASSERT_EQ(v, 100 + root) << "broadcast from " << root;
+        }
+      });
+      for (int r = 0; r < n; ++r) {
+        ASSERT_EQ(errors[r], "") << r;
+        for (size_t i = 0; i < count; ++i) {
+          float sum = input(0, r * count + i);
+          for (int q = 1; q < n; ++q) sum += input(q, r * count + i);
+          ASSERT_EQ(std::memcmp(&out[r][i], &sum, 4), 0)
+              << "reduce_scatter n=" << n << " chunk=" << chunk << " rank " << r << " " << i;
+        }
+      }
+      for (int r = 0; r < n; ++r)
+        for (int q = 0; q < n; ++q)
+          for (size_t i = 0; i < count; ++i)
+            ASSERT_EQ(gathered[r][q * count + i], out[q][i] * static_cast<float>(q + 1))
+                << "allgather n=" << n << " chunk=" << chunk << " rank " << r << " part " << q;
+    }
+}
+
+TEST(ShmGroup, DifferentOpsNameThePeer) {
+  Host host(2, 4096);
+  std::vector<std::vector<float>> in(2, std::vector<float>(200, 1.0f)), out(in);
+  auto errors = host.run([&](int r) {
+    if (r == 0)
+      host.ranks[r]->reduce_scatter(in[r].data(), out[r].data(), 100, kFloat32, ReduceOp::AVG,
+                                    long_deadline());
+    else
+      host.ranks[r]->allgather(in[r].data(), out[r].data(), 100, kFloat32, long_deadline());
+  });
+  EXPECT_NE(errors[0].find("rank 11 issued allgather of 400 bytes of float32 while rank 10 issued "
+                           "reduce_scatter(AVG) of 800 bytes"),
+            std::string::npos)
+      << errors[0];
+  EXPECT_NE(errors[1].find("rank 10 issued reduce_scatter(AVG) of 800 bytes"), std::string::npos)
+      << errors[1];
+}
+
 TEST(ShmGroup, MismatchedSizesNameThePeer) {
   Host host(2, 4096);
   std::vector<std::vector<float>> data(2, std::vector<float>(200, 1.0f));

@@ -116,8 +116,9 @@ double epsilon(DType dt) {
 // shm's result against Gloo's (the reference), for one op: the same bits where the reduction is
 // exact or the order cannot matter (two ranks; MAX/MIN; int64), otherwise within a few roundings
 // of the magnitudes involved.
-void compare(const Tensor& shm, const Tensor& gloo, int world, ReduceOp op,
-             const std::string& what) {
+// Element i of the results came from element i + offset of the inputs.
+void compare(const Tensor& shm, const Tensor& gloo, int world, ReduceOp op, const std::string& what,
+             int64_t offset = 0) {
   const bool exact =
       world == 2 || op == ReduceOp::MAX || op == ReduceOp::MIN || shm.dtype() == kInt64;
   if (exact) {
@@ -128,7 +129,7 @@ void compare(const Tensor& shm, const Tensor& gloo, int world, ReduceOp op,
   for (int64_t i = 0; i < shm.numel(); ++i) {
     double scale = op == ReduceOp::PRODUCT ? 1 : 0;
     for (int r = 0; r < world; ++r) {
-      const double v = std::abs(value(r, i, op, shm.dtype()));
+      const double v = std::abs(value(r, i + offset, op, shm.dtype()));
       scale = op == ReduceOp::PRODUCT ? scale * v : scale + v;
     }
     if (op == ReduceOp::AVG) scale /= world;
@@ -136,6 +137,38 @@ void compare(const Tensor& shm, const Tensor& gloo, int world, ReduceOp op,
     EXPECT(std::abs(a - b) <= 2 * world * epsilon(shm.dtype()) * scale, what, ": element ", i,
            " is ", a, " by shared memory, ", b, " by Gloo");
   }
+}
+
+// reduce_scatter_tensor, all_gather_into_tensor (in place, as FSDP gathers) and broadcast from
+// the last rank, which one host also runs through the segment, against Gloo's.
+int tensor_collectives(ProcessGroup& pg, ProcessGroup& ref) {
+  const int world = pg.size();
+  int checked = 0;
+  for (DType dt : {kFloat32, kInt64})
+    for (ReduceOp op : {ReduceOp::SUM, ReduceOp::AVG, ReduceOp::MAX, ReduceOp::PRODUCT})
+      for (int64_t m : {int64_t{1}, int64_t{4099}, int64_t{65536 + 20001}}) {
+        if (dt == kInt64 && op == ReduceOp::AVG) continue;
+        const std::string what = std::string("reduce_scatter_tensor ") + dtype_name(dt) + " " +
+                                 to_string(op) + " of " + std::to_string(m);
+        Tensor in = make_input(g_rank, world * m, op, dt);
+        Tensor a = make_empty({m}, dt), b = make_empty({m}, dt);
+        pg.reduce_scatter_tensor(a, in, op)->wait();
+        ref.reduce_scatter_tensor(b, in, op)->wait();
+        compare(a, b, world, op, what, g_rank * m);
+        Tensor ga = make_empty({world * m}, dt), gb = make_empty({world * m}, dt);
+        ga.narrow(0, g_rank * m, m).copy_(a);
+        pg.allgather_into_tensor(ga, ga.narrow(0, g_rank * m, m))->wait();
+        ref.allgather_into_tensor(gb, a)->wait();  // the same parts: a copy, bit for bit
+        EXPECT(std::memcmp(ga.raw_data(), gb.raw_data(), ga.nbytes()) == 0,
+               "all_gather_into_tensor after ", what, ": differs from Gloo's");
+        Tensor c = make_input(g_rank, m, op, dt), d = c.clone();
+        pg.broadcast({c}, world - 1)->wait();
+        ref.broadcast({d}, world - 1)->wait();
+        EXPECT(std::memcmp(c.raw_data(), d.raw_data(), c.nbytes()) == 0, "broadcast of ", m, " ",
+               dtype_name(dt), " from rank ", world - 1, ": differs from Gloo's");
+        checked += 3;
+      }
+  return checked;
 }
 
 // Every dtype and op at sizes around the pipeline's edges; then large float32/bf16 tensors.
@@ -185,6 +218,7 @@ void equivalence() {
     ref->reduce_scatter(ref_out, ref_ins, ReduceOp::MAX)->wait();
     compare(out, ref_out, world, ReduceOp::MAX, "reduce_scatter");
   }
+  checked += tensor_collectives(*pg, *ref);
   pg->barrier()->wait();
   std::printf("OK rank=%d checked=%d\n", g_rank, checked);
   ref.reset();

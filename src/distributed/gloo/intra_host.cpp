@@ -49,4 +49,25 @@ void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout) {
   if (plan_.shm) plan_.shm->broadcast(data, n, t.dtype(), dl);
 }
 
+void IntraHost::reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op, Duration timeout) {
+  WEFT_CHECK_DIST(one_host(), "shm reduce_scatter: the group spans several hosts");
+  if (out.numel() == 0) return;
+  plan_.shm->reduce_scatter(in.raw_data(), out.raw_data(), static_cast<size_t>(out.numel()),
+                            out.dtype(), op, shm::Deadline::after(timeout));
+}
+
+void IntraHost::broadcast(const Tensor& t, int root, Duration timeout) {
+  WEFT_CHECK_DIST(one_host(), "shm broadcast: the group spans several hosts");
+  if (t.numel() == 0) return;
+  plan_.shm->broadcast(t.raw_data(), static_cast<size_t>(t.numel()), t.dtype(),
+                       shm::Deadline::after(timeout), root);
+}
+
+void IntraHost::allgather(const Tensor& out, const Tensor& in, Duration timeout) {
+  WEFT_CHECK_DIST(one_host(), "shm allgather: the group spans several hosts");
+  if (in.numel() == 0) return;
+  plan_.shm->allgather(in.raw_data(), out.raw_data(), static_cast<size_t>(in.numel()), in.dtype(),
+                       shm::Deadline::after(timeout));
+}
+
 }  // namespace weft::dist::detail

@@ -28,6 +28,15 @@ class IntraHost {
 
   // In place over the whole group: float32, int64, fp16 or bf16, any ReduceOp.
   void allreduce(const Tensor& t, ReduceOp op, Duration timeout);
+  // Whether the whole group is on this host: then the segment serves reduce_scatter and
+  // allgather too (between hosts those stay on Gloo: they have no hierarchical form here).
+  bool one_host() const { return plan_.leaders.size() == 1; }
+  // One host only; contiguous tensors of one dtype, `in` world times `out`'s elements.
+  void reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op, Duration timeout);
+  // One host only: rank `root`'s elements of `t` to every rank.
+  void broadcast(const Tensor& t, int root, Duration timeout);
+  // One host only; `out` holds world times `in`'s elements; `in` may be a view into `out`.
+  void allgather(const Tensor& out, const Tensor& in, Duration timeout);
   // This host's segment ("/weft-..."; already unlinked), "" when this host has one rank.
   std::string segment_name() const;
 

@@ -306,10 +306,15 @@ std::shared_ptr<Work> ProcessGroupGloo::broadcast(std::vector<Tensor> tensors, i
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   Ctx ctx = impl_->ctx;
-  return impl_->submit(impl_->what(name), t, [ctx, tensors, root, tag, t] {
+  Intra intra = impl_->intra;
+  return impl_->submit(impl_->what(name), t, [intra, ctx, tensors, root, tag, t] {
     for (const Tensor& x : tensors) {
       const size_t n = static_cast<size_t>(x.numel());
       if (n == 0) continue;
+      if (intra && intra->one_host()) {
+        intra->broadcast(x, root, t);
+        continue;
+      }
       gloo::BroadcastOptions opts(ctx);
       opts.setTag(tag);
       opts.setTimeout(t);
@@ -373,7 +378,9 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vecto
                          for (size_t i = 0; i < inputs.size(); ++i) {
                            std::memcpy(dst + i * bytes, inputs[i].raw_data(), bytes);
                          }
-                         if (intra && !is_bitwise(op)) {
+                         if (intra && intra->one_host() && !is_bitwise(op)) {
+                           intra->reduce_scatter(output, all, op, t);
+                         } else if (intra && !is_bitwise(op)) {
                            allreduce_one(intra, ctx, all, op, tag, t);
                            std::memcpy(output.raw_data(), dst + rank * bytes, bytes);
                          } else {
@@ -447,9 +454,14 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather_into_tensor(Tensor output, Ten
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   Ctx ctx = impl_->ctx;
-  return impl_->submit(
-      impl_->what(name + "(" + detail::shape_dtype_str(input) + ")"), t,
-      [ctx, output, input, tag, t] { detail::gloo_allgather_into(ctx, output, input, tag, t); });
+  Intra intra = impl_->intra;
+  return impl_->submit(impl_->what(name + "(" + detail::shape_dtype_str(input) + ")"), t,
+                       [intra, ctx, output, input, tag, t] {
+                         if (intra && intra->one_host())
+                           intra->allgather(output, input, t);
+                         else
+                           detail::gloo_allgather_into(ctx, output, input, tag, t);
+                       });
 }
 
 std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter_tensor(Tensor output, Tensor input,
@@ -459,8 +471,13 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter_tensor(Tensor output, Ten
   detail::check_reduce_dtype(impl_->what(name), op, output);
   ++impl_->next_tag;  // the legacy algorithm takes its slots from the context instead
   Ctx ctx = impl_->ctx;
-  return impl_->submit(impl_->what(name), timeout_, [ctx, output, input, op] {
-    detail::gloo_reduce_scatter(ctx, output, input, op);
+  Intra intra = impl_->intra;
+  const Duration t = timeout_;
+  return impl_->submit(impl_->what(name), t, [intra, ctx, output, input, op, t] {
+    if (intra && intra->one_host() && !is_bitwise(op))
+      intra->reduce_scatter(output, input, op, t);
+    else
+      detail::gloo_reduce_scatter(ctx, output, input, op);
   });
 }
 

@@ -87,17 +87,29 @@ void futex_wake(uint64_t* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
-enum Kind : uint64_t { kAllreduce = 1, kBroadcast = 2 };
+enum Kind : uint64_t { kAllreduce = 1, kBroadcast = 2, kReduceScatter = 3, kAllgather = 4 };
 uint64_t describe(Kind kind, DType dtype, ReduceOp op) {
   return kind << 16 | static_cast<uint64_t>(dtype) << 8 | static_cast<uint64_t>(op);
 }
 std::string describe_str(uint64_t what, uint64_t bytes) {
   const auto kind = what >> 16;
   const auto dtype = static_cast<DType>((what >> 8) & 0xff);
-  std::string s = kind == kAllreduce
-                      ? "allreduce(" + to_string(static_cast<ReduceOp>(what & 0xff)) + ")"
-                  : kind == kBroadcast ? std::string("broadcast")
-                                       : "op " + std::to_string(what);
+  std::string s;
+  switch (kind) {
+    case kAllreduce:
+    case kReduceScatter:
+      s.append(kind == kAllreduce ? "allreduce(" : "reduce_scatter(");
+      s.append(to_string(static_cast<ReduceOp>(what & 0xff))).append(")");
+      break;
+    case kBroadcast:
+      s = "broadcast";
+      break;
+    case kAllgather:
+      s = "allgather";
+      break;
+    default:
+      s.append("op ").append(std::to_string(what));
+  }
   return s + " of " + std::to_string(bytes) + " bytes of " + dtype_name(dtype);
 }
 
@@ -262,22 +274,75 @@ void ShmGroup::reduce_scatter_gather(uint8_t* out, size_t m, uint64_t s, DType d
                   (lo(k + 1) - lo(k)) * es);
 }
 
-void ShmGroup::broadcast(void* data, size_t count, DType dtype, const Deadline& dl) {
+void ShmGroup::broadcast(void* data, size_t count, DType dtype, const Deadline& dl, int root) {
   const size_t es = itemsize(dtype), per = chunk_ / es, total = count * es;
   const uint64_t what = describe(kBroadcast, dtype, ReduceOp::SUM);
   auto* bytes = static_cast<uint8_t*>(data);
   for (size_t first = 0; first < count; first += per) {
     const size_t m = std::min(per, count - first);
     const uint64_t s = ++step_;
-    if (me_ == 0) {
+    if (me_ == root) {
       if (s > kBuffers) wait_all(kDone, s - kBuffers, "broadcast", dl);
-      std::memcpy(slot(0, s), bytes + first * es, m * es);
+      std::memcpy(slot(root, s), bytes + first * es, m * es);
       set_desc(s, what, total);
       publish(kArrived, s);
     } else {
-      wait_one(0, kArrived, s, "broadcast", dl);
-      check_desc(0, s, what, total, "broadcast");
-      std::memcpy(bytes + first * es, slot(0, s), m * es);
+      wait_one(root, kArrived, s, "broadcast", dl);
+      check_desc(root, s, what, total, "broadcast");
+      std::memcpy(bytes + first * es, slot(root, s), m * es);
+    }
+    publish(kDone, s);
+  }
+}
+
+// Each step stages one piece of every part (`per` elements each, on their own cache lines); rank
+// k folds piece k of every rank's slot. Its own piece it reads from `in`, not staged.
+void ShmGroup::reduce_scatter(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                              const Deadline& dl) {
+  const size_t es = itemsize(dtype), n = static_cast<size_t>(size());
+  size_t per = chunk_ / n / kPartAlign * kPartAlign / es;
+  if (per == 0) per = chunk_ / n / es;
+  WEFT_CHECK_DIST(per > 0, "shm reduce_scatter: ", chunk_, "-byte chunks cannot hold a ",
+                  dtype_name(dtype), " element for each of ", n, " ranks");
+  const uint64_t what = describe(kReduceScatter, dtype, op);
+  const auto* src = static_cast<const uint8_t*>(in);
+  auto* dst = static_cast<uint8_t*>(out);
+  for (size_t first = 0; first < count; first += per) {
+    const size_t m = std::min(per, count - first);
+    const uint64_t s = ++step_;
+    if (s > kBuffers) wait_all(kDone, s - kBuffers, "reduce_scatter", dl);
+    for (size_t k = 0; k < n; ++k)
+      if (k != static_cast<size_t>(me_))
+        std::memcpy(slot(me_, s) + k * per * es, src + (k * count + first) * es, m * es);
+    set_desc(s, what, n * count * es);
+    publish(kArrived, s);
+    wait_all(kArrived, s, "reduce_scatter", dl);
+    for (int k = 0; k < size(); ++k) {
+      if (k != me_) check_desc(k, s, what, n * count * es, "reduce_scatter");
+      srcs_[k] = k == me_ ? src + (me_ * count + first) * es : slot(k, s) + me_ * per * es;
+    }
+    fold(dst + first * es, srcs_.data(), size(), m, dtype, op);
+    if (op == ReduceOp::AVG) average(dst + first * es, m, dtype, size());
+    publish(kDone, s);
+  }
+}
+
+void ShmGroup::allgather(const void* in, void* out, size_t count, DType dtype, const Deadline& dl) {
+  const size_t es = itemsize(dtype), per = chunk_ / es;
+  const uint64_t what = describe(kAllgather, dtype, ReduceOp::SUM);
+  const auto* src = static_cast<const uint8_t*>(in);
+  auto* dst = static_cast<uint8_t*>(out);
+  for (size_t first = 0; first < count; first += per) {
+    const size_t m = std::min(per, count - first);
+    const uint64_t s = ++step_;
+    if (s > kBuffers) wait_all(kDone, s - kBuffers, "allgather", dl);
+    std::memcpy(slot(me_, s), src + first * es, m * es);
+    set_desc(s, what, count * es);
+    publish(kArrived, s);
+    wait_all(kArrived, s, "allgather", dl);
+    for (int k = 0; k < size(); ++k) {
+      if (k != me_) check_desc(k, s, what, count * es, "allgather");
+      std::memcpy(dst + (k * count + first) * es, slot(k, s), m * es);
     }
     publish(kDone, s);
   }

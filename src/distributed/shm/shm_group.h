@@ -43,8 +43,14 @@ class ShmGroup {
 
   // In place over `count` elements of `dtype` on every local rank; AVG divides by size().
   void allreduce(void* data, size_t count, DType dtype, ReduceOp op, const Deadline& dl);
-  // Local rank 0's elements to every local rank.
-  void broadcast(void* data, size_t count, DType dtype, const Deadline& dl);
+  // Local rank `root`'s elements to every local rank.
+  void broadcast(void* data, size_t count, DType dtype, const Deadline& dl, int root = 0);
+  // `in` holds size() parts of `count` elements (part k at k * count); `out` (count elements)
+  // gets the fold of every rank's part local_rank(), in rank order as allreduce folds it.
+  void reduce_scatter(const void* in, void* out, size_t count, DType dtype, ReduceOp op,
+                      const Deadline& dl);
+  // Every local rank's `count` elements, in local rank order, into `out` (size() * count).
+  void allgather(const void* in, void* out, size_t count, DType dtype, const Deadline& dl);
 
  private:
   enum Word { kArrived, kReduced, kDone };
