@@ -331,3 +331,44 @@ TEST(FastKernels, BatchNormLargeOutputsMatchComposite) {
   EXPECT_LT(rel_diff(y.detach().to_vector_float(), ref.detach().to_vector_float()), 1e-5);
   EXPECT_LT(rel_diff(dx.to_vector_float(), x.grad().to_vector_float()), 1e-4);
 }
+
+// max_pool2d's 2x2 stride-2 path against a plain loop with PyTorch's rules (the first maximum
+// of a window in row-major order; a NaN always taken, so the last NaN wins), through the
+// gradient, which flows to each window's chosen element only. Few distinct values force ties.
+TEST(FastKernels, MaxPool2x2MatchesPlainLoop) {
+  for (auto [N, C, H, W] : {std::array<int64_t, 4>{2, 3, 28, 28}, {1, 2, 7, 9}, {3, 1, 2, 2}}) {
+    weft::Generator gen(7);
+    Tensor r = weft::randint(0, 5, {N, C, H, W}, &gen);
+    std::vector<float> v(static_cast<size_t>(r.numel()));
+    for (size_t i = 0; i < v.size(); ++i)
+      v[i] = i % 11 == 3 ? NAN : static_cast<float>(r.data_ptr<int64_t>()[i]);
+    Tensor x = weft::tensor(v, {N, C, H, W}).requires_grad_(true);
+    Tensor y = F::max_pool2d(x, {2, 2}, {2, 2});
+    const int64_t Ho = H / 2, Wo = W / 2;
+    ASSERT_EQ(y.sizes(), (weft::Shape{N, C, Ho, Wo}));
+    Tensor gy = weft::randn({N, C, Ho, Wo}, &gen);
+    weft::autograd::backward({y}, {gy});
+    std::vector<float> want_dx(v.size(), 0.0f);
+    const float* py = y.data_ptr<float>();
+    for (int64_t nc = 0; nc < N * C; ++nc)
+      for (int64_t oh = 0; oh < Ho; ++oh)
+        for (int64_t ow = 0; ow < Wo; ++ow) {
+          float best = -INFINITY;
+          int64_t at = nc * H * W + 2 * oh * W + 2 * ow;
+          for (int64_t i = 2 * oh; i < 2 * oh + 2; ++i)
+            for (int64_t j = 2 * ow; j < 2 * ow + 2; ++j) {
+              const float c = v[static_cast<size_t>(nc * H * W + i * W + j)];
+              if (std::isnan(c) || c > best) {
+                best = c;
+                at = nc * H * W + i * W + j;
+              }
+            }
+          const int64_t o = (nc * Ho + oh) * Wo + ow;
+          const float got = py[o];
+          EXPECT_TRUE(std::isnan(best) ? std::isnan(got) : got == best) << "output " << o;
+          want_dx[static_cast<size_t>(at)] += gy.data_ptr<float>()[o];
+        }
+    const std::vector<float> dx = x.grad().to_vector_float();
+    for (size_t i = 0; i < dx.size(); ++i) ASSERT_EQ(dx[i], want_dx[i]) << "dx " << i;
+  }
+}

@@ -4,8 +4,11 @@
 #include "ops/stubs/pooling.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
+#include <cstdint>
 
+#include "ops/cpu/max_pool2x2.h"
 #include "ops/cpu/parallel.h"
 #include "ops/cpu/reduce_lanes.h"
 #include "weft/ops.h"
@@ -16,6 +19,31 @@ namespace {
 
 using AvgWindows = ops::AvgPoolWindows;
 
+// Whether a window's maximum takes v over the current one: a NaN is always taken, as in
+// PyTorch (so the last NaN of a window wins); otherwise only a strictly greater value (so the
+// first maximum in row-major order wins). Bitwise | keeps it branch-free.
+inline bool takes(float v, float cur) { return (v > cur) | (v != v); }
+
+// 2x2 windows at stride 2, no padding, every window inside the input (the usual CNN pooling):
+// a row of outputs per vector step (max_pool2x2.h). The general loop below runs its inner loops
+// over output columns, which at these sizes (7 to 14) are too short to vectorise, and its
+// data-dependent selects mispredict: it costs about 10x more.
+bool max_pool2x2(const Tensor& x, const ops::MaxPool2dParams& p, float* po, int64_t* pi) {
+  const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Ho = p.Ho, Wo = p.Wo;
+  if (!cpu::kMaxPool2x2Available || p.kh != 2 || p.kw != 2 || p.sh != 2 || p.sw != 2 || p.ph != 0 ||
+      p.pw != 0 || 2 * Ho > H || 2 * Wo > W || H * W > INT32_MAX)
+    return false;
+  const float* px = x.data_ptr<float>();
+  cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(H * W, 1)),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t nc = r0; nc < r1; ++nc)
+                        for (int64_t oh = 0; oh < Ho; ++oh)
+                          cpu::max_pool2x2_row(px + nc * H * W, W, oh, Wo, po + (nc * Ho + oh) * Wo,
+                                               pi + (nc * Ho + oh) * Wo);
+                    });
+  return true;
+}
+
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams& p) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Ho = p.Ho, Wo = p.Wo;
   Tensor out = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
@@ -23,6 +51,7 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();
   int64_t* pi = idx.data_ptr<int64_t>();
+  if (max_pool2x2(x, p, po, pi)) return {out, idx};
   const int64_t kh = p.kh, kw = p.kw, sh = p.sh, sw = p.sw, ph = p.ph, pw = p.pw;
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(H * W, 1)),
                     [&](int64_t r0, int64_t r1) {
@@ -54,9 +83,7 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams
                               const int64_t base = i * W + off;
                               for (int64_t ow = lo; ow < hi; ++ow) {
                                 const float v = row[ow * sw], cur = obr[ow];
-                                // NaN propagates as in PyTorch: a NaN is always taken. Bitwise |
-                                // keeps it branch-free so the loop vectorises.
-                                const bool take = (v > cur) | (v != v);
+                                const bool take = takes(v, cur);
                                 obr[ow] = take ? v : cur;
                                 ibr[ow] = take ? base + ow * sw : ibr[ow];
                               }
