@@ -372,3 +372,38 @@ TEST(FastKernels, MaxPool2x2MatchesPlainLoop) {
     for (size_t i = 0; i < dx.size(); ++i) ASSERT_EQ(dx[i], want_dx[i]) << "dx " << i;
   }
 }
+
+// bf16 max pooling (taken as it is by the CPU kernels) against the float32 path on the widened
+// values, bit for bit, forward and backward: 2x2 windows (the vector kernel; copies of the
+// gradient), and overlapping 3x3 windows at stride 2 (added in float32). Gradients include -0.
+TEST(FastKernels, MaxPoolBf16EqualsWidenedFloat32) {
+  struct Case {
+    weft::Shape shape;
+    std::array<int64_t, 2> k, s, p;
+  };
+  const Case cases[] = {{{2, 3, 28, 28}, {2, 2}, {2, 2}, {0, 0}},
+                        {{1, 2, 7, 9}, {2, 2}, {2, 2}, {0, 0}},
+                        {{2, 2, 9, 9}, {3, 3}, {2, 2}, {1, 1}}};
+  const auto bits = [](const Tensor& t) {
+    const auto* b = static_cast<const uint16_t*>(t.raw_data());
+    return std::vector<uint16_t>(b, b + t.numel());
+  };
+  for (const Case& c : cases) {
+    weft::Generator gen(11);
+    std::vector<float> v = weft::randint(-4, 4, c.shape, &gen).to(weft::kFloat32).to_vector_float();
+    for (size_t i = 0; i < v.size(); ++i) v[i] = i % 13 == 5 ? NAN : v[i] * 0.37f;
+    Tensor x32 = weft::tensor(v, c.shape).to(weft::DType::BFloat16).to(weft::kFloat32);
+    Tensor xb = x32.to(weft::DType::BFloat16).requires_grad_(true);
+    Tensor xf = x32.clone().requires_grad_(true);
+    Tensor yb = F::max_pool2d(xb, c.k, c.s, c.p), yf = F::max_pool2d(xf, c.k, c.s, c.p);
+    ASSERT_EQ(yb.dtype(), weft::DType::BFloat16);
+    EXPECT_EQ(bits(yb), bits(yf.to(weft::DType::BFloat16))) << yb.str();
+    std::vector<float> g = weft::randn(yb.sizes(), &gen).to_vector_float();
+    for (size_t i = 0; i < g.size(); ++i) g[i] = i % 7 == 2 ? -0.0f : g[i];
+    Tensor gb = weft::tensor(g, yb.sizes()).to(weft::DType::BFloat16);
+    weft::autograd::backward({yb}, {gb});
+    weft::autograd::backward({yf}, {gb.to(weft::kFloat32)});
+    ASSERT_EQ(xb.grad().dtype(), weft::DType::BFloat16);
+    EXPECT_EQ(bits(xb.grad()), bits(xf.grad().to(weft::DType::BFloat16))) << xb.str();
+  }
+}

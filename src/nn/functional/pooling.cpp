@@ -36,20 +36,25 @@ void check_pool(const Tensor& x, std::array<int64_t, 2> k, std::array<int64_t, 2
 Tensor max_pool2d(const Tensor& input, std::array<int64_t, 2> k, std::array<int64_t, 2> s,
                   std::array<int64_t, 2> p, bool ceil_mode) {
   check_pool(input, k, s, p, "max_pool2d");
-  if (is_reduced_float(input.dtype()))  // exact: the maximum of widened values is one of them
+  // Exact: the maximum of widened values is one of them. The CPU kernels take bf16 as it is,
+  // which saves autocast's CNNs a widening copy of each pooled activation and its gradient.
+  const bool as_is = input.dtype() == DType::BFloat16 && input.device().is_cpu();
+  if (is_reduced_float(input.dtype()) && !as_is)
     return max_pool2d(input.to(kFloat32), k, s, p, ceil_mode).to(input.dtype());
   Tensor x = input.contiguous();
   const int64_t H = x.size(2), W = x.size(3);
   const int64_t Ho = pooled_size(H, k[0], s[0], p[0], ceil_mode);
   const int64_t Wo = pooled_size(W, k[1], s[1], p[1], ceil_mode);
   WEFT_CHECK(Ho > 0 && Wo > 0, "max_pool2d: output size is empty for input ", x.str());
+  const ops::MaxPool2dParams params{Ho, Wo, k[0], k[1], s[0], s[1], p[0], p[1]};
   Tensor out, idx;
-  std::tie(out, idx) =
-      ops::max_pool2d_stub(x.device(), x, {Ho, Wo, k[0], k[1], s[0], s[1], p[0], p[1]});
+  std::tie(out, idx) = ops::max_pool2d_stub(x.device(), x, params);
   Shape in_shape = x.sizes();
-  autograd::record("MaxPool2dBackward", {&input}, out, [idx, in_shape](std::vector<Tensor>& g) {
-    return std::vector<Tensor>{ops::max_pool2d_backward_stub(g[0].device(), g[0], idx, in_shape)};
-  });
+  autograd::record("MaxPool2dBackward", {&input}, out,
+                   [idx, in_shape, params](std::vector<Tensor>& g) {
+                     return std::vector<Tensor>{
+                         ops::max_pool2d_backward_stub(g[0].device(), g[0], idx, in_shape, params)};
+                   });
   return out;
 }
 

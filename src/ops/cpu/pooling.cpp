@@ -1,12 +1,15 @@
-// CPU kernels of 2-D max and average pooling (ops/stubs/pooling.h): max pooling as branch-free
-// loops over each window offset that vectorise across output columns, split across planes;
-// average pooling summing each window in double, global pooling as one vectorised sum a plane.
+// CPU kernels of 2-D max and average pooling (ops/stubs/pooling.h): max pooling's usual 2x2
+// windows a row per vector step (float32 or bf16), other windows as branch-free loops over each
+// window offset, split across planes; average pooling summing each window in double, global
+// pooling as one vectorised sum a plane.
 #include "ops/stubs/pooling.h"
 
 #include <algorithm>
-#include <bit>
+#include <climits>
 #include <cmath>
 #include <cstdint>
+#include <cstring>
+#include <type_traits>
 
 #include "ops/cpu/max_pool2x2.h"
 #include "ops/cpu/parallel.h"
@@ -28,12 +31,21 @@ inline bool takes(float v, float cur) { return (v > cur) | (v != v); }
 // a row of outputs per vector step (max_pool2x2.h). The general loop below runs its inner loops
 // over output columns, which at these sizes (7 to 14) are too short to vectorise, and its
 // data-dependent selects mispredict: it costs about 10x more.
-bool max_pool2x2(const Tensor& x, const ops::MaxPool2dParams& p, float* po, int64_t* pi) {
+bool fits_2x2(const Tensor& x, const ops::MaxPool2dParams& p) {
+  const int64_t H = x.size(2), W = x.size(3);
+  return cpu::kMaxPool2x2Available && p.kh == 2 && p.kw == 2 && p.sh == 2 && p.sw == 2 &&
+         p.ph == 0 && p.pw == 0 && 2 * p.Ho <= H && 2 * p.Wo <= W && H * W <= INT32_MAX;
+}
+
+// T: float, or uint16_t for bf16's bits.
+template <typename T>
+std::pair<Tensor, Tensor> max_pool2x2(const Tensor& x, const ops::MaxPool2dParams& p) {
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Ho = p.Ho, Wo = p.Wo;
-  if (!cpu::kMaxPool2x2Available || p.kh != 2 || p.kw != 2 || p.sh != 2 || p.sw != 2 || p.ph != 0 ||
-      p.pw != 0 || 2 * Ho > H || 2 * Wo > W || H * W > INT32_MAX)
-    return false;
-  const float* px = x.data_ptr<float>();
+  Tensor out = make_empty({N, C, Ho, Wo}, x.dtype(), x.device());
+  Tensor idx = make_empty({N, C, Ho, Wo}, kInt64, x.device());
+  const T* px = static_cast<const T*>(x.raw_data());
+  T* po = static_cast<T*>(out.raw_data());
+  int64_t* pi = idx.data_ptr<int64_t>();
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(H * W, 1)),
                     [&](int64_t r0, int64_t r1) {
                       for (int64_t nc = r0; nc < r1; ++nc)
@@ -41,17 +53,26 @@ bool max_pool2x2(const Tensor& x, const ops::MaxPool2dParams& p, float* po, int6
                           cpu::max_pool2x2_row(px + nc * H * W, W, oh, Wo, po + (nc * Ho + oh) * Wo,
                                                pi + (nc * Ho + oh) * Wo);
                     });
-  return true;
+  return {out, idx};
 }
 
 std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams& p) {
+  // 2x2 windows at stride 2, no padding, every window inside the input (the usual CNN
+  // pooling): a row of outputs per vector step (max_pool2x2.h), in float32 or bf16. The general
+  // loop below runs its inner loops over output columns, which at these sizes (7 to 14) are too
+  // short to vectorise, and its data-dependent selects mispredict: it costs about 10x more.
+  if (fits_2x2(x, p))
+    return x.dtype() == DType::BFloat16 ? max_pool2x2<uint16_t>(x, p) : max_pool2x2<float>(x, p);
+  if (x.dtype() == DType::BFloat16) {  // exact: the maximum of widened values is one of them
+    auto [out, idx] = max_pool2d(x.to(kFloat32), p);
+    return {out.to(DType::BFloat16), idx};
+  }
   const int64_t N = x.size(0), C = x.size(1), H = x.size(2), W = x.size(3), Ho = p.Ho, Wo = p.Wo;
   Tensor out = make_empty({N, C, Ho, Wo}, kFloat32, x.device());
   Tensor idx = make_empty({N, C, Ho, Wo}, kInt64, x.device());
   const float* px = x.data_ptr<float>();
   float* po = out.data_ptr<float>();
   int64_t* pi = idx.data_ptr<int64_t>();
-  if (max_pool2x2(x, p, po, pi)) return {out, idx};
   const int64_t kh = p.kh, kw = p.kw, sh = p.sh, sw = p.sw, ph = p.ph, pw = p.pw;
   cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(H * W, 1)),
                     [&](int64_t r0, int64_t r1) {
@@ -94,8 +115,43 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams
   return {out, idx};
 }
 
-Tensor max_pool2d_backward(const Tensor& g, const Tensor& idx, const Shape& in_shape) {
+// Windows that do not overlap (kernel <= stride): each input receives at most one gradient, so
+// it is copied, not added, and bf16 gradients need no float32 detour. Negative zero becomes +0,
+// as it does added to the zeros: T is float, or uint16_t holding bf16's bits (-0 is 0x8000).
+template <typename T>
+Tensor scatter_disjoint(const Tensor& dy, const Tensor& idx, const Shape& in_shape) {
+  Tensor dx = make_empty(in_shape, dy.dtype(), dy.device());
+  std::memset(dx.raw_data(), 0, dx.nbytes());
+  const int64_t plane_in = in_shape[2] * in_shape[3], plane_out = dy.size(2) * dy.size(3);
+  const T* pd = static_cast<const T*>(dy.raw_data());
+  const int64_t* pi = idx.data_ptr<int64_t>();
+  T* px = static_cast<T*>(dx.raw_data());
+  const auto plus_zero = [](T v) {
+    if constexpr (std::is_same_v<T, float>)
+      return v == 0.0f ? 0.0f : v;
+    else
+      return v == 0x8000 ? T(0) : v;
+  };
+  cpu::parallel_for(0, in_shape[0] * in_shape[1],
+                    std::max<int64_t>(1, cpu::kGrainSize / std::max<int64_t>(plane_in, 1)),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t nc = r0; nc < r1; ++nc)
+                        for (int64_t o = 0; o < plane_out; ++o)
+                          px[nc * plane_in + pi[nc * plane_out + o]] =
+                              plus_zero(pd[nc * plane_out + o]);
+                    });
+  return dx;
+}
+
+Tensor max_pool2d_backward(const Tensor& g, const Tensor& idx, const Shape& in_shape,
+                           const ops::MaxPool2dParams& p) {
   Tensor dy = g.contiguous();
+  const bool disjoint = p.kh <= p.sh && p.kw <= p.sw;
+  if (dy.dtype() == DType::BFloat16) {
+    if (disjoint) return scatter_disjoint<uint16_t>(dy, idx, in_shape);
+    return max_pool2d_backward(dy.to(kFloat32), idx, in_shape, p).to(DType::BFloat16);
+  }
+  if (disjoint) return scatter_disjoint<float>(dy, idx, in_shape);
   Tensor dx = zeros(in_shape);
   const int64_t plane_in = in_shape[2] * in_shape[3], plane_out = dy.size(2) * dy.size(3);
   const float* pd = dy.data_ptr<float>();

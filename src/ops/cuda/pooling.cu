@@ -101,7 +101,8 @@ std::pair<Tensor, Tensor> max_pool2d(const Tensor& x, const ops::MaxPool2dParams
   return {y, idx};
 }
 
-Tensor max_pool2d_backward(const Tensor& dy0, const Tensor& idx, const Shape& in_shape) {
+Tensor max_pool2d_backward(const Tensor& dy0, const Tensor& idx, const Shape& in_shape,
+                           const ops::MaxPool2dParams&) {
   Tensor dy = dy0.contiguous();
   Tensor dx = zeros_on(in_shape, kFloat32, dy.device());
   const int64_t total = dy.numel();

@@ -15,11 +15,14 @@ namespace weft::ops {
 struct MaxPool2dParams {
   int64_t Ho, Wo, kh, kw, sh, sw, ph, pw;
 };
-// Values and each maximum's flat index in its input plane, [N, C, Ho, Wo].
+// Values and each maximum's flat index in its input plane, [N, C, Ho, Wo]. x is float32; on the
+// CPU also bfloat16 (values stay bf16: a maximum of bf16 values is one of them).
 using MaxPool2dFn = std::pair<Tensor, Tensor> (*)(const Tensor& x, const MaxPool2dParams& p);
 WEFT_DECLARE_DISPATCH(MaxPool2dFn, max_pool2d_stub);
-// dx of in_shape: dy scattered (added) to the idx positions of each plane.
-using MaxPool2dBackwardFn = Tensor (*)(const Tensor& dy, const Tensor& idx, const Shape& in_shape);
+// dx of in_shape, in dy's dtype: dy scattered (added, in float32) to the idx positions of each
+// plane, for the windows of p.
+using MaxPool2dBackwardFn = Tensor (*)(const Tensor& dy, const Tensor& idx, const Shape& in_shape,
+                                       const MaxPool2dParams& p);
 WEFT_DECLARE_DISPATCH(MaxPool2dBackwardFn, max_pool2d_backward_stub);
 
 // Average pooling over explicit windows: output cell (oh, ow) averages rows [h0[oh], h1[oh]) and
