@@ -102,5 +102,7 @@ TEST(FSDP, RankKilledMidAllGatherIsNamed) {
   // Survivors that saw the loss first-hand fail in the all-gather.
   std::istringstream in(r.output);
   for (std::string l; std::getline(in, l);)
-    if (has(l, "DISTERROR: ")) EXPECT_TRUE(has(l, "allgather")) << r.output;
+    if (has(l, "DISTERROR: ")) {
+      EXPECT_TRUE(has(l, "allgather")) << r.output;
+    }
 }
