@@ -118,7 +118,7 @@ Batch batch(int t, int64_t per_rank = kBatch) {
 }
 
 // The gathered FSDP parameters against the reference's, on every rank.
-double compare(nn::Module& sharded, nn::Module& plain) {
+double compare(nn::Module& sharded, nn::Module& plain, double tol = 1e-5) {
   nn::StateDict got = fsdp::full_state_dict(sharded, /*rank0_only=*/false);
   nn::StateDict want = plain.state_dict();
   EXPECT(got.size() == want.size(), "full_state_dict has ", got.size(), " entries, the model ",
@@ -127,7 +127,7 @@ double compare(nn::Module& sharded, nn::Module& plain) {
   for (const auto& [k, t] : want) {
     const Tensor* g = got.find(k);
     EXPECT(g && g->sizes() == t.sizes(), "full_state_dict lacks '", k, "' or its shape");
-    worst = std::max(worst, max_rel_diff(*g, t, 1e-5, 1e-6));
+    worst = std::max(worst, max_rel_diff(*g, t, tol, tol / 10));
   }
   return worst;
 }
@@ -144,14 +144,28 @@ int equivalence(const std::string& opt, const std::string& kind, const std::stri
   fsdp::FSDPOptions o;
   o.prefetch = variant != "noprefetch";
   o.reshard_after_forward = variant != "keep";
+  const bool bf16 = variant == "bf16";
+  if (bf16) o.mp_policy = {.param_dtype = DType::BFloat16, .reduce_dtype = kFloat32};
   shard(model, kind, o);
+  int bf16_forwards = 0, linears = 0;  // Linear forwards that computed with bf16 weights
+  for (auto& [n, m] : model->named_modules()) {
+    auto* lin = dynamic_cast<nn::LinearImpl*>(m.get());
+    if (!bf16 || !lin) continue;
+    ++linears;
+    lin->register_forward_hook([&bf16_forwards, lin](nn::Module&, const std::vector<Tensor>&,
+                                                     const std::vector<Tensor>& out)
+                                   -> std::optional<std::vector<Tensor>> {
+      bf16_forwards += lin->weight.dtype() == DType::BFloat16 && out[0].dtype() == DType::BFloat16;
+      return std::nullopt;
+    });
+  }
   auto shards = fsdp::parameters(*model);
   for (auto& s : shards) EXPECT(s.dim() == 1, "a shard is not flat: ", s.str());
   auto o1 = make_opt(opt, shards), o2 = make_opt(opt, trainable(ref->parameters()));
   for (int t = 0; t < 5; ++t) {
     Batch b = batch(t);
     o1->zero_grad();
-    Tensor loss = F::cross_entropy((*model)(b.xs), b.ys);
+    Tensor loss = F::cross_entropy((*model)(b.xs).to(kFloat32), b.ys);
     loss.backward();
     if (variant == "clip") {
       const double n1 = fsdp::clip_grad_norm_(shards, 0.05);
@@ -172,10 +186,17 @@ int equivalence(const std::string& opt, const std::string& kind, const std::stri
     o2->step();
     expect_all_freed(*model);
   }
-  const double d = compare(*model, *ref);
-  std::printf("rank %d: %s %s %s: max relative difference %.3g (x 1e-5)\n", test::g_rank,
-              opt.c_str(), kind.c_str(), variant.c_str(), d);
-  EXPECT(d <= 1.0, "FSDP differs from one process on the whole batch by ", d, " x 1e-5");
+  // bf16 computes with 8 significant bits: its tolerance is bf16's, 1e-5 otherwise.
+  const double tol = bf16 ? 3e-2 : 1e-5;
+  const double d = compare(*model, *ref, tol);
+  std::printf("rank %d: %s %s %s: max relative difference %.3g (x %g)\n", test::g_rank, opt.c_str(),
+              kind.c_str(), variant.c_str(), d, tol);
+  EXPECT(d <= 1.0, "FSDP differs from one process on the whole batch by ", d, " x ", tol);
+  if (bf16) {
+    EXPECT(bf16_forwards == 5 * linears, "only ", bf16_forwards, " of ", 5 * linears,
+           " Linear forwards ran in bf16");
+    EXPECT(compare(*model, *ref, 1e-5) > 1.0, "bf16 training equals float32 exactly: not bf16");
+  }
   return 0;
 }
 

@@ -96,9 +96,9 @@ std::shared_ptr<FSDPModule> fully_shard(const std::shared_ptr<nn::Module>& modul
   }
   // The module owns its unit through the hooks; the unit holds no reference to the module.
   module->register_forward_pre_hook(
-      [unit](nn::Module&, const std::vector<Tensor>&) -> std::optional<std::vector<Tensor>> {
+      [unit](nn::Module&, const std::vector<Tensor>& in) -> std::optional<std::vector<Tensor>> {
         unit->pre_forward();
-        return std::nullopt;
+        return unit->cast_inputs(in);
       },
       /*prepend=*/true);
   FSDPUnit* raw = unit.get();

@@ -20,6 +20,21 @@ Tensor FlatParam::full_tensor() const {
   return Tensor(std::move(impl));
 }
 
+namespace {
+// A 16-bit tensor's bytes as float32 words (contiguous, even numel and offset): collectives
+// that only move bytes (all-gather) carry bf16/fp16 this way on backends without them (Gloo).
+Tensor as_words(const Tensor& t) {
+  if (itemsize(t.dtype()) == 4) return t;
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = t.impl()->storage;
+  impl->offset = t.storage_offset() / 2;
+  impl->sizes = {t.numel() / 2};
+  impl->strides = {1};
+  impl->dtype = kFloat32;
+  return Tensor(std::move(impl));
+}
+}  // namespace
+
 FSDPUnit::FSDPUnit(nn::Module& module, FSDPOptions options)
     : module_(&module), options_(std::move(options)) {
   group_ = options_.group ? options_.group : default_group();
@@ -40,7 +55,9 @@ void flatten(FlatParam& fp, int rank, int world) {
     s.shape = s.param.sizes();
     fp.numel += s.numel;
   }
-  fp.padded = (fp.numel + world - 1) / world * world;
+  // 16-bit gathers move float32 words (as_words): each shard then holds an even count.
+  const int64_t multiple = itemsize(fp.compute_dtype) == 2 ? 2 * world : world;
+  fp.padded = (fp.numel + multiple - 1) / multiple * multiple;
   fp.shard_numel = fp.padded / world;
   const Device dev = fp.slots[0].param.device();
   Tensor flat = zeros({fp.padded}, {.device = dev});
@@ -64,6 +81,10 @@ void FSDPUnit::init(const std::vector<std::pair<std::string, Tensor>>& params) {
   const DType compute = options_.mp_policy.param_dtype.value_or(kFloat32);
   WEFT_CHECK(compute == kFloat32 || compute == DType::BFloat16 || compute == DType::Float16,
              "fully_shard: param_dtype must be float32, bfloat16 or float16, got ", compute);
+  const DType reduce = options_.mp_policy.reduce_dtype.value_or(kFloat32);
+  WEFT_CHECK(reduce == kFloat32 || group_->backend_name() == "nccl", "fully_shard: reduce_dtype ",
+             reduce, " needs a backend that reduces it (nccl); ", group_->backend_name(),
+             " reduces float32: leave reduce_dtype unset or float32");
   for (bool trainable : {true, false}) {
     FlatParam fp;
     fp.trainable = trainable;
@@ -108,7 +129,9 @@ void FSDPUnit::unshard() {
     fp.full->resize_((size_t)fp.padded * itemsize(fp.compute_dtype));
     Tensor in = fp.shard.detach();
     fp.gather_input = fp.compute_dtype == kFloat32 ? in : in.to(fp.compute_dtype);
-    fp.gather = group_->allgather(fp.full_tensor().chunk(world), fp.gather_input);
+    std::vector<Tensor> outs = fp.full_tensor().chunk(world);
+    for (Tensor& o : outs) o = as_words(o);
+    fp.gather = group_->allgather(outs, as_words(fp.gather_input));
   }
   state = ShardState::Unsharding;
 }
@@ -143,6 +166,15 @@ void FSDPUnit::prefetch(int step) {
                               [](const FlatParam& f) { return f.reduced; }))
     return;
   next->unshard();
+}
+
+std::optional<std::vector<Tensor>> FSDPUnit::cast_inputs(const std::vector<Tensor>& in) const {
+  const auto dt = options_.mp_policy.param_dtype;
+  if (!dt || *dt == kFloat32) return std::nullopt;
+  std::vector<Tensor> out = in;
+  for (Tensor& t : out)  // as FSDP2's cast_forward_inputs: floating inputs to param_dtype
+    if (t.defined() && is_floating_point(t.dtype()) && t.dtype() != *dt) t = t.to(*dt);
+  return out;
 }
 
 void FSDPUnit::pre_forward() {
@@ -241,7 +273,7 @@ void FSDPUnit::post_backward(FlatParam& fp, bool) {
     fp.accumulated = flat;
     return;
   }
-  const DType reduce = options_.mp_policy.reduce_dtype.value_or(fp.compute_dtype);
+  const DType reduce = options_.mp_policy.reduce_dtype.value_or(kFloat32);
   if (reduce != kFloat32) flat = flat.to(reduce);
   flat.mul_(1.0 / world);  // averaged over ranks, as DDP
   fp.reduce_input = flat;

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -54,6 +55,8 @@ class FSDPUnit : public std::enable_shared_from_this<FSDPUnit> {
   void reshard();
 
   void pre_forward();
+  // Under a param_dtype, the forward's floating inputs cast to it (nullopt: unchanged).
+  std::optional<std::vector<Tensor>> cast_inputs(const std::vector<Tensor>& in) const;
   std::vector<Tensor> post_forward(const std::vector<Tensor>& outputs);
   void pre_backward();
   void on_grad_ready(size_t flat);

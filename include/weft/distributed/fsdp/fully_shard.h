@@ -18,8 +18,10 @@
 namespace weft::dist::fsdp {
 
 // Mixed precision (PyTorch's MixedPrecisionPolicy): parameters are gathered and computed in
-// param_dtype (bf16/fp16) while the shards stay float32 masters; gradients are reduce-scattered
-// in reduce_dtype (default: param_dtype) and reach the shards as float32.
+// param_dtype (bf16/fp16; the unit's floating inputs are cast to it) while the shards stay
+// float32 masters; gradients are reduce-scattered in reduce_dtype and reach the shards as
+// float32. reduce_dtype defaults to float32 (PyTorch's to param_dtype): Gloo reduces float32
+// only, and a 16-bit reduce_dtype needs NCCL.
 struct MixedPrecisionPolicy {
   std::optional<DType> param_dtype;
   std::optional<DType> reduce_dtype;
