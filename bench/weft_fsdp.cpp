@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "weft/allocator.h"
+#include "weft/autograd.h"
 #include "weft/distributed/distributed.h"
 #include "weft/distributed/fsdp/fully_sharded_data_parallel.h"
 #include "weft/distributed/optim/zero_redundancy_optimizer.h"

@@ -263,21 +263,30 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather(std::vector<Tensor> outputs, T
       impl_->what(detail::allgather_name(input)), t, [ctx, outputs, input, tag, t] {
         const size_t n = static_cast<size_t>(input.numel()), bytes = input.nbytes();
         if (n == 0) return;
-        std::vector<uint8_t> all(bytes * outputs.size());
+        // Outputs that are consecutive pieces of one buffer (FSDP's flat parameters) receive
+        // the gather directly; others go through a scratch tensor from the caching allocator.
+        auto* first = static_cast<uint8_t*>(outputs[0].raw_data());
+        bool direct = true;
+        for (size_t i = 1; i < outputs.size(); ++i)
+          direct = direct && static_cast<uint8_t*>(outputs[i].raw_data()) == first + i * bytes;
+        Tensor scratch;
+        if (!direct)
+          scratch = make_empty({static_cast<int64_t>(n * outputs.size())}, input.dtype());
+        uint8_t* all = direct ? first : static_cast<uint8_t*>(scratch.raw_data());
         gloo::AllgatherOptions opts(ctx);
         opts.setTag(tag);
         opts.setTimeout(t);
         if (input.dtype() == kFloat32) {
           opts.setInput(static_cast<float*>(input.raw_data()), n);
-          opts.setOutput(reinterpret_cast<float*>(all.data()), n * outputs.size());
+          opts.setOutput(reinterpret_cast<float*>(all), n * outputs.size());
         } else {
           opts.setInput(static_cast<int64_t*>(input.raw_data()), n);
-          opts.setOutput(reinterpret_cast<int64_t*>(all.data()), n * outputs.size());
+          opts.setOutput(reinterpret_cast<int64_t*>(all), n * outputs.size());
         }
         gloo::allgather(opts);
-        for (size_t i = 0; i < outputs.size(); ++i) {
-          std::memcpy(outputs[i].raw_data(), all.data() + i * bytes, bytes);
-        }
+        if (!direct)
+          for (size_t i = 0; i < outputs.size(); ++i)
+            std::memcpy(outputs[i].raw_data(), all + i * bytes, bytes);
       });
 }
 
