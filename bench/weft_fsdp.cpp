@@ -182,6 +182,9 @@ int main(int argc, char** argv) {
   }
   weft::empty_cache();  // the unsharded model built above is gone under FSDP
   weft::reset_peak_allocated_bytes();
+  if (std::getenv("FSDP_DEBUG"))
+    std::fprintf(stderr, "rank %d: %.1f MB allocated after set-up\n", pg->rank(),
+                 (double)weft::cpu_allocator_stats().allocated_bytes / 1e6);
   std::vector<double> ms;
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
     pg->barrier()->wait();

@@ -236,6 +236,7 @@ void FSDPUnit::queue_end_of_backward() {
     } reset{*r};
     for (FSDPUnit* u : r->units) u->reduce_leftovers();  // all issued before any wait
     for (FSDPUnit* u : r->units) u->end_of_backward();
+    r->reducing = nullptr;
   });
 }
 
@@ -276,6 +277,12 @@ void FSDPUnit::post_backward(FlatParam& fp, bool) {
   const DType reduce = options_.mp_policy.reduce_dtype.value_or(kFloat32);
   if (reduce != kFloat32) flat = flat.to(reduce);
   flat.mul_(1.0 / world);  // averaged over ranks, as DDP
+  // At most one reduce-scatter in flight besides this one: the previous one is finished now,
+  // so that every unit's unsharded gradients are not alive together (FSDP2 waits likewise).
+  if (root) {
+    if (root->reducing && root->reducing != this) root->reducing->finish_reduce();
+    root->reducing = this;
+  }
   fp.reduce_input = flat;
   fp.reduce_output = empty({fp.shard_numel}, {.dtype = reduce, .device = flat.device()});
   fp.reduce = group_->reduce_scatter(fp.reduce_output, flat.chunk(world), ReduceOp::SUM);

@@ -96,6 +96,7 @@ struct RootState {
   std::vector<FSDPUnit*> forward_order;  // first use, recorded in the first iteration
   bool order_known = false;
   bool callback_queued = false;
+  FSDPUnit* reducing = nullptr;  // the unit whose reduce-scatter was issued last
 };
 
 // The unit of a module (registry kept by fully_shard.cpp).
