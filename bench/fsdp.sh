@@ -6,14 +6,14 @@
 #      tensor bytes (the CPU allocator's high-water mark over the steps) and peak RSS, beside
 #      FSDP's bound (parameters + gradients + Adam state) / N + largest unit + activations;
 #   2. step time: mlp25m with SGD (momentum) at world 2, median step, and FSDP / DDP;
-#   3. a per-rank memory limit (ulimit -v M MiB, default 2600, on every rank) under which DDP's
+#   3. a per-rank memory limit (ulimit -v M MiB, default 1600, on every rank) under which DDP's
 #      replicated mlp100m training fails and FSDP's at world 4 trains.
 # Prints the JSON lines of bench/weft_fsdp and a summary. Refuses a busy machine (1-minute load
 # average, a 2 s sample of /proc/stat) unless --force, which runs anyway and says so.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-steps=10 warmup=2 force=0 limit_mb=2600
+steps=10 warmup=2 force=0 limit_mb=1600
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --steps) steps="$2"; shift 2 ;;
