@@ -5,11 +5,13 @@
 # size (default 1 2, and 4 where the machine has at least 4 cores), a fixed per-rank batch and 1
 # thread per rank: weft (bench/weft_ddp) and PyTorch (bench/torch_ddp.py, gloo, glibc told to
 # keep memory) alternating, every rank launched by weft-run, and at world > 1 weft again with
-# WEFT_SHM=0 (all-reduce on Gloo alone, without the shared-memory path); then the raw all-reduce
-# of 84 MB and 80 KB at world 2 (N iterations, default 50), weft with and without WEFT_SHM=0. R rounds (default 1) repeat it all; the tables
-# take the median over rounds. Prints markdown tables (bench/README.md, "DDP at world N");
-# the raw JSON lines go to stderr. Refuses a busy machine (1-minute load average, a 2 s sample
-# of /proc/stat) unless --force, which runs anyway and puts a warning above the tables.
+# WEFT_SHM=0 (all-reduce on Gloo alone, without the shared-memory path), and mlp25m at world 2
+# with bf16_compress_hook and PowerSGD (rank 1); then the raw all-reduce of 84 MB and 80 KB at
+# world 2 (N iterations, default 50), weft with and without WEFT_SHM=0. R rounds (default 1)
+# repeat it all; the tables take the median over rounds. Prints markdown tables
+# (bench/README.md, "DDP at world N"); the raw JSON lines go to stderr. Refuses a busy machine
+# (1-minute load average, a 2 s sample of /proc/stat) unless --force, which runs anyway and
+# puts a warning above the tables.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
@@ -26,7 +28,7 @@ while [[ $# -gt 0 ]]; do
     --rounds) rounds="$2"; shift 2 ;;
     --iters) iters="$2"; shift 2 ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0"; exit 0 ;;
     -*) echo "ddp.sh: unknown flag $1" >&2; exit 2 ;;
     *) workloads+=("$1"); shift ;;
   esac
@@ -95,7 +97,7 @@ record() {
 tuned() { MALLOC_MMAP_THRESHOLD_=2147483647 MALLOC_TRIM_THRESHOLD_=4294967295 "$@"; }
 noshm() { WEFT_SHM=0 "$@"; }  # weft's rows "weft-noshm": the Gloo group without shared memory
 step=(--threads 1 --steps "$steps" --warmup "$warmup")
-weft_ddp() { launch "$2" "$build/bench/weft_ddp" --workload "$1" "${step[@]}"; }
+weft_ddp() { launch "$2" "$build/bench/weft_ddp" --workload "$1" "${step[@]}" "${@:3}"; }
 torch_ddp() { tuned launch "$2" "$python" "$here/torch_ddp.py" --workload "$1" "${step[@]}"; }
 ar=(--iters "$iters" --warmup 5)
 weft_ar() { launch 2 "$build/bench/weft_allreduce" "${ar[@]}"; }
@@ -111,6 +113,10 @@ for r in $(seq "$rounds"); do
       if ((r % 2)); then pair=(weft_ddp torch_ddp); else pair=(torch_ddp weft_ddp); fi
       for f in "${pair[@]}"; do record "$f" "$w" "$n"; done
       if ((n > 1)); then record weft_ddp_noshm "$w" "$n"; fi
+      # The communication hooks where they matter: the large model at world 2.
+      if [[ $w == mlp25m && $n == 2 ]]; then
+        for h in bf16 powersgd; do record weft_ddp "$w" "$n" --hook "$h"; done
+      fi
     done
   done
   if ((ncpu >= 2)); then

@@ -12,7 +12,9 @@ import sys
 
 # weft's rows: as it runs by default, and with WEFT_SHM=0 (the Gloo group's all-reduce without
 # its shared-memory path), labelled in the tables' first column.
-WEFT_IMPLS = (("weft", ""), ("weft-noshm", ", WEFT_SHM=0"))
+# Rows with a communication hook (bench/weft_ddp --hook) are "weft+HOOK".
+WEFT_IMPLS = (("weft", ""), ("weft-noshm", ", WEFT_SHM=0"), ("weft+bf16", ", bf16_compress_hook"),
+              ("weft+powersgd", ", PowerSGD rank 1"))
 
 
 def fmt(v, spec):
@@ -28,7 +30,8 @@ def collect(lines):
             continue
         d = json.loads(line)
         what = d.get("bench", "ddp")
-        key = (what, d["impl"], d["bytes"] if what == "allreduce" else d["workload"], d["world"])
+        impl = d["impl"] + ("+" + d["hook"] if d.get("hook", "none") != "none" else "")
+        key = (what, impl, d["bytes"] if what == "allreduce" else d["workload"], d["world"])
         fields = runs.setdefault(key, {})
         for k, v in d.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -72,7 +75,7 @@ def hidden_table(runs, cells):
     for w, n in cells:
         if n == 1:
             continue
-        for impl in ("weft", "weft-noshm", "torch"):
+        for impl in [i for i, _ in WEFT_IMPLS] + ["torch"]:
             r = runs.get(("ddp", impl, w, n))
             if r is None:
                 continue

@@ -42,12 +42,14 @@ struct Args {
   std::string workload;
   std::string hook = "none";  // none, bf16 or powersgd (rank 1, after 3 plain steps)
   int64_t threads = 1, steps = 50, warmup = 5, batch = 0;
+  bool bucket_view = false;  // DDP's gradient_as_bucket_view
 };
 
 [[noreturn]] void usage(const std::string& msg) {
   std::fprintf(stderr,
                "weft_ddp: %s\nusage: weft_ddp --workload linear|convbn|mlp25m [--threads N] "
-               "[--steps S] [--warmup W] [--batch B] [--hook none|bf16|powersgd]\n",
+               "[--steps S] [--warmup W] [--batch B] [--hook none|bf16|powersgd] "
+               "[--bucket-view 0|1]\n",
                msg.c_str());
   std::exit(2);
 }
@@ -73,6 +75,8 @@ Args parse_args(int argc, char** argv) {
       a.warmup = *n;
     else if (flag == "--batch")
       a.batch = *n;
+    else if (flag == "--bucket-view")
+      a.bucket_view = *n != 0;
     else
       usage("unknown flag " + flag);
   }
@@ -202,7 +206,7 @@ int main(int argc, char** argv) {
       weft_bench::make_workload(a.workload, a.batch, false, 1000 + weft::dist::get_rank());
   weft_bench::Workload& w = *made;
   w.model->train();
-  weft::nn::DistributedDataParallel ddp(w.model);
+  weft::nn::DistributedDataParallel ddp(w.model, {.gradient_as_bucket_view = a.bucket_view});
   if (a.hook == "bf16") ddp->register_comm_hook(weft::dist::bf16_compress_hook());
   if (a.hook == "powersgd") {
     weft::dist::PowerSGDOptions o;

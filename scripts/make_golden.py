@@ -706,6 +706,27 @@ def _():
           {"sampler": "torch.utils.data.DistributedSampler", "shuffle": True})
 
 
+@case("random_split")
+def _():
+    # torch.utils.data.random_split(range(n), lengths, generator=Generator().manual_seed(seed)):
+    # "split.<n>.<seed>.<l0>.<l1>..." holds the parts' indices one after another; "head..." the
+    # first 256 indices of each of the two parts of an MNIST-sized training set.
+    from torch.utils.data import random_split
+    tensors = {}
+
+    def parts(n, seed, lengths):
+        g = torch.Generator().manual_seed(seed)
+        return [list(p) for p in random_split(range(n), lengths, generator=g)]
+
+    for n, lengths in ((1, (1, 0)), (10, (7, 3)), (33, (10, 20, 3)), (1000, (900, 100))):
+        for seed in (0, 7, 2**32 + 3):
+            key = "split.%d.%d.%s" % (n, seed, ".".join(map(str, lengths)))
+            tensors[key] = torch.tensor(sum(parts(n, seed, lengths), []), dtype=torch.int64)
+    train, val = parts(60000, 0, (55000, 5000))
+    tensors["head.60000.0.55000.5000"] = torch.tensor(train[:256] + val[:256], dtype=torch.int64)
+    write("random_split", tensors, {"split": "torch.utils.data.random_split"})
+
+
 # --------------------------------------------------------------------------- main
 
 @case("half_casts")

@@ -236,7 +236,7 @@ TEST(Desync, TimeoutPrecedence) {
 TEST(Desync, WeftTrainTimeoutOption) {
   auto r = run_command(build_dir() + "/tools/weft-train --timeout 0", 30);
   EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_TRUE(has(r.output, "--timeout must be a positive number of seconds")) << r.output;
+  EXPECT_TRUE(has(r.output, "--timeout 0: must be a positive number of seconds")) << r.output;
   const std::string data = "/usr/share/datasets/fashion-mnist";
   if (!fs::exists(data)) GTEST_SKIP() << data << " is missing (dataset-fashion-mnist)";
   const std::string dir = (fs::temp_directory_path() / "weft_desync_train").string();

@@ -256,6 +256,28 @@ TEST(Launcher, PortInUseFailsAtOnceNamingIt) {
   close(fd);
 }
 
+TEST(Launcher, ProgramsThatBindTheStorePortThemselves) {
+  // weft's own program gets the held socket, so binding the port itself fails ...
+  Launch held({"--nproc-per-node", "2", helper(), "bind"});
+  EXPECT_NE(held.finish(), 0);
+  EXPECT_NE(held.out.find("[rank0]: bind failed: Address already in use"), std::string::npos)
+      << held.out;
+  // ... while with --no-store-handoff, as for PyTorch scripts, the port is free for rank 0.
+  Launch own({"--no-store-handoff", "--nproc-per-node", "2", helper(), "bind"});
+  EXPECT_EQ(own.finish(), 0) << own.out << own.err;
+  EXPECT_NE(own.out.find("[rank0]: bound"), std::string::npos) << own.out;
+  Launch env({"--no-store-handoff", helper(), "env"});
+  ASSERT_EQ(env.finish(), 0);
+  EXPECT_EQ(env_of(env.out, 0, "WEFT_STORE_LISTEN_FD"), "<unset>");
+  // A Python interpreter is taken for a PyTorch program without the flag.
+  const std::string bind =
+      "import os, socket; s = socket.socket(); "
+      "s.bind((os.environ['MASTER_ADDR'], int(os.environ['MASTER_PORT']))); print('bound')";
+  Launch py({"/usr/bin/python3", "-c", bind});
+  EXPECT_EQ(py.finish(), 0) << py.out << py.err;
+  EXPECT_NE(py.out.find("bound"), std::string::npos) << py.out;
+}
+
 TEST(Launcher, Defaults) {
   Launch l({helper(), "env"}, false);
   ASSERT_EQ(l.finish(), 0) << l.err;

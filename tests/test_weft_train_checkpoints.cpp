@@ -2,8 +2,9 @@
 // checkpoint with a flipped byte, or with a NaN saved under valid checksums, is reported and the
 // previous one used, reproducing the undamaged run's metrics; every checkpoint unusable is an
 // error that leaves metrics.csv as it was; a checkpoint of an older weft-train (no checksums, no
-// metrics history) still resumes; stale temp files go; an unwritable checkpoint directory or
-// metrics file stops the run before its first epoch.
+// metrics history) still resumes; a cnn checkpoint with dropout does not resume a run without
+// it; stale temp files go; an unwritable checkpoint directory or metrics file stops the run
+// before its first epoch.
 #include <fcntl.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>
@@ -115,9 +116,12 @@ TEST(WeftTrainCheckpoints, DamagedNewestFallsBackToThePrevious) {
 TEST(WeftTrainCheckpoints, OlderCheckpointsStillResume) {
   if (!have_data()) GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
   const fs::path ref = fresh_dir("old_ref"), dir = fresh_dir("old");
-  auto r = run_command(one_process_cmd(ref.string(), 2), 300);
+  // The lr stepped per epoch: a 1-epoch run's schedule is then a 2-epoch run's first epoch (per
+  // step, its cosine would end at 0 within epoch 1).
+  const std::string per_epoch = "--lr-interval epoch";
+  auto r = run_command(one_process_cmd(ref.string(), 2, per_epoch), 300);
   ASSERT_EQ(r.code, 0) << r.output;
-  r = run_command(one_process_cmd(dir.string(), 1), 300);
+  r = run_command(one_process_cmd(dir.string(), 1, per_epoch), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   const std::string path = (dir / "epoch-0001.safetensors").string();
   auto file = weft::serialize::SafetensorsFile::read(path);
@@ -126,13 +130,33 @@ TEST(WeftTrainCheckpoints, OlderCheckpointsStillResume) {
     if (k.rfind("weft.xxh64.", 0) != 0 && k != "metrics_history") meta[k] = v;
   ASSERT_LT(meta.size(), file.metadata().size());
   weft::serialize::write_safetensors(path, file.tensors(), meta);
-  r = run_command(one_process_cmd(dir.string(), 2, "--resume"), 300);
+  r = run_command(one_process_cmd(dir.string(), 2, per_epoch + " --resume"), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "resuming after epoch 1")) << r.output;
   EXPECT_EQ(metrics_only(csv_rows((dir / "metrics.csv").string())),
             metrics_only(csv_rows((ref / "metrics.csv").string())))
       << r.output;
   fs::remove_all(ref);
+  fs::remove_all(dir);
+}
+
+// A cnn checkpoint with a Dropout layer (--dropout > 0, the default before the recipe study)
+// and a run without one have different layer numbers: resuming across them is refused, naming
+// the option that matches; with it, the run resumes.
+TEST(WeftTrainCheckpoints, DropoutMustMatchTheCheckpoint) {
+  if (!have_data()) GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
+  const fs::path dir = fresh_dir("dropout");
+  auto r = run_command(one_process_cmd(dir.string(), 1, "--dropout 0.25"), 300);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_command(one_process_cmd(dir.string(), 2, "--resume"), 300);
+  EXPECT_NE(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output,
+                       "checkpoint is of a cnn with a Dropout layer but --dropout is 0 "
+                       "(resume with --dropout 0.25, the older default)"))
+      << r.output;
+  r = run_command(one_process_cmd(dir.string(), 2, "--resume --dropout 0.25"), 300);
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(contains(r.output, "resuming after epoch 1")) << r.output;
   fs::remove_all(dir);
 }
 

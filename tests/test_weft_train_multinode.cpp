@@ -3,7 +3,8 @@
 // --checkpoint-dir. Whichever node lacks the newest usable checkpoint (an empty directory, an
 // emptied one, a corrupt file) receives it from the node that has it, and the resumed run's
 // metrics equal an uninterrupted run's; two nodes holding different files for the same epoch is
-// an error naming both ranks and directories. The ranks meet through a file store
+// an error naming both ranks and directories. Nodes whose training data differ cannot hold out
+// one validation set: an error naming both ranks' splits. The ranks meet through a file store
 // (--init-method file://), so no test races for a port.
 #include <gtest/gtest.h>
 
@@ -33,10 +34,11 @@ struct TwoNodes {
   }
 };
 
-// Both nodes' launchers, run at once; `a` and `b` are node 0's and node 1's directories. No LR
-// schedule: runs of different --epochs then follow one trajectory, epoch for epoch.
+// Both nodes' launchers, run at once; `a` and `b` are node 0's and node 1's directories, `extra1`
+// options for node 1 only. No LR schedule: runs of different --epochs then follow one
+// trajectory, epoch for epoch.
 TwoNodes run_two_nodes(const fs::path& a, const fs::path& b, int epochs,
-                       const std::string& extra = "") {
+                       const std::string& extra = "", const std::string& extra1 = "") {
   static std::atomic<int> runs{0};
   const fs::path store = fresh_dir("store" + std::to_string(runs++));
   // Node 0's launcher holds the store port even though this job meets through a file: a port of
@@ -49,7 +51,7 @@ TwoNodes run_two_nodes(const fs::path& a, const fs::path& b, int epochs,
            " --data " + weft::test::fashion_subset() +
            " --batch-size 32 --scheduler none --no-progress --epochs " + std::to_string(epochs) +
            " --checkpoint-dir " + dir.string() + " --init-method file://" + store.string() + " " +
-           extra;
+           extra + (node == 1 ? " " + extra1 : std::string());
   };
   TwoNodes r;
   std::thread t([&] { r.node0 = run_command(cmd(0, a), 300); });
@@ -129,4 +131,25 @@ TEST(WeftTrainMultiNode, ResumeAgreesAcrossNodeLocalDirectories) {
       << r.output();
   EXPECT_EQ(file_bytes(a / "metrics.csv"), csv);
   for (const auto& d : {ref0, ref1, a, b}) fs::remove_all(d);
+}
+
+// The validation split is checked across ranks: node 1 with fewer training images (a different
+// file on a node-local disk) would hold out other images, so the job stops before training.
+TEST(WeftTrainMultiNode, ValidationSplitMustAgreeAcrossNodes) {
+  if (!fs::exists(weft::test::kFashionMnist))
+    GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
+  const fs::path a = fresh_dir("val0"), b = fresh_dir("val1");
+  auto r = run_two_nodes(a, b, 1, "--val-split 64", "--limit-train 448");
+  EXPECT_NE(r.node0.code, 0) << r.output();
+  EXPECT_NE(r.node1.code, 0) << r.output();
+  EXPECT_TRUE(contains(r.output(),
+                       "--val-split: ranks hold out different validation sets: rank 0 splits 512 "
+                       "training images into 448 + 64, rank 1 448 into 384 + 64"))
+      << r.output();
+  EXPECT_FALSE(fs::exists(a / "metrics.csv")) << r.output();
+  // The same data on both: it trains, validating on the same 64 images.
+  r = run_two_nodes(a, b, 1, "--val-split 64");
+  ASSERT_TRUE(r.node0.code == 0 && r.node1.code == 0) << r.output();
+  EXPECT_TRUE(contains(r.node0.output, "64 training images held out for validation")) << r.output();
+  for (const auto& d : {a, b}) fs::remove_all(d);
 }

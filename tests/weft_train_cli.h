@@ -79,11 +79,23 @@ inline std::vector<std::string> csv_rows(const std::string& path) {
   return rows;
 }
 
-// The columns that must be reproducible: epoch, train loss, test loss, accuracy.
+// The columns of the metrics CSV: epoch,train_loss,test_loss,test_accuracy,images_per_sec,
+// seconds,val_loss,val_accuracy (cells empty where not measured).
+inline std::vector<std::string> csv_cells(const std::string& row) {
+  std::vector<std::string> cells;
+  size_t start = 0;
+  for (size_t comma; (comma = row.find(',', start)) != std::string::npos; start = comma + 1)
+    cells.push_back(row.substr(start, comma - start));
+  cells.push_back(row.substr(start));
+  return cells;
+}
+
+// The columns that must be reproducible: all but the timings (images/s, seconds).
 inline std::string metrics_only(const std::string& row) {
-  std::stringstream ss(row);
-  std::string out, cell;
-  for (int i = 0; i < 4 && std::getline(ss, cell, ','); ++i) out += cell + ",";
+  std::string out;
+  const std::vector<std::string> cells = csv_cells(row);
+  for (size_t i = 0; i < cells.size(); ++i)
+    if (i != 4 && i != 5) out += cells[i] + ",";
   return out;
 }
 

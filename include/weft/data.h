@@ -9,3 +9,4 @@
 #include "weft/data/idx_format.h"
 #include "weft/data/mnist.h"
 #include "weft/data/sampler.h"
+#include "weft/data/subset.h"

@@ -279,6 +279,12 @@ void load(StateDict& state, const std::string& dir) {
   }
 }
 
+std::map<std::string, TensorInfo> read_metadata(const std::string& dir) {
+  std::map<std::string, TensorInfo> out;
+  for (const auto& [name, meta] : read_index(dir)) out[name] = TensorInfo{meta.dtype, meta.shape};
+  return out;
+}
+
 std::map<std::string, Tensor> load_full(const std::string& dir) {
   const Index index = read_index(dir);
   StateDict state;

@@ -62,11 +62,15 @@ nn::Sequential shufflenet_small(int64_t num_classes) {
                          nn::AdaptiveAvgPool2d(1), nn::Flatten(), nn::Linear(192, num_classes)});
 }
 
-nn::Sequential simple_cnn(int64_t num_classes) {
-  return nn::Sequential({Conv2d(1, 32, 3, {.padding = {1, 1}}), BatchNorm2d(32), ReLU(),
-                         nn::MaxPool2d(2), Conv2d(32, 64, 3, {.padding = {1, 1}}), BatchNorm2d(64),
-                         ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(64 * 7 * 7, 128),
-                         ReLU(), nn::Dropout(0.25), nn::Linear(128, num_classes)});
+nn::Sequential simple_cnn(int64_t num_classes, double dropout) {
+  WEFT_CHECK(dropout >= 0 && dropout < 1, "simple_cnn: dropout must be in [0, 1), got ", dropout);
+  nn::Sequential net({Conv2d(1, 32, 3, {.padding = {1, 1}}), BatchNorm2d(32), ReLU(),
+                      nn::MaxPool2d(2), Conv2d(32, 64, 3, {.padding = {1, 1}}), BatchNorm2d(64),
+                      ReLU(), nn::MaxPool2d(2), nn::Flatten(), nn::Linear(64 * 7 * 7, 128),
+                      ReLU()});
+  if (dropout > 0) net->push_back(nn::Dropout(dropout));
+  net->push_back(nn::Linear(128, num_classes));
+  return net;
 }
 
 nn::Sequential mlp(int64_t num_classes) {

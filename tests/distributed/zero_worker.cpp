@@ -19,6 +19,8 @@ namespace F = weft::nn::functional;
 namespace {
 
 int g_world = 1;
+// How ZeroRedundancyOptimizer brings the updated shares to every rank (argv[3]).
+dist::ZeroOptions g_zero;
 
 // Parameters of very different sizes (8x40, 40, 40x24, 24, 24x3, 3): uneven shares.
 nn::Sequential make_mlp() {
@@ -47,7 +49,7 @@ struct Pair {
   Pair(const std::string& kind) {
     auto make = [kind](std::vector<optim::ParamGroup> g) { return make_plain(kind, std::move(g)); };
     zero = std::make_unique<dist::ZeroRedundancyOptimizer>(zddp->parameters(), make,
-                                                           options_for(kind));
+                                                           options_for(kind), nullptr, g_zero);
     plain = make_plain(kind, {optim::ParamGroup{pddp->parameters(), options_for(kind)}});
   }
   void step(int t) {
@@ -94,6 +96,20 @@ int equivalence(const std::string& kind) {
   return 0;
 }
 
+// The plain state without the tensors and step counts of parameters other ranks step.
+optim::OptimizerState share_of(const optim::OptimizerState& whole,
+                               const dist::ZeroRedundancyOptimizer& zero) {
+  optim::OptimizerState part;
+  auto mine = [&](const std::string& key) {
+    return key.rfind("state.", 0) != 0 || zero.rank_of(std::stoul(key.substr(6))) == test::g_rank;
+  };
+  for (const auto& [k, v] : whole.scalars)
+    if (mine(k)) part.scalars[k] = v;
+  for (const auto& [k, t] : whole.tensors)
+    if (mine(k)) part.tensors.insert(k, t);
+  return part;
+}
+
 bool same_state(const optim::OptimizerState& a, const optim::OptimizerState& b) {
   if (a.scalars != b.scalars || a.tensors.size() != b.tensors.size()) return false;
   for (const auto& [k, t] : a.tensors) {
@@ -106,6 +122,8 @@ bool same_state(const optim::OptimizerState& a, const optim::OptimizerState& b) 
 int state(const std::string& kind) {
   Pair p(kind);
   for (int t = 0; t < 5; ++t) p.step(t);
+  EXPECT(same_state(p.zero->local_state_dict(), share_of(p.plain->state_dict(), *p.zero)),
+         "local_state_dict() differs from this rank's share of the plain optimizer's state");
   const int to = g_world - 1;
   p.zero->consolidate_state_dict(to);
   if (test::g_rank == to) {
@@ -123,8 +141,11 @@ int state(const std::string& kind) {
   // Resume: a fresh Zero over the trained parameters takes the plain optimizer's state.
   auto make = [kind](std::vector<optim::ParamGroup> g) { return make_plain(kind, std::move(g)); };
   p.zero = std::make_unique<dist::ZeroRedundancyOptimizer>(p.zddp->parameters(), make,
-                                                           options_for(kind));
-  p.zero->load_state_dict(p.plain->state_dict());
+                                                           options_for(kind), nullptr, g_zero);
+  // SGD: every rank passes the whole plain state; the others only their share of it, as a
+  // sharded checkpoint gives them.
+  const auto whole = p.plain->state_dict();
+  p.zero->load_state_dict(kind == "sgd" ? whole : share_of(whole, *p.zero));
   for (int t = 5; t < 10; ++t) p.step(t);
   const double d = p.max_diff();
   std::printf("rank %d: %s resumed: max relative difference %.3g\n", test::g_rank, kind.c_str(), d);
@@ -136,6 +157,11 @@ int state(const std::string& kind) {
 
 int main(int argc, char** argv) {
   const std::string mode = argc > 1 ? argv[1] : "", kind = argc > 2 ? argv[2] : "sgd";
+  const std::string sync = argc > 3 ? argv[3] : "";
+  if (sync == "allgather" || sync == "chunked")
+    g_zero.parameter_sync = dist::ZeroOptions::ParameterSync::AllGather;
+  // Chunks of 100 elements: pieces that start and end inside parameters (8x40 has 320).
+  if (sync == "chunked") g_zero.allgather_chunk = 100;
   try {
     dist::init_process_group();
     test::g_rank = dist::get_rank();

@@ -1,9 +1,13 @@
 // A stand-in training script for tests/test_launcher.cpp: one program with modes that print
 // the launcher's environment, flood the output, fail on a chosen rank, sleep until killed,
 // ignore SIGTERM, leave a grandchild behind, or fail until a given restart count.
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <signal.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -47,7 +51,22 @@ int main(int argc, char** argv) {
     for (int i = 2; i < argc; ++i) std::printf("ARG%d=%s\n", i - 2, argv[i]);
     return 0;
   }
-  if (mode == "redraw") {  // a progress bar redrawn in place, then a last line
+  if (mode == "bind") {  // rank 0 binds MASTER_ADDR:MASTER_PORT itself, as PyTorch's TCPStore does
+    if (rank != 0) return 0;
+    const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    sockaddr_in a{};
+    a.sin_family = AF_INET;
+    a.sin_port = htons(static_cast<uint16_t>(env_int("MASTER_PORT")));
+    inet_pton(AF_INET, std::getenv("MASTER_ADDR"), &a.sin_addr);
+    if (bind(fd, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0) {
+      std::printf("bind failed: %s\n", std::strerror(errno));
+      return 1;
+    }
+    std::printf("bound\n");
+    return 0;
+  }
+  if (mode == "redraw") {  // a progress bar redrawn in place, then a last line  // a progress bar
+                           // redrawn in place, then a last line
     for (const char* piece : {"step 1\r", "step 2\r", "done\n"}) write_str(1, piece);
     return 0;
   }

@@ -38,6 +38,11 @@ int main(int argc, char** argv) {
   Options o = parse_args(argc, argv);
   choose_job_identity(o);
   if (o.node_rank == 0) o.store_fd = hold_store_port(o);
+  // Rank 0 binds the port itself: it was free a moment ago, and is free again now.
+  if (o.store_fd >= 0 && !o.store_handoff) {
+    close(o.store_fd);
+    o.store_fd = -1;
+  }
 
   if (pipe2(g_sig_pipe, O_CLOEXEC | O_NONBLOCK) != 0) {
     std::perror("weft-run: pipe");

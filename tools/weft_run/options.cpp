@@ -47,6 +47,9 @@ options (torchrun's underscore spellings and --opt=value also work):
                        where the program leaves init_process_group's at its default
   --grace-period S     seconds between SIGTERM and SIGKILL when stopping ranks (default 5)
   --no-prefix          do not prefix output lines (lines are still kept whole)
+  --no-store-handoff   rank 0 binds the store's port itself (a program that is not weft's,
+                       e.g. a PyTorch script): weft-run picks the port, then lets it go. The
+                       default when PROGRAM is a Python interpreter (python, python3, ...)
   -h, --help           show this help
 OMP_NUM_THREADS, if unset and N > 1, is set to max(1, CPUs / N) so ranks do not oversubscribe.
 SIGINT, SIGTERM and SIGHUP are forwarded to every rank's process group; a second one kills.
@@ -130,6 +133,9 @@ void apply_option(Options& o, const std::string& arg, const std::string& name,
   } else if (name == "--no-prefix") {
     flag();
     o.prefix = false;
+  } else if (name == "--no-store-handoff") {
+    flag();
+    o.store_handoff = false;
   } else {
     usage_error("unknown option '" + arg + "'");
   }
@@ -139,6 +145,9 @@ void apply_option(Options& o, const std::string& arg, const std::string& name,
 // gets a free local port), the node rank below the node count, a world that fits.
 void finish_options(Options& o, bool node_rank_set) {
   if (o.command.empty()) usage_error("missing PROGRAM to run");
+  // torchrun's use: PyTorch's TCPStore on rank 0 binds MASTER_PORT and knows no handed socket.
+  const std::string prog = o.command[0].substr(o.command[0].rfind('/') + 1);
+  if (prog.rfind("python", 0) == 0) o.store_handoff = false;
   if (o.standalone) {
     if (o.nnodes != 1 || (node_rank_set && o.node_rank != 0))
       usage_error("--standalone runs a single node (--nnodes 1 --node-rank 0)");

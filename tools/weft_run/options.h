@@ -22,6 +22,9 @@ struct Options {
   double grace = 5.0;
   bool prefix = true;
   bool standalone = false;
+  // Hand the store's listening socket to rank 0 (store_port.h); off for programs that bind the
+  // port themselves (--no-store-handoff, or a Python interpreter: PyTorch's TCPStore).
+  bool store_handoff = true;
   std::string run_id;  // --rdzv-id; see choose_job_identity() in store_port.h
   std::string token;   // WEFT_STORE_TOKEN, or random for one node
   int store_fd = -1;   // the store's listening socket, for local rank 0 (store_port.h)

@@ -111,6 +111,13 @@ Checkpoint decode_checkpoint(std::vector<uint8_t> bytes, const std::string& name
              "' but should be epoch ", epoch, "'s");
   WEFT_CHECK(m->second == c.model, "checkpoint is of model '", m->second, "' but --model is '",
              c.model, "'");
+  if (c.model == "cnn") {  // the last Linear is layer 12 after a Dropout, else layer 11
+    const bool had_dropout = ck.model.contains("12.weight");
+    WEFT_CHECK(had_dropout == (c.dropout > 0), "checkpoint is of a cnn ",
+               had_dropout ? "with" : "without", " a Dropout layer but --dropout is ", c.dropout,
+               had_dropout ? " (resume with --dropout 0.25, the older default)"
+                           : " (resume with --dropout 0)");
+  }
   if (auto h = ck.meta.find("metrics_history"); h != ck.meta.end())
     ck.metrics_rows = split_rows(h->second);
   return ck;

@@ -12,7 +12,7 @@ namespace weft_train {
 class MetricsFile {
  public:
   static constexpr const char* kHeader =
-      "epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds";
+      "epoch,train_loss,test_loss,test_accuracy,images_per_sec,seconds,val_loss,val_accuracy";
 
   explicit MetricsFile(std::string path) : path_(std::move(path)) {}
   // Rewrites the file as the header and `rows` (the epochs a resumed run keeps).

@@ -27,7 +27,7 @@ Progress::Progress(bool enabled, int epoch, int epochs, int64_t steps)
       steps_(steps),
       t0_(std::chrono::steady_clock::now()) {}
 
-void Progress::update(int64_t step, double running_loss, int64_t images) {
+void Progress::update(int64_t step, double running_loss, int64_t images, double lr) {
   if (!tty_) {
     // Plain lines: about four per epoch.
     int64_t every = std::max<int64_t>(1, steps_ / 4);
@@ -41,11 +41,12 @@ void Progress::update(int64_t step, double running_loss, int64_t images) {
   std::string bar(filled, '#');
   bar += std::string(width - filled, '.');
   if (tty_) {
-    std::printf("\repoch %d/%d [%s] %lld/%lld loss %.4f %.0f img/s ETA %.0fs   ", epoch_, epochs_,
-                bar.c_str(), (long long)step, (long long)steps_, running_loss, ips, eta);
+    std::printf("\repoch %d/%d [%s] %lld/%lld loss %.4f lr %.4g %.0f img/s ETA %.0fs   ", epoch_,
+                epochs_, bar.c_str(), (long long)step, (long long)steps_, running_loss, lr, ips,
+                eta);
   } else {
-    std::printf("epoch %d/%d step %lld/%lld loss %.4f %.0f img/s ETA %.0fs\n", epoch_, epochs_,
-                (long long)step, (long long)steps_, running_loss, ips, eta);
+    std::printf("epoch %d/%d step %lld/%lld loss %.4f lr %.9g %.0f img/s ETA %.0fs\n", epoch_,
+                epochs_, (long long)step, (long long)steps_, running_loss, lr, ips, eta);
   }
   std::fflush(stdout);
 }

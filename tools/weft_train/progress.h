@@ -1,5 +1,6 @@
 // weft-train's progress line during an epoch: on a terminal one line redrawn in place (bar,
-// running loss, images/s, ETA), otherwise about four plain lines per epoch. Only rank 0 shows it.
+// running loss, the learning rate the step took, images/s, ETA), otherwise about four plain lines
+// per epoch. Only rank 0 shows it.
 #pragma once
 
 #include <chrono>
@@ -10,7 +11,7 @@ namespace weft_train {
 class Progress {
  public:
   Progress(bool enabled, int epoch, int epochs, int64_t steps);
-  void update(int64_t step, double running_loss, int64_t images);
+  void update(int64_t step, double running_loss, int64_t images, double lr);
   void finish();
   double elapsed() const;
 

@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 
+#include "training.h"
 #include "weft/distributed/distributed.h"
 
 namespace weft_train {
@@ -140,12 +141,13 @@ std::optional<Checkpoint> agree_on_checkpoint(const Config& c, Device dev, bool 
   return ck;
 }
 
-int apply_checkpoint(const Checkpoint& ck, nn::Module& model, optim::Optimizer& opt,
-                     amp::GradScaler& scaler, optim::LRScheduler* sched) {
+int apply_checkpoint(const Checkpoint& ck, const Config& c, nn::Module& model,
+                     optim::Optimizer& opt, amp::GradScaler& scaler, optim::LRScheduler* sched,
+                     int64_t steps_per_epoch) {
   model.load_state_dict(ck.model);
   opt.load_state_dict(ck.optim);
   if (scaler.is_enabled() && !ck.scaler.empty()) scaler.load_state_dict(ck.scaler);
-  if (sched) sched->set_last_epoch(ck.epoch);
+  if (sched) sched->set_last_epoch(scheduler_count(c, ck.epoch, steps_per_epoch));
   return ck.epoch;
 }
 

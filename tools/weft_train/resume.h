@@ -18,8 +18,10 @@ namespace weft_train {
 std::optional<Checkpoint> agree_on_checkpoint(const Config& c, weft::Device dev, bool report,
                                               bool lead);
 
-// Loads `ck` into the model, optimizer, scaler and scheduler; returns the epochs it covers.
-int apply_checkpoint(const Checkpoint& ck, weft::nn::Module& model, weft::optim::Optimizer& opt,
-                     weft::amp::GradScaler& scaler, weft::optim::LRScheduler* sched);
+// Loads `ck` into the model, optimizer, scaler and scheduler (set to the count it had after the
+// checkpoint's epochs, steps_per_epoch steps each); returns the epochs it covers.
+int apply_checkpoint(const Checkpoint& ck, const Config& c, weft::nn::Module& model,
+                     weft::optim::Optimizer& opt, weft::amp::GradScaler& scaler,
+                     weft::optim::LRScheduler* sched, int64_t steps_per_epoch);
 
 }  // namespace weft_train

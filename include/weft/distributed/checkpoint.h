@@ -34,6 +34,13 @@ void save(const StateDict& state, const std::string& dir,
 // whatever the world size and sharding it was saved with. Not collective: each rank reads the
 // files it needs (a shared file system, as PyTorch's).
 void load(StateDict& state, const std::string& dir);
+// What the checkpoint in `dir` holds, from its index alone: each tensor's dtype and global shape
+// (to size the entries a load fills; PyTorch's reader.read_metadata()).
+struct TensorInfo {
+  DType dtype;
+  Shape shape;
+};
+std::map<std::string, TensorInfo> read_metadata(const std::string& dir);
 // Whole tensors from the checkpoint, for readers that know nothing of shards.
 std::map<std::string, Tensor> load_full(const std::string& dir);
 // One plain safetensors file of whole tensors (plain weft and PyTorch load it).

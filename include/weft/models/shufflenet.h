@@ -27,9 +27,10 @@ using ShuffleUnit = nn::ModuleHolder<ShuffleUnitImpl>;
 // Stem conv 1->24 (28x28), units 24->48 (stride 2, 14x14), 48->48, 48->96 (stride 2, 7x7),
 // 96->96, 1x1 conv to 192, global average pool, Linear to num_classes.
 nn::Sequential shufflenet_small(int64_t num_classes = 10);
-// A plain CNN: two conv-BN-ReLU-maxpool stages (32, 64 channels), Linear 3136->128, dropout,
-// Linear 128->num_classes. The default model of weft-train.
-nn::Sequential simple_cnn(int64_t num_classes = 10);
+// A plain CNN: two conv-BN-ReLU-maxpool stages (32, 64 channels), Linear 3136->128, ReLU,
+// Dropout(dropout) (none when 0), Linear 128->num_classes. The default model of weft-train
+// (which builds it without dropout: bench/README.md, "Main job recipe").
+nn::Sequential simple_cnn(int64_t num_classes = 10, double dropout = 0.25);
 // An MLP 784-256-128-num_classes.
 nn::Sequential mlp(int64_t num_classes = 10);
 

@@ -64,17 +64,23 @@ optim::OptimizerState parse_state_text(const std::string& text) {
 
 ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> groups,
                                                  OptimizerFactory make,
-                                                 std::shared_ptr<ProcessGroup> group)
-    : Optimizer(std::move(groups)), group_(group ? std::move(group) : default_group()) {
+                                                 std::shared_ptr<ProcessGroup> group,
+                                                 ZeroOptions zero)
+    : Optimizer(std::move(groups)),
+      group_(group ? std::move(group) : default_group()),
+      zero_(zero) {
   WEFT_CHECK(make, "ZeroRedundancyOptimizer: no optimizer factory given");
+  WEFT_CHECK(zero.allgather_chunk > 0, "ZeroRedundancyOptimizer: allgather_chunk is ",
+             zero.allgather_chunk, "; it must be positive");
   partition(make);
 }
 
 ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<Tensor> params, OptimizerFactory make,
                                                  optim::ParamGroupOptions options,
-                                                 std::shared_ptr<ProcessGroup> group)
+                                                 std::shared_ptr<ProcessGroup> group,
+                                                 ZeroOptions zero)
     : ZeroRedundancyOptimizer(one_group(std::move(params), options), std::move(make),
-                              std::move(group)) {}
+                              std::move(group), zero) {}
 
 // As PyTorch's _partition_parameters: within each group, the largest parameters first, each to
 // the rank holding the fewest elements so far (ties: the lowest rank). Deterministic, so every
@@ -119,17 +125,82 @@ void ZeroRedundancyOptimizer::step() {
   sync_parameters();
 }
 
-// Every rank's share from that rank: one coalesced broadcast per rank that owns anything.
 void ZeroRedundancyOptimizer::sync_parameters() {
+  if (group_->size() == 1) return;
   NoGradGuard ng;
   std::vector<const Tensor*> flat;
   for (const auto& g : groups_)
     for (const auto& p : g.params) flat.push_back(&p);
+  if (zero_.parameter_sync == ZeroOptions::ParameterSync::AllGather && allgather_parameters(flat))
+    return;
+  broadcast_parameters(flat);
+}
+
+// Every rank's share from that rank: one coalesced broadcast per rank that owns anything.
+void ZeroRedundancyOptimizer::broadcast_parameters(const std::vector<const Tensor*>& flat) {
   for (int r = 0; r < group_->size(); ++r) {
     std::vector<Tensor> share;
     for (size_t i : by_rank_[r]) share.push_back(*flat[i]);
     if (!share.empty()) broadcast_coalesced(*group_, share, r);
   }
+}
+
+namespace {
+
+// Copies elements [from, from + n) of the concatenation of `share`'s parameters (flattened) to
+// or from buf[0, n).
+void copy_range(const std::vector<const Tensor*>& share, int64_t from, int64_t n, Tensor& buf,
+                bool pack) {
+  int64_t at = 0;  // where the current parameter starts in the concatenation
+  for (const Tensor* p : share) {
+    const int64_t len = p->numel(), lo = std::max(from, at), hi = std::min(from + n, at + len);
+    if (lo < hi) {
+      Tensor flat = p->view({len}).narrow(0, lo - at, hi - lo);  // shares the parameter's storage
+      Tensor piece = buf.narrow(0, lo - from, hi - lo);
+      if (pack)
+        piece.copy_(flat);
+      else
+        flat.copy_(piece);
+    }
+    at += len;
+    if (at >= from + n) break;
+  }
+}
+
+}  // namespace
+
+// Each rank's share is one flat sequence (its parameters concatenated), padded to the longest
+// share. Chunk by chunk, each rank packs its piece, one all-gather brings every rank's, and the
+// pieces are copied into the parameters they belong to (ZeroOptions::allgather_chunk).
+bool ZeroRedundancyOptimizer::allgather_parameters(const std::vector<const Tensor*>& flat) {
+  const int64_t kChunk = zero_.allgather_chunk;
+  if (flat.empty()) return true;
+  for (const Tensor* p : flat)
+    if (p->dtype() != flat[0]->dtype() || p->device() != flat[0]->device() || !p->is_contiguous())
+      return false;
+  const int world = group_->size(), me = group_->rank();
+  std::vector<std::vector<const Tensor*>> shares(world);
+  int64_t longest = 0;
+  for (int r = 0; r < world; ++r) {
+    int64_t n = 0;
+    for (size_t i : by_rank_[r]) {
+      shares[r].push_back(flat[i]);
+      n += flat[i]->numel();
+    }
+    longest = std::max(longest, n);
+  }
+  const TensorOptions o{.dtype = flat[0]->dtype(), .device = flat[0]->device()};
+  for (int64_t from = 0; from < longest; from += kChunk) {
+    const int64_t n = std::min(kChunk, longest - from);
+    Tensor mine = empty({n}, o);  // past the end of this rank's share: padding, never read
+    copy_range(shares[me], from, n, mine, true);
+    std::vector<Tensor> all;
+    for (int r = 0; r < world; ++r) all.push_back(empty({n}, o));
+    group_->allgather(all, mine)->wait();
+    for (int r = 0; r < world; ++r)
+      if (r != me) copy_range(shares[r], from, n, all[r], false);
+  }
+  return true;
 }
 
 void ZeroRedundancyOptimizer::merge_local(optim::OptimizerState& whole,
@@ -177,6 +248,12 @@ void ZeroRedundancyOptimizer::consolidate_state_dict(int to) {
     merge_local(whole, local, r);
   }
   if (group_->rank() == to) whole_ = std::move(whole);
+}
+
+optim::OptimizerState ZeroRedundancyOptimizer::local_state_dict() const {
+  optim::OptimizerState st = Optimizer::state_dict();  // the groups' hyperparameters
+  merge_local(st, local_->state_dict(), group_->rank());
+  return st;
 }
 
 optim::OptimizerState ZeroRedundancyOptimizer::state_dict() const {

@@ -2,8 +2,9 @@
 // that each rank keeps optimizer state only for its share of the parameters. Shares are balanced
 // by size as PyTorch's (largest parameter first, to the least-loaded rank, group by group); each
 // rank steps its share and then every rank's updated parameters reach all ranks (one coalesced
-// broadcast per rank). The result equals the unsharded optimizer; state_dict() after
-// consolidate_state_dict() is the unsharded optimizer's, so either loads the other's.
+// broadcast per rank, or all-gathers of flat buffers: ZeroOptions). The result equals the
+// unsharded optimizer; state_dict() after consolidate_state_dict() is the unsharded optimizer's,
+// so either loads the other's; local_state_dict() is this rank's share of it (sharded saves).
 #pragma once
 
 #include <functional>
@@ -20,15 +21,27 @@ namespace weft::dist {
 using OptimizerFactory =
     std::function<std::unique_ptr<optim::Optimizer>(std::vector<optim::ParamGroup>)>;
 
+struct ZeroOptions {
+  // How step() brings every rank's updated share to all ranks. Broadcast (default, as
+  // PyTorch's): one coalesced broadcast per rank. AllGather: each rank packs its share into a
+  // flat buffer (padded to the largest share) and all-gathers move them all; slower on Gloo
+  // (bench/README.md, "ZeRO"). Same values either way.
+  enum class ParameterSync { Broadcast, AllGather };
+  ParameterSync parameter_sync = ParameterSync::Broadcast;
+  // AllGather moves the shares this many elements per rank at a time, which bounds its buffers
+  // (and the backend's staging copy) to a few times this per rank, however large the model.
+  int64_t allgather_chunk = int64_t{4} << 20;
+};
+
 class ZeroRedundancyOptimizer : public optim::Optimizer {
  public:
   // group: where the ranks are (nullptr: the default group). Every rank passes the same
   // parameters (same shapes, same order), as with DistributedDataParallel.
   ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> groups, OptimizerFactory make,
-                          std::shared_ptr<ProcessGroup> group = nullptr);
+                          std::shared_ptr<ProcessGroup> group = nullptr, ZeroOptions zero = {});
   ZeroRedundancyOptimizer(std::vector<Tensor> params, OptimizerFactory make,
                           optim::ParamGroupOptions options,
-                          std::shared_ptr<ProcessGroup> group = nullptr);
+                          std::shared_ptr<ProcessGroup> group = nullptr, ZeroOptions zero = {});
 
   // Steps this rank's share with its hyperparameters as they are now in param_groups() (an LR
   // scheduler may change them), then brings every rank's updated parameters to all ranks.
@@ -38,18 +51,28 @@ class ZeroRedundancyOptimizer : public optim::Optimizer {
   // On the rank consolidate_state_dict() gathered to: the unsharded optimizer's state. Elsewhere,
   // or before consolidating, an error.
   optim::OptimizerState state_dict() const override;
-  // Takes an unsharded optimizer's state (every rank passes the whole of it) and keeps its share.
+  // This rank's share of the unsharded state, without communication: the groups'
+  // hyperparameters and the state of the parameters this rank steps, under their unsharded
+  // ("state.<flat index>.") keys. The shares of all ranks together make state_dict().
+  optim::OptimizerState local_state_dict() const;
+  // Takes an unsharded optimizer's state and keeps its share. The state of parameters other
+  // ranks step may be absent (a sharded checkpoint's share, local_state_dict() of any world).
   void load_state_dict(const optim::OptimizerState& state) override;
 
   int rank_of(size_t flat_index) const { return owner_.at(flat_index); }  // who steps a parameter
+  ProcessGroup& process_group() const { return *group_; }
   optim::Optimizer& local_optimizer() { return *local_; }
 
  private:
   void partition(const OptimizerFactory& make);
   void sync_parameters();
+  void broadcast_parameters(const std::vector<const Tensor*>& flat);
+  // False (nothing done) where the parameters differ in dtype or device: then broadcast.
+  bool allgather_parameters(const std::vector<const Tensor*>& flat);
   // The unsharded state with rank r's local state (its parameter numbering) put into it.
   void merge_local(optim::OptimizerState& whole, const optim::OptimizerState& local, int r) const;
   std::shared_ptr<ProcessGroup> group_;
+  ZeroOptions zero_;
   std::unique_ptr<optim::Optimizer> local_;
   std::vector<int> owner_;                      // flat index -> rank that steps it
   std::vector<std::vector<size_t>> by_rank_;    // rank -> its flat indices, in its local order
