@@ -41,17 +41,9 @@ for n in $worlds; do
   fi
 done
 
-# Busy share of all CPUs over 2 s, in percent, from /proc/stat's first line (user nice system
-# idle iowait irq softirq steal): 100 * (total - idle - iowait) / total.
-busy_percent() {
-  local a b
-  a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
-  printf '%s\n%s\n' "$a" "$b" | awk '
-    { t = 0; for (i = 2; i <= 9; ++i) t += $i; tot[NR] = t; idle[NR] = $5 + $6 }
-    END { dt = tot[2] - tot[1]; printf "%.0f", (dt > 0 ? 100 * (dt - idle[2] + idle[1]) / dt : 0) }'
-}
 # The load average before the build (which would raise it), the CPU sample after it (just before
 # timing): either above its limit means someone else is using the machine.
+source "$here/quiet.sh"
 max_load="${DDP_MAX_LOAD:-0.5}" max_busy="${DDP_MAX_BUSY:-10}"
 load1=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -62,18 +54,7 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
 fi
 cmake --build "$build" --target weft_ddp weft_allreduce weft-run -j"${JOBS:-2}" >&2
 
-busy=$(busy_percent)
-warning=""
-if awk -v l="$load1" -v b="$busy" -v ml="$max_load" -v mb="$max_busy" \
-     'BEGIN { exit !(l > ml || b > mb) }'; then
-  warning="machine busy before the run: 1-minute load $load1 (limit $max_load), $busy% of $ncpu CPUs busy (limit $max_busy%)"
-  if ((!force)); then
-    echo "ddp.sh: refusing to time on a busy machine: $warning." >&2
-    echo "ddp.sh: wait until it is quiet (uptime, top), or pass --force to time anyway." >&2
-    exit 3
-  fi
-  echo "ddp.sh: WARNING: $warning; timing anyway (--force), the numbers are not worth much" >&2
-fi
+check_quiet ddp.sh "$force" "$load1" "$max_load" "$max_busy"
 
 # Every rank of both libraries: 1 thread, launched by weft-run on a free port; only rank 0
 # prints (its JSON lines are the only stdout lines starting with "{").

@@ -34,13 +34,7 @@ if ((world > ncpu)); then
   exit 2
 fi
 
-busy_percent() {  # busy share of all CPUs over 2 s, from /proc/stat (as bench/ddp.sh)
-  local a b
-  a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
-  printf '%s\n%s\n' "$a" "$b" | awk '
-    { t = 0; for (i = 2; i <= 9; ++i) t += $i; tot[NR] = t; idle[NR] = $5 + $6 }
-    END { dt = tot[2] - tot[1]; printf "%.0f", (dt > 0 ? 100 * (dt - idle[2] + idle[1]) / dt : 0) }'
-}
+source "$here/quiet.sh"
 max_load="${ZERO_MAX_LOAD:-0.5}" max_busy="${ZERO_MAX_BUSY:-10}"
 load1=$(cut -d' ' -f1 /proc/loadavg)
 
@@ -51,18 +45,7 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
 fi
 cmake --build "$build" --target weft_zero weft-run -j"${JOBS:-2}" >&2
 
-busy=$(busy_percent)
-warning=""
-if awk -v l="$load1" -v b="$busy" -v ml="$max_load" -v mb="$max_busy" \
-     'BEGIN { exit !(l > ml || b > mb) }'; then
-  warning="machine busy before the run: 1-minute load $load1 (limit $max_load), $busy% of $ncpu CPUs busy (limit $max_busy%)"
-  if ((!force)); then
-    echo "zero.sh: refusing to time on a busy machine: $warning." >&2
-    echo "zero.sh: wait until it is quiet (uptime, top), or pass --force to time anyway." >&2
-    exit 3
-  fi
-  echo "zero.sh: WARNING: $warning; timing anyway (--force), the numbers are not worth much" >&2
-fi
+check_quiet zero.sh "$force" "$load1" "$max_load" "$max_busy"
 
 export OMP_NUM_THREADS=1
 launch() {

@@ -18,6 +18,20 @@ const char* kind_name(OpKind k) {
       return "reduce_scatter";
     case OpKind::BARRIER:
       return "barrier";
+    case OpKind::REDUCE:
+      return "reduce";
+    case OpKind::GATHER:
+      return "gather";
+    case OpKind::SCATTER:
+      return "scatter";
+    case OpKind::ALLGATHER_INTO_TENSOR:
+      return "allgather_into_tensor";
+    case OpKind::REDUCE_SCATTER_TENSOR:
+      return "reduce_scatter_tensor";
+    case OpKind::ALLTOALL_BASE:
+      return "alltoall_base";
+    case OpKind::ALLTOALL:
+      return "alltoall";
     case OpKind::NONE:
       break;
   }

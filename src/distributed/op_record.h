@@ -14,7 +14,21 @@
 
 namespace weft::dist::detail {
 
-enum class OpKind : int8_t { NONE, ALLREDUCE, BROADCAST, ALLGATHER, REDUCE_SCATTER, BARRIER };
+enum class OpKind : int8_t {
+  NONE,
+  ALLREDUCE,
+  BROADCAST,
+  ALLGATHER,
+  REDUCE_SCATTER,
+  BARRIER,
+  REDUCE,
+  GATHER,
+  SCATTER,
+  ALLGATHER_INTO_TENSOR,
+  REDUCE_SCATTER_TENSOR,
+  ALLTOALL_BASE,
+  ALLTOALL
+};
 
 struct OpRecord {
   static constexpr int kMaxDims = 6;
@@ -24,14 +38,16 @@ struct OpRecord {
   int8_t reduce = -1;  // ReduceOp, or -1
   int8_t dtype = -1;   // DType of the first tensor, or -1 (none, undefined)
   int8_t ndim = 0;     // of the first tensor
-  int32_t root = -1;   // broadcast's root, or -1
+  int32_t root = -1;   // broadcast's, reduce's, gather's or scatter's root, or -1
   int32_t ntensors = 0;
   int64_t numel = 0;  // elements over all the op's tensors on this rank's side (see of())
   int64_t bytes = 0;
   std::array<int64_t, kMaxDims> shape{};  // first kMaxDims sizes of the first tensor
 
   // `tensors` are the data the op reduces or sends: allreduce's and broadcast's list,
-  // allgather's input, reduce_scatter's output.
+  // allgather's input, reduce_scatter's output; what every rank has alike for the others
+  // (reduce's tensor, gather's input, scatter's output, the *_tensor ops' smaller tensor;
+  // alltoall's dtype only, since ranks' splits differ).
   static OpRecord of(OpKind kind, const std::vector<Tensor>& tensors, int reduce = -1,
                      int root = -1);
 

@@ -74,6 +74,49 @@ class TrackedGroup : public ProcessGroup {
   std::shared_ptr<Work> barrier() override {
     return run(OpRecord::of(OpKind::BARRIER, {}), [&] { return inner_->barrier(); });
   }
+  std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root, ReduceOp op) override {
+    return run(OpRecord::of(OpKind::REDUCE, tensors, static_cast<int>(op), root),
+               [&] { return inner_->reduce(std::move(tensors), root, op); });
+  }
+  std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root) override {
+    return run(OpRecord::of(OpKind::GATHER, {input}, -1, root),
+               [&] { return inner_->gather(std::move(outputs), std::move(input), root); });
+  }
+  std::shared_ptr<Work> scatter(Tensor output, std::vector<Tensor> inputs, int root) override {
+    return run(OpRecord::of(OpKind::SCATTER, {output}, -1, root),
+               [&] { return inner_->scatter(std::move(output), std::move(inputs), root); });
+  }
+  std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input) override {
+    return run(OpRecord::of(OpKind::ALLGATHER_INTO_TENSOR, {input}),
+               [&] { return inner_->allgather_into_tensor(std::move(output), std::move(input)); });
+  }
+  std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input, ReduceOp op) override {
+    return run(OpRecord::of(OpKind::REDUCE_SCATTER_TENSOR, {output}, static_cast<int>(op)), [&] {
+      return inner_->reduce_scatter_tensor(std::move(output), std::move(input), op);
+    });
+  }
+  std::shared_ptr<Work> alltoall_base(Tensor output, Tensor input, std::vector<int64_t> out_splits,
+                                      std::vector<int64_t> in_splits) override {
+    return run(dtype_only(OpKind::ALLTOALL_BASE, input), [&] {
+      return inner_->alltoall_base(std::move(output), std::move(input), std::move(out_splits),
+                                   std::move(in_splits));
+    });
+  }
+  std::shared_ptr<Work> alltoall(std::vector<Tensor> outputs, std::vector<Tensor> inputs) override {
+    return run(dtype_only(OpKind::ALLTOALL, inputs.empty() ? Tensor() : inputs[0]),
+               [&] { return inner_->alltoall(std::move(outputs), std::move(inputs)); });
+  }
+  // Point-to-point ops are not collectives: they take no sequence number (as in PyTorch's
+  // wrapper); the backend's Work names the op and the peer when it fails.
+  std::shared_ptr<Work> send(std::vector<Tensor> tensors, int dst, int tag) override {
+    return inner_->send(std::move(tensors), dst, tag);
+  }
+  std::shared_ptr<Work> recv(std::vector<Tensor> tensors, int src, int tag) override {
+    return inner_->recv(std::move(tensors), src, tag);
+  }
+  void monitored_barrier(std::optional<Duration> timeout, bool wait_all_ranks) override {
+    inner_->monitored_barrier(timeout, wait_all_ranks);
+  }
 
  private:
   // Note [Collective sequence numbers]: numbered and recorded under the issue lock, so that the
@@ -104,6 +147,13 @@ class TrackedGroup : public ProcessGroup {
   }
 
   void check_fingerprints(int64_t seq, const OpRecord& op);
+
+  // What alltoall's ranks agree on: the op and the dtype (their splits differ).
+  static OpRecord dtype_only(OpKind kind, const Tensor& t) {
+    OpRecord r = OpRecord::of(kind, {});
+    if (t.defined()) r.dtype = static_cast<int8_t>(t.dtype());
+    return r;
+  }
 
   std::shared_ptr<ProcessGroup> inner_;
   std::shared_ptr<ProcessGroup> fingerprints_;  // DETAIL only: where fingerprints are gathered

@@ -65,8 +65,9 @@ int main(int argc, char** argv) {
     std::printf("bound\n");
     return 0;
   }
-  if (mode == "redraw") {  // a progress bar redrawn in place, then a last line  // a progress bar
-                           // redrawn in place, then a last line
+  if (mode == "redraw") {  // rank 0: a progress bar redrawn in place, then a last line
+    // Other ranks print nothing: a whole line of theirs may land between rank 0's redraws.
+    if (rank != 0) return 0;
     for (const char* piece : {"step 1\r", "step 2\r", "done\n"}) write_str(1, piece);
     return 0;
   }

@@ -2,11 +2,13 @@
 // backends. Collectives are asynchronous: each returns a Work (see Work::wait for what waiting
 // means on each backend); a group runs its ops in issue order, so every rank must issue the
 // same collectives in the same order. Tensors are in-place (allreduce/broadcast) and must be
-// contiguous; shapes and dtypes must agree across ranks.
+// contiguous; shapes and dtypes must agree across ranks. Point-to-point ops (send/recv) are posted
+// at once, outside the issue order, and match by (peer, tag).
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -15,7 +17,9 @@
 
 namespace weft::dist {
 
-enum class ReduceOp { SUM, AVG, MAX, MIN, PRODUCT };
+// BAND, BOR and BXOR are for integer tensors only (refused on floating dtypes, as in PyTorch).
+enum class ReduceOp { SUM, AVG, MAX, MIN, PRODUCT, BAND, BOR, BXOR };
+bool is_bitwise(ReduceOp op);
 std::string to_string(ReduceOp op);  // "SUM", "AVG", ... (as messages name it)
 
 class Work {
@@ -52,6 +56,37 @@ class ProcessGroup {
   virtual std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                ReduceOp op = ReduceOp::SUM) = 0;
   virtual std::shared_ptr<Work> barrier() = 0;
+
+  // The rest of torch.distributed's ops. A backend without one throws DistError naming it.
+  // Roots, sources and destinations are ranks of this group.
+  // tensors[0] on `root` receives the reduction over ranks (other ranks' tensors are inputs).
+  virtual std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root,
+                                       ReduceOp op = ReduceOp::SUM);
+  // On root, outputs[i] receives rank i's input (size() tensors); elsewhere outputs is empty.
+  virtual std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root);
+  // On root, inputs[i] goes to rank i's output (size() tensors); elsewhere inputs is empty.
+  virtual std::shared_ptr<Work> scatter(Tensor output, std::vector<Tensor> inputs, int root);
+  // PyTorch's _allgather_base: output (size() * input.numel() elements) = inputs in rank order.
+  virtual std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input);
+  // PyTorch's _reduce_scatter_base: output receives block `rank` of the reduction over ranks of
+  // input (size() * output.numel() elements).
+  virtual std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input,
+                                                      ReduceOp op = ReduceOp::SUM);
+  // Splits along dim 0: rows input_split_sizes[j] go to rank j, output_split_sizes[j] rows come
+  // from rank j; an empty list splits evenly (dim 0 divisible by size()).
+  virtual std::shared_ptr<Work> alltoall_base(Tensor output, Tensor input,
+                                              std::vector<int64_t> output_split_sizes,
+                                              std::vector<int64_t> input_split_sizes);
+  // inputs[j] goes to rank j; outputs[j] receives rank j's inputs[rank] (size() tensors each).
+  virtual std::shared_ptr<Work> alltoall(std::vector<Tensor> outputs, std::vector<Tensor> inputs);
+  // One tensor to/from rank dst/src; tag >= 0 (a recv matches the send with its tag).
+  virtual std::shared_ptr<Work> send(std::vector<Tensor> tensors, int dst, int tag = 0);
+  virtual std::shared_ptr<Work> recv(std::vector<Tensor> tensors, int src, int tag = 0);
+  // Blocks until every rank arrives (through rank 0, by send/recv), else throws DistError
+  // naming the rank(s) that did not arrive within `timeout` (the group's when absent): the
+  // first one missing, or all of them when wait_all_ranks.
+  virtual void monitored_barrier(std::optional<Duration> timeout = std::nullopt,
+                                 bool wait_all_ranks = false);
   Duration timeout() const { return timeout_; }
   // Virtual so that a wrapping group (init_process_group's) passes it on to its backend.
   virtual void set_timeout(Duration t) { timeout_ = t; }

@@ -4,6 +4,8 @@
 #include <gloo/math.h>
 
 #include <algorithm>
+#include <functional>
+#include <type_traits>
 
 #include "distributed/collectives.h"
 #include "weft/half.h"
@@ -12,9 +14,22 @@ namespace weft::dist::detail {
 
 namespace {
 
+template <typename T, typename Op>
+void bitwise(void* c, const void* a, const void* b, size_t n) {
+  auto* pc = static_cast<T*>(c);
+  auto* pa = static_cast<const T*>(a);
+  auto* pb = static_cast<const T*>(b);
+  for (size_t i = 0; i < n; ++i) pc[i] = Op{}(pa[i], pb[i]);
+}
+
 template <typename T>
 gloo::AllreduceOptions::Func reduce_fn(ReduceOp op) {
   using F = void (*)(void*, const void*, const void*, size_t);
+  if constexpr (std::is_integral_v<T>) {
+    if (op == ReduceOp::BAND) return &bitwise<T, std::bit_and<T>>;
+    if (op == ReduceOp::BOR) return &bitwise<T, std::bit_or<T>>;
+    if (op == ReduceOp::BXOR) return &bitwise<T, std::bit_xor<T>>;
+  }
   switch (op) {
     case ReduceOp::MAX:
       return static_cast<F>(&gloo::max<T>);
@@ -22,8 +37,7 @@ gloo::AllreduceOptions::Func reduce_fn(ReduceOp op) {
       return static_cast<F>(&gloo::min<T>);
     case ReduceOp::PRODUCT:
       return static_cast<F>(&gloo::product<T>);
-    case ReduceOp::SUM:
-    case ReduceOp::AVG:
+    default:  // SUM, AVG (then divided); bitwise ops never reach a float here
       break;
   }
   return static_cast<F>(&gloo::sum<T>);
@@ -72,6 +86,10 @@ gloo::AllreduceOptions::Func half_fn(ReduceOp op) {
 constexpr size_t kSmallAllreduceBytes = 64 * 1024;
 
 }  // namespace
+
+gloo::AllreduceOptions::Func gloo_reduce_fn(DType dtype, ReduceOp op) {
+  return dtype == kFloat32 ? reduce_fn<float>(op) : reduce_fn<int64_t>(op);
+}
 
 void gloo_allreduce(const std::shared_ptr<gloo::Context>& ctx, const Tensor& t, ReduceOp op,
                     uint32_t tag, Duration timeout) {

@@ -1,13 +1,16 @@
 #include "weft/distributed/gloo/process_group_gloo.h"
 
 #include <arpa/inet.h>
+#include <dirent.h>
 #include <gloo/allgather.h>
+#include <gloo/alltoall.h>
 #include <gloo/barrier.h>
 #include <gloo/broadcast.h>
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/tcp/device.h>
 #include <netdb.h>
 #include <netinet/in.h>
+#include <signal.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -76,6 +79,81 @@ std::string bindable_hostname() {
   return ok ? std::string(name) : "";
 }
 
+// "[ip]:port", as Gloo's messages write an address.
+std::string addr_str(const sockaddr_storage& ss) {
+  char buf[INET6_ADDRSTRLEN] = {0};
+  const bool v4 = ss.ss_family == AF_INET;
+  const void* src =
+      v4 ? static_cast<const void*>(&reinterpret_cast<const sockaddr_in*>(&ss)->sin_addr)
+         : static_cast<const void*>(&reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_addr);
+  const uint16_t port = v4 ? reinterpret_cast<const sockaddr_in*>(&ss)->sin_port
+                           : reinterpret_cast<const sockaddr_in6*>(&ss)->sin6_port;
+  if (!inet_ntop(ss.ss_family, src, buf, sizeof(buf))) return "";
+  return "[" + std::string(buf) + "]:" + std::to_string(ntohs(port));
+}
+
+// The local names of this process's TCP sockets (listening, connected or connecting).
+std::vector<std::string> tcp_socket_names() {
+  std::vector<std::string> out;
+  DIR* dir = opendir("/proc/self/fd");
+  if (!dir) return out;
+  std::vector<int> fds;  // read first: Gloo's thread may open and close descriptors meanwhile
+  while (dirent* e = readdir(dir)) {
+    if (std::isdigit(static_cast<unsigned char>(e->d_name[0]))) fds.push_back(std::atoi(e->d_name));
+  }
+  closedir(dir);
+  for (int fd : fds) {
+    sockaddr_storage local{};
+    socklen_t len = sizeof local;
+    if (getsockname(fd, reinterpret_cast<sockaddr*>(&local), &len) != 0) continue;
+    if (local.ss_family == AF_INET || local.ss_family == AF_INET6) out.push_back(addr_str(local));
+  }
+  return out;
+}
+
+// "[ip]:port" -> rank for the addresses Gloo may name when a connection to a peer breaks.
+// Collective: every rank of ctx calls it, after connectFullMesh.
+std::vector<std::pair<std::string, int>> peer_addresses(
+    const std::shared_ptr<gloo::rendezvous::Context>& ctx, Store& store, int rank, int size,
+    Duration timeout) {
+  std::vector<std::pair<std::string, int>> out;
+  // Publish, for every peer j, the address j sees for us (its pair's peer address).
+  std::string mine;
+  for (int j = 0; j < size; ++j) {
+    if (j != rank) mine += std::to_string(j) + " " + ctx->getPair(j)->address().str() + "\n";
+  }
+  store.set("peer_addrs/" + std::to_string(rank), mine);
+  for (int i = 0; i < size; ++i) {
+    if (i == rank) continue;
+    std::istringstream in(store.get_string("peer_addrs/" + std::to_string(i)));
+    int j = 0;
+    std::string addr;
+    while (in >> j >> addr) {
+      if (j == rank) out.emplace_back(addr, i);
+    }
+  }
+  // Once every connection is up (an all-to-all uses each one), each socket's local name, so
+  // that a peer seeing our end of a connection (the address Gloo names when it breaks) maps
+  // it to us, whichever side connected.
+  {
+    std::vector<int64_t> in(static_cast<size_t>(size), rank), got(static_cast<size_t>(size));
+    gloo::AlltoallOptions a(ctx);
+    a.setTimeout(timeout);
+    a.setInput(in.data(), in.size());
+    a.setOutput(got.data(), got.size());
+    gloo::alltoall(a);
+  }
+  std::string names;
+  for (const std::string& n : tcp_socket_names()) names += n + "\n";
+  store.set("sock_names/" + std::to_string(rank), names);
+  for (int i = 0; i < size; ++i) {
+    if (i == rank) continue;
+    std::istringstream in(store.get_string("sock_names/" + std::to_string(i)));
+    for (std::string local; in >> local;) out.emplace_back(local, i);
+  }
+  return out;
+}
+
 }  // namespace
 
 GlooOptions resolve_gloo_options(GlooOptions o, const std::string& peer_host) {
@@ -136,7 +214,7 @@ using Intra = std::shared_ptr<detail::IntraHost>;
 // One tensor over the whole group: through shared memory where the group set it up, else Gloo.
 void allreduce_one(const Intra& intra, const Ctx& ctx, const Tensor& t, ReduceOp op, uint32_t tag,
                    Duration timeout) {
-  if (intra)
+  if (intra && !is_bitwise(op))
     intra->allreduce(t, op, timeout);
   else
     detail::gloo_allreduce(ctx, t, op, tag, timeout);
@@ -156,6 +234,11 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
   const std::string listen =
       options.iface.empty() ? "address " + options.hostname : "interface " + options.iface;
   const shm::Settings shm_settings = shm::settings_from_env();  // a malformed one fails here
+  // Gloo writes to its sockets without MSG_NOSIGNAL: a write to a peer that died would kill
+  // this process with SIGPIPE instead of failing the op naming the peer. Ignore it, unless the
+  // program installed a handler of its own (Python, and so PyTorch, ignores it too).
+  struct sigaction old {};
+  if (sigaction(SIGPIPE, nullptr, &old) == 0 && old.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = options.hostname;
@@ -165,23 +248,10 @@ ProcessGroupGloo::ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int s
     ctx->setTimeout(options.timeout);
     detail::GlooStore gstore(store);
     ctx->connectFullMesh(gstore, dev);
-    // Publish, for every peer j, the address j sees for us (its pair's peer address).
-    std::string mine;
-    for (int j = 0; j < size; ++j) {
-      if (j != rank) mine += std::to_string(j) + " " + ctx->getPair(j)->address().str() + "\n";
-    }
-    store->set("peer_addrs/" + std::to_string(rank), mine);
-    for (int i = 0; i < size; ++i) {
-      if (i == rank) continue;
-      std::istringstream in(store->get_string("peer_addrs/" + std::to_string(i)));
-      int j = 0;
-      std::string addr;
-      while (in >> j >> addr) {
-        if (j == rank) impl_->peer_addrs->emplace_back(addr, i);
-      }
-    }
     impl_->intra =
         detail::IntraHost::connect(store, rank, size, shm_settings, dev, options.timeout);
+    for (auto& entry : peer_addresses(ctx, *store, rank, size, options.timeout))
+      impl_->peer_addrs->push_back(std::move(entry));
     // Every rank past this barrier has finished its rendezvous reads, so the store (hosted by
     // rank 0) may go away as soon as any rank returns.
     gloo::BarrierOptions b(ctx);
@@ -211,8 +281,9 @@ std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, R
     const Tensor& x = tensors[i];
     // fp16/bf16 are reduced by allreduce only (DDP's compression hooks).
     const bool half = x.defined() && (x.dtype() == DType::Float16 || x.dtype() == DType::BFloat16);
-    if (half && x.device().is_cpu() && x.is_contiguous()) continue;
+    if (half && x.device().is_cpu() && x.is_contiguous() && !is_bitwise(op)) continue;
     detail::check_cpu_tensor(impl_->what(name), x, "tensor " + std::to_string(i));
+    detail::check_reduce_dtype(impl_->what(name), op, x);
   }
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
@@ -294,6 +365,7 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vecto
                                                        ReduceOp op) {
   const std::string name = detail::reduce_scatter_name(op);
   detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
+  detail::check_reduce_dtype(impl_->what(name), op, output);
   const uint32_t tag = impl_->next_tag++;
   const Duration t = timeout_;
   const int rank = rank_;
@@ -310,8 +382,12 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter(Tensor output, std::vecto
                          for (size_t i = 0; i < inputs.size(); ++i) {
                            std::memcpy(dst + i * bytes, inputs[i].raw_data(), bytes);
                          }
-                         allreduce_one(intra, ctx, all, op, tag, t);
-                         std::memcpy(output.raw_data(), dst + rank * bytes, bytes);
+                         if (intra && !is_bitwise(op)) {
+                           allreduce_one(intra, ctx, all, op, tag, t);
+                           std::memcpy(output.raw_data(), dst + rank * bytes, bytes);
+                         } else {
+                           detail::gloo_reduce_scatter(ctx, output, all, op);
+                         }
                        });
 }
 
@@ -325,6 +401,136 @@ std::shared_ptr<Work> ProcessGroupGloo::barrier() {
     opts.setTimeout(t);
     gloo::barrier(opts);
   });
+}
+
+}  // namespace weft::dist
+
+namespace weft::dist {
+
+std::shared_ptr<Work> ProcessGroupGloo::reduce(std::vector<Tensor> tensors, int root, ReduceOp op) {
+  const std::string name = detail::rooted_name("reduce", root, op);
+  WEFT_CHECK_DIST(tensors.size() == 1, impl_->what(name), ": takes one tensor, got ",
+                  tensors.size());
+  detail::check_cpu_tensor(impl_->what(name), tensors[0], "tensor");
+  detail::check_reduce_dtype(impl_->what(name), op, tensors[0]);
+  detail::check_rank(impl_->what(name), root, size_, "root");
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(impl_->what(name), t, [ctx, x = tensors[0], root, op, tag, t] {
+    detail::gloo_reduce(ctx, x, root, op, tag, t);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::gather(std::vector<Tensor> outputs, Tensor input,
+                                               int root) {
+  const std::string name = detail::rooted_name("gather", root);
+  detail::check_rank(impl_->what(name), root, size_, "root");
+  detail::check_rooted_list(impl_->what(name), outputs, "output", input, "input", rank_ == root,
+                            size_);
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(impl_->what(name), t, [ctx, outputs, input, root, tag, t] {
+    detail::gloo_gather(ctx, outputs, input, root, tag, t);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::scatter(Tensor output, std::vector<Tensor> inputs,
+                                                int root) {
+  const std::string name = detail::rooted_name("scatter", root);
+  detail::check_rank(impl_->what(name), root, size_, "root");
+  detail::check_rooted_list(impl_->what(name), inputs, "input", output, "output", rank_ == root,
+                            size_);
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(impl_->what(name), t, [ctx, output, inputs, root, tag, t] {
+    detail::gloo_scatter(ctx, output, inputs, root, tag, t);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::allgather_into_tensor(Tensor output, Tensor input) {
+  const std::string name = "allgather_into_tensor";
+  detail::check_base_args(impl_->what(name), output, "output", input, "input", size_);
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(
+      impl_->what(name + "(" + detail::shape_dtype_str(input) + ")"), t,
+      [ctx, output, input, tag, t] { detail::gloo_allgather_into(ctx, output, input, tag, t); });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter_tensor(Tensor output, Tensor input,
+                                                              ReduceOp op) {
+  const std::string name = "reduce_scatter_tensor(" + to_string(op) + ")";
+  detail::check_base_args(impl_->what(name), input, "input", output, "output", size_);
+  detail::check_reduce_dtype(impl_->what(name), op, output);
+  ++impl_->next_tag;  // the legacy algorithm takes its slots from the context instead
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(impl_->what(name), timeout_, [ctx, output, input, op] {
+    detail::gloo_reduce_scatter(ctx, output, input, op);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::alltoall_base(Tensor output, Tensor input,
+                                                      std::vector<int64_t> output_split_sizes,
+                                                      std::vector<int64_t> input_split_sizes) {
+  const std::string name = "alltoall_base";
+  auto counts = detail::alltoall_counts(impl_->what(name), output, input, output_split_sizes,
+                                        input_split_sizes, size_);
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(impl_->what(name), t, [ctx, output, input, counts, tag, t] {
+    detail::gloo_alltoallv(ctx, output, input, counts, tag, t);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::alltoall(std::vector<Tensor> outputs,
+                                                 std::vector<Tensor> inputs) {
+  const std::string name = "alltoall";
+  detail::check_alltoall_args(impl_->what(name), outputs, inputs, size_);
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  return impl_->submit(impl_->what(name), t, [ctx, outputs, inputs, tag, t] {
+    // One alltoallv over the concatenations, then copied out.
+    detail::AlltoallCounts c;
+    int64_t in_total = 0, out_total = 0;
+    for (size_t j = 0; j < inputs.size(); ++j) {
+      c.send.push_back(inputs[j].numel());
+      c.send_offsets.push_back(in_total);
+      in_total += inputs[j].numel();
+      c.recv.push_back(outputs[j].numel());
+      c.recv_offsets.push_back(out_total);
+      out_total += outputs[j].numel();
+    }
+    const DType dt = inputs[0].dtype();
+    Tensor in = make_empty({in_total}, dt), out = make_empty({out_total}, dt);
+    const size_t es = itemsize(dt);
+    auto* pi = static_cast<uint8_t*>(in.raw_data());
+    auto* po = static_cast<uint8_t*>(out.raw_data());
+    for (size_t j = 0; j < inputs.size(); ++j)
+      std::memcpy(pi + c.send_offsets[j] * es, inputs[j].raw_data(), inputs[j].nbytes());
+    detail::gloo_alltoallv(ctx, out, in, c, tag, t);
+    for (size_t j = 0; j < outputs.size(); ++j)
+      std::memcpy(outputs[j].raw_data(), po + c.recv_offsets[j] * es, outputs[j].nbytes());
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::send(std::vector<Tensor> tensors, int dst, int tag) {
+  std::string name = "send(to rank ";
+  name.append(std::to_string(dst)).append(", tag ").append(std::to_string(tag)).append(")");
+  detail::check_p2p_args(impl_->what(name), tensors, dst, tag, rank_, size_);
+  return detail::gloo_p2p(impl_->ctx, true, tensors[0], dst, tag, timeout_, impl_->what(name));
+}
+
+std::shared_ptr<Work> ProcessGroupGloo::recv(std::vector<Tensor> tensors, int src, int tag) {
+  std::string name = "recv(from rank ";
+  name.append(std::to_string(src)).append(", tag ").append(std::to_string(tag)).append(")");
+  detail::check_p2p_args(impl_->what(name), tensors, src, tag, rank_, size_);
+  return detail::gloo_p2p(impl_->ctx, false, tensors[0], src, tag, timeout_, impl_->what(name));
 }
 
 }  // namespace weft::dist

@@ -6,9 +6,11 @@
 #include <mpi.h>
 
 #include <algorithm>
+#include <chrono>
 #include <climits>
 #include <cstring>
 #include <mutex>
+#include <thread>
 
 #include "distributed/collectives.h"
 #include "distributed/work.h"
@@ -89,6 +91,12 @@ MPI_Op mpi_op(ReduceOp op) {
       return MPI_MIN;
     case ReduceOp::PRODUCT:
       return MPI_PROD;
+    case ReduceOp::BAND:
+      return MPI_BAND;
+    case ReduceOp::BOR:
+      return MPI_BOR;
+    case ReduceOp::BXOR:
+      return MPI_BXOR;
     case ReduceOp::SUM:
     case ReduceOp::AVG:
       break;
@@ -192,6 +200,7 @@ std::shared_ptr<Work> ProcessGroupMPI::allreduce(std::vector<Tensor> tensors, Re
   WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");
   for (size_t i = 0; i < tensors.size(); ++i) {
     detail::check_cpu_tensor(impl_->what(name), tensors[i], "tensor " + std::to_string(i));
+    detail::check_reduce_dtype(impl_->what(name), op, tensors[i]);
     count_of(impl_->what(name), tensors[i]);
   }
   auto c = impl_->c;
@@ -257,6 +266,7 @@ std::shared_ptr<Work> ProcessGroupMPI::reduce_scatter(Tensor output, std::vector
                                                       ReduceOp op) {
   const std::string name = detail::reduce_scatter_name(op);
   detail::check_reduce_scatter_args(impl_->what(name), output, inputs, size_);
+  detail::check_reduce_dtype(impl_->what(name), op, output);
   count_of(impl_->what(name), output, size_);
   auto c = impl_->c;
   const int size = size_;
@@ -285,6 +295,274 @@ std::shared_ptr<Work> ProcessGroupMPI::barrier() {
     auto lock = c->rt->lock();
     WEFT_MPI_CHECK(MPI_Barrier(c->comm));
   });
+}
+
+}  // namespace weft::dist
+
+namespace weft::dist {
+
+namespace {
+
+std::vector<int> int_counts(const std::string& what, const std::vector<int64_t>& v) {
+  std::vector<int> out;
+  for (int64_t x : v) {
+    WEFT_CHECK_DIST(x <= INT_MAX, what, ": ", x, " elements exceed MPI's int counts");
+    out.push_back(static_cast<int>(x));
+  }
+  return out;
+}
+
+// A posted MPI_Isend/MPI_Irecv; wait() polls MPI_Test until done or the timeout.
+class MpiP2PWork : public Work {
+ public:
+  MpiP2PWork(std::shared_ptr<MpiComm> c, MPI_Request req, Tensor t, std::string what,
+             Duration timeout)
+      : c_(std::move(c)), req_(req), t_(std::move(t)), what_(std::move(what)), timeout_(timeout) {}
+  ~MpiP2PWork() override {
+    int finalised = 0;
+    MPI_Finalized(&finalised);
+    if (req_ == MPI_REQUEST_NULL || finalised) return;
+    auto lock = c_->rt->lock();
+    MPI_Cancel(&req_);
+    MPI_Request_free(&req_);
+  }
+  void wait(std::optional<Duration> timeout) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    const Duration t = timeout.value_or(timeout_);
+    const auto end = std::chrono::steady_clock::now() + t;
+    while (!done_) {
+      if (test(lock)) break;
+      if (std::chrono::steady_clock::now() > end)
+        WEFT_DIST_ERROR(what_, " timed out after ", t.count(), " ms");
+      std::this_thread::sleep_for(std::chrono::microseconds(200));  // polling, not sync
+    }
+    if (error_) std::rethrow_exception(error_);
+  }
+  bool is_completed() override {
+    std::unique_lock<std::mutex> lock(mu_);
+    return done_ || test(lock);
+  }
+  void then(std::function<void(std::exception_ptr)> fn) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    if (!done_) return callbacks_.push_back(std::move(fn));
+    auto e = error_;
+    lock.unlock();
+    fn(e);
+  }
+
+ private:
+  bool test(std::unique_lock<std::mutex>& lock) {
+    int flag = 0, rc = 0;
+    {
+      auto mpi = c_->rt->lock();
+      rc = MPI_Test(&req_, &flag, MPI_STATUS_IGNORE);
+    }
+    if (rc != MPI_SUCCESS) {
+      error_ = std::make_exception_ptr(DistError(what_ + " failed: " + mpi_error(rc, "MPI_Test")));
+    } else if (!flag) {
+      return false;
+    }
+    done_ = true;
+    auto cbs = std::move(callbacks_);
+    lock.unlock();
+    for (auto& fn : cbs) fn(error_);
+    lock.lock();
+    return true;
+  }
+
+  std::shared_ptr<MpiComm> c_;
+  MPI_Request req_;
+  Tensor t_;
+  const std::string what_;
+  const Duration timeout_;
+  std::mutex mu_;
+  bool done_ = false;
+  std::exception_ptr error_;
+  std::vector<std::function<void(std::exception_ptr)>> callbacks_;
+};
+
+}  // namespace
+
+std::shared_ptr<Work> ProcessGroupMPI::reduce(std::vector<Tensor> tensors, int root, ReduceOp op) {
+  const std::string name = impl_->what(detail::rooted_name("reduce", root, op));
+  WEFT_CHECK_DIST(tensors.size() == 1, name, ": takes one tensor, got ", tensors.size());
+  detail::check_cpu_tensor(name, tensors[0], "tensor");
+  detail::check_reduce_dtype(name, op, tensors[0]);
+  detail::check_rank(name, root, size_, "root");
+  count_of(name, tensors[0]);
+  auto c = impl_->c;
+  const int rank = rank_, size = size_;
+  return impl_->queue->enqueue(name, timeout_, [c, t = tensors[0], root, op, rank, size] {
+    const int n = static_cast<int>(t.numel());
+    if (n == 0) return;
+    {
+      auto lock = c->rt->lock();
+      WEFT_MPI_CHECK(MPI_Reduce(rank == root ? MPI_IN_PLACE : t.raw_data(), t.raw_data(), n,
+                                mpi_type(t.dtype()), mpi_op(op), root, c->comm));
+    }
+    if (op == ReduceOp::AVG && rank == root) detail::divide_by(t.raw_data(), t.dtype(), n, size);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::gather(std::vector<Tensor> outputs, Tensor input, int root) {
+  const std::string name = impl_->what(detail::rooted_name("gather", root));
+  detail::check_rank(name, root, size_, "root");
+  detail::check_rooted_list(name, outputs, "output", input, "input", rank_ == root, size_);
+  count_of(name, input, size_);
+  auto c = impl_->c;
+  const int rank = rank_;
+  return impl_->queue->enqueue(name, timeout_, [c, outputs, input, root, rank] {
+    const int n = static_cast<int>(input.numel());
+    const size_t bytes = input.nbytes();
+    if (n == 0) return;
+    std::vector<uint8_t> all(rank == root ? bytes * outputs.size() : 0);
+    {
+      auto lock = c->rt->lock();
+      WEFT_MPI_CHECK(MPI_Gather(input.raw_data(), n, mpi_type(input.dtype()), all.data(), n,
+                                mpi_type(input.dtype()), root, c->comm));
+    }
+    for (size_t i = 0; i < outputs.size(); ++i)
+      std::memcpy(outputs[i].raw_data(), all.data() + i * bytes, bytes);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::scatter(Tensor output, std::vector<Tensor> inputs,
+                                               int root) {
+  const std::string name = impl_->what(detail::rooted_name("scatter", root));
+  detail::check_rank(name, root, size_, "root");
+  detail::check_rooted_list(name, inputs, "input", output, "output", rank_ == root, size_);
+  count_of(name, output, size_);
+  auto c = impl_->c;
+  return impl_->queue->enqueue(name, timeout_, [c, output, inputs, root] {
+    const int n = static_cast<int>(output.numel());
+    const size_t bytes = output.nbytes();
+    if (n == 0) return;
+    std::vector<uint8_t> all(bytes * inputs.size());
+    for (size_t i = 0; i < inputs.size(); ++i)
+      std::memcpy(all.data() + i * bytes, inputs[i].raw_data(), bytes);
+    auto lock = c->rt->lock();
+    WEFT_MPI_CHECK(MPI_Scatter(all.data(), n, mpi_type(output.dtype()), output.raw_data(), n,
+                               mpi_type(output.dtype()), root, c->comm));
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::allgather_into_tensor(Tensor output, Tensor input) {
+  const std::string name = impl_->what("allgather_into_tensor");
+  detail::check_base_args(name, output, "output", input, "input", size_);
+  count_of(name, output);
+  auto c = impl_->c;
+  return impl_->queue->enqueue(name, timeout_, [c, output, input] {
+    const int n = static_cast<int>(input.numel());
+    if (n == 0) return;
+    auto lock = c->rt->lock();
+    WEFT_MPI_CHECK(MPI_Allgather(input.raw_data(), n, mpi_type(input.dtype()), output.raw_data(), n,
+                                 mpi_type(input.dtype()), c->comm));
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::reduce_scatter_tensor(Tensor output, Tensor input,
+                                                             ReduceOp op) {
+  const std::string name = impl_->what("reduce_scatter_tensor(" + to_string(op) + ")");
+  detail::check_base_args(name, input, "input", output, "output", size_);
+  detail::check_reduce_dtype(name, op, output);
+  count_of(name, input);
+  auto c = impl_->c;
+  const int size = size_;
+  return impl_->queue->enqueue(name, timeout_, [c, output, input, op, size] {
+    const int n = static_cast<int>(output.numel());
+    if (n == 0) return;
+    {
+      auto lock = c->rt->lock();
+      WEFT_MPI_CHECK(MPI_Reduce_scatter_block(input.raw_data(), output.raw_data(), n,
+                                              mpi_type(output.dtype()), mpi_op(op), c->comm));
+    }
+    if (op == ReduceOp::AVG) detail::divide_by(output.raw_data(), output.dtype(), n, size);
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::alltoall_base(Tensor output, Tensor input,
+                                                     std::vector<int64_t> output_split_sizes,
+                                                     std::vector<int64_t> input_split_sizes) {
+  const std::string name = impl_->what("alltoall_base");
+  auto k =
+      detail::alltoall_counts(name, output, input, output_split_sizes, input_split_sizes, size_);
+  count_of(name, input);
+  count_of(name, output);
+  auto sc = int_counts(name, k.send), so = int_counts(name, k.send_offsets);
+  auto rc = int_counts(name, k.recv), ro = int_counts(name, k.recv_offsets);
+  auto c = impl_->c;
+  return impl_->queue->enqueue(name, timeout_, [c, output, input, sc, so, rc, ro] {
+    auto lock = c->rt->lock();
+    WEFT_MPI_CHECK(MPI_Alltoallv(input.raw_data(), sc.data(), so.data(), mpi_type(input.dtype()),
+                                 output.raw_data(), rc.data(), ro.data(), mpi_type(input.dtype()),
+                                 c->comm));
+  });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::alltoall(std::vector<Tensor> outputs,
+                                                std::vector<Tensor> inputs) {
+  const std::string name = impl_->what("alltoall");
+  detail::check_alltoall_args(name, outputs, inputs, size_);
+  std::vector<int64_t> sc, so, rc, ro;
+  int64_t in_total = 0, out_total = 0;
+  for (int j = 0; j < size_; ++j) {
+    sc.push_back(inputs[j].numel());
+    so.push_back(in_total);
+    in_total += inputs[j].numel();
+    rc.push_back(outputs[j].numel());
+    ro.push_back(out_total);
+    out_total += outputs[j].numel();
+  }
+  auto isc = int_counts(name, sc), iso = int_counts(name, so);
+  auto irc = int_counts(name, rc), iro = int_counts(name, ro);
+  int_counts(name, {in_total, out_total});
+  auto c = impl_->c;
+  return impl_->queue->enqueue(
+      name, timeout_, [c, outputs, inputs, isc, iso, irc, iro, in_total, out_total] {
+        const DType dt = inputs[0].dtype();
+        const size_t es = itemsize(dt);
+        std::vector<uint8_t> in(static_cast<size_t>(in_total) * es + 1);
+        std::vector<uint8_t> out(static_cast<size_t>(out_total) * es + 1);
+        for (size_t j = 0; j < inputs.size(); ++j)
+          std::memcpy(in.data() + iso[j] * es, inputs[j].raw_data(), inputs[j].nbytes());
+        {
+          auto lock = c->rt->lock();
+          WEFT_MPI_CHECK(MPI_Alltoallv(in.data(), isc.data(), iso.data(), mpi_type(dt), out.data(),
+                                       irc.data(), iro.data(), mpi_type(dt), c->comm));
+        }
+        for (size_t j = 0; j < outputs.size(); ++j)
+          std::memcpy(outputs[j].raw_data(), out.data() + iro[j] * es, outputs[j].nbytes());
+      });
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::send(std::vector<Tensor> tensors, int dst, int tag) {
+  std::string name = "send(to rank ";
+  name.append(std::to_string(dst)).append(", tag ").append(std::to_string(tag)).append(")");
+  name = impl_->what(name);
+  detail::check_p2p_args(name, tensors, dst, tag, rank_, size_);
+  const Tensor& t = tensors[0];
+  MPI_Request req = MPI_REQUEST_NULL;
+  {
+    auto lock = impl_->c->rt->lock();
+    WEFT_MPI_CHECK(MPI_Isend(t.raw_data(), count_of(name, t), mpi_type(t.dtype()), dst, tag,
+                             impl_->c->comm, &req));
+  }
+  return std::make_shared<MpiP2PWork>(impl_->c, req, t, name, timeout_);
+}
+
+std::shared_ptr<Work> ProcessGroupMPI::recv(std::vector<Tensor> tensors, int src, int tag) {
+  std::string name = "recv(from rank ";
+  name.append(std::to_string(src)).append(", tag ").append(std::to_string(tag)).append(")");
+  name = impl_->what(name);
+  detail::check_p2p_args(name, tensors, src, tag, rank_, size_);
+  const Tensor& t = tensors[0];
+  MPI_Request req = MPI_REQUEST_NULL;
+  {
+    auto lock = impl_->c->rt->lock();
+    WEFT_MPI_CHECK(MPI_Irecv(t.raw_data(), count_of(name, t), mpi_type(t.dtype()), src, tag,
+                             impl_->c->comm, &req));
+  }
+  return std::make_shared<MpiP2PWork>(impl_->c, req, t, name, timeout_);
 }
 
 }  // namespace weft::dist

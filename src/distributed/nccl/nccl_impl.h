@@ -2,7 +2,8 @@
 // share. Impl owns the communicator and the NCCL stream; every use of the communicator holds
 // issue_mu, so an abort (by the watchdog or a timed-out wait) never frees it under an op being
 // issued. A WorkNCCL is one op: done when its end event is, failed once the communicator has been
-// aborted. Their code is in nccl_watchdog.cpp; the collectives in process_group_nccl.cpp.
+// aborted. Their code is in nccl_watchdog.cpp; the collectives in process_group_nccl.cpp and
+// nccl_collectives.cpp.
 #pragma once
 
 #include <cuda_runtime.h>
@@ -80,6 +81,18 @@ struct ProcessGroupNCCL::Impl {
 };
 
 namespace detail {
+
+ncclDataType_t nccl_dtype(DType t);
+ncclRedOp_t nccl_op(ReduceOp op);  // callers refuse BAND/BOR/BXOR first (nccl_check_op)
+// Throws DistError unless t is defined, on the group's device and contiguous.
+void nccl_check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& t,
+                       const std::string& which);
+// Runs `issue` (the NCCL calls, on the group's stream) after the caller's queued work, records
+// the end event and hands the Work to the watchdog; `keep` stays alive until the op is done.
+std::shared_ptr<Work> nccl_run_op(const std::shared_ptr<ProcessGroupNCCL::Impl>& impl,
+                                  const std::string& what, bool host_blocking,
+                                  std::vector<Tensor> keep,
+                                  const std::function<void(ncclComm_t, cudaStream_t)>& issue);
 
 class WorkNCCL : public Work {
  public:

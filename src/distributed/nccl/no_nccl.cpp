@@ -24,5 +24,21 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor, std::vector<Tenso
   return {};
 }
 std::shared_ptr<Work> ProcessGroupNCCL::barrier() { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::reduce(std::vector<Tensor>, int, ReduceOp) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::gather(std::vector<Tensor>, Tensor, int) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::scatter(Tensor, std::vector<Tensor>, int) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::allgather_into_tensor(Tensor, Tensor) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter_tensor(Tensor, Tensor, ReduceOp) {
+  return {};
+}
+std::shared_ptr<Work> ProcessGroupNCCL::alltoall_base(Tensor, Tensor, std::vector<int64_t>,
+                                                      std::vector<int64_t>) {
+  return {};
+}
+std::shared_ptr<Work> ProcessGroupNCCL::alltoall(std::vector<Tensor>, std::vector<Tensor>) {
+  return {};
+}
+std::shared_ptr<Work> ProcessGroupNCCL::send(std::vector<Tensor>, int, int) { return {}; }
+std::shared_ptr<Work> ProcessGroupNCCL::recv(std::vector<Tensor>, int, int) { return {}; }
 
 }  // namespace weft::dist

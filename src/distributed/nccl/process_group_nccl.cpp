@@ -23,13 +23,14 @@
 
 namespace weft::dist {
 
-namespace {
-
-using Clock = std::chrono::steady_clock;
 using detail::nccl_message;
 using detail::WorkNCCL;
 
-ncclDataType_t nccl_dtype(DType t) {
+namespace {
+using Clock = std::chrono::steady_clock;
+}  // namespace
+
+ncclDataType_t detail::nccl_dtype(DType t) {
   switch (t) {
     case DType::Float32:
       return ncclFloat32;
@@ -43,7 +44,7 @@ ncclDataType_t nccl_dtype(DType t) {
   return ncclFloat32;
 }
 
-ncclRedOp_t nccl_op(ReduceOp op) {
+ncclRedOp_t detail::nccl_op(ReduceOp op) {
   switch (op) {
     case ReduceOp::SUM:
       return ncclSum;
@@ -55,11 +56,13 @@ ncclRedOp_t nccl_op(ReduceOp op) {
       return ncclMin;
     case ReduceOp::PRODUCT:
       return ncclProd;
+    case ReduceOp::BAND:
+    case ReduceOp::BOR:
+    case ReduceOp::BXOR:
+      break;  // refused at the call (check_nccl_op)
   }
   return ncclSum;
 }
-
-}  // namespace
 
 ProcessGroupNCCL::ProcessGroupNCCL(std::shared_ptr<Store> store, int rank, int size,
                                    NCCLOptions options)
@@ -166,11 +169,9 @@ ProcessGroupNCCL::~ProcessGroupNCCL() {
 
 int ProcessGroupNCCL::device() const { return impl_->device; }
 
-namespace {
-
 // Checks an argument tensor: defined, on the group's device, contiguous, a dtype NCCL reduces.
-void check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& t,
-                  const std::string& which) {
+void detail::nccl_check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op,
+                               const Tensor& t, const std::string& which) {
   const std::string pre = "nccl " + op + " on " + m.where + ": " + which;
   WEFT_CHECK_DIST(t.defined(), pre, " is an undefined tensor");
   WEFT_CHECK_DIST(t.device() == Device::CUDA(m.device), pre, " (", t.str(), ") is on ",
@@ -179,21 +180,19 @@ void check_tensor(const ProcessGroupNCCL::Impl& m, const std::string& op, const 
                   shape_str(t.strides()), ") is not contiguous; call .contiguous() first");
 }
 
-void check_like(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& ref,
-                const Tensor& t, const std::string& which) {
+static void check_like(const ProcessGroupNCCL::Impl& m, const std::string& op, const Tensor& ref,
+                       const Tensor& t, const std::string& which) {
   WEFT_CHECK_DIST(t.dtype() == ref.dtype() && t.numel() == ref.numel(), "nccl ", op, " on ",
                   m.where, ": ", which, " (", detail::shape_dtype_str(t), ") does not match (",
                   detail::shape_dtype_str(ref), "): dtype and size must agree");
 }
 
-}  // namespace
-
 // Runs `issue` (the NCCL calls, on m.stream) after the caller's queued work, records the end
 // event and hands the Work to the watchdog.
-static std::shared_ptr<Work> run_op(const std::shared_ptr<ProcessGroupNCCL::Impl>& impl,
-                                    const std::string& what, bool host_blocking,
-                                    std::vector<Tensor> keep,
-                                    const std::function<void(ncclComm_t, cudaStream_t)>& issue) {
+std::shared_ptr<Work> detail::nccl_run_op(
+    const std::shared_ptr<ProcessGroupNCCL::Impl>& impl, const std::string& what,
+    bool host_blocking, std::vector<Tensor> keep,
+    const std::function<void(ncclComm_t, cudaStream_t)>& issue) {
   ProcessGroupNCCL::Impl& m = *impl;
   std::lock_guard<std::mutex> issue_lock(m.issue_mu);
   {
@@ -223,15 +222,18 @@ static std::shared_ptr<Work> run_op(const std::shared_ptr<ProcessGroupNCCL::Impl
 std::shared_ptr<Work> ProcessGroupNCCL::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
   const std::string name = detail::allreduce_name(op);
   WEFT_CHECK_DIST(!tensors.empty(), "weft.dist: ", name, " on ", impl_->where, ": no tensors");
+  WEFT_CHECK_DIST(!is_bitwise(op), "weft.dist: nccl ", name, " on ", impl_->where,
+                  ": NCCL has no bitwise reductions (as in PyTorch); use gloo or mpi");
   for (size_t i = 0; i < tensors.size(); ++i)
-    check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
+    detail::nccl_check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
   const std::string what = detail::allreduce_name(op, tensors);
   auto impl = impl_;
-  return run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
+  return detail::nccl_run_op(impl_, what, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
     impl->group(what, [&] {
       for (const Tensor& t : tensors) {
-        const ncclResult_t r = ncclAllReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
-                                             nccl_dtype(t.dtype()), nccl_op(op), comm, s);
+        const ncclResult_t r =
+            ncclAllReduce(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
+                          detail::nccl_dtype(t.dtype()), detail::nccl_op(op), comm, s);
         if (r != ncclSuccess && r != ncclInProgress) return r;
       }
       return ncclSuccess;
@@ -245,13 +247,13 @@ std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor> tensors, i
   WEFT_CHECK_DIST(root >= 0 && root < size_, "weft.dist: ", name, " on ", impl_->where,
                   ": root is not a rank of the group");
   for (size_t i = 0; i < tensors.size(); ++i)
-    check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
+    detail::nccl_check_tensor(*impl_, name, tensors[i], "tensor " + std::to_string(i));
   auto impl = impl_;
-  return run_op(impl_, name, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
+  return detail::nccl_run_op(impl_, name, false, tensors, [&](ncclComm_t comm, cudaStream_t s) {
     impl->group(name, [&] {
       for (const Tensor& t : tensors) {
         const ncclResult_t r = ncclBroadcast(t.device_ptr(), t.device_ptr(), (size_t)t.numel(),
-                                             nccl_dtype(t.dtype()), root, comm, s);
+                                             detail::nccl_dtype(t.dtype()), root, comm, s);
         if (r != ncclSuccess && r != ncclInProgress) return r;
       }
       return ncclSuccess;
@@ -261,11 +263,11 @@ std::shared_ptr<Work> ProcessGroupNCCL::broadcast(std::vector<Tensor> tensors, i
 
 std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, Tensor input) {
   const std::string name = "allgather";
-  check_tensor(*impl_, name, input, "input");
+  detail::nccl_check_tensor(*impl_, name, input, "input");
   WEFT_CHECK_DIST((int)outputs.size() == size_, "weft.dist: ", name, " on ", impl_->where, ": ",
                   outputs.size(), " output tensors for a group of size ", size_);
   for (size_t i = 0; i < outputs.size(); ++i) {
-    check_tensor(*impl_, name, outputs[i], "output " + std::to_string(i));
+    detail::nccl_check_tensor(*impl_, name, outputs[i], "output " + std::to_string(i));
     check_like(*impl_, name, input, outputs[i], "output " + std::to_string(i));
   }
   const std::string what = detail::allgather_name(input);
@@ -280,9 +282,9 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
   keep.push_back(input);
   keep.push_back(flat);
   auto impl = impl_;
-  return run_op(impl_, what, false, keep, [&](ncclComm_t comm, cudaStream_t s) {
+  return detail::nccl_run_op(impl_, what, false, keep, [&](ncclComm_t comm, cudaStream_t s) {
     impl->settle(ncclAllGather(input.device_ptr(), flat.device_ptr(), (size_t)n,
-                               nccl_dtype(input.dtype()), comm, s),
+                               detail::nccl_dtype(input.dtype()), comm, s),
                  what);
     cuda::StreamGuard g(cuda::Stream(impl->device, s));
     NoGradGuard ng;
@@ -294,11 +296,13 @@ std::shared_ptr<Work> ProcessGroupNCCL::allgather(std::vector<Tensor> outputs, T
 std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                        ReduceOp op) {
   const std::string name = detail::reduce_scatter_name(op);
-  check_tensor(*impl_, name, output, "output");
+  WEFT_CHECK_DIST(!is_bitwise(op), "weft.dist: nccl ", name, " on ", impl_->where,
+                  ": NCCL has no bitwise reductions (as in PyTorch); use gloo or mpi");
+  detail::nccl_check_tensor(*impl_, name, output, "output");
   WEFT_CHECK_DIST((int)inputs.size() == size_, "weft.dist: ", name, " on ", impl_->where, ": ",
                   inputs.size(), " input tensors for a group of size ", size_);
   for (size_t i = 0; i < inputs.size(); ++i) {
-    check_tensor(*impl_, name, inputs[i], "input " + std::to_string(i));
+    detail::nccl_check_tensor(*impl_, name, inputs[i], "input " + std::to_string(i));
     check_like(*impl_, name, output, inputs[i], "input " + std::to_string(i));
   }
   const std::string what = detail::reduce_scatter_name(op, output);
@@ -312,7 +316,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vecto
   keep.push_back(output);
   keep.push_back(flat);
   auto impl = impl_;
-  return run_op(impl_, what, false, keep, [&](ncclComm_t comm, cudaStream_t s) {
+  return detail::nccl_run_op(impl_, what, false, keep, [&](ncclComm_t comm, cudaStream_t s) {
     {
       // The inputs side by side, on the NCCL stream (after the caller's work, see run_op).
       cuda::StreamGuard g(cuda::Stream(impl->device, s));
@@ -320,9 +324,10 @@ std::shared_ptr<Work> ProcessGroupNCCL::reduce_scatter(Tensor output, std::vecto
       for (size_t i = 0; i < inputs.size(); ++i)
         flat.narrow(0, (int64_t)i * n, n).copy_(inputs[i].reshape({n}));
     }
-    impl->settle(ncclReduceScatter(flat.device_ptr(), output.device_ptr(), (size_t)n,
-                                   nccl_dtype(output.dtype()), nccl_op(op), comm, s),
-                 what);
+    impl->settle(
+        ncclReduceScatter(flat.device_ptr(), output.device_ptr(), (size_t)n,
+                          detail::nccl_dtype(output.dtype()), detail::nccl_op(op), comm, s),
+        what);
   });
 }
 
@@ -333,7 +338,7 @@ std::shared_ptr<Work> ProcessGroupNCCL::barrier() {
     one = zeros({1}, {.device = Device::CUDA(impl_->device)});
   }
   auto impl = impl_;
-  return run_op(impl_, "barrier", true, {one}, [&](ncclComm_t comm, cudaStream_t s) {
+  return detail::nccl_run_op(impl_, "barrier", true, {one}, [&](ncclComm_t comm, cudaStream_t s) {
     impl->settle(
         ncclAllReduce(one.device_ptr(), one.device_ptr(), 1, ncclFloat32, ncclSum, comm, s),
         "barrier");

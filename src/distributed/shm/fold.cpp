@@ -91,7 +91,12 @@ void fold(void* out, const void* const* srcs, int n, size_t count, DType dtype, 
       return fold_op(out, srcs, n, count, dtype, Max{});
     case ReduceOp::MIN:
       return fold_op(out, srcs, n, count, dtype, Min{});
+    case ReduceOp::BAND:
+    case ReduceOp::BOR:
+    case ReduceOp::BXOR:
+      break;  // the groups send bitwise reductions through Gloo instead
   }
+  WEFT_CHECK(false, "shared-memory fold: ReduceOp ", to_string(op), " is not supported");
 }
 
 void average(void* data, size_t count, DType dtype, int divisor) {

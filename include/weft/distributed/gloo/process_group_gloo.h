@@ -1,11 +1,11 @@
 // ProcessGroupGloo: the CPU backend (PyTorch's default), Gloo's collective algorithms over
 // its TCP transport, rendezvous through a weft Store. Guarantees: contiguous CPU tensors of
-// float32 or int64, and for allreduce also fp16/bf16 (DDP's compression hooks; reduced in float
-// and rounded back); anything else is refused at the call, naming the tensor. Every op and the
-// connection setup end within the group timeout, and a dead peer surfaces as DistError naming
-// the op and Gloo's message ("Connection closed by peer [addr]:port") or the peer's rank.
-// Ranks that share a host all-reduce through shared memory (hierarchically across hosts) unless
-// WEFT_SHM=0 on some rank: Note [Shared-memory all-reduce] in docs/ARCHITECTURE.md.
+// float32 or int64 (BAND/BOR/BXOR: int64), and for allreduce also fp16/bf16 (DDP's compression
+// hooks; reduced in float and rounded back); anything else is refused at the call, naming the
+// tensor. Every op and the connection setup end within the group timeout, and a dead peer surfaces
+// as DistError naming the op and Gloo's message ("Connection closed by peer [addr]:port") or the
+// peer's rank. Ranks that share a host all-reduce through shared memory (hierarchically across
+// hosts) unless WEFT_SHM=0 on some rank: Note [Shared-memory all-reduce] in docs/ARCHITECTURE.md.
 #pragma once
 
 #include <memory>
@@ -31,7 +31,9 @@ GlooOptions resolve_gloo_options(GlooOptions options, const std::string& peer_ho
 
 class ProcessGroupGloo : public ProcessGroup {
  public:
-  // Publishes this rank's address in `store` and connects to every other rank; throws DistError
+  // Publishes this rank's address in `store` and connects to every other rank (and sets SIGPIPE
+  // to be ignored if it had the default action, so a write to a dead peer fails the op instead
+  // of killing the process, as under Python); throws DistError
   // naming rank/size and the cause if the mesh is not complete within options.timeout. Ends with
   // a barrier, so that when any rank returns every rank is done with the store.
   ProcessGroupGloo(std::shared_ptr<Store> store, int rank, int size, GlooOptions options = {});
@@ -43,11 +45,29 @@ class ProcessGroupGloo : public ProcessGroup {
                                   ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> broadcast(std::vector<Tensor> tensors, int root = 0) override;
   std::shared_ptr<Work> allgather(std::vector<Tensor> outputs, Tensor input) override;
-  // Gloo's reduce-scatter is awkward (legacy API, int counts): an allreduce of the
-  // concatenated inputs, keeping this rank's slice. Costs 2x the bandwidth of a real one.
+  // Through shared memory where the group has it (an all-reduce of the concatenated inputs,
+  // keeping this rank's slice), else as reduce_scatter_tensor.
   std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                        ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> barrier() override;
+  std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root,
+                               ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root) override;
+  std::shared_ptr<Work> scatter(Tensor output, std::vector<Tensor> inputs, int root) override;
+  std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input) override;
+  // Gloo's own reduce-scatter (recursive halving and doubling); its timeout is the one the
+  // group connected with (Gloo's legacy algorithms read the connection's).
+  std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input,
+                                              ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> alltoall_base(Tensor output, Tensor input,
+                                      std::vector<int64_t> output_split_sizes,
+                                      std::vector<int64_t> input_split_sizes) override;
+  std::shared_ptr<Work> alltoall(std::vector<Tensor> outputs, std::vector<Tensor> inputs) override;
+  // Posted at once (not queued behind collectives); Work::wait waits for this one transfer, and
+  // then() callbacks run on the thread whose wait saw it finish; is_completed() is true once a
+  // wait has. A wait that times out fails the transfer: Gloo closes the connection to the peer.
+  std::shared_ptr<Work> send(std::vector<Tensor> tensors, int dst, int tag = 0) override;
+  std::shared_ptr<Work> recv(std::vector<Tensor> tensors, int src, int tag = 0) override;
 
   // The shared-memory segment this rank's all-reduces go through ("/weft-<pid>-<random>",
   // unlinked once every rank of the host mapped it); "" where they go through Gloo alone.

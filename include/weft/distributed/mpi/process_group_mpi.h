@@ -34,6 +34,21 @@ class ProcessGroupMPI : public ProcessGroup {
   std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                        ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> barrier() override;
+  std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root,
+                               ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root) override;
+  std::shared_ptr<Work> scatter(Tensor output, std::vector<Tensor> inputs, int root) override;
+  std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input) override;
+  std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input,
+                                              ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> alltoall_base(Tensor output, Tensor input,
+                                      std::vector<int64_t> output_split_sizes,
+                                      std::vector<int64_t> input_split_sizes) override;
+  std::shared_ptr<Work> alltoall(std::vector<Tensor> outputs, std::vector<Tensor> inputs) override;
+  // MPI_Isend/MPI_Irecv posted at once; Work::wait polls the request (a timed-out one stays
+  // posted until the Work goes, which cancels it).
+  std::shared_ptr<Work> send(std::vector<Tensor> tensors, int dst, int tag = 0) override;
+  std::shared_ptr<Work> recv(std::vector<Tensor> tensors, int src, int tag = 0) override;
 
   struct Impl;
   ProcessGroupMPI(int rank, int size, std::unique_ptr<Impl> impl);  // use create()

@@ -45,6 +45,23 @@ class ProcessGroupNCCL : public ProcessGroup {
                                        ReduceOp op = ReduceOp::SUM) override;
   // An allreduce of one element; its wait() blocks the host until every rank has arrived.
   std::shared_ptr<Work> barrier() override;
+  // ncclReduce, ncclAllGather, ncclReduceScatter; gather, scatter and the all-to-alls are grouped
+  // ncclSend/ncclRecv. BAND/BOR/BXOR are refused (NCCL has none).
+  std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root,
+                               ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root) override;
+  std::shared_ptr<Work> scatter(Tensor output, std::vector<Tensor> inputs, int root) override;
+  std::shared_ptr<Work> allgather_into_tensor(Tensor output, Tensor input) override;
+  std::shared_ptr<Work> reduce_scatter_tensor(Tensor output, Tensor input,
+                                              ReduceOp op = ReduceOp::SUM) override;
+  std::shared_ptr<Work> alltoall_base(Tensor output, Tensor input,
+                                      std::vector<int64_t> output_split_sizes,
+                                      std::vector<int64_t> input_split_sizes) override;
+  std::shared_ptr<Work> alltoall(std::vector<Tensor> outputs, std::vector<Tensor> inputs) override;
+  // One ncclSend/ncclRecv on the group's stream, in issue order with the collectives: two ranks
+  // that both send first may wait on each other for large messages (issue a matching order).
+  std::shared_ptr<Work> send(std::vector<Tensor> tensors, int dst, int tag = 0) override;
+  std::shared_ptr<Work> recv(std::vector<Tensor> tensors, int src, int tag = 0) override;
 
   struct Impl;  // public for the implementation's helpers only
 
