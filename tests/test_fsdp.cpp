@@ -98,7 +98,7 @@ TEST(FSDP, StalledRankIsNamedByTheAllGatherTimeout) {
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(has(r.output, "rank 0: DISTERROR:")) << r.output;
   EXPECT_TRUE(has(r.output, "rank 1 did not reach collective")) << r.output;
-  EXPECT_TRUE(has(r.output, "allgather(")) << r.output;
+  EXPECT_TRUE(has(r.output, "allgather_into_tensor(")) << r.output;
 }
 
 TEST(FSDP, RankKilledMidAllGatherIsNamed) {

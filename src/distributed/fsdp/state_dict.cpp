@@ -62,7 +62,7 @@ nn::StateDict full_state_dict(nn::Module& root, bool rank0_only) {
     rank = g.rank();
     for (auto& fp : u->flat()) {
       Tensor whole = empty({fp.padded}, {.device = fp.shard.device()});
-      g.allgather(whole.chunk(g.size()), fp.shard.detach())->wait();
+      g.allgather_into_tensor(whole, fp.shard.detach())->wait();
       for (auto& s : fp.slots)
         values[s.param.impl()] = whole.narrow(0, s.offset, s.numel).reshape(s.shape).clone();
     }
@@ -114,6 +114,27 @@ void load_full_state_dict(nn::Module& root, const nn::StateDict& state) {
   }
 }
 
+namespace {
+// The part of parameter `slot`'s flattened values that `shard` (this rank's part of fp, or a
+// tensor laid out like it) holds, as a ShardedTensor viewing it.
+checkpoint::ShardedTensor slot_entry(const Tensor& shard, int64_t rank, const FlatParam& fp,
+                                     const ParamSlot& slot) {
+  const int64_t S = fp.shard_numel;
+  const int64_t lo = std::max(slot.offset, rank * S);
+  const int64_t hi = std::min(slot.offset + slot.numel, (rank + 1) * S);
+  checkpoint::ShardedTensor st;
+  st.global_shape = {slot.numel};
+  if (hi > lo) {
+    st.local = shard.narrow(0, lo - rank * S, hi - lo);
+    st.offsets = {lo - slot.offset};
+  } else {  // this rank holds none of it: an empty box
+    st.local = empty({0}, {.dtype = shard.dtype(), .device = shard.device()});
+    st.offsets = {0};
+  }
+  return st;
+}
+}  // namespace
+
 checkpoint::StateDict sharded_state_dict(nn::Module& root) {
   reshard_all(root);
   auto where = managed(root);
@@ -125,20 +146,37 @@ checkpoint::StateDict sharded_state_dict(nn::Module& root) {
       return;
     }
     const Where& w = it->second;
-    const int64_t rank = w.unit->group().rank(), S = w.fp->shard_numel;
-    const int64_t lo = std::max(w.slot->offset, rank * S);
-    const int64_t hi = std::min(w.slot->offset + w.slot->numel, (rank + 1) * S);
-    checkpoint::ShardedTensor st;
-    st.global_shape = {w.slot->numel};
-    if (hi > lo) {
-      st.local = w.fp->shard.detach().narrow(0, lo - rank * S, hi - lo);
-      st.offsets = {lo - w.slot->offset};
-    } else {  // this rank holds none of it: an empty box
-      st.local = empty({0}, {.device = w.fp->shard.device()});
-      st.offsets = {0};
-    }
-    sd[key] = st;
+    sd[key] = slot_entry(w.fp->shard.detach(), w.unit->group().rank(), *w.fp, *w.slot);
   });
+  return sd;
+}
+
+checkpoint::StateDict sharded_optimizer_entries(nn::Module& root,
+                                                const optim::OptimizerState& state) {
+  std::vector<std::pair<FSDPUnit*, FlatParam*>> shards;  // fsdp::parameters(root)'s order
+  for (auto& u : units_under(root))
+    for (auto& fp : u->flat()) shards.emplace_back(u.get(), &fp);
+  std::unordered_map<const TensorImpl*, std::string> keys;  // a tied parameter: its first key
+  walk_state(root, "", [&](const std::string& key, const Tensor& t, bool is_param) {
+    if (is_param) keys.emplace(t.impl(), key);
+  });
+  checkpoint::StateDict sd;
+  for (const auto& [key, t] : state.tensors) {
+    const size_t dot = key.find('.', 6);
+    WEFT_CHECK(key.rfind("state.", 0) == 0 && dot != std::string::npos,
+               "sharded_optimizer_entries: '", key, "' is not an optimizer state tensor");
+    const size_t i = std::stoul(key.substr(6, dot - 6));
+    WEFT_CHECK(i < shards.size(), "sharded_optimizer_entries: '", key, "' is of parameter ", i,
+               " but the model has ", shards.size(), " shards (fsdp::parameters)");
+    auto [unit, fp] = shards[i];
+    WEFT_CHECK(t.numel() == fp->shard_numel && t.is_contiguous(), "sharded_optimizer_entries: '",
+               key, "' is ", t.str(), " but shard ", i, " has ", fp->shard_numel,
+               " elements: not the state of an optimizer stepping fsdp::parameters()");
+    const Tensor flat = t.reshape({-1});
+    for (const auto& slot : fp->slots)
+      sd[keys.at(slot.param.impl()) + "." + key.substr(dot + 1)] =
+          slot_entry(flat, unit->group().rank(), *fp, slot);
+  }
   return sd;
 }
 

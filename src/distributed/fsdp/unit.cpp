@@ -124,14 +124,13 @@ std::vector<Tensor> FSDPUnit::shards() const {
 void FSDPUnit::unshard() {
   if (state != ShardState::Sharded) return;
   NoGradGuard ng;
-  const int world = group_->size();
   for (auto& fp : flat_) {
     fp.full->resize_((size_t)fp.padded * itemsize(fp.compute_dtype));
     Tensor in = fp.shard.detach();
     fp.gather_input = fp.compute_dtype == kFloat32 ? in : in.to(fp.compute_dtype);
-    std::vector<Tensor> outs = fp.full_tensor().chunk(world);
-    for (Tensor& o : outs) o = as_words(o);
-    fp.gather = group_->allgather(outs, as_words(fp.gather_input));
+    // Straight into the flat buffer: rank r's shard lands at r * shard_numel.
+    fp.gather =
+        group_->allgather_into_tensor(as_words(fp.full_tensor()), as_words(fp.gather_input));
   }
   state = ShardState::Unsharding;
 }
@@ -285,7 +284,7 @@ void FSDPUnit::post_backward(FlatParam& fp, bool) {
   }
   fp.reduce_input = flat;
   fp.reduce_output = empty({fp.shard_numel}, {.dtype = reduce, .device = flat.device()});
-  fp.reduce = group_->reduce_scatter(fp.reduce_output, flat.chunk(world), ReduceOp::SUM);
+  fp.reduce = group_->reduce_scatter_tensor(fp.reduce_output, flat, ReduceOp::SUM);
 }
 
 void FSDPUnit::finish_reduce() {

@@ -14,6 +14,7 @@
 #include "weft/distributed/checkpoint.h"
 #include "weft/distributed/process_group.h"
 #include "weft/nn/module.h"
+#include "weft/optim/optimizer.h"
 
 namespace weft::dist::fsdp {
 
@@ -91,6 +92,15 @@ void load_full_state_dict(nn::Module& root, const nn::StateDict& state);
 // of its flattened values (global shape (numel,)) viewing the shards, so checkpoint::load fills
 // the shards in place at any world size; buffers as replicated tensors.
 checkpoint::StateDict sharded_state_dict(nn::Module& root);
+// The optimizer state for distributed checkpoints, likewise (torch's get_optimizer_state_dict
+// under FSDP2): `state` is the state_dict() of an optimizer stepping fsdp::parameters(root) in
+// that order; each tensor "state.<i>.<name>" (shard i's, shard-shaped: exp_avg,
+// momentum_buffer, ...) becomes one entry per parameter in that shard, "<param key>.<name>", a
+// ShardedTensor of the parameter's flattened state (global shape (numel,)) viewing the tensor.
+// Loading into entries made from zero tensors of the shards' shapes fills them in place at any
+// world size (padding stays zero); the scalars ("state.<i>.step", ...) do not depend on it.
+checkpoint::StateDict sharded_optimizer_entries(nn::Module& root,
+                                                const optim::OptimizerState& state);
 void save_sharded(nn::Module& root, const std::string& dir);
 void load_sharded(nn::Module& root, const std::string& dir);
 
