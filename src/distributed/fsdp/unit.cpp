@@ -106,11 +106,12 @@ void FSDPUnit::init(const std::vector<std::pair<std::string, Tensor>>& params) {
   std::weak_ptr<FSDPUnit> weak = weak_from_this();
   for (size_t i = 0; i < flat_.size(); ++i) {
     if (!flat_[i].trainable) continue;
-    for (auto& s : flat_[i].slots) {
-      int id = s.param.register_post_accumulate_grad_hook([weak, i](Tensor&) {
-        if (auto u = weak.lock()) u->on_grad_ready(i);
+    for (size_t j = 0; j < flat_[i].slots.size(); ++j) {
+      Tensor& p = flat_[i].slots[j].param;
+      int id = p.register_post_accumulate_grad_hook([weak, i, j](Tensor&) {
+        if (auto u = weak.lock()) u->on_grad_ready(i, j);
       });
-      grad_hooks_.emplace_back(s.param, id);
+      grad_hooks_.emplace_back(p, id);
     }
   }
 }
@@ -245,15 +246,29 @@ void FSDPUnit::pre_backward() {
   prefetch(-1);
 }
 
-void FSDPUnit::on_grad_ready(size_t flat) {
+// Each parameter's gradient goes into the unit's flat gradient as soon as it is accumulated and
+// is dropped: at most one parameter's gradient lives beside the flat one.
+void FSDPUnit::on_grad_ready(size_t flat, size_t slot) {
   queue_end_of_backward();
   FlatParam& fp = flat_[flat];
+  {
+    NoGradGuard ng;
+    ParamSlot& s = fp.slots[slot];
+    if (!fp.grad_flat.defined()) fp.grad_flat = zeros({fp.padded}, {.device = fp.shard.device()});
+    Tensor& g = s.param.mutable_grad();
+    if (g.defined())  // a 16-bit param_dtype's gradient: summed in float32
+      fp.grad_flat.narrow(0, s.offset, s.numel).add_(g.reshape({s.numel}).to(kFloat32));
+    g = Tensor();
+  }
   if (++fp.grads_ready < (int)fp.slots.size()) return;
-  post_backward(fp, false);
-  // Frozen parameters may still be read by backward; such a unit is freed at the end instead.
-  bool all = std::all_of(flat_.begin(), flat_.end(),
-                         [](const FlatParam& f) { return f.trainable && f.reduced; });
+  // The unit's parameters are no longer needed once all its gradients are in (frozen ones may
+  // still be read by backward; such a unit is freed at the end instead): freed before the
+  // reduce-scatter's buffers are made.
+  bool all = std::all_of(flat_.begin(), flat_.end(), [&](const FlatParam& f) {
+    return f.trainable && (&f == &fp || f.reduced);
+  });
   if (all) reshard();
+  post_backward(fp, false);
 }
 
 void FSDPUnit::post_backward(FlatParam& fp, bool) {
@@ -261,11 +276,13 @@ void FSDPUnit::post_backward(FlatParam& fp, bool) {
   fp.reduced = true;
   NoGradGuard ng;
   const int world = group_->size();
-  Tensor flat = zeros({fp.padded}, {.device = fp.shard.device()});
-  for (auto& s : fp.slots) {
-    Tensor g = s.param.grad();
-    if (g.defined()) flat.narrow(0, s.offset, s.numel).copy_(g.reshape({s.numel}));
-    s.param.mutable_grad() = Tensor();
+  Tensor flat =
+      fp.grad_flat.defined() ? fp.grad_flat : zeros({fp.padded}, {.device = fp.shard.device()});
+  fp.grad_flat = Tensor();
+  for (auto& s : fp.slots) {  // gradients that came without the hook (none normally)
+    Tensor& g = s.param.mutable_grad();
+    if (g.defined()) flat.narrow(0, s.offset, s.numel).add_(g.reshape({s.numel}).to(kFloat32));
+    g = Tensor();
   }
   if (fp.accumulated.defined()) flat.add_(fp.accumulated);
   fp.accumulated = Tensor();
@@ -318,6 +335,7 @@ void FSDPUnit::end_of_backward() {
   for (auto& fp : flat_) {
     fp.grads_ready = 0;
     fp.reduced = false;
+    fp.grad_flat = Tensor();
   }
   forward_ran = false;
 }

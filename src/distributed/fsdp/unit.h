@@ -32,6 +32,7 @@ struct FlatParam {
   std::shared_ptr<Work> gather;  // in flight while unsharding
   Tensor gather_input;           // the shard cast to the compute dtype, alive while gathering
   int grads_ready = 0;           // post-accumulate-grad hooks fired in this backward
+  Tensor grad_flat;              // (padded,) float32: this backward's gradients gathered so far
   bool reduced = false;          // this backward's gradients were handled
   Tensor accumulated;            // no_sync: unsharded gradients summed over backward passes
   std::shared_ptr<Work> reduce;  // the reduce-scatter in flight
@@ -59,7 +60,7 @@ class FSDPUnit : public std::enable_shared_from_this<FSDPUnit> {
   std::optional<std::vector<Tensor>> cast_inputs(const std::vector<Tensor>& in) const;
   std::vector<Tensor> post_forward(const std::vector<Tensor>& outputs);
   void pre_backward();
-  void on_grad_ready(size_t flat);
+  void on_grad_ready(size_t flat, size_t slot);
   void post_backward(FlatParam& fp, bool at_end);
   // Waits for this unit's reduce-scatters and adds them into the shards' gradients.
   void finish_reduce();
