@@ -25,13 +25,8 @@ while [[ $# -gt 0 ]]; do
   esac
 done
 
-busy_percent() {
-  local a b
-  a=$(head -1 /proc/stat); sleep 2; b=$(head -1 /proc/stat)
-  printf '%s\n%s\n' "$a" "$b" | awk '
-    { t = 0; for (i = 2; i <= 9; ++i) t += $i; tot[NR] = t; idle[NR] = $5 + $6 }
-    END { dt = tot[2] - tot[1]; printf "%.0f", (dt > 0 ? 100 * (dt - idle[2] + idle[1]) / dt : 0) }'
-}
+source "$here/quiet.sh"
+max_load="${FSDP_MAX_LOAD:-0.5}" max_busy="${FSDP_MAX_BUSY:-10}"
 load1=$(cut -d' ' -f1 /proc/loadavg)
 build="${WEFT_BENCH_BUILD:-$root/build-bench}"
 if [[ ! -f "$build/CMakeCache.txt" ]]; then
@@ -39,15 +34,7 @@ if [[ ! -f "$build/CMakeCache.txt" ]]; then
     -DWEFT_BUILD_BENCH=ON -DWEFT_CUDA=OFF >&2
 fi
 cmake --build "$build" --target weft_fsdp weft-run -j"${JOBS:-2}" >&2
-busy=$(busy_percent)
-if awk -v l="$load1" -v b="$busy" 'BEGIN { exit !(l > 0.5 || b > 10) }'; then
-  msg="machine busy: 1-minute load $load1, $busy% of $(nproc) CPUs busy"
-  if ((!force)); then
-    echo "fsdp.sh: refusing to measure on a busy machine ($msg); pass --force to run anyway" >&2
-    exit 3
-  fi
-  echo "fsdp.sh: WARNING: $msg; timings are not worth much (--force)" >&2
-fi
+check_quiet fsdp.sh "$force" "$load1" "$max_load" "$max_busy"
 
 export OMP_NUM_THREADS=1
 run() {  # run N args...: rank 0's JSON line
@@ -57,12 +44,33 @@ run() {  # run N args...: rank 0's JSON line
     grep '^{'
 }
 
+field() {  # field NAME JSON
+  sed -E "s/.*\"$1\":\"?([^,\"}]*).*/\1/" <<<"$2"
+}
 echo "## 1. Peak memory per rank, mlp100m, Adam, batch 8"
+summary=()
 for n in 2 4; do
-  for s in ddp zero fsdp; do run "$n" --strategy "$s" --model mlp100m --optim adam --batch 8; done
+  for s in ddp zero fsdp; do
+    line=$(run "$n" --strategy "$s" --model mlp100m --optim adam --batch 8)
+    echo "$line"
+    peak=$(field peak_tensor_mb "$line") bound=$(field fsdp_bound_mb "$line")
+    verdict=$(awk -v p="$peak" -v b="$bound" 'BEGIN { print (p <= b ? "within" : "ABOVE") }')
+    summary+=("$(printf '%-4s world %d: peak %8.1f MB per rank, FSDP bound %6.1f MB (%s)' \
+      "$s" "$n" "$peak" "$bound" "$verdict")")
+  done
 done
+printf '%s\n' "${summary[@]}"
 echo "## 2. Step time, mlp25m, SGD, batch 16, world 2"
-for s in ddp zero fsdp; do run 2 --strategy "$s" --model mlp25m --optim sgd --batch 16; done
+declare -A ms
+for s in ddp zero fsdp; do
+  line=$(run 2 --strategy "$s" --model mlp25m --optim sgd --batch 16)
+  echo "$line"
+  ms[$s]=$(field median_ms "$line")
+done
+awk -v d="${ms[ddp]}" -v z="${ms[zero]}" -v f="${ms[fsdp]}" 'BEGIN {
+  printf "median step: ddp %.1f ms, zero %.1f ms (%.2fx ddp), fsdp %.1f ms (%.2fx ddp; target <= 1.3x)\n",
+    d, z, z / d, f, f / d }'
+if [[ -n "$warning" ]]; then echo "fsdp.sh: WARNING: $warning (--force): timings not worth much"; fi
 echo "## 3. Under ulimit -v ${limit_mb} MiB per rank, mlp100m, Adam, world 4"
 for s in ddp fsdp; do
   if out=$( (ulimit -v $((limit_mb * 1024)); run 4 --strategy "$s" --model mlp100m --optim adam \
