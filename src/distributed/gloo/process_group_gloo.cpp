@@ -466,9 +466,23 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter_tensor(Tensor output, Ten
   const std::string name = "reduce_scatter_tensor(" + to_string(op) + ")";
   detail::check_base_args(impl_->what(name), input, "input", output, "output", size_);
   detail::check_reduce_dtype(impl_->what(name), op, output);
-  ++impl_->next_tag;  // the legacy algorithm takes its slots from the context instead
+  // The legacy algorithm takes its slots from the context; the intra-host path uses the tag.
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  const int rank = rank_;
   Ctx ctx = impl_->ctx;
-  return impl_->submit(impl_->what(name), timeout_, [ctx, output, input, op] {
+  Intra intra = impl_->intra;
+  return impl_->submit(impl_->what(name), t, [intra, ctx, output, input, op, tag, t, rank] {
+    if (intra && !is_bitwise(op) && output.nbytes() > 0) {
+      // All ranks on one host: as reduce_scatter, a shared-memory all-reduce of a copy (FSDP's
+      // gradients; Gloo's halving-doubling over loopback TCP is several times slower).
+      Tensor all = make_empty({input.numel()}, input.dtype(), input.device());
+      std::memcpy(all.raw_data(), input.raw_data(), input.nbytes());
+      allreduce_one(intra, ctx, all, op, tag, t);
+      std::memcpy(output.raw_data(), static_cast<uint8_t*>(all.raw_data()) + rank * output.nbytes(),
+                  output.nbytes());
+      return;
+    }
     detail::gloo_reduce_scatter(ctx, output, input, op);
   });
 }
