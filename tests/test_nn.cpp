@@ -174,3 +174,61 @@ TEST(Module, ToDeviceKeepsIdentity) {
   EXPECT_THROW(fc(randn({1, 2})), Error);  // input on cpu:0
   EXPECT_EQ(fc(randn({1, 2}).to(Device::CPU(1))).device(), Device::CPU(1));
 }
+
+// PyTorch's forward hooks: a pre-hook may replace the input, a hook the output; they run when the
+// module is called (operator(), a holder, Sequential, call_multi), in registration order unless
+// prepended; remove() unregisters; a clone starts without hooks.
+TEST(Module, ForwardHooks) {
+  nn::Linear fc(2, 2);
+  Tensor x = tensor(std::vector<float>{1.f, 2.f}, Shape{1, 2});
+  const Tensor plain = fc->forward(x);
+  std::vector<std::string> order;
+  auto pre = fc->register_forward_pre_hook(
+      [&](nn::Module&, const std::vector<Tensor>& in) -> std::optional<std::vector<Tensor>> {
+        order.push_back("pre");
+        return std::vector<Tensor>{in[0] * 2.0};
+      });
+  auto post = fc->register_forward_hook(
+      [&](nn::Module&, const std::vector<Tensor>& in,
+          const std::vector<Tensor>& out) -> std::optional<std::vector<Tensor>> {
+        order.push_back("post");
+        EXPECT_FLOAT_EQ(in[0].to_vector_float()[1], 4.f);  // sees the replaced input
+        return std::vector<Tensor>{out[0] + 1.0};
+      });
+  fc->register_forward_pre_hook(
+      [&](nn::Module&, const std::vector<Tensor>&) -> std::optional<std::vector<Tensor>> {
+        order.push_back("first");
+        return std::nullopt;
+      },
+      /*prepend=*/true);
+  // Linear is affine: f(2x) + 1 = 2 f(x) - b + 1.
+  const Tensor want = plain * 2.0 - fc->bias + 1.0;
+  EXPECT_TRUE(allclose(fc(x), want));
+  EXPECT_EQ(order, (std::vector<std::string>{"first", "pre", "post"}));
+  nn::Sequential seq({fc.ptr()});
+  EXPECT_TRUE(allclose(seq(x), want));  // Sequential calls its children with their hooks
+  EXPECT_TRUE(allclose(fc->call_multi({x})[0], want));
+  EXPECT_TRUE(allclose(fc->forward(x), plain));  // forward() itself runs no hooks
+  auto copy = std::static_pointer_cast<nn::LinearImpl>(fc->clone());
+  EXPECT_FALSE(copy->has_forward_hooks());
+  pre.remove();
+  post.remove();
+  post.remove();  // a second remove does nothing
+  order.clear();
+  EXPECT_TRUE(allclose(fc(x), plain));
+  EXPECT_EQ(order, (std::vector<std::string>{"first"}));
+}
+
+// Storage::resize_ frees and regrows memory in place: every view sees the new memory.
+TEST(Module, StorageResizeIsSeenByEveryView) {
+  Tensor t = zeros({6});
+  Tensor v = t.narrow(0, 2, 3);
+  auto storage = t.impl()->storage;
+  storage->resize_(0);
+  EXPECT_EQ(storage->nbytes, 0u);
+  EXPECT_EQ(storage->data, nullptr);
+  storage->resize_(6 * sizeof(float));
+  t.fill_(3.0);
+  EXPECT_EQ(v.to_vector_float(), (std::vector<float>{3.f, 3.f, 3.f}));
+  EXPECT_EQ(v.impl()->storage, storage);
+}

@@ -129,7 +129,7 @@ TEST(WeftTrainZero, TrainsAsDdpAndResumesAtAnyWorldSize) {
 }
 
 TEST(WeftTrainZero, UnknownStrategyIsRefused) {
-  auto r = run_command(weft::test::weft_train() + " --strategy fsdp", 60);
+  auto r = run_command(weft::test::weft_train() + " --strategy zero3", 60);
   EXPECT_EQ(r.code, 2) << r.output;
-  EXPECT_TRUE(contains(r.output, "--strategy fsdp: must be ddp or zero")) << r.output;
+  EXPECT_TRUE(contains(r.output, "--strategy zero3: must be ddp, zero or fsdp")) << r.output;
 }

@@ -43,6 +43,13 @@ struct Storage {
   std::atomic<uint32_t> version{0};
   Storage(size_t nbytes, Device device, bool pinned = false);
   ~Storage();
+  // Replaces this storage's memory by `nbytes` fresh, uninitialized bytes on the same device (0
+  // frees it), in place: every tensor viewing this storage sees the new memory, and one whose
+  // view reaches past nbytes must not be read until it grows back. The version is unchanged.
+  // Not safe while another thread reads or writes the memory. FSDP frees and re-gathers its
+  // unsharded parameters this way (Note [FSDP parameter lifecycle]), as PyTorch's
+  // storage.resize_(0).
+  void resize_(size_t nbytes);
   Storage(const Storage&) = delete;
   Storage& operator=(const Storage&) = delete;
 };

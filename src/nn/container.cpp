@@ -22,7 +22,7 @@ void SequentialImpl::push_back(const std::string& name, std::shared_ptr<Module> 
 
 Tensor SequentialImpl::forward(const Tensor& input) {
   Tensor x = input;
-  for (auto& [name, m] : children_) x = m->forward(x);
+  for (auto& [name, m] : children_) x = (*m)(x);  // with the child's forward hooks
   return x;
 }
 

@@ -17,6 +17,69 @@ std::vector<Tensor> Module::forward_multi(const std::vector<Tensor>& inputs) {
   return {forward(inputs[0])};
 }
 
+void RemovableHandle::remove() {
+  auto h = hooks_.lock();
+  if (!h) return;
+  std::erase_if(h->pre, [&](const auto& e) { return e.first == id_; });
+  std::erase_if(h->post, [&](const auto& e) { return e.first == id_; });
+  hooks_.reset();
+}
+
+RemovableHandle Module::register_forward_pre_hook(ForwardPreHook hook, bool prepend) {
+  WEFT_CHECK(hook, "register_forward_pre_hook: empty hook on ", type_name_);
+  if (!hook_slot_.hooks) hook_slot_.hooks = std::make_shared<detail::ForwardHooks>();
+  auto& h = *hook_slot_.hooks;
+  const int id = h.next_id++;
+  h.pre.insert(prepend ? h.pre.begin() : h.pre.end(), {id, std::move(hook)});
+  return RemovableHandle(hook_slot_.hooks, id);
+}
+
+RemovableHandle Module::register_forward_hook(ForwardHook hook, bool prepend) {
+  WEFT_CHECK(hook, "register_forward_hook: empty hook on ", type_name_);
+  if (!hook_slot_.hooks) hook_slot_.hooks = std::make_shared<detail::ForwardHooks>();
+  auto& h = *hook_slot_.hooks;
+  const int id = h.next_id++;
+  h.post.insert(prepend ? h.post.begin() : h.post.end(), {id, std::move(hook)});
+  return RemovableHandle(hook_slot_.hooks, id);
+}
+
+std::vector<Tensor> Module::run_hooked(
+    const std::vector<Tensor>& inputs,
+    const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fwd) {
+  // A copy: a hook may remove itself (or others) while running.
+  auto hooks = hook_slot_.hooks;
+  std::vector<Tensor> in = inputs;
+  for (auto pre = hooks->pre; auto& [id, fn] : pre)
+    if (auto r = fn(*this, in)) in = std::move(*r);
+  std::vector<Tensor> out = fwd(in);
+  for (auto post = hooks->post; auto& [id, fn] : post)
+    if (auto r = fn(*this, in, out)) out = std::move(*r);
+  return out;
+}
+
+Tensor Module::call_with_hooks(const Tensor& input,
+                               const std::function<Tensor(const Tensor&)>& fwd) {
+  if (!has_forward_hooks()) return fwd(input);
+  auto out = run_hooked({input}, [&](const std::vector<Tensor>& in) {
+    WEFT_CHECK(in.size() == 1, type_name_, ": a forward pre-hook returned ", in.size(),
+               " inputs for a one-tensor forward");
+    return std::vector<Tensor>{fwd(in[0])};
+  });
+  WEFT_CHECK(out.size() == 1, type_name_, ": a forward hook returned ", out.size(),
+             " outputs for a one-tensor forward");
+  return out[0];
+}
+
+Tensor Module::operator()(const Tensor& input) {
+  if (!has_forward_hooks()) return forward(input);
+  return call_with_hooks(input, [this](const Tensor& x) { return forward(x); });
+}
+
+std::vector<Tensor> Module::call_multi(const std::vector<Tensor>& inputs) {
+  if (!has_forward_hooks()) return forward_multi(inputs);
+  return run_hooked(inputs, [this](const std::vector<Tensor>& in) { return forward_multi(in); });
+}
+
 Tensor& Module::register_parameter(const std::string& name, Tensor t, bool requires_grad) {
   WEFT_CHECK(!name.empty() && name.find('.') == std::string::npos, "parameter name '", name,
              "' must be non-empty and contain no '.'");

@@ -30,7 +30,27 @@ Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pi
     data = cpu_alloc(n);
   }
 }
+void Storage::resize_(size_t n) {
+  if (n == nbytes && (data || n == 0)) return;
+  if (data) {  // free first, so that the old and new memory are never held together
+    if (pinned)
+      cuda::detail::pinned_free(data);
+    else if (device.is_cuda())
+      cuda::detail::device_free(data, device.index);
+    else
+      cpu_free(data, nbytes);
+    data = nullptr;
+  }
+  nbytes = 0;
+  if (n == 0) return;
+  data = pinned             ? cuda::detail::pinned_alloc(n)
+         : device.is_cuda() ? cuda::detail::device_alloc(n, device.index)
+                            : cpu_alloc(n);
+  nbytes = n;
+}
+
 Storage::~Storage() {
+  if (!data) return;  // freed by resize_(0)
   if (pinned)
     cuda::detail::pinned_free(data);
   else if (device.is_cuda())

@@ -102,11 +102,12 @@ void report_epoch(const Config& c, int epoch, const EpochMetrics& m, MetricsFile
   std::printf("%s\n", line.c_str());
   std::fflush(stdout);
   metrics.append(row);
-  if (!is_zero(c)) save_checkpoint(c, epoch, model, opt, scaler, metrics.rows());
+  if (!sharded_checkpoints(c)) save_checkpoint(c, epoch, model, opt, scaler, metrics.rows());
 }
 
 // The model, wrapped for data parallelism when there are several ranks.
 std::shared_ptr<nn::Module> wrap(const Config& c, nn::Sequential& model, int world) {
+  if (is_fsdp(c)) return shard_model(model);  // at one process too: the same checkpoints
   if (world == 1) return model.ptr();
   if (c.batchnorm == "sync") nn::convert_sync_batchnorm(model.ptr());
   return std::make_shared<nn::DistributedDataParallelImpl>(model.ptr());
@@ -122,7 +123,7 @@ int run(const Config& c) {
     dist::InitOptions init{.init_method = c.init_method};  // --timeout, else
     if (c.timeout) init.timeout = dist::Duration((int64_t)(*c.timeout * 1000 + 0.5));
     dist::init_process_group(init);  // WEFT_COLLECTIVE_TIMEOUT, else 30 minutes
-  } else if (is_zero(c)) {
+  } else if (sharded_checkpoints(c)) {
     init_single_process_group();
   }
   const int rank = dist::get_rank(), world = dist::get_world_size();
@@ -162,8 +163,8 @@ int run(const Config& c) {
   if (lead) prepare_checkpoint_dir(c.checkpoint_dir);
   std::optional<Checkpoint> ck;
   if (c.resume)
-    ck = is_zero(c) ? agree_on_sharded_checkpoint(c, *model, *opt, lead)
-                    : agree_on_checkpoint(c, dev, /*report=*/node_lead, lead);
+    ck = sharded_checkpoints(c) ? agree_on_sharded_checkpoint(c, *model, *opt, lead)
+                                : agree_on_checkpoint(c, dev, /*report=*/node_lead, lead);
   const int start_epoch =
       ck ? apply_checkpoint(*ck, c, *model, *opt, scaler, sched.get(), steps_per_epoch) : 0;
   MetricsFile metrics(c.metrics);
@@ -188,7 +189,8 @@ int run(const Config& c) {
     if (sets.val) m.val = evaluate(*model, *sets.val, dev, amp_dtype(c));
     if (!sets.val || epoch + 1 == c.epochs) m.test = evaluate(*model, test, dev, amp_dtype(c));
     if (lead) report_epoch(c, epoch + 1, m, metrics, *model, *opt, scaler);
-    if (is_zero(c)) save_sharded_checkpoint(c, epoch + 1, *model, *opt, scaler, metrics.rows());
+    if (sharded_checkpoints(c))
+      save_sharded_checkpoint(c, epoch + 1, *model, *opt, scaler, metrics.rows());
   }
   if (lead)
     std::printf("done: metrics in %s, checkpoints in %s\n", c.metrics.c_str(),

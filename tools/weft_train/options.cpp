@@ -25,10 +25,14 @@ const char* kUsage =
     "  --lr LR                      (default 0.05 for sgd, 0.001 for adam/adamw)\n"
     "  --optimizer sgd|adam|adamw   (default sgd, momentum 0.9)\n"
     "  --weight-decay WD            (default 5e-4)\n"
-    "  --strategy ddp|zero          ddp (default): every rank holds the whole optimizer state;\n"
-    "                               zero: DDP with ZeroRedundancyOptimizer, each rank holding the\n"
-    "                               state of its share of the parameters, checkpoints sharded\n"
-    "                               (DIR/epoch-N.dcp, one file per rank; DIR must be shared)\n"
+    "  --strategy ddp|zero|fsdp     ddp (default): every rank holds the whole model, gradients\n"
+    "                               and optimizer state; zero: DDP with ZeroRedundancyOptimizer,\n"
+    "                               each rank holding the optimizer state of its share of the\n"
+    "                               parameters; fsdp: FullyShardedDataParallel (each layer with\n"
+    "                               parameters a unit, then the root), each rank holding 1/N of\n"
+    "                               the parameters, gradients and optimizer state. zero and fsdp\n"
+    "                               save sharded checkpoints (DIR/epoch-N.dcp, one file per\n"
+    "                               rank; DIR must be shared) that resume at any world size\n"
     "  --zero                       short for --strategy zero\n"
     "  --scheduler cosine|step|none (default cosine: to 0 over the whole run)\n"
     "  --lr-interval step|epoch     the scheduler steps after every optimizer step (default,\n"
@@ -168,7 +172,7 @@ void check_ranges(const Config& c) {
   check_choice("--lr-interval", c.lr_interval, {"step", "epoch"});
   check_choice("--batchnorm", c.batchnorm, {"sync", "local"});
   check_choice("--amp", c.amp, {"none", "bf16", "fp16"});
-  check_choice("--strategy", c.strategy, {"ddp", "zero"});
+  check_choice("--strategy", c.strategy, {"ddp", "zero", "fsdp"});
   if (c.device != "cpu" && c.device != "cuda" && c.device.rfind("cuda:", 0) != 0)
     out_of_range("--device", c.device, "cpu, cuda or cuda:N");
   const auto positive = [](const char* f, auto v) {

@@ -24,7 +24,7 @@ struct Config {
   std::string amp = "none", init_method = "env://";
   std::string lr_interval = "step";  // the scheduler steps after every optimizer step, or epoch
   std::string batchnorm = "local";   // local: per-rank statistics; sync: SyncBatchNorm
-  std::string strategy = "ddp";      // ddp or zero (strategy.h)
+  std::string strategy = "ddp";      // ddp, zero or fsdp (strategy.h)
   int epochs = 3, threads = 1, workers = 1;
   int64_t batch_size = 64, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;

@@ -144,7 +144,8 @@ std::optional<Checkpoint> agree_on_checkpoint(const Config& c, Device dev, bool 
 int apply_checkpoint(const Checkpoint& ck, const Config& c, nn::Module& model,
                      optim::Optimizer& opt, amp::GradScaler& scaler, optim::LRScheduler* sched,
                      int64_t steps_per_epoch) {
-  model.load_state_dict(ck.model);
+  // --strategy fsdp loaded the model's shards already (agree_on_sharded_checkpoint).
+  if (c.strategy != "fsdp") model.load_state_dict(ck.model);
   opt.load_state_dict(ck.optim);
   if (scaler.is_enabled() && !ck.scaler.empty()) scaler.load_state_dict(ck.scaler);
   if (sched) sched->set_last_epoch(scheduler_count(c, ck.epoch, steps_per_epoch));

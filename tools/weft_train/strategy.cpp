@@ -7,11 +7,13 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <set>
 
 #include "training.h"
 #include "weft/distributed/checkpoint.h"
 #include "weft/distributed/coalesced.h"
 #include "weft/distributed/distributed.h"
+#include "weft/distributed/fsdp/fully_shard.h"
 #include "weft/distributed/optim/zero_redundancy_optimizer.h"
 
 namespace weft_train {
@@ -97,19 +99,49 @@ std::vector<int> sharded_epochs(const std::string& dir) {
   return epochs;
 }
 
-// This rank's share of epoch `epoch`'s checkpoint: the model, the metadata and the optimizer
-// state of the parameters this rank steps. Throws saying why it is unusable.
-Checkpoint load_share(const Config& c, int epoch, const nn::Module& model,
-                      dist::ZeroRedundancyOptimizer& zero) {
+// What every sharded checkpoint's "meta" entry says (epoch, model, optimizer and scaler scalars,
+// metrics rows), checked against `epoch` and --model.
+Checkpoint read_meta(const Config& c, int epoch, const std::string& dir, const Tensor& meta) {
+  Checkpoint ck;
+  ck.meta = decode(tensor_text(meta));
+  const auto e = ck.meta.find("epoch"), m = ck.meta.find("model");
+  WEFT_CHECK(e != ck.meta.end() && m != ck.meta.end(), "'", dir,
+             "' has no 'epoch' or 'model' in its metadata: not a weft-train checkpoint");
+  ck.epoch = std::atoi(e->second.c_str());
+  WEFT_CHECK(ck.epoch == epoch, "'", dir, "' says it is of epoch '", e->second,
+             "' but should be epoch ", epoch, "'s");
+  WEFT_CHECK(m->second == c.model, "checkpoint is of model '", m->second, "' but --model is '",
+             c.model, "'");
+  for (const auto& [k, v] : ck.meta) {
+    if (k.rfind("optim.", 0) == 0) ck.optim.scalars[k.substr(6)] = v;
+    if (k.rfind("scaler.", 0) == 0) ck.scaler[k.substr(7)] = v;
+  }
+  std::vector<std::string> rows;
+  const std::string& h = ck.meta["metrics_history"];
+  for (size_t s = 0, nl; (nl = h.find('\n', s)) != std::string::npos; s = nl + 1)
+    rows.push_back(h.substr(s, nl - s));
+  ck.metrics_rows = rows;
+  return ck;
+}
+
+// The "meta" entry to load, sized from the checkpoint's index.
+Tensor meta_box(const std::map<std::string, dcp::TensorInfo>& info, const std::string& dir) {
+  auto it = info.find("meta");
+  WEFT_CHECK(it != info.end(), "'", dir, "' has no 'meta' entry: not a weft-train checkpoint");
+  return zeros(it->second.shape, {.dtype = kInt64});
+}
+
+// --strategy zero: this rank's share of epoch `epoch`'s checkpoint: the model, the metadata and
+// the optimizer state of the parameters this rank steps. Throws saying why it is unusable.
+Checkpoint load_zero_share(const Config& c, int epoch, const nn::Module& model,
+                           dist::ZeroRedundancyOptimizer& zero) {
   const std::string dir = sharded_checkpoint_path(c.checkpoint_dir, epoch);
   const auto info = dcp::read_metadata(dir);
-  auto meta_it = info.find("meta");
-  WEFT_CHECK(meta_it != info.end(), "'", dir, "' has no 'meta' entry: not a weft-train checkpoint");
   std::vector<Tensor> params;
   for (auto& g : zero.param_groups())
     for (auto& p : g.params) params.push_back(p);
   dcp::StateDict sd;
-  sd["meta"] = zeros(meta_it->second.shape, {.dtype = kInt64});
+  sd["meta"] = meta_box(info, dir);
   for (const auto& [k, t] : model.state_dict())
     sd["model." + k] = zeros(t.sizes(), {.dtype = t.dtype()});
   std::vector<std::pair<std::string, size_t>> mine;  // optimizer keys of this rank's parameters
@@ -123,16 +155,7 @@ Checkpoint load_share(const Config& c, int epoch, const nn::Module& model,
     mine.emplace_back(key, i);
   }
   dcp::load(sd, dir);  // each file's checksums verified as it is read
-  Checkpoint ck;
-  ck.meta = decode(tensor_text(std::get<Tensor>(sd["meta"])));
-  const auto e = ck.meta.find("epoch"), m = ck.meta.find("model");
-  WEFT_CHECK(e != ck.meta.end() && m != ck.meta.end(), "'", dir,
-             "' has no 'epoch' or 'model' in its metadata: not a weft-train checkpoint");
-  ck.epoch = std::atoi(e->second.c_str());
-  WEFT_CHECK(ck.epoch == epoch, "'", dir, "' says it is of epoch '", e->second,
-             "' but should be epoch ", epoch, "'s");
-  WEFT_CHECK(m->second == c.model, "checkpoint is of model '", m->second, "' but --model is '",
-             c.model, "'");
+  Checkpoint ck = read_meta(c, epoch, dir, std::get<Tensor>(sd["meta"]));
   for (const auto& [k, t] : model.state_dict()) {
     const Tensor& v = std::get<Tensor>(sd["model." + k]);
     check_finite("model." + k, v);
@@ -143,17 +166,139 @@ Checkpoint load_share(const Config& c, int epoch, const nn::Module& model,
     check_finite(key, v);
     ck.optim.tensors.insert(key.substr(6), v.view(params[i].sizes()));
   }
-  for (const auto& [k, v] : ck.meta) {
-    if (k.rfind("optim.", 0) == 0) ck.optim.scalars[k.substr(6)] = v;
-    if (k.rfind("scaler.", 0) == 0) ck.scaler[k.substr(7)] = v;
-  }
-  std::vector<std::string> rows;
-  const std::string& h = ck.meta["metrics_history"];
-  for (size_t s = 0, nl; (nl = h.find('\n', s)) != std::string::npos; s = nl + 1)
-    rows.push_back(h.substr(s, nl - s));
-  ck.metrics_rows = rows;
   return ck;
 }
+
+// An entry's tensor (a replicated tensor, or this rank's box of a shard).
+Tensor& local(dcp::Entry& e) {
+  if (auto* st = std::get_if<dcp::ShardedTensor>(&e)) return st->local;
+  return std::get<Tensor>(e);
+}
+
+// --strategy fsdp: this rank's shards of epoch `epoch`'s checkpoint, read into fresh tensors and
+// copied into the model's shards and buffers once all of it is read and finite; returns the
+// metadata and the optimizer state of this rank's shards (state tensors of every shard that
+// requires grad, named as the checkpoint names them). Throws saying why it is unusable.
+Checkpoint load_fsdp_share(const Config& c, int epoch, nn::Module& model) {
+  const std::string dir = sharded_checkpoint_path(c.checkpoint_dir, epoch);
+  const auto info = dcp::read_metadata(dir);
+  dcp::StateDict sd, live = dist::fsdp::sharded_state_dict(model);
+  sd["meta"] = meta_box(info, dir);
+  for (const auto& [k, e] : live) {
+    dcp::Entry fresh = e;
+    local(fresh) = zeros_like(local(fresh));
+    sd["model." + k] = fresh;
+  }
+  std::set<std::string> names;  // "optim.<parameter key>.<state name>"
+  for (const auto& [key, ti] : info)
+    if (key.rfind("optim.", 0) == 0) names.insert(key.substr(key.rfind('.') + 1));
+  optim::OptimizerState state;
+  const std::vector<Tensor> shards = dist::fsdp::parameters(model);
+  for (size_t i = 0; i < shards.size(); ++i)
+    if (shards[i].requires_grad())
+      for (const auto& n : names)
+        state.tensors.insert("state." + std::to_string(i) + "." + n, zeros({shards[i].numel()}));
+  for (const auto& [k, e] : dist::fsdp::sharded_optimizer_entries(model, state))
+    sd["optim." + k] = e;
+  dcp::load(sd, dir);  // each file's checksums verified as it is read
+  Checkpoint ck = read_meta(c, epoch, dir, std::get<Tensor>(sd["meta"]));
+  for (auto& [k, e] : sd)
+    if (k != "meta") check_finite(k, local(e));
+  NoGradGuard ng;
+  for (auto& [k, e] : live) local(e).copy_(local(sd["model." + k]));
+  for (const auto& [k, t] : state.tensors) ck.optim.tensors.insert(k, t);
+  return ck;
+}
+
+// Saves `sd` with the metadata (meta: the optimizer's scalars already in) as epoch `epoch`'s
+// checkpoint (atomically) and keeps the two newest.
+void commit(const Config& c, int epoch, dcp::StateDict& sd, std::map<std::string, std::string> meta,
+            const amp::GradScaler& scaler, const std::vector<std::string>& metrics_rows) {
+  auto group = dist::default_group();
+  for (const auto& [k, v] : scaler.state_dict()) meta["scaler." + k] = v;
+  meta["epoch"] = std::to_string(epoch);
+  meta["model"] = c.model;
+  meta["seed"] = std::to_string(c.seed);
+  meta["strategy"] = c.strategy;
+  meta["world_size"] = std::to_string(group->size());
+  std::string history;
+  for (const auto& row : metrics_rows) history.append(row).append("\n");
+  meta["metrics_history"] = history;
+  sd["meta"] = text_tensor(encode(meta));
+  dcp::save(sd, sharded_checkpoint_path(c.checkpoint_dir, epoch), group);  // atomic
+  if (group->rank() != 0) return;
+  for (int e = epoch - 2; e >= 1; --e) {
+    std::error_code ec;
+    if (fs::remove_all(sharded_checkpoint_path(c.checkpoint_dir, e), ec) == 0) break;
+  }
+}
+
+// --strategy zero's entries: the model replicated, each optimizer state tensor in the file of the
+// rank that steps its parameter; the scalars of every rank's share into `meta`.
+dcp::StateDict zero_entries(const nn::Module& model, optim::Optimizer& opt,
+                            std::map<std::string, std::string>& meta) {
+  auto& zero = as_zero(opt);
+  auto group = dist::default_group();
+  const int rank = group->rank();
+  const optim::OptimizerState mine = zero.local_state_dict();
+  // Every rank's share described (state tensors' dtypes and sizes, and scalars), so that every
+  // rank names every entry and rank 0's metadata holds every scalar.
+  std::map<std::string, std::string> desc;
+  for (const auto& [k, t] : mine.tensors)
+    desc["T" + k] = std::to_string((int)t.dtype()) + " " + std::to_string(t.numel());
+  for (const auto& [k, v] : mine.scalars) desc["S" + k] = v;
+  const std::vector<std::string> all = dist::all_gather_strings(*group, encode(desc));
+  dcp::StateDict sd;
+  for (int r = 0; r < (int)all.size(); ++r)
+    for (const auto& [k, v] : decode(all[r])) {
+      if (k[0] == 'S') {
+        meta["optim." + k.substr(1)] = v;
+        continue;
+      }
+      const std::string key = k.substr(1);
+      const int dtype = std::atoi(v.c_str());
+      const int64_t numel = std::stoll(v.substr(v.find(' ') + 1));
+      // Flat, so that a rank without this state saves an empty box of it.
+      Tensor local = r == rank ? mine.tensors.at(key).reshape({-1})
+                               : zeros({0}, {.dtype = static_cast<DType>(dtype)});
+      sd["optim." + key] = dcp::ShardedTensor{local, {numel}, {0}};
+    }
+  for (const auto& [k, t] : model.state_dict()) sd["model." + k] = t;
+  return sd;
+}
+
+// --strategy fsdp's entries: the model's shards and buffers (fsdp::sharded_state_dict) and the
+// optimizer state of the shards (fsdp::sharded_optimizer_entries), every parameter's flattened
+// so that they load at any world size; the optimizer's scalars (shard-indexed, the same at every
+// world size) into `meta`.
+dcp::StateDict fsdp_entries(nn::Module& model, optim::Optimizer& opt,
+                            std::map<std::string, std::string>& meta, optim::OptimizerState& st) {
+  st = opt.state_dict();
+  dcp::StateDict sd;
+  for (const auto& [k, e] : dist::fsdp::sharded_state_dict(model)) sd["model." + k] = e;
+  for (const auto& [k, e] : dist::fsdp::sharded_optimizer_entries(model, st)) sd["optim." + k] = e;
+  for (const auto& [k, v] : st.scalars) meta["optim." + k] = v;
+  return sd;
+}
+
+// Forwards to the model after broadcasting its buffers from rank 0 (shard_model).
+class BufferSync : public nn::Module {
+ public:
+  explicit BufferSync(std::shared_ptr<nn::Module> m) : Module("BufferSync"), model_(std::move(m)) {
+    register_module("module", model_);
+  }
+  Tensor forward(const Tensor& x) override {
+    auto group = dist::default_group();
+    std::vector<Tensor> buffers;
+    for (auto& b : model_->buffers())
+      if (b.defined() && b.numel() > 0) buffers.push_back(b.detach());
+    if (group->size() > 1 && !buffers.empty()) group->broadcast(buffers, 0)->wait();
+    return (*model_)(x);
+  }
+
+ private:
+  std::shared_ptr<nn::Module> model_;
+};
 
 }  // namespace
 
@@ -171,7 +316,15 @@ void init_single_process_group() {
       {.backend = "gloo", .init_method = "file://" + file.path, .world_size = 1, .rank = 0});
 }
 
+std::shared_ptr<nn::Module> shard_model(nn::Sequential& model) {
+  for (const auto& child : model->children())
+    if (!child->parameters().empty()) dist::fsdp::fully_shard(child);
+  dist::fsdp::fully_shard(model.ptr());
+  return std::make_shared<BufferSync>(model.ptr());
+}
+
 std::unique_ptr<optim::Optimizer> make_strategy_optimizer(const Config& c, nn::Module& model) {
+  if (is_fsdp(c)) return make_optimizer(c, dist::fsdp::parameters(model));
   std::unique_ptr<optim::Optimizer> plain = make_optimizer(c, model);
   if (!is_zero(c)) return plain;
   // The plain optimizer's groups carry --optimizer's hyperparameters; each rank's share steps
@@ -190,58 +343,18 @@ std::string sharded_checkpoint_path(const std::string& dir, int epoch) {
   return dir + "/" + name;
 }
 
-void save_sharded_checkpoint(const Config& c, int epoch, const nn::Module& model,
-                             optim::Optimizer& opt, const amp::GradScaler& scaler,
+void save_sharded_checkpoint(const Config& c, int epoch, nn::Module& model, optim::Optimizer& opt,
+                             const amp::GradScaler& scaler,
                              const std::vector<std::string>& metrics_rows) {
-  auto& zero = as_zero(opt);
-  auto group = dist::default_group();
-  const int rank = group->rank();
-  const optim::OptimizerState mine = zero.local_state_dict();
-  // Every rank's share described (state tensors' dtypes and sizes, and scalars), so that every
-  // rank names every entry and rank 0's metadata holds every scalar.
-  std::map<std::string, std::string> desc;
-  for (const auto& [k, t] : mine.tensors)
-    desc["T" + k] = std::to_string((int)t.dtype()) + " " + std::to_string(t.numel());
-  for (const auto& [k, v] : mine.scalars) desc["S" + k] = v;
-  const std::vector<std::string> all = dist::all_gather_strings(*group, encode(desc));
-  dcp::StateDict sd;
   std::map<std::string, std::string> meta;
-  for (int r = 0; r < (int)all.size(); ++r)
-    for (const auto& [k, v] : decode(all[r])) {
-      if (k[0] == 'S') {
-        meta["optim." + k.substr(1)] = v;
-        continue;
-      }
-      const std::string key = k.substr(1);
-      const int dtype = std::atoi(v.c_str());
-      const int64_t numel = std::stoll(v.substr(v.find(' ') + 1));
-      // Flat, so that a rank without this state saves an empty box of it.
-      Tensor local = r == rank ? mine.tensors.at(key).reshape({-1})
-                               : zeros({0}, {.dtype = static_cast<DType>(dtype)});
-      sd["optim." + key] = dcp::ShardedTensor{local, {numel}, {0}};
-    }
-  for (const auto& [k, t] : model.state_dict()) sd["model." + k] = t;
-  for (const auto& [k, v] : scaler.state_dict()) meta["scaler." + k] = v;
-  meta["epoch"] = std::to_string(epoch);
-  meta["model"] = c.model;
-  meta["seed"] = std::to_string(c.seed);
-  meta["strategy"] = c.strategy;
-  meta["world_size"] = std::to_string(group->size());
-  std::string history;
-  for (const auto& row : metrics_rows) history.append(row).append("\n");
-  meta["metrics_history"] = history;
-  sd["meta"] = text_tensor(encode(meta));
-  dcp::save(sd, sharded_checkpoint_path(c.checkpoint_dir, epoch), group);  // atomic
-  if (rank != 0) return;
-  for (int e = epoch - 2; e >= 1; --e) {
-    std::error_code ec;
-    if (fs::remove_all(sharded_checkpoint_path(c.checkpoint_dir, e), ec) == 0) break;
-  }
+  optim::OptimizerState st;  // fsdp: what its entries view, alive until saved
+  dcp::StateDict sd =
+      is_fsdp(c) ? fsdp_entries(model, opt, meta, st) : zero_entries(model, opt, meta);
+  commit(c, epoch, sd, std::move(meta), scaler, metrics_rows);
 }
 
-std::optional<Checkpoint> agree_on_sharded_checkpoint(const Config& c, const nn::Module& model,
+std::optional<Checkpoint> agree_on_sharded_checkpoint(const Config& c, nn::Module& model,
                                                       optim::Optimizer& opt, bool lead) {
-  auto& zero = as_zero(opt);
   auto group = dist::default_group();
   // Rank 0's directory decides (the checkpoint directory is shared: every rank reads its share).
   std::string list;
@@ -255,7 +368,10 @@ std::optional<Checkpoint> agree_on_sharded_checkpoint(const Config& c, const nn:
     Checkpoint ck;
     std::string error;
     try {
-      ck = load_share(c, epochs[n], model, zero);
+      // fsdp: the model's shards are filled on success here; a later (older) one that every
+      // rank can read overwrites them all again.
+      ck = is_fsdp(c) ? load_fsdp_share(c, epochs[n], model)
+                      : load_zero_share(c, epochs[n], model, as_zero(opt));
     } catch (const std::exception& ex) {
       error = ex.what();
     }

@@ -20,15 +20,19 @@ nn::Sequential make_model(const Config& c) {
 }
 
 std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, nn::Module& model) {
+  return make_optimizer(c, model.parameters());
+}
+
+std::unique_ptr<optim::Optimizer> make_optimizer(const Config& c, std::vector<Tensor> params) {
   if (c.optimizer == "sgd")
     return std::make_unique<optim::SGD>(
-        model.parameters(),
+        std::move(params),
         optim::SGDOptions{.lr = c.lr, .momentum = 0.9, .weight_decay = c.weight_decay});
   if (c.optimizer == "adam")
     return std::make_unique<optim::Adam>(
-        model.parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+        std::move(params), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
   return std::make_unique<optim::AdamW>(
-      model.parameters(), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
+      std::move(params), optim::AdamOptions{.lr = c.lr, .weight_decay = c.weight_decay});
 }
 
 std::unique_ptr<optim::LRScheduler> make_scheduler(const Config& c, optim::Optimizer& opt,
@@ -125,7 +129,7 @@ std::pair<double, int64_t> train_epoch(const Config& c, nn::Module& net, optim::
     Tensor loss;
     {
       amp::autocast region(dev.type, amp_dtype(c).value_or(DType::BFloat16), c.amp != "none");
-      loss = F::cross_entropy(net.forward(x), y);
+      loss = F::cross_entropy(net(x), y);  // net(x): its forward hooks (FSDP's) run
     }
     scaler.scale(loss).backward();
     scaler.step(opt);
@@ -154,9 +158,14 @@ std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& set, 
   std::vector<int64_t> mine;
   for (int64_t i = rank; i < (int64_t)set.size(); i += world) mine.push_back(i);
   double loss = 0, correct = 0;
-  for (size_t s = 0; s < mine.size(); s += 500) {
+  // Every rank runs as many forwards (FSDP's gather parameters collectively): a rank with no
+  // sample left for the last chunk runs one on sample 0 and counts nothing of it.
+  const size_t per_rank = (set.size() + (size_t)world - 1) / (size_t)world;
+  for (size_t s = 0; s < per_rank; s += 500) {
     size_t e = std::min(mine.size(), s + 500);
-    std::vector<int64_t> idx(mine.begin() + s, mine.begin() + e);
+    std::vector<int64_t> idx(mine.begin() + std::min(s, e), mine.begin() + e);
+    const bool filler = idx.empty();
+    if (filler) idx.push_back(0);
     std::vector<Tensor> xs, ys;
     for (int64_t i : idx) {
       data::Example e = set.get((size_t)i);
@@ -165,7 +174,8 @@ std::pair<double, double> evaluate(nn::Module& model, const data::Dataset& set, 
     }
     Tensor x = stack(xs).to(dev), y = stack(ys).to(dev);
     amp::autocast region(dev.type, amp.value_or(DType::BFloat16), amp.has_value());
-    Tensor logits = model.forward(x);
+    Tensor logits = model(x);
+    if (filler) continue;
     loss += F::cross_entropy(logits, y, F::Reduction::Sum).item<double>();
     correct += (double)logits.argmax(1).eq(y).sum().item<int64_t>();
   }

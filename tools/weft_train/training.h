@@ -17,6 +17,9 @@ namespace weft_train {
 
 weft::nn::Sequential make_model(const Config& c);
 std::unique_ptr<weft::optim::Optimizer> make_optimizer(const Config& c, weft::nn::Module& model);
+// The same on these parameters (FSDP's shards).
+std::unique_ptr<weft::optim::Optimizer> make_optimizer(const Config& c,
+                                                       std::vector<weft::Tensor> params);
 // The scheduler counts optimizer steps (--lr-interval step: cosine over all epochs x
 // steps_per_epoch steps, as PyTorch's CosineAnnealingLR(T_max = total steps) stepped after each
 // optimizer step) or epochs.

@@ -3,11 +3,14 @@
 // state_dict/load_state_dict (strict or not) and a deep clone() for replicas. Modules live
 // in shared_ptrs; ModuleHolder<T> (e.g. `Linear`) is the value-like handle users write, with
 // libtorch's idioms: `Linear fc{nullptr};` (empty, assigned later) and
-// `fc = register_module("fc", Linear(4, 8));`.
+// `fc = register_module("fc", Linear(4, 8));`. Forward pre-hooks and hooks (PyTorch's
+// register_forward_pre_hook / register_forward_hook) run when a module is called (operator(),
+// call_multi, a holder's operator() with one tensor, Sequential), not when forward() is.
 #pragma once
 
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -27,6 +30,44 @@ class ModuleHolder;
 template <typename H, typename First, typename... Rest>
 concept NotAHolderCopy = sizeof...(Rest) > 0 || !std::is_base_of_v<H, std::remove_cvref_t<First>>;
 
+class Module;
+
+// A forward pre-hook sees the inputs and may return replacements (nullopt keeps them); a forward
+// hook sees inputs and outputs and may return replacement outputs. PyTorch's signatures.
+using ForwardPreHook =
+    std::function<std::optional<std::vector<Tensor>>(Module&, const std::vector<Tensor>& inputs)>;
+using ForwardHook = std::function<std::optional<std::vector<Tensor>>(
+    Module&, const std::vector<Tensor>& inputs, const std::vector<Tensor>& outputs)>;
+
+namespace detail {
+struct ForwardHooks {
+  int next_id = 0;
+  std::vector<std::pair<int, ForwardPreHook>> pre;
+  std::vector<std::pair<int, ForwardHook>> post;
+};
+// The hooks of one module: a copy of a module (clone()) starts without them.
+struct HookSlot {
+  std::shared_ptr<ForwardHooks> hooks;
+  HookSlot() = default;
+  HookSlot(const HookSlot&) {}
+  HookSlot& operator=(const HookSlot&) { return *this; }
+};
+}  // namespace detail
+
+// What register_forward_(pre_)hook returns: remove() unregisters the hook (once; later calls and
+// calls after the module is gone do nothing), as PyTorch's RemovableHandle.
+class RemovableHandle {
+ public:
+  RemovableHandle() = default;
+  RemovableHandle(std::weak_ptr<detail::ForwardHooks> hooks, int id)
+      : hooks_(std::move(hooks)), id_(id) {}
+  void remove();
+
+ private:
+  std::weak_ptr<detail::ForwardHooks> hooks_;
+  int id_ = -1;
+};
+
 struct LoadResult {
   std::vector<std::string> missing_keys;
   std::vector<std::string> unexpected_keys;
@@ -40,7 +81,18 @@ class Module : public std::enable_shared_from_this<Module> {
   // One-tensor forward (most layers); multi-input modules override forward_multi.
   virtual Tensor forward(const Tensor& input);
   virtual std::vector<Tensor> forward_multi(const std::vector<Tensor>& inputs);
-  Tensor operator()(const Tensor& input) { return forward(input); }
+  // Calls forward(input) with the forward hooks around it (PyTorch's Module.__call__).
+  Tensor operator()(const Tensor& input);
+  // Calls forward_multi(inputs) with the forward hooks around it.
+  std::vector<Tensor> call_multi(const std::vector<Tensor>& inputs);
+  // Runs `fwd` (this module's forward, maybe a subclass's own overload) inside the hooks.
+  Tensor call_with_hooks(const Tensor& input, const std::function<Tensor(const Tensor&)>& fwd);
+  bool has_forward_hooks() const {
+    return hook_slot_.hooks && (!hook_slot_.hooks->pre.empty() || !hook_slot_.hooks->post.empty());
+  }
+  // Hooks run in registration order; prepend puts this one first.
+  RemovableHandle register_forward_pre_hook(ForwardPreHook hook, bool prepend = false);
+  RemovableHandle register_forward_hook(ForwardHook hook, bool prepend = false);
 
   Tensor& register_parameter(const std::string& name, Tensor t, bool requires_grad = true);
   Tensor& register_buffer(const std::string& name, Tensor t);
@@ -113,6 +165,12 @@ class Module : public std::enable_shared_from_this<Module> {
   OrderedDict<Tensor> params_;
   OrderedDict<Tensor> buffers_;
   OrderedDict<std::shared_ptr<Module>> children_;
+
+ private:
+  std::vector<Tensor> run_hooked(
+      const std::vector<Tensor>& inputs,
+      const std::function<std::vector<Tensor>(const std::vector<Tensor>&)>& fwd);
+  detail::HookSlot hook_slot_;
 };
 
 // CRTP base giving clone() to modules that build their state in reset().
@@ -158,9 +216,19 @@ class ModuleHolder {
   explicit operator bool() const { return impl_ != nullptr; }
   const std::shared_ptr<Impl>& ptr() const { return impl_; }
   operator std::shared_ptr<Module>() const { return impl_; }
+  // Calls forward; with one tensor argument the module's forward hooks run around it.
   template <typename... Args>
   auto operator()(Args&&... args) {
-    return get()->forward(std::forward<Args>(args)...);
+    Impl* m = get();
+    if constexpr (sizeof...(Args) == 1 && (std::is_convertible_v<Args&&, const Tensor&> && ...)) {
+      using R = decltype(m->forward(std::forward<Args>(args)...));
+      if constexpr (std::is_same_v<R, Tensor>) {
+        if (m->has_forward_hooks())
+          return m->call_with_hooks(static_cast<const Tensor&>(args)...,
+                                    [m](const Tensor& x) { return m->forward(x); });
+      }
+    }
+    return m->forward(std::forward<Args>(args)...);
   }
 
  private:

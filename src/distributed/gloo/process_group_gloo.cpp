@@ -339,21 +339,30 @@ std::shared_ptr<Work> ProcessGroupGloo::allgather(std::vector<Tensor> outputs, T
       impl_->what(detail::allgather_name(input)), t, [ctx, outputs, input, tag, t] {
         const size_t n = static_cast<size_t>(input.numel()), bytes = input.nbytes();
         if (n == 0) return;
-        std::vector<uint8_t> all(bytes * outputs.size());
+        // Outputs that are consecutive pieces of one buffer (FSDP's flat parameters) receive
+        // the gather directly; others go through a scratch tensor from the caching allocator.
+        auto* first = static_cast<uint8_t*>(outputs[0].raw_data());
+        bool direct = true;
+        for (size_t i = 1; i < outputs.size(); ++i)
+          direct = direct && static_cast<uint8_t*>(outputs[i].raw_data()) == first + i * bytes;
+        Tensor scratch;
+        if (!direct)
+          scratch = make_empty({static_cast<int64_t>(n * outputs.size())}, input.dtype());
+        uint8_t* all = direct ? first : static_cast<uint8_t*>(scratch.raw_data());
         gloo::AllgatherOptions opts(ctx);
         opts.setTag(tag);
         opts.setTimeout(t);
         if (input.dtype() == kFloat32) {
           opts.setInput(static_cast<float*>(input.raw_data()), n);
-          opts.setOutput(reinterpret_cast<float*>(all.data()), n * outputs.size());
+          opts.setOutput(reinterpret_cast<float*>(all), n * outputs.size());
         } else {
           opts.setInput(static_cast<int64_t*>(input.raw_data()), n);
-          opts.setOutput(reinterpret_cast<int64_t*>(all.data()), n * outputs.size());
+          opts.setOutput(reinterpret_cast<int64_t*>(all), n * outputs.size());
         }
         gloo::allgather(opts);
-        for (size_t i = 0; i < outputs.size(); ++i) {
-          std::memcpy(outputs[i].raw_data(), all.data() + i * bytes, bytes);
-        }
+        if (!direct)
+          for (size_t i = 0; i < outputs.size(); ++i)
+            std::memcpy(outputs[i].raw_data(), all + i * bytes, bytes);
       });
 }
 
@@ -469,15 +478,26 @@ std::shared_ptr<Work> ProcessGroupGloo::reduce_scatter_tensor(Tensor output, Ten
   const std::string name = "reduce_scatter_tensor(" + to_string(op) + ")";
   detail::check_base_args(impl_->what(name), input, "input", output, "output", size_);
   detail::check_reduce_dtype(impl_->what(name), op, output);
-  ++impl_->next_tag;  // the legacy algorithm takes its slots from the context instead
+  // The legacy algorithm takes its slots from the context; the intra-host path uses the tag.
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  const int rank = rank_;
   Ctx ctx = impl_->ctx;
   Intra intra = impl_->intra;
-  const Duration t = timeout_;
-  return impl_->submit(impl_->what(name), t, [intra, ctx, output, input, op, t] {
-    if (intra && intra->one_host() && !is_bitwise(op))
-      intra->reduce_scatter(output, input, op, t);
-    else
+  return impl_->submit(impl_->what(name), t, [intra, ctx, output, input, op, tag, t, rank] {
+    if (intra && intra->one_host() && !is_bitwise(op)) {
+      intra->reduce_scatter(output, input, op, t);  // one phase through the segment
+    } else if (intra && !is_bitwise(op) && output.nbytes() > 0) {
+      // Several hosts: the hierarchical all-reduce of a copy, then this rank's part. Gloo's
+      // halving-doubling reduce-scatter measured 1055 ms for 84 MB at world 2, its all-reduce 65.
+      Tensor all = make_empty({input.numel()}, input.dtype(), input.device());
+      std::memcpy(all.raw_data(), input.raw_data(), input.nbytes());
+      allreduce_one(intra, ctx, all, op, tag, t);
+      std::memcpy(output.raw_data(), static_cast<uint8_t*>(all.raw_data()) + rank * output.nbytes(),
+                  output.nbytes());
+    } else {
       detail::gloo_reduce_scatter(ctx, output, input, op);
+    }
   });
 }
 
