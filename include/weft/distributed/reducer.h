@@ -93,7 +93,7 @@ class Reducer {
   struct Bucket {
     std::vector<size_t> params;    // indices into params_
     std::vector<int64_t> offsets;  // element offset of each param in buffer
-    Tensor buffer;  // the first elements of padded
+    Tensor buffer;                 // the first elements of padded
     Tensor padded;
     size_t pending = 0;
     std::shared_ptr<Work> work;

@@ -154,14 +154,15 @@ int ZeroRedundancyOptimizer::rank_of(size_t flat_index) const {
   WEFT_CHECK(!zero_.reduce_scatter_grads,
              "ZeroRedundancyOptimizer::rank_of: under reduce_scatter_grads ranks step slices of "
              "parameters, not whole ones");
-  WEFT_CHECK(flat_index < owner_.size(), "ZeroRedundancyOptimizer::rank_of: parameter ",
-             flat_index, " of ", owner_.size());
+  WEFT_CHECK(flat_index < owner_.size(), "ZeroRedundancyOptimizer::rank_of: parameter ", flat_index,
+             " of ", owner_.size());
   return owner_[flat_index];
 }
 
 optim::Optimizer& ZeroRedundancyOptimizer::local_optimizer() {
-  WEFT_CHECK(local_, "ZeroRedundancyOptimizer: under reduce_scatter_grads the local optimizer is "
-                     "made at the first step");
+  WEFT_CHECK(local_,
+             "ZeroRedundancyOptimizer: under reduce_scatter_grads the local optimizer is "
+             "made at the first step");
   return *local_;
 }
 
@@ -176,8 +177,9 @@ const Tensor& ZeroRedundancyOptimizer::flat_param(size_t flat_index) const {
 // Note [ZeRO-2 gradient partition]: DDP's backward left this rank's reduced slices in the
 // partition; the pieces take them as .grad, step, and the updated slices are all-gathered.
 void ZeroRedundancyOptimizer::step_slices() {
-  WEFT_CHECK(grads_, "ZeroRedundancyOptimizer: reduce_scatter_grads needs attach(ddp->reducer()) "
-                     "on every rank before the first backward; step() was called unattached");
+  WEFT_CHECK(grads_,
+             "ZeroRedundancyOptimizer: reduce_scatter_grads needs attach(ddp->reducer()) "
+             "on every rank before the first backward; step() was called unattached");
   grads_->check_reduced();
   ensure_local();
   copy_hyperparameters();
@@ -192,7 +194,8 @@ void ZeroRedundancyOptimizer::ensure_local() {
   if (local_) return;
   if (!grads_->built()) grads_->build();
   std::vector<size_t> group_of;
-  for (size_t g = 0; g < groups_.size(); ++g) group_of.insert(group_of.end(), groups_[g].params.size(), g);
+  for (size_t g = 0; g < groups_.size(); ++g)
+    group_of.insert(group_of.end(), groups_[g].params.size(), g);
   std::vector<optim::ParamGroup> mine;
   for (const auto& g : groups_) mine.push_back(optim::ParamGroup{{}, g.options});
   for (size_t k = 0; k < grads_->mine().size(); ++k)
@@ -433,10 +436,9 @@ optim::OptimizerState ZeroRedundancyOptimizer::local_state_from(
       if (k.rfind(from, 0) == 0) local.scalars[to + k.substr(from.size())] = v;
     for (const auto& [k, t] : state.tensors)
       if (k.rfind(from, 0) == 0)
-        local.tensors.insert(to + k.substr(from.size()),
-                             mine[li].numel < 0
-                                 ? t
-                                 : t.reshape({-1}).narrow(0, mine[li].offset, mine[li].numel));
+        local.tensors.insert(
+            to + k.substr(from.size()),
+            mine[li].numel < 0 ? t : t.reshape({-1}).narrow(0, mine[li].offset, mine[li].numel));
   }
   for (size_t g = 0; g < groups_.size(); ++g) {
     const std::string pre = "param_groups." + std::to_string(g) + ".";
