@@ -2,9 +2,9 @@
 // workload, the optimizer whole on every rank (--mode ddp) or sharded by
 // ZeroRedundancyOptimizer (--mode zero: updated shares broadcast, one broadcast per rank, the
 // default; zero-allgather: all-gathers of flat buffers; zero2: ZeRO-2, DDP's buckets
-// reduce-scattered and the updated slices all-gathered, ZeroOptions::reduce_scatter_grads). Launch it under weft-run (alone it is a
-// world of one), Gloo, 1 thread per rank by default. bench/torch_zero.py is the PyTorch side;
-// bench/zero.sh runs both. Rank 0 prints one JSON line.
+// reduce-scattered and the updated slices all-gathered, ZeroOptions::reduce_scatter_grads). Launch
+// it under weft-run (alone it is a world of one), Gloo, 1 thread per rank by default.
+// bench/torch_zero.py is the PyTorch side; bench/zero.sh runs both. Rank 0 prints one JSON line.
 //   weft-run --nproc-per-node N weft_zero --workload mlp25m [--mode ddp|zero|zero-allgather|zero2]
 //            [--threads T] [--steps S] [--warmup W] [--batch B]
 // Every rank builds the model from seed 0 and draws its batch from seed 1000 + rank. After W
