@@ -1,10 +1,11 @@
 // weft_zero: the DistributedDataParallel training step with Adam (lr 1e-3) of a benchmark
 // workload, the optimizer whole on every rank (--mode ddp) or sharded by
 // ZeroRedundancyOptimizer (--mode zero: updated shares broadcast, one broadcast per rank, the
-// default; zero-allgather: all-gathers of flat buffers). Launch it under weft-run (alone it is a
-// world of one), Gloo, 1 thread per rank by default. bench/torch_zero.py is the PyTorch side;
-// bench/zero.sh runs both. Rank 0 prints one JSON line.
-//   weft-run --nproc-per-node N weft_zero --workload mlp25m [--mode ddp|zero|zero-allgather]
+// default; zero-allgather: all-gathers of flat buffers; zero2: ZeRO-2, DDP's buckets
+// reduce-scattered and the updated slices all-gathered, ZeroOptions::reduce_scatter_grads). Launch
+// it under weft-run (alone it is a world of one), Gloo, 1 thread per rank by default.
+// bench/torch_zero.py is the PyTorch side; bench/zero.sh runs both. Rank 0 prints one JSON line.
+//   weft-run --nproc-per-node N weft_zero --workload mlp25m [--mode ddp|zero|zero-allgather|zero2]
 //            [--threads T] [--steps S] [--warmup W] [--batch B]
 // Every rank builds the model from seed 0 and draws its batch from seed 1000 + rank. After W
 // untimed steps come S timed ones (zero_grad, forward, loss, backward with the bucketed
@@ -40,7 +41,7 @@ struct Args {
 [[noreturn]] void usage(const std::string& msg) {
   std::fprintf(stderr,
                "weft_zero: %s\nusage: weft_zero [--workload linear|convbn|mlp25m] "
-               "[--mode ddp|zero|zero-allgather] [--threads N] [--steps S] [--warmup W] "
+               "[--mode ddp|zero|zero-allgather|zero2] [--threads N] [--steps S] [--warmup W] "
                "[--batch B]\n",
                msg.c_str());
   std::exit(2);
@@ -70,8 +71,8 @@ Args parse_args(int argc, char** argv) {
     else
       usage("unknown flag " + flag);
   }
-  if (a.mode != "ddp" && a.mode != "zero" && a.mode != "zero-allgather")
-    usage("--mode must be ddp, zero or zero-allgather");
+  if (a.mode != "ddp" && a.mode != "zero" && a.mode != "zero-allgather" && a.mode != "zero2")
+    usage("--mode must be ddp, zero, zero-allgather or zero2");
   if (a.threads < 1 || a.steps < 1) usage("--threads and --steps must be at least 1");
   return a;
 }
@@ -124,6 +125,7 @@ int main(int argc, char** argv) {
     weft::dist::ZeroOptions zo;
     if (a.mode == "zero-allgather")
       zo.parameter_sync = weft::dist::ZeroOptions::ParameterSync::AllGather;
+    zo.reduce_scatter_grads = a.mode == "zero2";
     auto z = std::make_unique<weft::dist::ZeroRedundancyOptimizer>(
         w.model->parameters(),
         [](std::vector<weft::optim::ParamGroup> g) {
@@ -131,6 +133,7 @@ int main(int argc, char** argv) {
         },
         weft::optim::ParamGroupOptions{.lr = 1e-3}, nullptr, zo);
     zero = z.get();
+    if (zo.reduce_scatter_grads) zero->attach(ddp->reducer());
     opt = std::move(z);
   }
   std::vector<double> ms;

@@ -4,7 +4,7 @@
 # 2), 1 thread per rank, every rank launched by weft-run: the optimizer whole on every rank
 # (ddp) or sharded by ZeroRedundancyOptimizer (zero: the updated shares broadcast, one
 # broadcast per rank, weft's default and PyTorch's; zero-allgather: weft's all-gathers of flat
-# buffers), weft (bench/weft_zero)
+# buffers; zero2: ZeRO-2, gradients reduce-scattered by DDP's buckets), weft (bench/weft_zero)
 # and PyTorch 1.13 (bench/torch_zero.py, gloo, glibc told to keep memory as in
 # bench/ddp.sh) alternating. Prints a markdown table (bench/README.md, "ZeRO"): median step ms (slowest rank),
 # peak RSS and optimizer state per rank; R rounds (default 1) repeat it all and the table takes
@@ -85,8 +85,8 @@ torch() { tuned launch_torch "$here/torch_zero.py" --mode "$1" "${step[@]}"; }
 
 lines=()
 for r in $(seq "$rounds"); do
-  runs=("weft ddp" "torch ddp" "weft zero" "torch zero" "weft zero-allgather")
-  if ((r % 2 == 0)); then runs=("torch ddp" "weft ddp" "torch zero" "weft zero" "weft zero-allgather"); fi
+  runs=("weft ddp" "torch ddp" "weft zero" "torch zero" "weft zero-allgather" "weft zero2")
+  if ((r % 2 == 0)); then runs=("torch ddp" "weft ddp" "torch zero" "weft zero" "weft zero2" "weft zero-allgather"); fi
   for run in "${runs[@]}"; do record $run; done
 done
 

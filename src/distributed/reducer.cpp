@@ -112,7 +112,9 @@ void Reducer::build_buckets(const std::vector<size_t>& order) {
   }
   for (Bucket& b : buckets_) {
     int64_t total = b.offsets.empty() ? 0 : b.offsets.back() + params_[b.params.back()].numel();
-    b.buffer = zeros({total}, {.device = params_[b.params[0]].device()});
+    const int64_t world = group_->size(), padded = (total + world - 1) / world * world;
+    b.padded = zeros({padded}, {.device = params_[b.params[0]].device()});
+    b.buffer = b.padded.narrow(0, 0, total);
     b.pending = b.params.size();
   }
 }
@@ -238,6 +240,8 @@ void Reducer::mark_ready(size_t i, bool have_grad) {
   } else {
     view.zero_();
   }
+  // The hook owns the reduced gradients (ZeRO-2): this rank's unreduced one is not kept.
+  if (hook_owns_grads_) params_[i].mutable_grad() = Tensor();
   if (--b.pending == 0) launch_ready_buckets();
 }
 
@@ -252,7 +256,7 @@ void Reducer::launch_ready_buckets() {
     }
     if (!average_on_copy(b.buffer)) b.buffer.mul_(average_factor(group_->size()));
     if (hook_) {
-      GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size()};
+      GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size(), b.padded};
       for (size_t p : b.params) gb.params.push_back(params_[p]);
       b.work = hook_(*group_, gb);
     } else {
@@ -268,7 +272,8 @@ void Reducer::finalize() {
   for (Bucket& b : buckets_)
     if (b.work) b.work->wait();
   NoGradGuard ng;
-  write_back_grads(globally_used());
+  const std::vector<bool> used = globally_used();
+  if (!hook_owns_grads_) write_back_grads(used);
   if (!buckets_rebuilt_) rebuild_buckets();
   reset_iteration();
   ++iteration_;

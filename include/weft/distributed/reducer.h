@@ -19,13 +19,17 @@
 namespace weft::dist {
 
 // One bucket as a communication hook sees it: `buffer` holds the (already divided by world
-// size) gradients of `params`, flattened; the hook must leave the reduced result in buffer.
+// size) gradients of `params`, flattened; the hook must leave the reduced result in buffer
+// (unless it owns the gradients: Reducer::set_comm_hook). `padded` is buffer followed by zeros
+// up to a multiple of the group's size, in the same storage (buffer is its start), as
+// reduce_scatter_tensor takes it.
 struct GradBucket {
   size_t index;
   Tensor buffer;
   std::vector<Tensor> params;
   bool is_last() const { return last; }
   bool last = false;
+  Tensor padded;
 };
 
 // Starts the reduction of a bucket; the returned Work completes when buffer holds the
@@ -53,7 +57,14 @@ class Reducer {
   // Called by DDP's forward: the outputs let find_unused_parameters see which parameters
   // the graph reaches. Also checks that the previous iteration's reduction finished.
   void prepare_for_backward(const std::vector<Tensor>& outputs);
-  void set_comm_hook(CommHook hook) { hook_ = std::move(hook); }
+  // hook_owns_grads (ZeRO-2's hook, Note [ZeRO-2 gradient partition]): the hook takes the
+  // reduced gradients where it wants them, so the buckets are not written back into .grad, and
+  // each parameter's .grad is released (undefined) as soon as it is copied into its bucket.
+  void set_comm_hook(CommHook hook, bool hook_owns_grads = false) {
+    hook_ = std::move(hook);
+    hook_owns_grads_ = hook_ && hook_owns_grads;
+  }
+  bool hook_owns_grads() const { return hook_owns_grads_; }
   // Where the parameters live; the Reducer's own collectives (flags, bucket orders) run there,
   // as NCCL moves device memory only.
   Device device() const { return params_.empty() ? Device::CPU() : params_[0].device(); }
@@ -67,12 +78,23 @@ class Reducer {
   void reduce_zeros_as_joined();
   // Bucket layout as parameter indices (for tests and logging).
   std::vector<std::vector<size_t>> bucket_indices() const;
+  // Bucket i's buffer padded to a multiple of the group's size (GradBucket::padded): the
+  // gradients of bucket_indices()[i], flattened in that order, then zeros.
+  Tensor padded_bucket(size_t i) const { return buckets_.at(i).padded; }
+  // True once the buckets have their final layout (rebuilt after the first synchronised
+  // backward, or after a join); before that the layout may still change.
+  bool buckets_rebuilt() const { return buckets_rebuilt_; }
+  const std::vector<Tensor>& parameters() const { return params_; }
+  const std::vector<std::string>& parameter_names() const { return names_; }
+  const ReducerOptions& options() const { return options_; }
+  const ProcessGroup& process_group() const { return *group_; }
 
  private:
   struct Bucket {
     std::vector<size_t> params;    // indices into params_
     std::vector<int64_t> offsets;  // element offset of each param in buffer
-    Tensor buffer;
+    Tensor buffer;                 // the first elements of padded
+    Tensor padded;
     size_t pending = 0;
     std::shared_ptr<Work> work;
   };
@@ -102,6 +124,7 @@ class Reducer {
   bool info_ = false;  // WEFT_DISTRIBUTED_DEBUG is INFO or DETAIL
   std::vector<size_t> logged_unused_;
   CommHook hook_;
+  bool hook_owns_grads_ = false;
   std::vector<Bucket> buckets_;
   std::vector<std::pair<size_t, size_t>> locator_;  // param -> (bucket, slot)
   std::vector<int> hook_ids_;

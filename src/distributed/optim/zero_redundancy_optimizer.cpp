@@ -3,11 +3,15 @@
 
 #include <algorithm>
 #include <numeric>
+#include <unordered_map>
 
+#include "distributed/optim/zero_grad_partition.h"
 #include "weft/autograd.h"
 #include "weft/distributed/coalesced.h"
 #include "weft/distributed/distributed.h"
 #include "weft/ops.h"
+#include "weft/optim/adam.h"
+#include "weft/optim/sgd.h"
 
 namespace weft::dist {
 
@@ -60,6 +64,17 @@ optim::OptimizerState parse_state_text(const std::string& text) {
   return st;
 }
 
+// reduce_scatter_grads steps pieces of parameters: only an optimizer whose update of each element
+// reads that element alone (of the parameter, its gradient and its state) gives the same result.
+void check_elementwise(const OptimizerFactory& make, const std::vector<optim::ParamGroup>& groups) {
+  std::unique_ptr<optim::Optimizer> probe = make(groups);
+  WEFT_CHECK(probe, "ZeroRedundancyOptimizer: the optimizer factory returned nothing");
+  WEFT_CHECK(dynamic_cast<optim::SGD*>(probe.get()) || dynamic_cast<optim::Adam*>(probe.get()),
+             "ZeroRedundancyOptimizer: reduce_scatter_grads steps slices of parameters, which only "
+             "elementwise optimizers allow (SGD, Adam, AdamW); the factory made another "
+             "optimizer");
+}
+
 }  // namespace
 
 ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> groups,
@@ -72,6 +87,11 @@ ZeroRedundancyOptimizer::ZeroRedundancyOptimizer(std::vector<optim::ParamGroup> 
   WEFT_CHECK(make, "ZeroRedundancyOptimizer: no optimizer factory given");
   WEFT_CHECK(zero.allgather_chunk > 0, "ZeroRedundancyOptimizer: allgather_chunk is ",
              zero.allgather_chunk, "; it must be positive");
+  if (zero_.reduce_scatter_grads) {  // partitioned at the first step, by DDP's buckets
+    check_elementwise(make, groups_);
+    make_ = std::move(make);
+    return;
+  }
   partition(make);
 }
 
@@ -115,14 +135,113 @@ void ZeroRedundancyOptimizer::partition(const OptimizerFactory& make) {
   WEFT_CHECK(local_, "ZeroRedundancyOptimizer: the optimizer factory returned nothing");
 }
 
-void ZeroRedundancyOptimizer::step() {
+void ZeroRedundancyOptimizer::copy_hyperparameters() {
   auto& local_groups = local_->param_groups();
   WEFT_CHECK(local_groups.size() == groups_.size(),
              "ZeroRedundancyOptimizer: param groups added after construction are not supported");
   for (size_t g = 0; g < groups_.size(); ++g) local_groups[g].options = groups_[g].options;
+}
+
+void ZeroRedundancyOptimizer::step() {
+  if (zero_.reduce_scatter_grads) return step_slices();
+  copy_hyperparameters();
   local_->step();
   whole_.reset();
   sync_parameters();
+}
+
+int ZeroRedundancyOptimizer::rank_of(size_t flat_index) const {
+  WEFT_CHECK(!zero_.reduce_scatter_grads,
+             "ZeroRedundancyOptimizer::rank_of: under reduce_scatter_grads ranks step slices of "
+             "parameters, not whole ones");
+  WEFT_CHECK(flat_index < owner_.size(), "ZeroRedundancyOptimizer::rank_of: parameter ", flat_index,
+             " of ", owner_.size());
+  return owner_[flat_index];
+}
+
+optim::Optimizer& ZeroRedundancyOptimizer::local_optimizer() {
+  WEFT_CHECK(local_,
+             "ZeroRedundancyOptimizer: under reduce_scatter_grads the local optimizer is "
+             "made at the first step");
+  return *local_;
+}
+
+const Tensor& ZeroRedundancyOptimizer::flat_param(size_t flat_index) const {
+  for (const auto& g : groups_) {
+    if (flat_index < g.params.size()) return g.params[flat_index];
+    flat_index -= g.params.size();
+  }
+  WEFT_ERROR("ZeroRedundancyOptimizer: no parameter ", flat_index);
+}
+
+// Note [ZeRO-2 gradient partition]: DDP's backward left this rank's reduced slices in the
+// partition; the pieces take them as .grad, step, and the updated slices are all-gathered.
+void ZeroRedundancyOptimizer::step_slices() {
+  WEFT_CHECK(grads_,
+             "ZeroRedundancyOptimizer: reduce_scatter_grads needs attach(ddp->reducer()) "
+             "on every rank before the first backward; step() was called unattached");
+  grads_->check_reduced();
+  ensure_local();
+  copy_hyperparameters();
+  grads_->take_grads();
+  local_->step();
+  grads_->release_grads();
+  whole_.reset();
+  grads_->sync_parameters(*group_);
+}
+
+void ZeroRedundancyOptimizer::ensure_local() {
+  if (local_) return;
+  if (!grads_->built()) grads_->build();
+  std::vector<size_t> group_of;
+  for (size_t g = 0; g < groups_.size(); ++g)
+    group_of.insert(group_of.end(), groups_[g].params.size(), g);
+  std::vector<optim::ParamGroup> mine;
+  for (const auto& g : groups_) mine.push_back(optim::ParamGroup{{}, g.options});
+  for (size_t k = 0; k < grads_->mine().size(); ++k)
+    mine[group_of[grads_->mine()[k].flat]].params.push_back(grads_->piece_tensors()[k]);
+  local_ = make_(std::move(mine));
+  WEFT_CHECK(local_, "ZeroRedundancyOptimizer: the optimizer factory returned nothing");
+  if (pending_) {
+    local_->load_state_dict(local_state_from(*pending_));
+    pending_.reset();
+  }
+}
+
+void ZeroRedundancyOptimizer::attach(Reducer& reducer) {
+  WEFT_CHECK(zero_.reduce_scatter_grads,
+             "ZeroRedundancyOptimizer::attach: only with ZeroOptions::reduce_scatter_grads "
+             "(ZeRO-2); without it the optimizer steps whole parameters after DDP's all-reduce "
+             "and needs no attach");
+  WEFT_CHECK(!grads_, "ZeroRedundancyOptimizer::attach: already attached to a DDP model");
+  const ProcessGroup& pg = reducer.process_group();
+  WEFT_CHECK(pg.size() == group_->size() && pg.rank() == group_->rank(),
+             "ZeroRedundancyOptimizer::attach: DDP's group is rank ", pg.rank(), " of ", pg.size(),
+             " but the optimizer's is rank ", group_->rank(), " of ", group_->size());
+  WEFT_CHECK(!reducer.options().find_unused_parameters && !reducer.options().static_graph,
+             "ZeroRedundancyOptimizer::attach: reduce_scatter_grads does not support DDP's "
+             "find_unused_parameters or static_graph (a parameter no rank used would be stepped "
+             "with a zero gradient)");
+  std::vector<Tensor> flat;
+  std::vector<size_t> group_of;
+  std::unordered_map<const TensorImpl*, size_t> where;
+  for (size_t g = 0; g < groups_.size(); ++g)
+    for (const auto& p : groups_[g].params) {
+      where[p.impl()] = flat.size();
+      flat.push_back(p);
+      group_of.push_back(g);
+    }
+  const auto& params = reducer.parameters();
+  for (size_t i = 0; i < params.size(); ++i)
+    WEFT_CHECK(where.count(params[i].impl()), "ZeroRedundancyOptimizer::attach: DDP's parameter '",
+               reducer.parameter_names()[i],
+               "' is not among the optimizer's; under reduce_scatter_grads it steps exactly "
+               "DDP's parameters");
+  WEFT_CHECK(params.size() == flat.size(), "ZeroRedundancyOptimizer::attach: the optimizer has ",
+             flat.size(), " parameters but DDP reduces ", params.size(),
+             "; under reduce_scatter_grads it steps exactly DDP's parameters");
+  grads_ = std::make_shared<detail::GradPartition>(reducer, std::move(flat), std::move(group_of));
+  reducer.set_comm_hook(detail::GradPartition::hook(grads_), /*hook_owns_grads=*/true);
 }
 
 void ZeroRedundancyOptimizer::sync_parameters() {
@@ -203,15 +322,38 @@ bool ZeroRedundancyOptimizer::allgather_parameters(const std::vector<const Tenso
   return true;
 }
 
+std::vector<detail::Piece> ZeroRedundancyOptimizer::local_pieces(int r) const {
+  if (zero_.reduce_scatter_grads)
+    return grads_ && grads_->built() ? grads_->pieces_of(r) : std::vector<detail::Piece>{};
+  std::vector<detail::Piece> out;
+  for (size_t i : by_rank_[r]) out.push_back(detail::Piece{i, 0, -1, 0, 0});
+  return out;
+}
+
+// A piece's state goes into its part of the parameter's state (made as zeros by its first
+// piece); a whole parameter's state is taken as it is.
 void ZeroRedundancyOptimizer::merge_local(optim::OptimizerState& whole,
                                           const optim::OptimizerState& local, int r) const {
+  const std::vector<detail::Piece> pieces = local_pieces(r);
   size_t i = 0;
   std::string rest;
   for (const auto& [key, value] : local.scalars)
-    if (split_state_key(key, &i, &rest)) whole.scalars[state_key(by_rank_[r].at(i), rest)] = value;
-  for (const auto& [key, t] : local.tensors)
-    if (split_state_key(key, &i, &rest))
-      whole.tensors.insert_or_assign(state_key(by_rank_[r].at(i), rest), t);
+    if (split_state_key(key, &i, &rest)) whole.scalars[state_key(pieces.at(i).flat, rest)] = value;
+  NoGradGuard ng;
+  for (const auto& [key, t] : local.tensors) {
+    if (!split_state_key(key, &i, &rest)) continue;
+    const detail::Piece& pc = pieces.at(i);
+    const std::string k = state_key(pc.flat, rest);
+    if (pc.numel < 0) {
+      whole.tensors.insert_or_assign(k, t);
+      continue;
+    }
+    Tensor* w = whole.tensors.find(k);
+    if (!w)
+      w = &whole.tensors.insert(
+          k, zeros(flat_param(pc.flat).sizes(), {.dtype = t.dtype(), .device = t.device()}));
+    w->view({w->numel()}).narrow(0, pc.offset, pc.numel).copy_(t.reshape({-1}));
+  }
 }
 
 // Each rank in turn sends its local state: the scalars and the tensors' names and shapes as
@@ -225,7 +367,7 @@ void ZeroRedundancyOptimizer::consolidate_state_dict(int to) {
     optim::OptimizerState local;
     std::string text;
     if (r == group_->rank()) {
-      local = local_->state_dict();
+      if (local_) local = local_->state_dict();  // ZeRO-2 before its first step: none yet
       for (const auto& [k, v] : local.scalars)
         text.append("S\t").append(k).append("\t").append(v).append("\n");
       for (const auto& [k, t] : local.tensors) {
@@ -251,6 +393,10 @@ void ZeroRedundancyOptimizer::consolidate_state_dict(int to) {
 }
 
 optim::OptimizerState ZeroRedundancyOptimizer::local_state_dict() const {
+  WEFT_CHECK(!zero_.reduce_scatter_grads,
+             "ZeroRedundancyOptimizer::local_state_dict: under reduce_scatter_grads a rank holds "
+             "the state of slices of parameters, which has no unsharded keys; use "
+             "consolidate_state_dict(to) and state_dict()");
   optim::OptimizerState st = Optimizer::state_dict();  // the groups' hyperparameters
   merge_local(st, local_->state_dict(), group_->rank());
   return st;
@@ -265,26 +411,41 @@ optim::OptimizerState ZeroRedundancyOptimizer::state_dict() const {
 
 void ZeroRedundancyOptimizer::load_state_dict(const optim::OptimizerState& state) {
   Optimizer::load_state_dict(state);  // validates the whole state, takes the hyperparameters
+  state_.assign(state_.size(), {});   // the base keeps no state of its own
+  whole_.reset();
+  if (!local_) {  // ZeRO-2 before its first step: its pieces are not known yet
+    pending_ = state;
+    return;
+  }
+  local_->load_state_dict(local_state_from(state));
+}
+
+// The local optimizer's hyperparameters and the state of its parameters (whole) or pieces (the
+// piece's elements of the parameter's state, flattened), renumbered in local order.
+optim::OptimizerState ZeroRedundancyOptimizer::local_state_from(
+    const optim::OptimizerState& state) const {
   optim::OptimizerState local = local_->state_dict();
   local.tensors = OrderedDict<Tensor>();
   for (auto it = local.scalars.begin(); it != local.scalars.end();)
     it = it->first.rfind("state.", 0) == 0 ? local.scalars.erase(it) : std::next(it);
-  const auto& mine = by_rank_[group_->rank()];
+  const std::vector<detail::Piece> mine = local_pieces(group_->rank());
+  NoGradGuard ng;
   for (size_t li = 0; li < mine.size(); ++li) {
-    const std::string from = state_key(mine[li]), to = state_key(li);
+    const std::string from = state_key(mine[li].flat), to = state_key(li);
     for (const auto& [k, v] : state.scalars)
       if (k.rfind(from, 0) == 0) local.scalars[to + k.substr(from.size())] = v;
     for (const auto& [k, t] : state.tensors)
-      if (k.rfind(from, 0) == 0) local.tensors.insert(to + k.substr(from.size()), t);
+      if (k.rfind(from, 0) == 0)
+        local.tensors.insert(
+            to + k.substr(from.size()),
+            mine[li].numel < 0 ? t : t.reshape({-1}).narrow(0, mine[li].offset, mine[li].numel));
   }
   for (size_t g = 0; g < groups_.size(); ++g) {
     const std::string pre = "param_groups." + std::to_string(g) + ".";
     for (const auto& [k, v] : state.scalars)
       if (k.rfind(pre, 0) == 0 && k != pre + "num_params") local.scalars[k] = v;
   }
-  local_->load_state_dict(local);
-  state_.assign(state_.size(), {});  // the base keeps no state of its own
-  whole_.reset();
+  return local;
 }
 
 }  // namespace weft::dist

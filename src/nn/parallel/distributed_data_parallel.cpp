@@ -137,6 +137,11 @@ std::vector<Tensor> DistributedDataParallelImpl::forward_multi(const std::vector
 
 void DistributedDataParallelImpl::join(const std::function<void()>& loop) {
   WEFT_CHECK(!join_mode_, "DistributedDataParallel::join is not reentrant");
+  // A rank out of data all-reduces zeros; a hook that owns the gradients (ZeRO-2) expects its
+  // own collective from every rank.
+  WEFT_CHECK(!reducer_->hook_owns_grads(),
+             "DistributedDataParallel::join is not supported with a communication hook that owns "
+             "the gradients (ZeroRedundancyOptimizer with reduce_scatter_grads)");
   join_mode_ = true;
   struct Reset {
     bool& flag;

@@ -87,6 +87,8 @@ class DistributedDataParallelImpl : public Module {
   // Replaces the default all-reduce of each bucket (see dist::CommHook).
   void register_comm_hook(dist::CommHook hook);
   const dist::Reducer& reducer() const { return *reducer_; }
+  // For a ZeroRedundancyOptimizer with reduce_scatter_grads: zero.attach(ddp->reducer()).
+  dist::Reducer& reducer() { return *reducer_; }
 
  private:
   void sync_buffers();
