@@ -153,8 +153,23 @@ TEST(WeftTrain, MixedPrecisionLearnsAndResumes) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_EQ(metrics_only(a[i]), metrics_only(b[i]));
   r = run_command(build_dir() + "/tools/weft-train --amp fp8", 30);
   EXPECT_EQ(r.code, 2);
-  EXPECT_NE(r.output.find("--amp fp8: must be none, bf16 or fp16"), std::string::npos) << r.output;
-  for (const auto& d : {bf16, ref, split}) fs::remove_all(d);
+  EXPECT_NE(r.output.find("--amp fp8: must be auto, none, bf16 or fp16"), std::string::npos)
+      << r.output;
+  // The default, auto: bf16 exactly where the CPU lists bf16 arithmetic among its flags.
+  std::ifstream cpuinfo("/proc/cpuinfo");
+  bool has_bf16 = false;
+  for (std::string line; std::getline(cpuinfo, line);)
+    if (line.rfind("flags", 0) == 0)
+      has_bf16 = has_bf16 || line.find(" avx512_bf16") != std::string::npos ||
+                 line.find(" amx_bf16") != std::string::npos;
+  auto dflt = fresh_dir("amp_auto");
+  r = run_command(build_dir() + "/tools/weft-train --limit-train 64 --limit-test 64 --epochs 1 " +
+                      "--no-progress --checkpoint-dir " + dflt.string(),
+                  120);
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(r.output.find("forward under bf16 autocast") != std::string::npos, has_bf16)
+      << r.output;
+  for (const auto& d : {bf16, ref, split, dflt}) fs::remove_all(d);
 }
 
 TEST(WeftTrain, BadOptionsAndData) {

@@ -48,6 +48,7 @@ void print_banner(const Config& c, nn::Module& model, int world, const TrainingS
       "test images\n",
       c.model.c_str(), (long long)params, world, world > 1 ? "es" : "", (long long)c.batch_size,
       sets.train->size(), test_size);
+  if (c.amp != "none") std::printf("weft-train: forward under %s autocast\n", c.amp.c_str());
   if (sets.val)
     std::printf("weft-train: %zu training images held out for validation (seed %llu)\n",
                 sets.val->size(), (unsigned long long)c.seed);

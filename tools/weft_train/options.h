@@ -21,12 +21,12 @@ namespace weft_train {
 struct Config {
   std::string model = "cnn", data = "/usr/share/datasets/fashion-mnist", optimizer = "sgd";
   std::string scheduler = "cosine", device = "cpu", checkpoint_dir = "checkpoints", metrics;
-  std::string amp = "none", init_method = "env://";
+  std::string amp = "auto", init_method = "env://";  // parse() resolves "auto"
   std::string lr_interval = "step";  // the scheduler steps after every optimizer step, or epoch
   std::string batchnorm = "local";   // local: per-rank statistics; sync: SyncBatchNorm
   std::string strategy = "ddp";      // ddp, zero or fsdp (strategy.h)
   int epochs = 3, threads = 1, workers = 1;
-  int64_t batch_size = 64, limit_train = 0, limit_test = 0;
+  int64_t batch_size = 32, limit_train = 0, limit_test = 0;
   double lr = 0.05, weight_decay = 5e-4;
   double dropout = 0.0;           // before the CNN's last Linear; 0: no Dropout module
   double val_split = 0.0;         // held-out training samples: a count (>= 1) or a fraction (< 1)
