@@ -14,7 +14,6 @@
 
 using weft::test::csv_cells;
 using weft::test::csv_rows;
-using weft::test::fashion_subset;
 using weft::test::fresh_dir;
 using weft::test::metrics_only;
 using weft::test::run_command;
@@ -24,20 +23,11 @@ namespace {
 
 bool have_data() { return fs::exists(weft::test::kFashionMnist); }
 
-std::string args(const fs::path& dir, const std::string& extra) {
-  return " --data " + fashion_subset() +
-         " --limit-train 512 --limit-test 200 --batch-size 32 --epochs 2 --optimizer adam "
-         "--checkpoint-dir " +
-         dir.string() + " --no-progress " + extra;
-}
-
 std::string ranks(int n, const fs::path& dir, const std::string& extra) {
-  return weft::test::build_dir() + "/tools/weft-run --standalone --nproc-per-node " +
-         std::to_string(n) + " " + weft::test::weft_train() + args(dir, extra);
+  return weft::test::adam_subset_ranks(n, dir, extra);
 }
-
 std::string one(const fs::path& dir, const std::string& extra) {
-  return weft::test::weft_train() + args(dir, extra);
+  return weft::test::adam_subset_one(dir, extra);
 }
 
 std::vector<std::string> rows(const fs::path& dir) {

@@ -63,6 +63,23 @@ inline std::string one_process_cmd(const std::string& dir, int epochs,
          " --checkpoint-dir " + dir + " --no-progress " + extra;
 }
 
+// The sharded-checkpoint tests' run (--strategy zero and fsdp): 2 epochs of Adam on the
+// subset's first 512 images, as n ranks under weft-run or as one process.
+inline std::string adam_subset_args(const std::filesystem::path& dir, const std::string& extra) {
+  return " --data " + fashion_subset() +
+         " --limit-train 512 --limit-test 200 --batch-size 32 --epochs 2 --optimizer adam "
+         "--checkpoint-dir " +
+         dir.string() + " --no-progress " + extra;
+}
+inline std::string adam_subset_ranks(int n, const std::filesystem::path& dir,
+                                     const std::string& extra) {
+  return build_dir() + "/tools/weft-run --standalone --nproc-per-node " + std::to_string(n) + " " +
+         weft_train() + adam_subset_args(dir, extra);
+}
+inline std::string adam_subset_one(const std::filesystem::path& dir, const std::string& extra) {
+  return weft_train() + adam_subset_args(dir, extra);
+}
+
 // Two ranks under weft-run on this node (it picks and holds the port).
 inline std::string two_rank_cmd(const std::string& dir, int epochs, const std::string& extra = "") {
   return build_dir() + "/tools/weft-run --standalone --nproc-per-node 2 " + weft_train() +
