@@ -41,13 +41,13 @@ cmake --build build-asan -j"$JOBS"
 echo "== thread sanitizer build of the threaded parts"
 # OpenMP's runtime is not instrumented, so kernels run single-threaded here; the threads
 # under test are weft's own (data loader workers, DataParallel replicas, the multi-device
-# backward engine, the store server).
+# backward engine, the store server, the shared-memory collectives with ranks as threads).
 cmake -S . -B build-tsan -DCMAKE_BUILD_TYPE=Debug -DWEFT_WERROR=ON -DWEFT_BUILD_BENCH=OFF -DWEFT_CUDA=OFF \
   -DCMAKE_CXX_FLAGS="-fsanitize=thread -O1" -DCMAKE_EXE_LINKER_FLAGS=-fsanitize=thread \
   -DCMAKE_SHARED_LINKER_FLAGS=-fsanitize=thread >/dev/null
 cmake --build build-tsan -j"$JOBS" --target weft_tests
 OMP_NUM_THREADS=1 TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1" build-tsan/tests/weft_tests \
-  --gtest_filter='Store*:TCPStore*:FileStore*:DataLoader*:DataParallel*:Autograd*:Threads*:Autocast*' --gtest_brief=1
+  --gtest_filter='Store*:TCPStore*:FileStore*:DataLoader*:DataParallel*:Autograd*:Threads*:Autocast*:ShmGroup*' --gtest_brief=1
 
 echo "== bounded fuzz run of the file parsers"
 bash fuzz/run_fuzz.sh build-fuzz "${FUZZ_SECONDS:-30}"
