@@ -94,7 +94,7 @@ TEST(FSDP, ShardedCheckpointSavedAtFourLoadsAtTwo) {
 }
 
 TEST(FSDP, StalledRankIsNamedByTheAllGatherTimeout) {
-  auto r = launch(2, "stall 1", "--collective-timeout 5");
+  auto r = launch(2, "stall 1", "--collective-timeout 20");
   EXPECT_NE(r.code, 0) << r.output;
   EXPECT_TRUE(has(r.output, "rank 0: DISTERROR:")) << r.output;
   EXPECT_TRUE(has(r.output, "rank 1 did not reach collective")) << r.output;

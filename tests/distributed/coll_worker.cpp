@@ -429,7 +429,7 @@ void monitored(bool wait_all) {
     dist_error_of([&] { recv(never, 0, {}, 99); }, "rank 0 leaving");
     std::printf("OK rank=%d (missing)\n", r);
   } else {
-    std::string m = dist_error_of([&] { monitored_barrier({}, Duration(3000), wait_all); },
+    std::string m = dist_error_of([&] { monitored_barrier({}, Duration(15000), wait_all); },
                                   "monitored_barrier");
     std::printf("DISTERROR: %s\nOK rank=%d\n", m.c_str(), r);
   }
