@@ -19,44 +19,42 @@ Device current_device() { return t_current_device; }
 DeviceGuard::DeviceGuard(Device d) : prev_(t_current_device) { t_current_device = d; }
 DeviceGuard::~DeviceGuard() { t_current_device = prev_; }
 
-// Without the CUDA backend the CUDA allocators throw, saying so (src/cuda/no_cuda.cpp).
-Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pin) {
-  if (pin) {
-    WEFT_CHECK(d.is_cpu(), "pinned memory is host memory, not ", d);
-    data = cuda::detail::pinned_alloc(n);
-  } else if (d.is_cuda()) {
-    data = cuda::detail::device_alloc(n, d.index);
-  } else {
-    data = cpu_alloc(n);
-  }
+namespace {
+// Where a storage's bytes come from and go back to: pinned host memory, a CUDA device, or the
+// CPU caching allocator. Without the CUDA backend the CUDA allocators throw, saying so
+// (src/cuda/no_cuda.cpp).
+void* storage_alloc(size_t n, Device d, bool pinned) {
+  if (pinned) return cuda::detail::pinned_alloc(n);
+  if (d.is_cuda()) return cuda::detail::device_alloc(n, d.index);
+  return cpu_alloc(n);
 }
+void storage_free(void* p, size_t n, Device d, bool pinned) {
+  if (pinned)
+    cuda::detail::pinned_free(p);
+  else if (d.is_cuda())
+    cuda::detail::device_free(p, d.index);
+  else
+    cpu_free(p, n);
+}
+}  // namespace
+
+Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pin) {
+  WEFT_CHECK(!pin || d.is_cpu(), "pinned memory is host memory, not ", d);
+  data = storage_alloc(n, d, pin);
+}
+
 void Storage::resize_(size_t n) {
   if (n == nbytes && (data || n == 0)) return;
-  if (data) {  // free first, so that the old and new memory are never held together
-    if (pinned)
-      cuda::detail::pinned_free(data);
-    else if (device.is_cuda())
-      cuda::detail::device_free(data, device.index);
-    else
-      cpu_free(data, nbytes);
-    data = nullptr;
-  }
+  if (data) storage_free(data, nbytes, device, pinned);  // first: old and new never held together
+  data = nullptr;
   nbytes = 0;
   if (n == 0) return;
-  data = pinned             ? cuda::detail::pinned_alloc(n)
-         : device.is_cuda() ? cuda::detail::device_alloc(n, device.index)
-                            : cpu_alloc(n);
+  data = storage_alloc(n, device, pinned);
   nbytes = n;
 }
 
 Storage::~Storage() {
-  if (!data) return;  // freed by resize_(0)
-  if (pinned)
-    cuda::detail::pinned_free(data);
-  else if (device.is_cuda())
-    cuda::detail::device_free(data, device.index);
-  else
-    cpu_free(data, nbytes);
+  if (data) storage_free(data, nbytes, device, pinned);  // null: freed by resize_(0)
 }
 
 std::string shape_str(const Shape& s) {
