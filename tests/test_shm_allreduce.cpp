@@ -21,6 +21,7 @@
 
 #include "distributed/shm/fold.h"
 #include "distributed/shm/shm_group.h"
+#include "shm_host.h"
 #include "subprocess.h"
 #include "weft/half.h"
 
@@ -29,8 +30,10 @@ namespace {
 using namespace weft;
 using namespace weft::dist;
 using weft::test::build_dir;
+using weft::test::long_deadline;
 using weft::test::run_command;
 using weft::test::RunResult;
+using weft::test::ShmHost;
 
 // --- the fold, against a left fold written out here ---------------------------------------
 
@@ -148,45 +151,10 @@ TEST(ShmSegment, CreatingOneRemovesStaleOnes) {
 
 // --- one host's group, ranks as threads (each maps the segment itself) ---------------------
 
-struct Host {
-  std::vector<std::unique_ptr<shm::ShmGroup>> ranks;
-  std::string name;
-  Host(int n, size_t chunk) {
-    std::vector<int> group_ranks;
-    for (int r = 0; r < n; ++r) group_ranks.push_back(10 + r);  // group ranks 10, 11, ...
-    shm::Segment seg = shm::ShmGroup::create_segment(n, chunk);
-    name = seg.name();
-    ranks.push_back(std::make_unique<shm::ShmGroup>(std::move(seg), 0, group_ranks, chunk));
-    for (int r = 1; r < n; ++r)
-      ranks.push_back(std::make_unique<shm::ShmGroup>(
-          shm::Segment::open(name, shm::ShmGroup::segment_bytes(n, chunk)), r, group_ranks, chunk));
-    ranks[0]->segment().unlink();
-  }
-  // Runs fn(local rank) on one thread per rank; returns each thread's DistError message.
-  std::vector<std::string> run(const std::function<void(int)>& fn, int skip = -1) {
-    std::vector<std::string> errors(ranks.size());
-    std::vector<std::thread> threads;
-    for (int r = 0; r < static_cast<int>(ranks.size()); ++r) {
-      if (r == skip) continue;
-      threads.emplace_back([&, r] {
-        try {
-          fn(r);
-        } catch (const DistError& e) {
-          errors[r] = e.what();
-        }
-      });
-    }
-    for (auto& t : threads) t.join();
-    return errors;
-  }
-};
-
-shm::Deadline long_deadline() { return shm::Deadline::after(std::chrono::seconds(120)); }
-
 TEST(ShmGroup, AllreduceAndBroadcastOverManyChunks) {
   for (int n : {2, 3, 4})
     for (size_t chunk : {size_t{256}, size_t{128 * 1024}}) {  // direct; reduce-scatter parts
-      Host host(n, chunk);
+      ShmHost host(n, chunk);
       EXPECT_FALSE(std::filesystem::exists("/dev/shm" + host.name));  // unlinked, still mapped
       const size_t count = 3 * 32768 + 20001;  // many steps; a last chunk of odd parts
       std::vector<std::vector<float>> data(n, std::vector<float>(count));
@@ -224,7 +192,7 @@ TEST(ShmGroup, AllreduceAndBroadcastOverManyChunks) {
 TEST(ShmGroup, ReduceScatterAllgatherAndBroadcastFromAnyRoot) {
   for (int n : {2, 3, 4})
     for (size_t chunk : {size_t{256}, size_t{128 * 1024}}) {
-      Host host(n, chunk);
+      ShmHost host(n, chunk);
       const size_t count = 32768 + 4001;  // per rank; parts span several steps at both chunks
       auto input = [&](int r, size_t i) { return 0.25f * r + 1e-4f * (i % 977) - 0.3f; };
       std::vector<std::vector<float>> in(n, std::vector<float>(n * count)), out(n),
@@ -266,7 +234,7 @@ TEST(ShmGroup, ReduceScatterAllgatherAndBroadcastFromAnyRoot) {
 }
 
 TEST(ShmGroup, DifferentOpsNameThePeer) {
-  Host host(2, 4096);
+  ShmHost host(2, 4096);
   std::vector<std::vector<float>> in(2, std::vector<float>(200, 1.0f)), out(in);
   auto errors = host.run([&](int r) {
     if (r == 0)
@@ -284,7 +252,7 @@ TEST(ShmGroup, DifferentOpsNameThePeer) {
 }
 
 TEST(ShmGroup, MismatchedSizesNameThePeer) {
-  Host host(2, 4096);
+  ShmHost host(2, 4096);
   std::vector<std::vector<float>> data(2, std::vector<float>(200, 1.0f));
   auto errors = host.run([&](int r) {
     host.ranks[r]->allreduce(data[r].data(), 100 + r, kFloat32, ReduceOp::SUM, long_deadline());
@@ -298,7 +266,7 @@ TEST(ShmGroup, MismatchedSizesNameThePeer) {
 }
 
 TEST(ShmGroup, PeerThatIsGoneIsNamed) {
-  Host host(3, 4096);
+  ShmHost host(3, 4096);
   host.ranks[2].reset();  // its mapping and lock go, as with a process that died
   std::vector<std::vector<float>> data(3, std::vector<float>(10000, 1.0f));
   auto errors = host.run(
@@ -314,7 +282,7 @@ TEST(ShmGroup, PeerThatIsGoneIsNamed) {
 }
 
 TEST(ShmGroup, LatePeerTimesOutNamed) {
-  Host host(3, 4096);
+  ShmHost host(3, 4096);
   std::vector<std::vector<float>> data(3, std::vector<float>(10, 1.0f));
   auto errors = host.run(
       [&](int r) {

@@ -41,7 +41,11 @@ struct Storage {
   bool pinned = false;
   // Bumped by every in-place write to any view of this memory (autograd's saved-tensor check).
   std::atomic<uint32_t> version{0};
+  // Set for memory this storage does not own (a shared-memory mapping): `owner` keeps it alive
+  // and releases it with the last storage that holds it; it is never freed or resized here.
+  std::shared_ptr<void> owner;
   Storage(size_t nbytes, Device device, bool pinned = false);
+  Storage(void* data, size_t nbytes, std::shared_ptr<void> owner);  // CPU memory, not copied
   ~Storage();
   // Replaces this storage's memory by `nbytes` fresh, uninitialized bytes on the same device (0
   // frees it), in place: every tensor viewing this storage sees the new memory, and one whose
@@ -241,6 +245,8 @@ bool is_channels_last(const Tensor& t);
 // Internal: a tensor over fresh storage, and a view sharing another tensor's storage.
 Tensor make_empty(const Shape& shape, DType dtype = kFloat32, Device device = current_device());
 Tensor make_empty_pinned(const Shape& shape, DType dtype);
+// A contiguous CPU tensor over `data` (not copied), which `owner` keeps alive (see Storage).
+Tensor make_over(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> owner);
 Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset);
 Shape contiguous_strides(const Shape& sizes);
 int64_t shape_numel(const Shape& s);

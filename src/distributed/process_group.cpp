@@ -4,6 +4,8 @@
 
 #include <algorithm>
 
+#include "weft/ops.h"
+
 namespace weft::dist {
 
 std::string to_string(ReduceOp op) {
@@ -51,6 +53,10 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 }  // namespace
+
+Tensor ProcessGroup::empty_symmetric(const Shape& shape, DType dtype) {
+  return zeros(shape, {.dtype = dtype, .device = Device::CPU()});
+}
 
 std::shared_ptr<Work> ProcessGroup::reduce(std::vector<Tensor>, int, ReduceOp) {
   unsupported(*this, "reduce");

@@ -113,7 +113,10 @@ void Reducer::build_buckets(const std::vector<size_t>& order) {
   for (Bucket& b : buckets_) {
     int64_t total = b.offsets.empty() ? 0 : b.offsets.back() + params_[b.params.back()].numel();
     const int64_t world = group_->size(), padded = (total + world - 1) / world * world;
-    b.padded = zeros({padded}, {.device = params_[b.params[0]].device()});
+    // Note [Symmetric buffers]: on CPU the group may map every rank's bucket, so that its
+    // all-reduce reads and writes the buckets where they lie.
+    const Device dev = params_[b.params[0]].device();
+    b.padded = dev.is_cpu() ? group_->empty_symmetric({padded}) : zeros({padded}, {.device = dev});
     b.buffer = b.padded.narrow(0, 0, total);
     b.pending = b.params.size();
   }

@@ -54,6 +54,9 @@ class TrackedGroup : public ProcessGroup {
     log_->set_timeout(t);
   }
 
+  Tensor empty_symmetric(const Shape& shape, DType dtype) override {
+    return inner_->empty_symmetric(shape, dtype);
+  }
   std::shared_ptr<Work> allreduce(std::vector<Tensor> tensors, ReduceOp op) override {
     return run(OpRecord::of(OpKind::ALLREDUCE, tensors, static_cast<int>(op)),
                [&] { return inner_->allreduce(std::move(tensors), op); });

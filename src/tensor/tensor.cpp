@@ -43,8 +43,14 @@ Storage::Storage(size_t n, Device d, bool pin) : nbytes(n), device(d), pinned(pi
   data = storage_alloc(n, d, pin);
 }
 
+Storage::Storage(void* d, size_t n, std::shared_ptr<void> o)
+    : data(d), nbytes(n), device(Device::CPU()), owner(std::move(o)) {
+  WEFT_CHECK(owner, "Storage over external memory needs an owner");
+}
+
 void Storage::resize_(size_t n) {
   if (n == nbytes && (data || n == 0)) return;
+  WEFT_CHECK(!owner, "cannot resize a storage over memory it does not own (", nbytes, " bytes)");
   if (data) storage_free(data, nbytes, device, pinned);  // first: old and new never held together
   data = nullptr;
   nbytes = 0;
@@ -54,7 +60,7 @@ void Storage::resize_(size_t n) {
 }
 
 Storage::~Storage() {
-  if (data) storage_free(data, nbytes, device, pinned);  // null: freed by resize_(0)
+  if (data && !owner) storage_free(data, nbytes, device, pinned);  // null: freed by resize_(0)
 }
 
 std::string shape_str(const Shape& s) {
@@ -101,6 +107,16 @@ Tensor make_empty_pinned(const Shape& shape, DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
   impl->storage =
       std::make_shared<Storage>((size_t)shape_numel(shape) * itemsize(dtype), Device::CPU(), true);
+  impl->sizes = shape;
+  impl->strides = contiguous_strides(shape);
+  impl->dtype = dtype;
+  return Tensor(std::move(impl));
+}
+
+Tensor make_over(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> owner) {
+  auto impl = std::make_shared<TensorImpl>();
+  impl->storage = std::make_shared<Storage>(data, (size_t)shape_numel(shape) * itemsize(dtype),
+                                            std::move(owner));
   impl->sizes = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;

@@ -171,6 +171,60 @@ int tensor_collectives(ProcessGroup& pg, ProcessGroup& ref) {
   return checked;
 }
 
+// Where the mapping that holds `p` comes from, as /proc/self/maps names it ("" if anonymous).
+std::string mapping_of(const void* p) {
+  std::FILE* f = std::fopen("/proc/self/maps", "r");
+  EXPECT(f, "cannot read /proc/self/maps");
+  const auto at = reinterpret_cast<uintptr_t>(p);
+  std::string found;
+  char line[4096];
+  while (std::fgets(line, sizeof line, f)) {
+    uintptr_t lo = 0, hi = 0;
+    int path = 0;
+    if (std::sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &path) < 2) continue;
+    if (at >= lo && at < hi) {
+      found = std::string(line + path);
+      while (!found.empty() && found.back() == '\n') found.pop_back();
+    }
+  }
+  std::fclose(f);
+  return found;
+}
+
+// Symmetric tensors (Note [Symmetric buffers]): on one host mapped from /dev/shm with the name
+// already gone, zero-filled, and all-reduced in place, whole or through a view, as Gloo reduces
+// copies of the same data. Across hosts (WEFT_SHM_HOST_ID set) ordinary tensors.
+int symmetric(ProcessGroup& pg, ProcessGroup& ref) {
+  const bool one_host = std::getenv("WEFT_SHM_HOST_ID") == nullptr;
+  const int64_t n = 65536 + 20001;
+  int checked = 0;
+  for (DType dt : {kFloat32, DType::BFloat16, kInt64})
+    for (ReduceOp op : {ReduceOp::SUM, ReduceOp::AVG, ReduceOp::MAX}) {
+      if (dt == kInt64 && op == ReduceOp::AVG) continue;
+      Tensor s = pg.empty_symmetric({n}, dt);
+      const std::string where = mapping_of(s.raw_data());
+      if (one_host)
+        EXPECT(where.starts_with("/dev/shm/weft-") && where.ends_with(" (deleted)"),
+               "a symmetric tensor lies in '", where, "', not an unlinked weft segment");
+      else
+        EXPECT(where.find("/dev/shm") == std::string::npos,
+               "a symmetric tensor of a group across hosts lies in ", where);
+      for (int64_t i = 0; i < n; ++i) EXPECT(element(s, i) == 0, "not zero-filled at ", i);
+      const Tensor in = make_input(g_rank, n, op, dt);
+      for (auto [first, count] : {std::pair<int64_t, int64_t>{0, n}, {37, 4099}}) {
+        s.copy_(in);
+        Tensor b = in.clone();
+        pg.allreduce({s.narrow(0, first, count)}, op)->wait();
+        ref.allreduce({b.narrow(0, first, count)}, op)->wait();
+        compare(s, b, pg.size(), op,
+                std::string("symmetric ") + dtype_name(dt) + " " + to_string(op) + " of " +
+                    std::to_string(count) + " at " + std::to_string(first));
+        ++checked;
+      }
+    }
+  return checked;
+}
+
 // Every dtype and op at sizes around the pipeline's edges; then large float32/bf16 tensors.
 void equivalence() {
   auto pg = init();
@@ -219,6 +273,7 @@ void equivalence() {
     compare(out, ref_out, world, ReduceOp::MAX, "reduce_scatter");
   }
   checked += tensor_collectives(*pg, *ref);
+  checked += symmetric(*pg, *ref);
   pg->barrier()->wait();
   std::printf("OK rank=%d checked=%d\n", g_rank, checked);
   ref.reset();
@@ -272,9 +327,13 @@ void peer_killed() {
   const int last = pg->size() - 1;
   Tensor t = make_input(g_rank, 100000, ReduceOp::SUM, kFloat32);
   pg->allreduce({t})->wait();
+  // The next all-reduce is of a symmetric tensor, which peers write into
+  // (Note [Symmetric buffers]): it fails the same way.
+  Tensor s = pg->empty_symmetric({100000});
+  s.copy_(t);
   if (g_rank == last) kill(getpid(), SIGKILL);
   try {
-    pg->allreduce({t})->wait();
+    pg->allreduce({s})->wait();
     fail("the all-reduce with a dead peer did not fail");
   } catch (const DistError& e) {
     report_and_exit(e);

@@ -87,6 +87,13 @@ class ProcessGroup {
   // first one missing, or all of them when wait_all_ranks.
   virtual void monitored_barrier(std::optional<Duration> timeout = std::nullopt,
                                  bool wait_all_ranks = false);
+  // A zero-filled tensor for collectives, allocated collectively: every rank of the group calls
+  // it in the same order with the same shape and dtype. Where the backend can, the ranks on one
+  // host map each other's such tensors, and collectives on them (or on contiguous views into
+  // them at the same place on every rank) move the data without staging copies (PyTorch's
+  // symmetric memory; Note [Symmetric buffers]). Elsewhere, or if the host cannot map it, an
+  // ordinary tensor, on every rank alike. Collectives on it are the same ops with the same results.
+  virtual Tensor empty_symmetric(const Shape& shape, DType dtype = kFloat32);
   Duration timeout() const { return timeout_; }
   // Virtual so that a wrapping group (init_process_group's) passes it on to its backend.
   virtual void set_timeout(Duration t) { timeout_ = t; }

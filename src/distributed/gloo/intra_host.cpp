@@ -35,7 +35,11 @@ void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout) {
   const shm::Deadline dl = shm::Deadline::after(timeout);
   void* data = t.raw_data();
   if (plan_.leaders.size() == 1) {  // one host: the segment is the whole group
-    plan_.shm->allreduce(data, n, t.dtype(), op, dl);
+    size_t offset = 0;
+    if (auto buf = symmetric_of(t, offset))
+      plan_.shm->allreduce_symmetric(*buf, offset, n, t.dtype(), op, dl);
+    else
+      plan_.shm->allreduce(data, n, t.dtype(), op, dl);
     return;
   }
   // Several hosts: AVG sums everywhere and divides once, by the world size, on each leader.
@@ -47,6 +51,29 @@ void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout) {
     if (op == ReduceOp::AVG) shm::average(data, n, t.dtype(), world_);
   }
   if (plan_.shm) plan_.shm->broadcast(data, n, t.dtype(), dl);
+}
+
+Tensor IntraHost::empty_symmetric(const Shape& shape, DType dtype, Duration timeout) {
+  WEFT_CHECK_DIST(one_host(), "shm empty_symmetric: the group spans several hosts");
+  const size_t bytes = static_cast<size_t>(shape_numel(shape)) * itemsize(dtype);
+  auto buf = shm::SymmetricBuffer::make(*plan_.shm, next_symmetric_id_++,
+                                        std::max<size_t>(bytes, 1), shm::Deadline::after(timeout));
+  if (!buf) return Tensor();
+  {
+    std::lock_guard<std::mutex> lock(symmetric_mu_);
+    std::erase_if(symmetric_, [](const auto& w) { return w.expired(); });
+    symmetric_.push_back(buf);
+  }
+  // The segment is fresh, so zero-filled; the tensor keeps the mapping alive.
+  return make_over(buf->mine(), shape, dtype, buf);
+}
+
+std::shared_ptr<shm::SymmetricBuffer> IntraHost::symmetric_of(const Tensor& t, size_t& offset) {
+  if (!t.is_contiguous()) return nullptr;
+  std::lock_guard<std::mutex> lock(symmetric_mu_);
+  for (const auto& w : symmetric_)
+    if (auto buf = w.lock(); buf && buf->holds(t.raw_data(), t.nbytes(), offset)) return buf;
+  return nullptr;
 }
 
 void IntraHost::reduce_scatter(const Tensor& out, const Tensor& in, ReduceOp op, Duration timeout) {

@@ -9,9 +9,12 @@
 #include <gloo/transport/device.h>
 
 #include <memory>
+#include <mutex>
 #include <string>
+#include <vector>
 
 #include "distributed/shm/rendezvous.h"
+#include "distributed/shm/symmetric.h"
 #include "weft/distributed/process_group.h"
 #include "weft/distributed/store.h"
 
@@ -26,8 +29,14 @@ class IntraHost {
                                             std::shared_ptr<gloo::transport::Device> device,
                                             Duration timeout);
 
-  // In place over the whole group: float32, int64, fp16 or bf16, any ReduceOp.
+  // In place over the whole group: float32, int64, fp16 or bf16, any ReduceOp. A contiguous
+  // view into a symmetric tensor of a one-host group is reduced where it lies
+  // (Note [Symmetric buffers]).
   void allreduce(const Tensor& t, ReduceOp op, Duration timeout);
+  // One host only: a zero-filled tensor over this rank's buffer of a new SymmetricBuffer, made
+  // collectively (run it where the group's ops run); undefined, on every rank alike, when the
+  // host could not map one.
+  Tensor empty_symmetric(const Shape& shape, DType dtype, Duration timeout);
   // Whether the whole group is on this host: then the segment serves reduce_scatter and
   // allgather too (between hosts those stay on Gloo: they have no hierarchical form here).
   bool one_host() const { return plan_.leaders.size() == 1; }
@@ -42,11 +51,16 @@ class IntraHost {
 
  private:
   explicit IntraHost(shm::HostPlan plan, int world) : plan_(std::move(plan)), world_(world) {}
+  // The live symmetric buffer that holds all of `t`, and where; null when none does.
+  std::shared_ptr<shm::SymmetricBuffer> symmetric_of(const Tensor& t, size_t& offset);
 
   shm::HostPlan plan_;
   int world_;
   std::shared_ptr<gloo::Context> leaders_;  // leaders only, with several hosts
   uint32_t next_tag_ = 0;
+  std::mutex symmetric_mu_;  // symmetric_: tensors looked up on the op's thread, freed anywhere
+  std::vector<std::weak_ptr<shm::SymmetricBuffer>> symmetric_;
+  uint64_t next_symmetric_id_ = 0;
 };
 
 }  // namespace weft::dist::detail

@@ -274,6 +274,24 @@ std::string ProcessGroupGloo::shm_segment_name() const {
   return impl_->intra ? impl_->intra->segment_name() : "";
 }
 
+// On the op thread, in issue order: the segment's set-up is a step of the host's ShmGroup.
+Tensor ProcessGroupGloo::empty_symmetric(const Shape& shape, DType dtype) {
+  for (int64_t d : shape)
+    WEFT_CHECK(d >= 0, "empty_symmetric: negative dimension in shape ", shape_str(shape));
+  Intra intra = impl_->intra;
+  if (intra && intra->one_host()) {
+    auto made = std::make_shared<Tensor>();
+    const Duration t = timeout_;
+    impl_
+        ->submit(
+            impl_->what("empty_symmetric"), t,
+            [intra, made, shape, dtype, t] { *made = intra->empty_symmetric(shape, dtype, t); })
+        ->wait();
+    if (made->defined()) return *made;
+  }
+  return ProcessGroup::empty_symmetric(shape, dtype);
+}
+
 std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, ReduceOp op) {
   const std::string name = detail::allreduce_name(op);
   WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");

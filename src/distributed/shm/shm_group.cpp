@@ -9,11 +9,13 @@
 #include <atomic>
 #include <bit>
 #include <climits>
+#include <cstdio>
 #include <cstring>
 #include <ctime>
 
 #include "distributed/collectives.h"
 #include "distributed/shm/fold.h"
+#include "distributed/shm/symmetric.h"
 
 namespace weft::dist::shm {
 
@@ -21,7 +23,7 @@ namespace weft::dist::shm {
 namespace {
 
 constexpr uint64_t kMagic = 0x316d687374666577ULL;  // "weftshm1"
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kVersion = 2;
 constexpr uint64_t kBuffers = 4;            // pipeline depth: a rank may run this many steps ahead
 constexpr size_t kDirectBytes = 64 * 1024;  // up to this per step every rank folds it all
 constexpr size_t kPartAlign = 64;           // reduce-scatter parts start on cache lines
@@ -45,9 +47,10 @@ struct alignas(64) Counter {
 struct RankCtl {
   Counter word[3];  // ShmGroup::Word
 };
-// What a rank staged in one buffer: which op (kind, dtype, op) over how many bytes in all.
+// What a rank staged in one buffer: which op (kind, dtype, op) over how many bytes in all, and
+// for an op on symmetric buffers which buffer and where in it.
 struct alignas(64) Desc {
-  uint64_t what, bytes;
+  uint64_t what, bytes, where;
 };
 
 static_assert(std::endian::native == std::endian::little,
@@ -87,7 +90,14 @@ void futex_wake(uint64_t* word) {
   syscall(SYS_futex, reinterpret_cast<uint32_t*>(word), FUTEX_WAKE, INT_MAX, nullptr, nullptr, 0);
 }
 
-enum Kind : uint64_t { kAllreduce = 1, kBroadcast = 2, kReduceScatter = 3, kAllgather = 4 };
+enum Kind : uint64_t {
+  kAllreduce = 1,
+  kBroadcast = 2,
+  kReduceScatter = 3,
+  kAllgather = 4,
+  kSymmetricAllreduce = 5,
+  kShare = 6
+};
 uint64_t describe(Kind kind, DType dtype, ReduceOp op) {
   return kind << 16 | static_cast<uint64_t>(dtype) << 8 | static_cast<uint64_t>(op);
 }
@@ -97,8 +107,9 @@ std::string describe_str(uint64_t what, uint64_t bytes) {
   std::string s;
   switch (kind) {
     case kAllreduce:
+    case kSymmetricAllreduce:
     case kReduceScatter:
-      s.append(kind == kAllreduce ? "allreduce(" : "reduce_scatter(");
+      s.append(kind == kReduceScatter ? "reduce_scatter(" : "allreduce(");
       s.append(to_string(static_cast<ReduceOp>(what & 0xff))).append(")");
       break;
     case kBroadcast:
@@ -107,11 +118,18 @@ std::string describe_str(uint64_t what, uint64_t bytes) {
     case kAllgather:
       s = "allgather";
       break;
+    case kShare:
+      return "empty_symmetric of " + std::to_string(bytes) + " bytes";
     default:
       s.append("op ").append(std::to_string(what));
   }
-  return s + " of " + std::to_string(bytes) + " bytes of " + dtype_name(dtype);
+  s.append(" of ").append(std::to_string(bytes)).append(" bytes of ").append(dtype_name(dtype));
+  if (kind == kSymmetricAllreduce) s.append(" in a symmetric buffer");
+  return s;
 }
+
+// Which symmetric buffer, and where in it (Desc::where).
+uint64_t locate(uint64_t id, size_t offset) { return id << 40 | offset; }
 
 const char* word_name(int w) {
   return w == 0 ? "did not arrive" : w == 1 ? "did not finish its share" : "did not finish reading";
@@ -211,16 +229,21 @@ void ShmGroup::fail_late(Word w, uint64_t target, const char* op, const Deadline
                   " ms (a stalled or dead peer, or ranks that issued different collectives)");
 }
 
-void ShmGroup::set_desc(uint64_t step, uint64_t what, uint64_t bytes) {
-  desc(segment_, size(), me_, step) = Desc{what, bytes};
+void ShmGroup::set_desc(uint64_t step, uint64_t what, uint64_t bytes, uint64_t where) {
+  desc(segment_, size(), me_, step) = Desc{what, bytes, where};
 }
 
-void ShmGroup::check_desc(int k, uint64_t step, uint64_t what, uint64_t bytes,
-                          const char* op) const {
+void ShmGroup::check_desc(int k, uint64_t step, uint64_t what, uint64_t bytes, const char* op,
+                          uint64_t where) const {
   const Desc d = desc(segment_, size(), k, step);
   WEFT_CHECK_DIST(d.what == what && d.bytes == bytes, "shm ", op, ": rank ", ranks_[k], " issued ",
                   describe_str(d.what, d.bytes), " while rank ", ranks_[me_], " issued ",
                   describe_str(what, bytes), "; every rank must pass the same shapes and dtypes");
+  WEFT_CHECK_DIST(d.where == where, "shm ", op, ": rank ", ranks_[k], " passed symmetric buffer ",
+                  d.where >> 40, " at byte ", d.where & ((1ULL << 40) - 1), " while rank ",
+                  ranks_[me_], " passed buffer ", where >> 40, " at byte ",
+                  where & ((1ULL << 40) - 1),
+                  "; every rank must pass the same view of the same symmetric tensor");
 }
 
 void ShmGroup::allreduce(void* data, size_t count, DType dtype, ReduceOp op, const Deadline& dl) {
@@ -272,6 +295,90 @@ void ShmGroup::reduce_scatter_gather(uint8_t* out, size_t m, uint64_t s, DType d
     if (lo(k + 1) > lo(k))
       std::memcpy(out + lo(k) * es, slot(static_cast<int>(k), s) + lo(k) * es,
                   (lo(k + 1) - lo(k)) * es);
+}
+
+// Note [Symmetric buffers]: rank k folds part k of every rank's buffer into its own and writes
+// the result into every other rank's, in pieces that stay in cache; two synchronisations, and no
+// byte staged. After the second every buffer holds the whole result and nobody touches ours.
+void ShmGroup::allreduce_symmetric(const SymmetricBuffer& buf, size_t offset, size_t count,
+                                   DType dtype, ReduceOp op, const Deadline& dl) {
+  const size_t es = itemsize(dtype), n = static_cast<size_t>(size());
+  const uint64_t what = describe(kSymmetricAllreduce, dtype, op), where = locate(buf.id(), offset);
+  const uint64_t s = ++step_;
+  // Our descriptor of this buffer is free once every rank is done with its previous use.
+  if (s > kBuffers) wait_all(kDone, s - kBuffers, "allreduce", dl);
+  set_desc(s, what, count * es, where);
+  publish(kArrived, s);
+  wait_all(kArrived, s, "allreduce", dl);
+  for (int k = 0; k < size(); ++k)
+    if (k != me_) check_desc(k, s, what, count * es, "allreduce", where);
+  const size_t part = round_up((count + n - 1) / n, kPartAlign / es);
+  const size_t a = std::min(count, static_cast<size_t>(me_) * part);
+  const size_t z = std::min(count, static_cast<size_t>(me_ + 1) * part);
+  const size_t piece = kDirectBytes / es;
+  for (size_t first = a; first < z; first += piece) {
+    const size_t m = std::min(piece, z - first), at = offset + first * es;
+    for (int k = 0; k < size(); ++k) srcs_[k] = buf.region(k) + at;
+    uint8_t* mine = buf.region(me_) + at;
+    fold(mine, srcs_.data(), size(), m, dtype, op);
+    if (op == ReduceOp::AVG) average(mine, m, dtype, size());
+    for (int k = 0; k < size(); ++k)
+      if (k != me_) std::memcpy(buf.region(k) + at, mine, m * es);
+  }
+  publish(kDone, s);
+  wait_all(kDone, s, "allreduce", dl);
+}
+
+// Note [Symmetric buffers]: local rank 0 creates the segment and passes its name in its slot;
+// the others map it and report in theirs; rank 0 removes the name once all have reported, before
+// anyone returns. One step of the pipeline, so it keeps its place among the group's ops.
+std::optional<Segment> ShmGroup::share_segment(size_t bytes, const Deadline& dl) {
+  constexpr size_t kName = 64;  // "/weft-<pid>-<16 hex>" and its terminator fit in a slot
+  const uint64_t what = describe(kShare, kFloat32, ReduceOp::SUM), s = ++step_;
+  if (s > kBuffers) wait_all(kDone, s - kBuffers, "empty_symmetric", dl);
+  std::optional<Segment> seg;
+  std::string why;
+  char* mine = reinterpret_cast<char*>(slot(me_, s));
+  std::memset(mine, 0, std::min(kName, chunk_));
+  try {
+    if (me_ == 0) {
+      seg = Segment::create(bytes);
+      WEFT_CHECK_DIST(seg->name().size() < std::min(kName, chunk_), "shared memory: name ",
+                      seg->name(), " does not fit a ", chunk_, "-byte slot");
+      std::memcpy(mine, seg->name().data(), seg->name().size());
+    } else {
+      wait_one(0, kArrived, s, "empty_symmetric", dl);
+      check_desc(0, s, what, bytes, "empty_symmetric");
+      const char* name = reinterpret_cast<const char*>(slot(0, s));
+      const std::string n(name, strnlen(name, std::min(kName, chunk_)));
+      if (n.empty()) why = "rank " + std::to_string(ranks_[0]) + " could not create it";
+      if (!n.empty()) seg = Segment::open(n, bytes);
+      mine[0] = 1;
+    }
+  } catch (const DistError& e) {
+    seg.reset();
+    why = e.what();
+  }
+  if (!seg) mine[0] = 0;
+  set_desc(s, what, bytes);
+  publish(kArrived, s);
+  wait_all(kArrived, s, "empty_symmetric", dl);
+  bool all = seg.has_value();
+  for (int k = 0; k < size(); ++k)
+    if (k != me_) {
+      check_desc(k, s, what, bytes, "empty_symmetric");
+      all = all && slot(k, s)[0] != 0;
+    }
+  if (me_ == 0 && seg) seg->unlink();
+  publish(kDone, s);
+  wait_all(kDone, s, "empty_symmetric", dl);
+  if (!all && !why.empty())
+    std::fprintf(
+        stderr,
+        "[weft] rank %d: no %zu-byte shared segment; the symmetric tensor is an ordinary one: %s\n",
+        ranks_[me_], bytes, why.c_str());
+  if (!all) return std::nullopt;
+  return seg;
 }
 
 void ShmGroup::broadcast(void* data, size_t count, DType dtype, const Deadline& dl, int root) {

@@ -8,6 +8,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -16,6 +17,7 @@
 
 namespace weft::dist::shm {
 
+class SymmetricBuffer;
 using Clock = std::chrono::steady_clock;
 
 // When an op must end, and the timeout it came from (for messages).
@@ -43,6 +45,15 @@ class ShmGroup {
 
   // In place over `count` elements of `dtype` on every local rank; AVG divides by size().
   void allreduce(void* data, size_t count, DType dtype, ReduceOp op, const Deadline& dl);
+  // In place over `count` elements at byte `offset` of every local rank's buffer of `buf`
+  // (Note [Symmetric buffers]): every rank passes the same buffer and offset. The same bits as
+  // allreduce of the same elements.
+  void allreduce_symmetric(const SymmetricBuffer& buf, size_t offset, size_t count, DType dtype,
+                           ReduceOp op, const Deadline& dl);
+  // A new segment of `bytes` that every local rank maps, its name already removed; empty on
+  // every local rank alike when some rank could not map it (that rank says why on stderr).
+  // Collective, in the group's op order (Note [Symmetric buffers]).
+  std::optional<Segment> share_segment(size_t bytes, const Deadline& dl);
   // Local rank `root`'s elements to every local rank.
   void broadcast(void* data, size_t count, DType dtype, const Deadline& dl, int root = 0);
   // `in` holds size() parts of `count` elements (part k at k * count); `out` (count elements)
@@ -60,8 +71,9 @@ class ShmGroup {
   void wait_all(Word w, uint64_t target, const char* op, const Deadline& dl);
   void wait_one(int k, Word w, uint64_t target, const char* op, const Deadline& dl);
   [[noreturn]] void fail_late(Word w, uint64_t target, const char* op, const Deadline& dl);
-  void set_desc(uint64_t step, uint64_t what, uint64_t bytes);
-  void check_desc(int k, uint64_t step, uint64_t what, uint64_t bytes, const char* op) const;
+  void set_desc(uint64_t step, uint64_t what, uint64_t bytes, uint64_t where = 0);
+  void check_desc(int k, uint64_t step, uint64_t what, uint64_t bytes, const char* op,
+                  uint64_t where = 0) const;
   void reduce_scatter_gather(uint8_t* out, size_t m, uint64_t s, DType dtype, ReduceOp op,
                              const Deadline& dl);
 

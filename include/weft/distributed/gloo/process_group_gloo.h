@@ -50,6 +50,9 @@ class ProcessGroupGloo : public ProcessGroup {
   std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                        ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> barrier() override;
+  // Shared with the group's other ranks when they all share this host and its shared-memory
+  // path is on (Note [Symmetric buffers]).
+  Tensor empty_symmetric(const Shape& shape, DType dtype = kFloat32) override;
   std::shared_ptr<Work> reduce(std::vector<Tensor> tensors, int root,
                                ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> gather(std::vector<Tensor> outputs, Tensor input, int root) override;
