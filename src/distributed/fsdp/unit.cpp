@@ -4,12 +4,30 @@
 #include "distributed/fsdp/unit.h"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+
+#include "weft/allocator.h"
 
 #include "weft/autograd.h"
 #include "weft/distributed/distributed.h"
 #include "weft/ops.h"
 
 namespace weft::dist::fsdp {
+
+// TEMPORARY memory trace (WEFT_FSDP_MEMTRACE=1): allocated / peak MB at each FSDP event.
+void fsdp_trace(const FSDPUnit* u, const char* what) {
+  static const bool on = std::getenv("WEFT_FSDP_MEMTRACE") != nullptr;
+  if (!on) return;
+  int idx = -1;
+  if (u && u->root)
+    for (size_t i = 0; i < u->root->units.size(); ++i)
+      if (u->root->units[i] == u) idx = (int)i;
+  const auto st = cpu_allocator_stats();
+  std::fprintf(stderr, "MEMTRACE rank %d unit %2d %-22s alloc %8.1f peak %8.1f\n",
+               u ? u->group().rank() : -1, idx, what, (double)st.allocated_bytes / 1e6,
+               (double)st.peak_allocated_bytes / 1e6);
+}
 
 Tensor FlatParam::full_tensor() const {
   auto impl = std::make_shared<TensorImpl>();
@@ -134,6 +152,7 @@ void FSDPUnit::unshard() {
         group_->allgather_into_tensor(as_words(fp.full_tensor()), as_words(fp.gather_input));
   }
   state = ShardState::Unsharding;
+  fsdp_trace(this, "allgather issued");
 }
 
 void FSDPUnit::wait_unshard() {
@@ -145,12 +164,15 @@ void FSDPUnit::wait_unshard() {
     fp.gather_input = Tensor();
   }
   state = ShardState::Unsharded;
+  fsdp_trace(this, "allgather waited");
 }
 
 void FSDPUnit::reshard() {
   if (state == ShardState::Unsharding) wait_unshard();
+  const bool was = state != ShardState::Sharded;
   for (auto& fp : flat_) fp.full->resize_(0);
   state = ShardState::Sharded;
+  if (was) fsdp_trace(this, "freed (reshard)");
 }
 
 void FSDPUnit::prefetch(int step) {
@@ -241,6 +263,7 @@ void FSDPUnit::queue_end_of_backward() {
 }
 
 void FSDPUnit::pre_backward() {
+  fsdp_trace(this, "pre_backward");
   queue_end_of_backward();
   wait_unshard();
   prefetch(-1);
@@ -250,6 +273,7 @@ void FSDPUnit::pre_backward() {
 // is dropped: at most one parameter's gradient lives beside the flat one.
 void FSDPUnit::on_grad_ready(size_t flat, size_t slot) {
   queue_end_of_backward();
+  fsdp_trace(this, "grad hook (before)");
   FlatParam& fp = flat_[flat];
   {
     NoGradGuard ng;
@@ -260,6 +284,7 @@ void FSDPUnit::on_grad_ready(size_t flat, size_t slot) {
       fp.grad_flat.narrow(0, s.offset, s.numel).add_(g.reshape({s.numel}).to(kFloat32));
     g = Tensor();
   }
+  fsdp_trace(this, "grad hook (after)");
   if (++fp.grads_ready < (int)fp.slots.size()) return;
   // The unit's parameters are no longer needed once all its gradients are in (frozen ones may
   // still be read by backward; such a unit is freed at the end instead): freed before the
@@ -302,6 +327,7 @@ void FSDPUnit::post_backward(FlatParam& fp, bool) {
   fp.reduce_input = flat;
   fp.reduce_output = empty({fp.shard_numel}, {.dtype = reduce, .device = flat.device()});
   fp.reduce = group_->reduce_scatter_tensor(fp.reduce_output, flat, ReduceOp::SUM);
+  fsdp_trace(this, "reduce issued");
 }
 
 void FSDPUnit::finish_reduce() {
@@ -318,6 +344,7 @@ void FSDPUnit::finish_reduce() {
     else
       slot = g;
     fp.reduce_input = fp.reduce_output = Tensor();
+    fsdp_trace(this, "reduce waited");
   }
 }
 
