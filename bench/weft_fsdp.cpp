@@ -197,22 +197,9 @@ int main(int argc, char** argv) {
   for (int64_t s = 0; s < a.warmup + a.steps; ++s) {
     pg->barrier()->wait();
     auto t0 = Clock::now();
-    const bool dbg = std::getenv("WEFT_FSDP_MEMTRACE") != nullptr;
-    auto tr = [&](const char* w) {
-      if (!dbg) return;
-      const auto st = weft::cpu_allocator_stats();
-      std::fprintf(stderr, "MEMTRACE rank %d step %lld %-22s alloc %8.1f peak %8.1f\n", pg->rank(),
-                   (long long)s, w, (double)st.allocated_bytes / 1e6,
-                   (double)st.peak_allocated_bytes / 1e6);
-    };
-    tr("step begin");
     opt->zero_grad();
-    auto loss = F::mse_loss(fwd(x), y);
-    tr("forward done");
-    loss.backward();
-    tr("backward done");
+    F::mse_loss(fwd(x), y).backward();
     opt->step();
-    tr("optimizer step done");
     const double d = std::chrono::duration<double, std::milli>(Clock::now() - t0).count();
     if (s >= a.warmup) ms.push_back(d);
   }

@@ -4,29 +4,12 @@
 #include "distributed/fsdp/unit.h"
 
 #include <algorithm>
-#include <cstdio>
-#include <cstdlib>
 
-#include "weft/allocator.h"
 #include "weft/autograd.h"
 #include "weft/distributed/distributed.h"
 #include "weft/ops.h"
 
 namespace weft::dist::fsdp {
-
-// TEMPORARY memory trace (WEFT_FSDP_MEMTRACE=1): allocated / peak MB at each FSDP event.
-void fsdp_trace(const FSDPUnit* u, const char* what) {
-  static const bool on = std::getenv("WEFT_FSDP_MEMTRACE") != nullptr;
-  if (!on) return;
-  int idx = -1;
-  if (u && u->root)
-    for (size_t i = 0; i < u->root->units.size(); ++i)
-      if (u->root->units[i] == u) idx = (int)i;
-  const auto st = cpu_allocator_stats();
-  std::fprintf(stderr, "MEMTRACE rank %d unit %2d %-22s alloc %8.1f peak %8.1f\n",
-               u ? u->group().rank() : -1, idx, what, (double)st.allocated_bytes / 1e6,
-               (double)st.peak_allocated_bytes / 1e6);
-}
 
 Tensor FlatParam::full_tensor() const {
   auto impl = std::make_shared<TensorImpl>();
@@ -151,7 +134,6 @@ void FSDPUnit::unshard() {
         group_->allgather_into_tensor(as_words(fp.full_tensor()), as_words(fp.gather_input));
   }
   state = ShardState::Unsharding;
-  fsdp_trace(this, "allgather issued");
 }
 
 void FSDPUnit::wait_unshard() {
@@ -163,15 +145,12 @@ void FSDPUnit::wait_unshard() {
     fp.gather_input = Tensor();
   }
   state = ShardState::Unsharded;
-  fsdp_trace(this, "allgather waited");
 }
 
 void FSDPUnit::reshard() {
   if (state == ShardState::Unsharding) wait_unshard();
-  const bool was = state != ShardState::Sharded;
   for (auto& fp : flat_) fp.full->resize_(0);
   state = ShardState::Sharded;
-  if (was) fsdp_trace(this, "freed (reshard)");
 }
 
 void FSDPUnit::prefetch(int step) {
@@ -262,7 +241,6 @@ void FSDPUnit::queue_end_of_backward() {
 }
 
 void FSDPUnit::pre_backward() {
-  fsdp_trace(this, "pre_backward");
   queue_end_of_backward();
   if (!options_.overlap_reduce_scatter && root && root->reducing && root->reducing != this) {
     root->reducing->finish_reduce();
@@ -276,7 +254,6 @@ void FSDPUnit::pre_backward() {
 // FlatParam is in; then they are moved into one flat buffer and reduce-scattered.
 void FSDPUnit::on_grad_ready(size_t flat, size_t /*slot*/) {
   queue_end_of_backward();
-  fsdp_trace(this, "grad hook");
   FlatParam& fp = flat_[flat];
   // The previous unit's reduce-scatter overlapped this unit's backward up to its first gradient:
   // it is finished (its input freed) before this unit's gradients pile up.
@@ -344,7 +321,10 @@ void FSDPUnit::post_backward(FlatParam& fp, bool reuse_params) {
     root->reducing = this;
   }
   const int world = group_->size();
-  Tensor flat = flat_gradient(fp, reuse_params);
+  // A 16-bit param_dtype's gathered memory cannot hold float32 gradients: freed first instead.
+  const bool reuse = reuse_params && fp.compute_dtype == kFloat32;
+  if (reuse_params && !reuse) reshard();
+  Tensor flat = flat_gradient(fp, reuse);
   if (fp.accumulated.defined()) flat.add_(fp.accumulated);
   fp.accumulated = Tensor();
   if (!requires_sync) {  // no_sync: keep the unsharded sum for a later synchronised backward
@@ -357,7 +337,6 @@ void FSDPUnit::post_backward(FlatParam& fp, bool reuse_params) {
   fp.reduce_input = flat;
   fp.reduce_output = empty({fp.shard_numel}, {.dtype = reduce, .device = flat.device()});
   fp.reduce = group_->reduce_scatter_tensor(fp.reduce_output, flat, ReduceOp::SUM);
-  fsdp_trace(this, "reduce issued");
 }
 
 void FSDPUnit::finish_reduce() {
@@ -374,7 +353,6 @@ void FSDPUnit::finish_reduce() {
     else
       slot = g;
     fp.reduce_input = fp.reduce_output = Tensor();
-    fsdp_trace(this, "reduce waited");
   }
 }
 
