@@ -1,26 +1,30 @@
 #!/usr/bin/env bash
-# fsdp.sh [--steps S] [--warmup W] [--limit-mb M] [--force]
+# fsdp.sh [--steps S] [--warmup W] [--limit-mb M] [--memory-only] [--force]
 # DDP, ZeRO (ZeroRedundancyOptimizer) and FSDP (FullyShardedDataParallel) side by side with
 # bench/weft_fsdp under weft-run, 1 thread per rank, Gloo:
 #   1. memory: mlp100m (100.7M parameters, 12 blocks) with Adam at world 2 and 4, per-rank peak
 #      tensor bytes (the CPU allocator's high-water mark over the steps) and peak RSS, beside
-#      FSDP's bound (parameters + gradients + Adam state) / N + largest unit + activations;
+#      FSDP's bound (parameters + gradients + Adam state) / N + largest unit + activations; FSDP
+#      twice: with its defaults, and with backward_prefetch and overlap_reduce_scatter off
+#      ("fsdp-lean": less memory, less overlap);
 #   2. step time: mlp25m with SGD (momentum) at world 2, median step, and FSDP / DDP;
 #   3. a per-rank memory limit (ulimit -v M MiB, default 1600, on every rank) under which DDP's
 #      replicated mlp100m training fails and FSDP's at world 4 trains.
-# Prints the JSON lines of bench/weft_fsdp and a summary. Refuses a busy machine (1-minute load
-# average, a 2 s sample of /proc/stat) unless --force, which runs anyway and says so.
+# --memory-only runs part 1 alone. Prints the JSON lines of bench/weft_fsdp and a summary.
+# Refuses a busy machine (1-minute load average, a 2 s sample of /proc/stat) unless --force,
+# which runs anyway and says so.
 set -euo pipefail
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 root="$(dirname "$here")"
-steps=10 warmup=2 force=0 limit_mb=1600
+steps=10 warmup=2 force=0 limit_mb=1600 memory_only=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --steps) steps="$2"; shift 2 ;;
     --warmup) warmup="$2"; shift 2 ;;
     --limit-mb) limit_mb="$2"; shift 2 ;;
     --force) force=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0"; exit 0 ;;
+    --memory-only) memory_only=1; shift ;;
+    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
     *) echo "fsdp.sh: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -50,16 +54,21 @@ field() {  # field NAME JSON
 echo "## 1. Peak memory per rank, mlp100m, Adam, batch 8"
 summary=()
 for n in 2 4; do
-  for s in ddp zero fsdp; do
-    line=$(run "$n" --strategy "$s" --model mlp100m --optim adam --batch 8)
+  for s in ddp zero fsdp fsdp-lean; do
+    if [[ "$s" == fsdp-lean ]]; then
+      line=$(run "$n" --strategy fsdp --overlap 0 --model mlp100m --optim adam --batch 8)
+    else
+      line=$(run "$n" --strategy "$s" --model mlp100m --optim adam --batch 8)
+    fi
     echo "$line"
     peak=$(field peak_tensor_mb "$line") bound=$(field fsdp_bound_mb "$line")
     verdict=$(awk -v p="$peak" -v b="$bound" 'BEGIN { print (p <= b ? "within" : "ABOVE") }')
-    summary+=("$(printf '%-4s world %d: peak %8.1f MB per rank, FSDP bound %6.1f MB (%s)' \
+    summary+=("$(printf '%-9s world %d: peak %8.1f MB per rank, FSDP bound %6.1f MB (%s)' \
       "$s" "$n" "$peak" "$bound" "$verdict")")
   done
 done
 printf '%s\n' "${summary[@]}"
+if [[ "$memory_only" == 1 ]]; then exit 0; fi
 echo "## 2. Step time, mlp25m, SGD, batch 16, world 2"
 declare -A ms
 for s in ddp zero fsdp; do

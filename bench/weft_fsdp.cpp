@@ -2,9 +2,11 @@
 // it under weft-run; alone it is a world of one). Rank 0 prints one JSON line.
 //   weft-run --nproc-per-node N weft_fsdp --strategy ddp|zero|fsdp --model mlp25m|mlp100m
 //            [--optim adam|sgd] [--steps S] [--warmup W] [--batch B] [--threads T]
+//            [--overlap 0|1]
 // ddp: DistributedDataParallel and the plain optimizer; zero: the same with
 // ZeroRedundancyOptimizer; fsdp: FullyShardedDataParallel with each child of the model's
-// Sequential a unit (a Linear of mlp25m, a block of mlp100m), then the root.
+// Sequential a unit (a Linear of mlp25m, a block of mlp100m), then the root; --overlap 0 turns
+// off FSDPOptions::backward_prefetch and overlap_reduce_scatter (less memory, less overlap).
 // Memory: the CPU allocator's high-water mark of tensor bytes over the timed steps (after the
 // set-up, whose full model every rank builds before sharding), and the process's peak RSS.
 // The FSDP bound printed beside it: (parameters + gradients + optimizer state) / N + the
@@ -39,13 +41,15 @@ namespace fsdp = weft::dist::fsdp;
 struct Args {
   std::string strategy = "fsdp", model = "mlp25m", optim = "adam";
   int64_t threads = 1, steps = 10, warmup = 2, batch = 16;
+  bool overlap = true;  // fsdp: backward_prefetch and overlap_reduce_scatter
 };
 
 [[noreturn]] void usage(const std::string& msg) {
-  std::fprintf(stderr,
-               "weft_fsdp: %s\nusage: weft_fsdp --strategy ddp|zero|fsdp --model mlp25m|mlp100m "
-               "[--optim adam|sgd] [--steps S] [--warmup W] [--batch B] [--threads T]\n",
-               msg.c_str());
+  std::fprintf(
+      stderr,
+      "weft_fsdp: %s\nusage: weft_fsdp --strategy ddp|zero|fsdp --model mlp25m|mlp100m "
+      "[--optim adam|sgd] [--steps S] [--warmup W] [--batch B] [--threads T] [--overlap 0|1]\n",
+      msg.c_str());
   std::exit(2);
 }
 
@@ -72,6 +76,8 @@ Args parse_args(int argc, char** argv) {
         a.warmup = *n;
       else if (flag == "--batch")
         a.batch = *n;
+      else if (flag == "--overlap" && *n <= 1)
+        a.overlap = *n == 1;
       else
         usage("unknown flag " + flag);
     }
@@ -166,7 +172,9 @@ int main(int argc, char** argv) {
   std::optional<weft::nn::DistributedDataParallel> ddp;
   std::optional<fsdp::FullyShardedDataParallel> sharded;
   if (a.strategy == "fsdp") {
-    sharded.emplace(model, fsdp::FSDPOptions{}, fsdp::wrap_children());
+    fsdp::FSDPOptions o;
+    o.backward_prefetch = o.overlap_reduce_scatter = a.overlap;
+    sharded.emplace(model, o, fsdp::wrap_children());
     opt = make_opt(a, sharded->parameters());
     fwd = [&](const weft::Tensor& t) { return (*sharded)(t); };
   } else {
@@ -206,13 +214,14 @@ int main(int argc, char** argv) {
     const double bound =
         state_per_param * (double)numel / world / 1e6 + 4.0 * (double)largest / 1e6 + act / 1e6;
     std::printf(
-        "{\"impl\":\"weft\",\"strategy\":\"%s\",\"model\":\"%s\",\"optim\":\"%s\",\"world\":%d,"
+        "{\"impl\":\"weft\",\"strategy\":\"%s\",\"overlap\":%d,\"model\":\"%s\",\"optim\":\"%s\","
+        "\"world\":%d,"
         "\"batch\":%lld,\"params\":%lld,\"steps\":%lld,\"median_ms\":%.3f,"
         "\"peak_tensor_mb\":%.1f,\"peak_rss_mb\":%.1f,\"largest_unit_mb\":%.1f,"
         "\"activations_mb\":%.1f,\"fsdp_bound_mb\":%.1f}\n",
-        a.strategy.c_str(), a.model.c_str(), a.optim.c_str(), world, (long long)a.batch,
-        (long long)numel, (long long)a.steps, m[0], m[1], m[2], 4.0 * (double)largest / 1e6,
-        act / 1e6, bound);
+        a.strategy.c_str(), (int)a.overlap, a.model.c_str(), a.optim.c_str(), world,
+        (long long)a.batch, (long long)numel, (long long)a.steps, m[0], m[1], m[2],
+        4.0 * (double)largest / 1e6, act / 1e6, bound);
     std::fflush(stdout);
   }
   weft::dist::destroy_process_group();

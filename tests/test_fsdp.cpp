@@ -4,7 +4,8 @@
 // forward, frozen parameters and a parameter tied inside a unit; bf16 mixed precision within
 // bf16's tolerance (and computing in bf16); no_sync; clip_grad_norm_;
 // a parameter tied across units refused by name; sharded save at 4 ranks loaded at 2; a stalled
-// rank named by the others' timed-out all-gather. The workers are tests/distributed/fsdp_worker.
+// rank named by the others' timed-out all-gather; the per-rank peak memory against FSDP's bound.
+// The workers are tests/distributed/fsdp_worker.
 #include <gtest/gtest.h>
 
 #include <filesystem>
@@ -46,10 +47,18 @@ TEST(FSDP, UnitUsedTwiceFrozenAndTiedInsideAUnit) {
 }
 
 TEST(FSDP, WithoutPrefetchOrResharding) {
-  for (const char* variant : {"noprefetch", "keep"}) {
+  for (const char* variant : {"noprefetch", "keep", "lean"}) {
     auto r = launch(3, std::string("equiv sgd mlp ") + variant);
     EXPECT_EQ(r.code, 0) << variant << "\n" << r.output;
   }
+}
+
+// Memory, not time: the per-rank peak of allocated bytes over three Adam steps at world 2, with
+// and without overlap in backward, against (parameters + gradients + Adam state) / N + the
+// largest unit + activations plus the stated extras (tests/distributed/fsdp_worker.cpp).
+TEST(FSDP, PeakMemoryWithinTheBound) {
+  auto r = launch(2, "memory");
+  EXPECT_EQ(r.code, 0) << r.output;
 }
 
 TEST(FSDP, MixedPrecisionBf16WithFloat32Masters) {

@@ -4,6 +4,7 @@
 // checkpoint is a distributed checkpoint in which the model's parameters and the optimizer state
 // are split between the ranks' files; resuming from epoch 1 at 2 ranks reproduces the
 // uninterrupted run exactly, and at 1 process the plain DDP checkpoint resumed at 1 process.
+// With --batchnorm sync (SyncBatchNorm inside FSDP units) fsdp trains as ddp does with it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -119,4 +120,23 @@ TEST(WeftTrainFsdp, TrainsAsDdpAndResumesAtAnyWorldSize) {
   expect_close(rows(at1), rows(ddp1));
   EXPECT_NE(metrics_only(rows(at1)[1]), metrics_only(got[1]));  // not the 2-rank epoch 2
   for (const auto& d : {ddp, fsdp, at2, ddp1, at1}) fs::remove_all(d);
+}
+
+TEST(WeftTrainFsdp, SyncBatchNormTrainsAsDdp) {
+  if (!have_data()) GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
+  const fs::path ddp = fresh_dir("fsdp_sbn_ddp"), fsdp = fresh_dir("fsdp_sbn_fsdp"),
+                 local = fresh_dir("fsdp_sbn_local");
+  auto r = run_command(ranks(2, ddp, "--batchnorm sync"), 300);
+  ASSERT_EQ(r.code, 0) << r.output;
+  r = run_command(ranks(2, fsdp, "--strategy fsdp --batchnorm sync"), 300);
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto ref = rows(ddp), got = rows(fsdp);
+  ASSERT_EQ(ref.size(), 2u);
+  expect_close(got, ref);
+  // The statistics over both ranks' batches are not each rank's own: local BatchNorm differs.
+  r = run_command(ranks(2, local, "--strategy fsdp"), 300);
+  ASSERT_EQ(r.code, 0) << r.output;
+  ASSERT_EQ(rows(local).size(), 2u);
+  EXPECT_NE(csv_cells(rows(local)[0])[1], csv_cells(got[0])[1]);
+  for (const auto& d : {ddp, fsdp, local}) fs::remove_all(d);
 }

@@ -144,6 +144,7 @@ int equivalence(const std::string& opt, const std::string& kind, const std::stri
   fsdp::FSDPOptions o;
   o.prefetch = variant != "noprefetch";
   o.reshard_after_forward = variant != "keep";
+  if (variant == "lean") o.backward_prefetch = o.overlap_reduce_scatter = false;
   const bool bf16 = variant == "bf16";
   if (bf16) o.mp_policy = {.param_dtype = DType::BFloat16, .reduce_dtype = kFloat32};
   shard(model, kind, o);
@@ -320,6 +321,54 @@ int stall(int who, bool die) {
   test::fail("the step completed without rank " + std::to_string(who));
 }
 
+// Per-rank peak allocated bytes over three Adam steps of 8 units, each a Linear(256, 256) and
+// a ReLU (every block under 1 MiB: the allocator rounds to 64 bytes), against the closed-form
+// bound (parameters + gradients + Adam state) / N + the largest unit + the activations, plus
+// what a unit's backward holds beyond it (FSDPOptions::backward_prefetch): with both overlap
+// options off, the unit's unsharded gradients (U - U/N: the bound counts the unit's parameters
+// but no unsharded gradients); with them on, also the next unit's prefetched parameters and the
+// previous unit's reduce-scatter input (2 U).
+size_t peak_bytes(bool overlap) {
+  constexpr int64_t kUnits = 8, kWidth = 256, kRows = 4;
+  manual_seed(5);
+  nn::Sequential seq;
+  for (int i = 0; i < kUnits; ++i)
+    seq->push_back(nn::Sequential({nn::Linear(kWidth, kWidth), nn::ReLU()}).ptr());
+  fsdp::FSDPOptions o;
+  o.backward_prefetch = o.overlap_reduce_scatter = overlap;
+  fsdp::FullyShardedDataParallel model(seq.ptr(), o, fsdp::wrap_children());
+  optim::Adam opt({{model.parameters(), {.lr = 1e-3}}});
+  Generator g(7 + test::g_rank);
+  Tensor x = randn({kRows, kWidth}, &g), y = randn({kRows, kWidth}, &g);
+  reset_peak_allocated_bytes();
+  const size_t before = cpu_allocator_stats().allocated_bytes;
+  for (int t = 0; t < 3; ++t) {
+    opt.zero_grad();
+    F::mse_loss(model(x), y).backward();
+    opt.step();
+  }
+  const size_t peak = cpu_allocator_stats().peak_allocated_bytes;
+  EXPECT(peak >= before, "peak ", peak, " below the bytes allocated before the steps ", before);
+  // What lived before the steps: the shards, the inputs (and nothing of the unsharded model).
+  const size_t unit = (kWidth * kWidth + kWidth) * 4, shard = unit / g_world;
+  const size_t state = 4 * kUnits * shard;  // shard, gradient, exp_avg, exp_avg_sq
+  const size_t acts = 2 * kUnits * kRows * kWidth * 4;
+  const size_t bound = state + unit + acts, slack = 32 << 10;
+  const size_t allowed = bound + (unit - shard) + (overlap ? 2 * unit : 0) + slack;
+  std::printf("rank %d: overlap %d: peak %zu bytes, bound %zu, allowed %zu (unit %zu)\n",
+              test::g_rank, (int)overlap, peak, bound, allowed, unit);
+  EXPECT(peak <= allowed, "peak ", peak, " bytes over ", allowed, " (overlap ", overlap, ")");
+  return peak;
+}
+
+int peak_memory() {
+  const size_t with = peak_bytes(true), without = peak_bytes(false);
+  const size_t unit = (256 * 256 + 256) * 4;
+  EXPECT(without + unit <= with, "without overlap the peak ", without,
+         " is not a unit below the peak with it ", with);
+  return 0;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -334,6 +383,7 @@ int main(int argc, char** argv) {
     if (mode == "equiv") rc = equivalence(arg(2, "sgd"), arg(3, "mlp"), arg(4, "plain"));
     if (mode == "nosync") rc = no_sync(arg(2, "sgd"));
     if (mode == "tied") rc = tied_across_units();
+    if (mode == "memory") rc = peak_memory();
     if (mode == "save") rc = ckpt_save(arg(2, ""));
     if (mode == "load") rc = ckpt_load(arg(2, ""));
     if (mode == "stall" || mode == "die") rc = stall(std::stoi(arg(2, "1")), mode == "die");

@@ -108,9 +108,10 @@ void report_epoch(const Config& c, int epoch, const EpochMetrics& m, MetricsFile
 
 // The model, wrapped for data parallelism when there are several ranks.
 std::shared_ptr<nn::Module> wrap(const Config& c, nn::Sequential& model, int world) {
+  // Before sharding: FSDP's units take the SyncBatchNorms' parameters.
+  if (world > 1 && c.batchnorm == "sync") nn::convert_sync_batchnorm(model.ptr());
   if (is_fsdp(c)) return shard_model(model);  // at one process too: the same checkpoints
   if (world == 1) return model.ptr();
-  if (c.batchnorm == "sync") nn::convert_sync_batchnorm(model.ptr());
   return std::make_shared<nn::DistributedDataParallelImpl>(model.ptr());
 }
 

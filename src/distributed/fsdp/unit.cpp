@@ -242,48 +242,89 @@ void FSDPUnit::queue_end_of_backward() {
 
 void FSDPUnit::pre_backward() {
   queue_end_of_backward();
+  if (!options_.overlap_reduce_scatter && root && root->reducing && root->reducing != this) {
+    root->reducing->finish_reduce();
+    root->reducing = nullptr;
+  }
   wait_unshard();
-  prefetch(-1);
+  if (options_.backward_prefetch) prefetch(-1);
 }
 
-// Each parameter's gradient goes into the unit's flat gradient as soon as it is accumulated and
-// is dropped: at most one parameter's gradient lives beside the flat one.
-void FSDPUnit::on_grad_ready(size_t flat, size_t slot) {
+// A parameter's gradient stays in its .grad (autograd's own buffer) until every gradient of the
+// FlatParam is in; then they are moved into one flat buffer and reduce-scattered.
+void FSDPUnit::on_grad_ready(size_t flat, size_t /*slot*/) {
   queue_end_of_backward();
   FlatParam& fp = flat_[flat];
-  {
-    NoGradGuard ng;
-    ParamSlot& s = fp.slots[slot];
-    if (!fp.grad_flat.defined()) fp.grad_flat = zeros({fp.padded}, {.device = fp.shard.device()});
-    Tensor& g = s.param.mutable_grad();
-    if (g.defined())  // a 16-bit param_dtype's gradient: summed in float32
-      fp.grad_flat.narrow(0, s.offset, s.numel).add_(g.reshape({s.numel}).to(kFloat32));
-    g = Tensor();
+  // The previous unit's reduce-scatter overlapped this unit's backward up to its first gradient:
+  // it is finished (its input freed) before this unit's gradients pile up.
+  if (fp.grads_ready == 0 && root && root->reducing && root->reducing != this) {
+    root->reducing->finish_reduce();
+    root->reducing = nullptr;
   }
   if (++fp.grads_ready < (int)fp.slots.size()) return;
   // The unit's parameters are no longer needed once all its gradients are in (frozen ones may
-  // still be read by backward; such a unit is freed at the end instead): freed before the
-  // reduce-scatter's buffers are made.
+  // still be read by backward; such a unit is freed at the end instead): their memory becomes
+  // the reduce-scatter's input (Note [FSDP parameter lifecycle], 4).
   bool all = std::all_of(flat_.begin(), flat_.end(), [&](const FlatParam& f) {
     return f.trainable && (&f == &fp || f.reduced);
   });
+  post_backward(fp, all);
   if (all) reshard();
-  post_backward(fp, false);
 }
 
-void FSDPUnit::post_backward(FlatParam& fp, bool) {
-  if (fp.reduced) return;
-  fp.reduced = true;
-  NoGradGuard ng;
-  const int world = group_->size();
-  Tensor flat =
-      fp.grad_flat.defined() ? fp.grad_flat : zeros({fp.padded}, {.device = fp.shard.device()});
-  fp.grad_flat = Tensor();
-  for (auto& s : fp.slots) {  // gradients that came without the hook (none normally)
+namespace {
+// The flat (padded,) float32 gradient of `fp` from its parameters' .grad (zeros where a
+// parameter got none), each .grad dropped once copied. With `reuse`, in the gathered parameters'
+// own memory, taken from `fp.full` (which is left freed): no unit-sized buffer is allocated.
+Tensor flat_gradient(FlatParam& fp, bool reuse) {
+  const Device dev = fp.shard.device();
+  Tensor flat;
+  if (reuse && fp.compute_dtype == kFloat32 && fp.full->nbytes == (size_t)fp.padded * 4) {
+    auto mem = std::make_shared<Storage>(0, dev);
+    std::swap(mem->data, fp.full->data);
+    std::swap(mem->nbytes, fp.full->nbytes);
+    auto impl = std::make_shared<TensorImpl>();
+    impl->storage = std::move(mem);
+    impl->sizes = {fp.padded};
+    impl->strides = {1};
+    flat = Tensor(std::move(impl));
+    flat.narrow(0, fp.numel, fp.padded - fp.numel).zero_();
+    for (auto& s : fp.slots) {
+      Tensor& g = s.param.mutable_grad();
+      Tensor part = flat.narrow(0, s.offset, s.numel);
+      if (g.defined())
+        part.copy_(g.reshape({s.numel}));
+      else
+        part.zero_();
+      g = Tensor();
+    }
+    return flat;
+  }
+  flat = zeros({fp.padded}, {.device = dev});
+  for (auto& s : fp.slots) {  // a 16-bit param_dtype's gradients: summed in float32
     Tensor& g = s.param.mutable_grad();
     if (g.defined()) flat.narrow(0, s.offset, s.numel).add_(g.reshape({s.numel}).to(kFloat32));
     g = Tensor();
   }
+  return flat;
+}
+}  // namespace
+
+void FSDPUnit::post_backward(FlatParam& fp, bool reuse_params) {
+  if (fp.reduced) return;
+  fp.reduced = true;
+  NoGradGuard ng;
+  // At most one reduce-scatter in flight besides this one: the previous one is finished (its
+  // input freed) before this one's buffers are made (FSDP2 waits likewise).
+  if (requires_sync && root) {
+    if (root->reducing && root->reducing != this) root->reducing->finish_reduce();
+    root->reducing = this;
+  }
+  const int world = group_->size();
+  // A 16-bit param_dtype's gathered memory cannot hold float32 gradients: freed first instead.
+  const bool reuse = reuse_params && fp.compute_dtype == kFloat32;
+  if (reuse_params && !reuse) reshard();
+  Tensor flat = flat_gradient(fp, reuse);
   if (fp.accumulated.defined()) flat.add_(fp.accumulated);
   fp.accumulated = Tensor();
   if (!requires_sync) {  // no_sync: keep the unsharded sum for a later synchronised backward
@@ -293,12 +334,6 @@ void FSDPUnit::post_backward(FlatParam& fp, bool) {
   const DType reduce = options_.mp_policy.reduce_dtype.value_or(kFloat32);
   if (reduce != kFloat32) flat = flat.to(reduce);
   flat.mul_(1.0 / world);  // averaged over ranks, as DDP
-  // At most one reduce-scatter in flight besides this one: the previous one is finished now,
-  // so that every unit's unsharded gradients are not alive together (FSDP2 waits likewise).
-  if (root) {
-    if (root->reducing && root->reducing != this) root->reducing->finish_reduce();
-    root->reducing = this;
-  }
   fp.reduce_input = flat;
   fp.reduce_output = empty({fp.shard_numel}, {.dtype = reduce, .device = flat.device()});
   fp.reduce = group_->reduce_scatter_tensor(fp.reduce_output, flat, ReduceOp::SUM);
@@ -326,7 +361,7 @@ void FSDPUnit::reduce_leftovers() {
   // those), so that every rank issues the same reduce-scatters.
   if (forward_ran)
     for (auto& fp : flat_)
-      if (fp.trainable && !fp.reduced) post_backward(fp, true);
+      if (fp.trainable && !fp.reduced) post_backward(fp, false);
 }
 
 void FSDPUnit::end_of_backward() {
@@ -335,7 +370,6 @@ void FSDPUnit::end_of_backward() {
   for (auto& fp : flat_) {
     fp.grads_ready = 0;
     fp.reduced = false;
-    fp.grad_flat = Tensor();
   }
   forward_ran = false;
 }

@@ -32,7 +32,6 @@ struct FlatParam {
   std::shared_ptr<Work> gather;  // in flight while unsharding
   Tensor gather_input;           // the shard cast to the compute dtype, alive while gathering
   int grads_ready = 0;           // post-accumulate-grad hooks fired in this backward
-  Tensor grad_flat;              // (padded,) float32: this backward's gradients gathered so far
   bool reduced = false;          // this backward's gradients were handled
   Tensor accumulated;            // no_sync: unsharded gradients summed over backward passes
   std::shared_ptr<Work> reduce;  // the reduce-scatter in flight
@@ -61,7 +60,9 @@ class FSDPUnit : public std::enable_shared_from_this<FSDPUnit> {
   std::vector<Tensor> post_forward(const std::vector<Tensor>& outputs);
   void pre_backward();
   void on_grad_ready(size_t flat, size_t slot);
-  void post_backward(FlatParam& fp, bool at_end);
+  // Reduce-scatters `fp`'s gradients (or, under no_sync, keeps their sum). reuse_params: the
+  // unit's parameters are done with, and their gathered memory holds the flat gradient.
+  void post_backward(FlatParam& fp, bool reuse_params);
   // Waits for this unit's reduce-scatters and adds them into the shards' gradients.
   void finish_reduce();
   // At the end of backward (the root's queued callback): reduce what no hook reduced, then wait

@@ -38,6 +38,16 @@ struct FSDPOptions {
   // Default true: while a unit computes, the next unit's all-gather (forward order in forward,
   // reverse in backward) is already issued, from the second iteration on.
   bool prefetch = true;
+  // Memory against overlap in backward, where a rank holds most of its sharded gradients (the
+  // peak). Per rank, a unit's backward holds its gathered parameters and then its gradients
+  // (one unit each); with both options on (the default) it also holds the next unit's
+  // prefetched parameters and the previous unit's reduce-scatter (its input and output), about
+  // two units more. backward_prefetch = false: no all-gather is issued ahead in backward (each
+  // unit's is waited for when its backward starts). overlap_reduce_scatter = false: a unit's
+  // backward starts only after the previous unit's reduce-scatter has completed and its input is
+  // freed. Forward and the results are unchanged.
+  bool backward_prefetch = true;
+  bool overlap_reduce_scatter = true;
 };
 
 class FSDPUnit;
