@@ -56,6 +56,20 @@ void expect_close(const std::vector<std::string>& a, const std::vector<std::stri
   }
 }
 
+// Two-rank runs into `ddp` and `fsdp` with the same `flags`, the second under --strategy fsdp:
+// their rows agree (expect_close). Returns fsdp's rows.
+std::vector<std::string> expect_fsdp_as_ddp(const fs::path& ddp, const fs::path& fsdp,
+                                            const std::string& flags) {
+  auto r = run_command(ranks(2, ddp, flags), 300);
+  EXPECT_EQ(r.code, 0) << r.output;
+  r = run_command(ranks(2, fsdp, "--strategy fsdp " + flags), 300);
+  EXPECT_EQ(r.code, 0) << r.output;
+  const auto ref = rows(ddp), got = rows(fsdp);
+  EXPECT_EQ(ref.size(), 2u);
+  expect_close(got, ref);
+  return got;
+}
+
 // A copy of `from` holding only its epoch-1 checkpoint: what a run stopped in epoch 2 leaves.
 fs::path stopped_after_epoch_1(const fs::path& from, const std::string& name) {
   const fs::path to = fresh_dir(name);
@@ -78,13 +92,8 @@ int64_t stored(const fs::path& file, const std::string& key) {
 TEST(WeftTrainFsdp, TrainsAsDdpAndResumesAtAnyWorldSize) {
   if (!have_data()) GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
   const fs::path ddp = fresh_dir("fsdp_ddp"), fsdp = fresh_dir("fsdp_fsdp");
-  auto r = run_command(ranks(2, ddp, ""), 300);
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = run_command(ranks(2, fsdp, "--strategy fsdp"), 300);
-  ASSERT_EQ(r.code, 0) << r.output;
-  const auto ref = rows(ddp), got = rows(fsdp);
-  ASSERT_EQ(ref.size(), 2u);
-  expect_close(got, ref);
+  const auto got = expect_fsdp_as_ddp(ddp, fsdp, "");
+  ASSERT_EQ(got.size(), 2u);
 
   // Sharded: the two newest checkpoints are directories with one file per rank; the first
   // Linear's weight (128 x 3136) and its Adam state are split between the ranks' files.
@@ -102,7 +111,7 @@ TEST(WeftTrainFsdp, TrainsAsDdpAndResumesAtAnyWorldSize) {
 
   // Resumed after epoch 1 at 2 ranks: the uninterrupted run's epoch 2, exactly.
   const fs::path at2 = stopped_after_epoch_1(fsdp, "fsdp_at2");
-  r = run_command(ranks(2, at2, "--strategy fsdp --resume"), 300);
+  auto r = run_command(ranks(2, at2, "--strategy fsdp --resume"), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   EXPECT_TRUE(contains(r.output, "resuming after epoch 1")) << r.output;
   EXPECT_EQ(metrics_only(rows(at2)), metrics_only(got)) << r.output;
@@ -126,15 +135,10 @@ TEST(WeftTrainFsdp, SyncBatchNormTrainsAsDdp) {
   if (!have_data()) GTEST_SKIP() << "Debian package dataset-fashion-mnist is missing";
   const fs::path ddp = fresh_dir("fsdp_sbn_ddp"), fsdp = fresh_dir("fsdp_sbn_fsdp"),
                  local = fresh_dir("fsdp_sbn_local");
-  auto r = run_command(ranks(2, ddp, "--batchnorm sync"), 300);
-  ASSERT_EQ(r.code, 0) << r.output;
-  r = run_command(ranks(2, fsdp, "--strategy fsdp --batchnorm sync"), 300);
-  ASSERT_EQ(r.code, 0) << r.output;
-  const auto ref = rows(ddp), got = rows(fsdp);
-  ASSERT_EQ(ref.size(), 2u);
-  expect_close(got, ref);
+  const auto got = expect_fsdp_as_ddp(ddp, fsdp, "--batchnorm sync");
+  ASSERT_EQ(got.size(), 2u);
   // The statistics over both ranks' batches are not each rank's own: local BatchNorm differs.
-  r = run_command(ranks(2, local, "--strategy fsdp"), 300);
+  auto r = run_command(ranks(2, local, "--strategy fsdp"), 300);
   ASSERT_EQ(r.code, 0) << r.output;
   ASSERT_EQ(rows(local).size(), 2u);
   EXPECT_NE(csv_cells(rows(local)[0])[1], csv_cells(got[0])[1]);
