@@ -5,6 +5,7 @@
 #include <chrono>
 #include <sstream>
 
+#include "distributed/work.h"
 #include "weft/distributed/error_file.h"
 
 namespace weft::dist::detail {
@@ -12,16 +13,6 @@ namespace weft::dist::detail {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-
-std::string message_of(const std::exception_ptr& e) {
-  try {
-    std::rethrow_exception(e);
-  } catch (const std::exception& ex) {
-    return ex.what();
-  } catch (...) {
-    return "";
-  }
-}
 
 std::string key(int rank) { return "desync/" + std::to_string(rank); }
 

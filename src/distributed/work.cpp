@@ -4,7 +4,6 @@
 
 namespace weft::dist::detail {
 
-namespace {
 std::string message_of(const std::exception_ptr& e) {
   try {
     std::rethrow_exception(e);
@@ -14,7 +13,6 @@ std::string message_of(const std::exception_ptr& e) {
     return "unknown exception";
   }
 }
-}  // namespace
 
 constexpr std::chrono::microseconds kPollBeforeSleep{2000};
 

@@ -20,6 +20,9 @@
 
 namespace weft::dist::detail {
 
+// The exception's what(), or "unknown exception" for one that is not a std::exception.
+std::string message_of(const std::exception_ptr& e);
+
 class WorkImpl : public Work {
  public:
   // `what` names the op for messages ("gloo allreduce(SUM, float32 [4]) on rank 1 of 2").
