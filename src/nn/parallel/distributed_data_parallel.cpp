@@ -1,6 +1,7 @@
 #include "weft/nn/parallel/distributed_data_parallel.h"
 
 #include <cstring>
+#include <map>
 
 #include "weft/autograd.h"
 #include "weft/distributed/coalesced.h"
@@ -200,12 +201,24 @@ class ThenWork : public Work {
   std::function<void()> after_;
 };
 
-// All-reduces a float32 bucket as `dtype` (fp16 or bf16): Tensor::to rounds to nearest even on
-// the bucket's device, and the reduced values are copied back into the float32 buffer.
+// All-reduces a float32 bucket as `dtype` (fp16 or bf16): rounded to nearest even on the
+// bucket's device, and the reduced values are copied back into the float32 buffer. On CPU the
+// 16-bit copy of each bucket is a symmetric tensor made once (Note [Symmetric buffers]): every
+// rank calls the hook for the same buckets in the same order, so its allocation is collective.
 CommHook half_hook(DType dtype) {
-  return [dtype](ProcessGroup& pg, GradBucket& bucket) -> std::shared_ptr<Work> {
+  auto kept = std::make_shared<std::map<std::pair<const ProcessGroup*, size_t>, Tensor>>();
+  return [dtype, kept](ProcessGroup& pg, GradBucket& bucket) -> std::shared_ptr<Work> {
     Tensor buf = bucket.buffer;
-    Tensor half = buf.to(dtype);
+    Tensor half;
+    if (buf.device().is_cpu()) {
+      Tensor& k = (*kept)[{&pg, bucket.index}];
+      if (!k.defined() || k.numel() != buf.numel()) k = pg.empty_symmetric({buf.numel()}, dtype);
+      half = k;
+      NoGradGuard ng;
+      half.copy_(buf);
+    } else {
+      half = buf.to(dtype);
+    }
     auto work = pg.allreduce({half});
     return std::make_shared<ThenWork>(work, [buf, half]() mutable {
       NoGradGuard ng;
