@@ -93,34 +93,34 @@ int64_t wrap_dim(int64_t dim, int64_t ndim) {
   return dim < 0 ? dim + n : dim;
 }
 
-Tensor make_empty(const Shape& shape, DType dtype, Device device) {
-  for (int64_t d : shape) WEFT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+namespace {
+// A contiguous tensor of `shape` over all of `storage`.
+Tensor contiguous_over(std::shared_ptr<Storage> storage, const Shape& shape, DType dtype) {
   auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>((size_t)shape_numel(shape) * itemsize(dtype), device);
+  impl->storage = std::move(storage);
   impl->sizes = shape;
   impl->strides = contiguous_strides(shape);
   impl->dtype = dtype;
   return Tensor(std::move(impl));
+}
+size_t bytes_of(const Shape& shape, DType dtype) {
+  return (size_t)shape_numel(shape) * itemsize(dtype);
+}
+}  // namespace
+
+Tensor make_empty(const Shape& shape, DType dtype, Device device) {
+  for (int64_t d : shape) WEFT_CHECK(d >= 0, "negative dimension in shape ", shape_str(shape));
+  return contiguous_over(std::make_shared<Storage>(bytes_of(shape, dtype), device), shape, dtype);
 }
 
 Tensor make_empty_pinned(const Shape& shape, DType dtype) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage =
-      std::make_shared<Storage>((size_t)shape_numel(shape) * itemsize(dtype), Device::CPU(), true);
-  impl->sizes = shape;
-  impl->strides = contiguous_strides(shape);
-  impl->dtype = dtype;
-  return Tensor(std::move(impl));
+  return contiguous_over(std::make_shared<Storage>(bytes_of(shape, dtype), Device::CPU(), true),
+                         shape, dtype);
 }
 
 Tensor make_over(void* data, const Shape& shape, DType dtype, std::shared_ptr<void> owner) {
-  auto impl = std::make_shared<TensorImpl>();
-  impl->storage = std::make_shared<Storage>(data, (size_t)shape_numel(shape) * itemsize(dtype),
-                                            std::move(owner));
-  impl->sizes = shape;
-  impl->strides = contiguous_strides(shape);
-  impl->dtype = dtype;
-  return Tensor(std::move(impl));
+  return contiguous_over(std::make_shared<Storage>(data, bytes_of(shape, dtype), std::move(owner)),
+                         shape, dtype);
 }
 
 Tensor make_view(const Tensor& base, Shape sizes, Shape strides, int64_t offset) {
