@@ -65,16 +65,23 @@ double BatchNormImplBase::next_momentum_factor() {
   return factor;
 }
 
-Tensor BatchNormImplBase::forward(const Tensor& input) {
+Tensor BatchNormImplBase::forward(const Tensor& input) { return run(input, false); }
+
+Tensor BatchNormImplBase::forward_relu(const Tensor& input) { return run(input, true); }
+
+Tensor BatchNormImplBase::run(const Tensor& input, bool relu) {
   check_input_dim(input);
   double factor = next_momentum_factor();
   bool use_batch_stats = training_ || !options.track_running_stats;
-  if (use_batch_stats && sync && sync->world_size() > 1)
-    return functional::sync_batch_norm(input, running_mean, running_var, weight, bias, factor,
-                                       options.eps, *sync);
-  return functional::batch_norm(input, use_batch_stats && !training_ ? Tensor() : running_mean,
-                                use_batch_stats && !training_ ? Tensor() : running_var, weight,
-                                bias, use_batch_stats, factor, options.eps);
+  if (use_batch_stats && sync && sync->world_size() > 1) {
+    Tensor y = functional::sync_batch_norm(input, running_mean, running_var, weight, bias, factor,
+                                           options.eps, *sync);
+    return relu ? y.relu() : y;
+  }
+  auto bn = relu ? &functional::batch_norm_relu : &functional::batch_norm;
+  return bn(input, use_batch_stats && !training_ ? Tensor() : running_mean,
+            use_batch_stats && !training_ ? Tensor() : running_var, weight, bias, use_batch_stats,
+            factor, options.eps);
 }
 
 std::string BatchNormImplBase::extra_repr() const {

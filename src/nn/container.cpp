@@ -1,5 +1,10 @@
 #include "weft/nn/container.h"
 
+#include <typeinfo>
+
+#include "weft/nn/activation.h"
+#include "weft/nn/batchnorm.h"
+
 namespace weft::nn {
 
 SequentialImpl::SequentialImpl(std::initializer_list<std::shared_ptr<Module>> modules)
@@ -20,9 +25,35 @@ void SequentialImpl::push_back(const std::string& name, std::shared_ptr<Module> 
   add_child(name, std::move(m));
 }
 
+namespace {
+// `m` as a BatchNorm that may run fused with the ReLU `next` (Note [BatchNorm-ReLU fusion]):
+// the library's own classes exactly (a subclass may override forward), neither with forward
+// hooks, which would see the intermediate output; else null.
+BatchNormImplBase* fusable_batch_norm(Module& m, Module& next) {
+  const std::type_info& t = typeid(m);
+  if (t != typeid(BatchNorm1dImpl) && t != typeid(BatchNorm2dImpl) && t != typeid(BatchNorm3dImpl))
+    return nullptr;
+  if (typeid(next) != typeid(ReLUImpl) || m.has_forward_hooks() || next.has_forward_hooks())
+    return nullptr;
+  return static_cast<BatchNormImplBase*>(&m);
+}
+}  // namespace
+
 Tensor SequentialImpl::forward(const Tensor& input) {
   Tensor x = input;
-  for (auto& [name, m] : children_) x = (*m)(x);  // with the child's forward hooks
+  const auto children = children_.begin();
+  for (size_t i = 0; i < children_.size(); ++i) {
+    Module& m = *children[(std::ptrdiff_t)i].second;
+    BatchNormImplBase* bn = i + 1 < children_.size()
+                                ? fusable_batch_norm(m, *children[(std::ptrdiff_t)i + 1].second)
+                                : nullptr;
+    if (bn) {
+      x = bn->forward_relu(x);
+      ++i;  // the ReLU ran with it
+    } else {
+      x = m(x);  // with the child's forward hooks
+    }
+  }
   return x;
 }
 

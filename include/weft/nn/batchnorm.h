@@ -40,6 +40,9 @@ class BatchNormImplBase : public Module {
   // (Re)creates weight, bias and the running buffers with their initial values.
   void reset_state();
   Tensor forward(const Tensor& input) override;
+  // relu(forward(input)), fused where functional::batch_norm_relu fuses (Sequential calls it
+  // for a BatchNorm followed by a ReLU: Note [BatchNorm-ReLU fusion]).
+  Tensor forward_relu(const Tensor& input);
   std::string extra_repr() const override;
   void reset_running_stats();
   // The factor the next train-mode forward gives the new batch statistics (bumps
@@ -55,6 +58,7 @@ class BatchNormImplBase : public Module {
   void mark_as_sync_batchnorm() { type_name_ = "SyncBatchNorm"; }
 
  private:
+  Tensor run(const Tensor& input, bool relu);
   int min_dim_, max_dim_;
 };
 

@@ -26,6 +26,11 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias = Te
 Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
                   const Tensor& weight, const Tensor& bias, bool training, double momentum,
                   double eps);
+// relu(batch_norm(...)), the same values; in training mode on the CPU in one fused pass and one
+// autograd node, BatchNormReluBackward (Note [BatchNorm-ReLU fusion]).
+Tensor batch_norm_relu(const Tensor& input, Tensor running_mean, Tensor running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, double momentum,
+                       double eps);
 // Training-mode batch norm whose statistics and backward reductions are combined across
 // replicas through `sync` (SyncBatchNorm's kernel).
 Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,

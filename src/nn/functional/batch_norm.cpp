@@ -126,16 +126,49 @@ Tensor batch_norm_widened(const Tensor& input, Tensor& running_mean, Tensor& run
 
 namespace functional {
 
-Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
-                  const Tensor& weight, const Tensor& bias, bool training, double momentum,
-                  double eps) {
+namespace {
+
+// The autograd node of a batch norm, with (relu) or without a ReLU fused after it.
+void record_batch_norm(const Tensor& input, const Tensor& weight, const Tensor& bias, Tensor& out,
+                       const Tensor& mean, const Tensor& invstd, bool training, int64_t count,
+                       bool relu) {
   using namespace detail;
-  if (batch_norm_needs_widening(input, running_mean, running_var, weight, bias))
-    return batch_norm_widened(
-        input, running_mean, running_var, weight, bias,
-        [&](const Tensor& x, Tensor rm, Tensor rv, const Tensor& w, const Tensor& b) {
-          return batch_norm(x, rm, rv, w, b, training, momentum, eps);
-        });
+  Tensor x = input.detach(), w = weight.defined() ? weight.detach() : Tensor();
+  bool gw = weight.requires_grad(), gb = bias.requires_grad();
+  if (relu) {  // Note [BatchNorm-ReLU fusion]: the mask is recomputed from x, w and b
+    Tensor b = bias.defined() ? bias.detach() : Tensor();
+    autograd::record("BatchNormReluBackward", {&input, &weight, &bias}, out,
+                     [x, w, b, mean, invstd, count, gw, gb](std::vector<Tensor>& g) {
+                       ops::BatchNormReluGrads r = ops::batch_norm_relu_backward_stub(
+                           x.device(), g[0], x, mean, invstd, w, b, count);
+                       return std::vector<Tensor>{r.dx, gw ? r.sum_dy_xmu * invstd : Tensor(),
+                                                  gb ? r.sum_dy : Tensor()};
+                     },
+                     {x, w, b});
+    return;
+  }
+  autograd::record(
+      "BatchNormBackward", {&input, &weight, &bias}, out,
+      [x, w, mean, invstd, training, count, gw, gb](std::vector<Tensor>& g) {
+        auto [sdy, sdyx] = batch_norm_backward_reduce(g[0], x, mean);
+        Tensor dx;
+        if (training) {
+          dx = batch_norm_backward_elemt(g[0], x, mean, invstd, w, sdy, sdyx, count);
+        } else {
+          Tensor scale = w.defined() ? invstd * w : invstd;
+          dx = batch_norm_elemt(g[0], zeros_like(mean), scale, Tensor(), Tensor());
+        }
+        return std::vector<Tensor>{dx, gw ? sdyx * invstd : Tensor(), gb ? sdy : Tensor()};
+      },
+      {x, w});
+}
+
+// batch_norm, followed by a ReLU in the same kernels when `relu` (batch_norm_relu has checked
+// that they take the input).
+Tensor batch_norm_impl(const Tensor& input, Tensor running_mean, Tensor running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, double momentum,
+                       double eps, bool relu) {
+  using namespace detail;
   const int64_t C = input.dim() >= 2 ? input.size(1) : -1;
   WEFT_CHECK(input.dim() >= 2, "batch_norm expects [N, C, ...], got ", input.str());
   for (const Tensor* t :
@@ -158,26 +191,45 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
     var = running_var.detach().clone();
   }
   invstd = (var + eps).pow(-0.5);
-  Tensor out = batch_norm_elemt(input, mean, invstd, weight, bias);
-  if (autograd::any_requires_grad({&input, &weight, &bias})) {
-    Tensor x = input.detach(), w = weight.defined() ? weight.detach() : Tensor();
-    bool gw = weight.requires_grad(), gb = bias.requires_grad();
-    autograd::record(
-        "BatchNormBackward", {&input, &weight, &bias}, out,
-        [x, w, mean, invstd, training, count, gw, gb](std::vector<Tensor>& g) {
-          auto [sdy, sdyx] = batch_norm_backward_reduce(g[0], x, mean);
-          Tensor dx;
-          if (training) {
-            dx = batch_norm_backward_elemt(g[0], x, mean, invstd, w, sdy, sdyx, count);
-          } else {
-            Tensor scale = w.defined() ? invstd * w : invstd;
-            dx = batch_norm_elemt(g[0], zeros_like(mean), scale, Tensor(), Tensor());
-          }
-          return std::vector<Tensor>{dx, gw ? sdyx * invstd : Tensor(), gb ? sdy : Tensor()};
-        },
-        {x, w});
-  }
+  Tensor out =
+      relu ? ops::batch_norm_relu_elemt_stub(input.device(), input, mean, invstd, weight, bias)
+           : batch_norm_elemt(input, mean, invstd, weight, bias);
+  if (autograd::any_requires_grad({&input, &weight, &bias}))
+    record_batch_norm(input, weight, bias, out, mean, invstd, training, count, relu);
   return out;
+}
+
+}  // namespace
+
+Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
+                  const Tensor& weight, const Tensor& bias, bool training, double momentum,
+                  double eps) {
+  using namespace detail;
+  if (batch_norm_needs_widening(input, running_mean, running_var, weight, bias))
+    return batch_norm_widened(
+        input, running_mean, running_var, weight, bias,
+        [&](const Tensor& x, Tensor rm, Tensor rv, const Tensor& w, const Tensor& b) {
+          return batch_norm(x, rm, rv, w, b, training, momentum, eps);
+        });
+  return batch_norm_impl(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                         false);
+}
+
+// Fused only where a kernel exists (the CPU's), in training mode and for float32 throughout;
+// everything else is the composition, which gives the same values.
+Tensor batch_norm_relu(const Tensor& input, Tensor running_mean, Tensor running_var,
+                       const Tensor& weight, const Tensor& bias, bool training, double momentum,
+                       double eps) {
+  bool fuse = training && input.dim() >= 2 &&
+              ops::batch_norm_relu_elemt_stub.has_kernel(input.device().type);
+  for (const Tensor* t :
+       std::initializer_list<const Tensor*>{&input, &running_mean, &running_var, &weight, &bias})
+    fuse = fuse && (!t->defined() || t->dtype() == kFloat32);
+  if (!fuse)
+    return batch_norm(input, running_mean, running_var, weight, bias, training, momentum, eps)
+        .relu();
+  return batch_norm_impl(input, running_mean, running_var, weight, bias, training, momentum, eps,
+                         true);
 }
 
 }  // namespace functional

@@ -163,8 +163,23 @@ std::pair<Tensor, Tensor> stats(const Tensor& x0) {
   return {mean, var};
 }
 
-Tensor elemt(const Tensor& x0, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
-             const Tensor& bias) {
+// Channel c's normalisation as one affine map, y = x * scale + shift. Every kernel that
+// computes a batch norm output, or recomputes one (the fused ReLU's mask), goes through these
+// two functions, so that all of them round alike (Note [BatchNorm-ReLU fusion]).
+struct Affine {
+  float scale, shift;
+};
+inline Affine affine_of(int64_t c, const float* pm, const float* pi, const float* pw,
+                        const float* pb) {
+  const float scale = pi[c] * (pw ? pw[c] : 1.0f);
+  return {scale, (pb ? pb[c] : 0.0f) - pm[c] * scale};
+}
+inline float apply(const Affine& a, float x) { return x * a.scale + a.shift; }
+
+// y = x * scale + shift per channel, then (kRelu) PyTorch's relu: NaN and -0 pass through.
+template <bool kRelu>
+Tensor elemt_impl(const Tensor& x0, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+                  const Tensor& bias) {
   Tensor x = x0.contiguous();
   auto [N, C, S] = layout_of(x);
   Tensor out = make_empty(x.sizes(), x.dtype(), x.device());
@@ -181,16 +196,22 @@ Tensor elemt(const Tensor& x0, const Tensor& mean, const Tensor& invstd, const T
                       std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S),
                           obuf(out.dtype() == kFloat32 ? 0 : S);
                       for (int64_t r = r0; r < r1; ++r) {
-                        int64_t c = r % C;
-                        float scale = pi[c] * (pw ? pw[c] : 1.0f);
-                        float shift = (pb ? pb[c] : 0.0f) - pm[c] * scale;
+                        const Affine af = affine_of(r % C, pm, pi, pw, pb);
                         const float* a = xs.row(r, buf.data());
-                        store_row(out, stream, r, S, obuf.data(),
-                                  [&](int64_t i) { return a[i] * scale + shift; });
+                        store_row(out, stream, r, S, obuf.data(), [&](int64_t i) {
+                          const float v = apply(af, a[i]);
+                          if constexpr (kRelu) return v < 0 ? 0.0f : v;
+                          return v;
+                        });
                       }
                       if (stream) cpu::stream_fence();
                     });
   return out;
+}
+
+Tensor elemt(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+             const Tensor& bias) {
+  return elemt_impl<false>(x, mean, invstd, weight, bias);
 }
 
 std::pair<Tensor, Tensor> backward_reduce(const Tensor& dy0, const Tensor& x0, const Tensor& mean) {
@@ -252,6 +273,21 @@ std::pair<Tensor, Tensor> backward_reduce(const Tensor& dy0, const Tensor& x0, c
   return {sdy, sdyx};
 }
 
+// Channel c's input gradient, dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu))),
+// as dx = scale * (dy - mdy - (x - mu) * k). The fused ReLU backward uses it too.
+struct DxCoef {
+  float scale, mdy, k, mu;
+};
+inline DxCoef dx_coef(int64_t c, const float* pm, const float* pi, const float* pw,
+                      const float* ps1, const float* ps2, double inv_count) {
+  const float is = pi[c];
+  const float w = pw ? pw[c] : 1.0f;
+  return {w * is, (float)(ps1[c] * inv_count), (float)(ps2[c] * inv_count) * is * is, pm[c]};
+}
+inline float dx_of(const DxCoef& d, float dy, float x) {
+  return d.scale * (dy - d.mdy - (x - d.mu) * d.k);
+}
+
 // The count is the host's: a count held in a tensor is for CUDA inputs (SyncBatchNorm's), and
 // reading it here would hide a device read.
 Tensor backward_elemt(const Tensor& dy0, const Tensor& x0, const Tensor& mean, const Tensor& invstd,
@@ -277,23 +313,92 @@ Tensor backward_elemt(const Tensor& dy0, const Tensor& x0, const Tensor& mean, c
                           dbuf(dy.dtype() == kFloat32 ? 0 : S),
                           obuf(dx.dtype() == kFloat32 ? 0 : S);
                       for (int64_t r = r0; r < r1; ++r) {
-                        int64_t c = r % C;
-                        // dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu)))
-                        const float is = pi[c];
-                        const float w = pw ? pw[c] : 1.0f;
-                        const float mdy = (float)(ps1[c] * inv_count);
-                        const float k = (float)(ps2[c] * inv_count) * is * is;
-                        const float mu = pm[c];
-                        const float scale = w * is;
+                        const DxCoef d = dx_coef(r % C, pm, pi, pw, ps1, ps2, inv_count);
                         const float* xr = xs.row(r, xbuf.data());
                         const float* dr = dys.row(r, dbuf.data());
-                        store_row(dx, stream, r, S, obuf.data(), [&](int64_t i) {
-                          return scale * (dr[i] - mdy - (xr[i] - mu) * k);
-                        });
+                        store_row(dx, stream, r, S, obuf.data(),
+                                  [&](int64_t i) { return dx_of(d, dr[i], xr[i]); });
                       }
                       if (stream) cpu::stream_fence();
                     });
   return dx;
+}
+
+// relu(batch_norm(x)) in one pass (Note [BatchNorm-ReLU fusion]).
+Tensor relu_elemt(const Tensor& x, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
+                  const Tensor& bias) {
+  WEFT_CHECK(x.dtype() == kFloat32, "batch_norm_relu expects a float32 input, got ", x.str());
+  return elemt_impl<true>(x, mean, invstd, weight, bias);
+}
+
+// g' = g where the batch norm output x * scale + shift is not <= 0 (ReLU's rule), else 0. A
+// function of its own, with restrict pointers, so that the loop vectorises.
+void mask_row(const Affine af, const float* __restrict g, const float* __restrict x, int64_t S,
+              float* __restrict out) {
+  for (int64_t i = 0; i < S; ++i) out[i] = apply(af, x[i]) <= 0 ? 0.0f : g[i];
+}
+
+// relu(batch_norm(x))'s backward (Note [BatchNorm-ReLU fusion]): g is masked where the
+// recomputed batch norm output is <= 0 (ReLU's rule), and batch norm's backward runs on the
+// masked g' with backward_reduce's lane sums and backward_elemt's formula. g' is never written
+// out: both passes mask each row into an L1-sized buffer as they reach it.
+ops::BatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x0, const Tensor& mean,
+                                      const Tensor& invstd, const Tensor& weight,
+                                      const Tensor& bias, int64_t count) {
+  Tensor x = x0.contiguous(), g = g0.contiguous();
+  WEFT_CHECK(x.dtype() == kFloat32 && g.dtype() == kFloat32 && g.sizes() == x.sizes(),
+             "batch_norm_relu_backward expects a float32 input and gradient of one shape, got ",
+             x.str(), " and ", g.str());
+  auto [N, C, S] = layout_of(x);
+  Tensor mc = mean.contiguous(), ic = invstd.contiguous();
+  Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
+  Tensor bc = bias.defined() ? bias.contiguous() : Tensor();
+  const float *pm = mc.data_ptr<float>(), *pi = ic.data_ptr<float>();
+  const float *pw = opt_ptr(wc), *pb = opt_ptr(bc);
+  const float *pg = g.data_ptr<float>(), *px = x.data_ptr<float>();
+  auto masked = [&](int64_t r, float* out) {  // row r of g'
+    mask_row(affine_of(r % C, pm, pi, pw, pb), pg + r * S, px + r * S, S, out);
+  };
+  if (!long_rows(S)) {  // BatchNorm1d's rows: g' made whole, then the unfused kernels
+    Tensor gm = make_empty(x.sizes());
+    for (int64_t r = 0; r < N * C; ++r) masked(r, gm.data_ptr<float>() + r * S);
+    auto [sdy, sdyx] = backward_reduce(gm, x, mean);
+    return {backward_elemt(gm, x, mean, invstd, weight, sdy, sdyx, Tensor(), count), sdy, sdyx};
+  }
+  Tensor sdy = empty({C}), sdyx = empty({C});
+  float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
+  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {  // backward_reduce's order
+    std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
+    std::vector<float> buf(S);
+    for (int64_t n = 0; n < N; ++n)
+      for (int64_t c = c0; c < c1; ++c) {
+        masked(n * C + c, buf.data());
+        double ra, rb;
+        cpu::lane_sum_dot_centered(buf.data(), px + (n * C + c) * S, S, pm[c], &ra, &rb);
+        as[c - c0] += ra;
+        bs[c - c0] += rb;
+      }
+    for (int64_t c = c0; c < c1; ++c) {
+      p1[c] = (float)as[c - c0];
+      p2[c] = (float)bs[c - c0];
+    }
+  });
+  Tensor dx = make_empty(x.sizes());
+  const double inv_count = count ? 1.0 / (double)count : 0.0;
+  const bool stream = stream_output(dx);
+  cpu::parallel_for(
+      0, N * C, std::max<int64_t>(1, cpu::kGrainSize / S), [&](int64_t r0, int64_t r1) {
+        std::vector<float> buf(S);
+        const float* gr = buf.data();
+        for (int64_t r = r0; r < r1; ++r) {
+          const DxCoef d = dx_coef(r % C, pm, pi, pw, p1, p2, inv_count);
+          const float* xr = px + r * S;
+          masked(r, buf.data());
+          store_row(dx, stream, r, S, nullptr, [&](int64_t i) { return dx_of(d, gr[i], xr[i]); });
+        }
+        if (stream) cpu::stream_fence();
+      });
+  return {dx, sdy, sdyx};
 }
 
 void update_running_stats(const Tensor& running_mean, const Tensor& running_var, const Tensor& mean,
@@ -354,6 +459,8 @@ WEFT_REGISTER_DISPATCH(ops::batch_norm_stats_stub, CPU, &stats);
 WEFT_REGISTER_DISPATCH(ops::batch_norm_elemt_stub, CPU, &elemt);
 WEFT_REGISTER_DISPATCH(ops::batch_norm_backward_reduce_stub, CPU, &backward_reduce);
 WEFT_REGISTER_DISPATCH(ops::batch_norm_backward_elemt_stub, CPU, &backward_elemt);
+WEFT_REGISTER_DISPATCH(ops::batch_norm_relu_elemt_stub, CPU, &relu_elemt);
+WEFT_REGISTER_DISPATCH(ops::batch_norm_relu_backward_stub, CPU, &relu_backward);
 WEFT_REGISTER_DISPATCH(ops::update_running_stats_stub, CPU, &update_running_stats);
 WEFT_REGISTER_DISPATCH(ops::batch_norm_gather_stats_stub, CPU, &gather_stats);
 WEFT_REGISTER_DISPATCH(ops::batch_norm_reduced_native_stub, CPU, &reduced_native);

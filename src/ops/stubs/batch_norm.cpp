@@ -7,6 +7,8 @@ WEFT_DEFINE_DISPATCH(batch_norm_stats_stub);
 WEFT_DEFINE_DISPATCH(batch_norm_elemt_stub);
 WEFT_DEFINE_DISPATCH(batch_norm_backward_reduce_stub);
 WEFT_DEFINE_DISPATCH(batch_norm_backward_elemt_stub);
+WEFT_DEFINE_DISPATCH(batch_norm_relu_elemt_stub);
+WEFT_DEFINE_DISPATCH(batch_norm_relu_backward_stub);
 WEFT_DEFINE_DISPATCH(update_running_stats_stub);
 WEFT_DEFINE_DISPATCH(batch_norm_gather_stats_stub);
 WEFT_DEFINE_DISPATCH(batch_norm_reduced_native_stub);

@@ -35,6 +35,20 @@ using BatchNormBackwardElemtFn = Tensor (*)(const Tensor& dy, const Tensor& x, c
                                             const Tensor& sum_dy, const Tensor& sum_dy_xmu,
                                             const Tensor& device_count, int64_t count);
 WEFT_DECLARE_DISPATCH(BatchNormBackwardElemtFn, batch_norm_backward_elemt_stub);
+// Training-mode batch norm followed by ReLU (Note [BatchNorm-ReLU fusion]), CPU only, float32:
+// relu(batch_norm_elemt(x, ...)) in one pass over x.
+WEFT_DECLARE_DISPATCH(BatchNormElemtFn, batch_norm_relu_elemt_stub);
+// Its backward from g = dL/d(output): the ReLU's mask is recomputed from x and the same
+// per-channel affine, never read from a saved output. dx, and per channel sum(g') and
+// sum(g' * (x - mean)) of the masked g' (the weight's and bias' gradients need them).
+struct BatchNormReluGrads {
+  Tensor dx, sum_dy, sum_dy_xmu;
+};
+using BatchNormReluBackwardFn = BatchNormReluGrads (*)(const Tensor& g, const Tensor& x,
+                                                       const Tensor& mean, const Tensor& invstd,
+                                                       const Tensor& weight, const Tensor& bias,
+                                                       int64_t count);
+WEFT_DECLARE_DISPATCH(BatchNormReluBackwardFn, batch_norm_relu_backward_stub);
 // running = (1 - momentum) * running + momentum * batch (var made unbiased with the count).
 using UpdateRunningStatsFn = void (*)(const Tensor& running_mean, const Tensor& running_var,
                                       const Tensor& mean, const Tensor& var,
