@@ -103,6 +103,44 @@ TEST(FastKernels, ConvOneDnnMatchesIm2col) {
   }
 }
 
+// A training forward keeps its input as reordered for oneDNN, for the backward-weights of the
+// same shape (ops/cpu/conv.h). Only that input's backward may use it: with two forwards of one
+// shape in flight, and backwards in either order, every weight gradient must still be its own
+// input's (against im2col's, which keeps nothing).
+TEST(FastKernels, ConvKeptInputServesOnlyItsOwnBackward) {
+  for (ConvBackend be : {ConvBackend::kOneDnn, ConvBackend::kOneDnnWinograd}) {
+    SCOPED_TRACE(testing::Message() << "backend " << (int)be);
+    weft::Generator gen(21);
+    Tensor w = weft::randn({32, 16, 3, 3}, &gen).requires_grad_(true);
+    std::vector<Tensor> xs, gs;
+    for (int i = 0; i < 3; ++i) {
+      xs.push_back(weft::randn({2, 16, 8, 8}, &gen));
+      gs.push_back(weft::randn({2, 32, 8, 8}, &gen));
+    }
+    auto dw_of = [&](ConvBackend b, const std::vector<int>& fwd, const std::vector<int>& bwd) {
+      weft::cpu::set_conv_backend(b);
+      std::vector<Tensor> ys(xs.size());
+      for (int i : fwd) ys[i] = F::conv2d(xs[i], w, Tensor(), {1, 1}, {1, 1});
+      std::vector<std::vector<float>> dws(xs.size());
+      for (int i : bwd) {
+        w.mutable_grad() = Tensor();
+        (ys[i] * gs[i]).sum().backward();
+        dws[i] = w.grad().to_vector_float();
+      }
+      weft::cpu::set_conv_backend(ConvBackend::kAuto);
+      return dws;
+    };
+    // Forwards 0, 1, 2 then backwards 1, 0, 2: only 2's could find its input kept.
+    auto got = dw_of(be, {0, 1, 2}, {1, 0, 2});
+    auto want = dw_of(ConvBackend::kIm2col, {0, 1, 2}, {1, 0, 2});
+    for (int i = 0; i < 3; ++i) EXPECT_LT(rel_diff(got[i], want[i]), 1e-5) << "input " << i;
+    // One forward and its backward, twice: each finds its own input kept.
+    auto got2 = dw_of(be, {2}, {2}), got0 = dw_of(be, {0}, {0});
+    EXPECT_LT(rel_diff(got2[2], want[2]), 1e-5);
+    EXPECT_LT(rel_diff(got0[0], want[0]), 1e-5);
+  }
+}
+
 // oneDNN's native bf16 convolution (float32 accumulation) against the widened path (float32
 // im2col on exact copies): both round the same sums once, so they differ by at most one bf16
 // rounding of the output (2^-8 relative), here measured against the largest entry.

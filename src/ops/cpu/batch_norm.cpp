@@ -365,39 +365,44 @@ ops::BatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x0, const 
     auto [sdy, sdyx] = backward_reduce(gm, x, mean);
     return {backward_elemt(gm, x, mean, invstd, weight, sdy, sdyx, Tensor(), count), sdy, sdyx};
   }
-  Tensor sdy = empty({C}), sdyx = empty({C});
+  Tensor sdy = empty({C}), sdyx = empty({C}), dx = make_empty(x.sizes());
   float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
-  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {  // backward_reduce's order
-    std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
-    std::vector<float> buf(S);
-    for (int64_t n = 0; n < N; ++n)
-      for (int64_t c = c0; c < c1; ++c) {
-        masked(n * C + c, buf.data());
-        double ra, rb;
-        cpu::lane_sum_dot_centered(buf.data(), px + (n * C + c) * S, S, pm[c], &ra, &rb);
-        as[c - c0] += ra;
-        bs[c - c0] += rb;
-      }
-    for (int64_t c = c0; c < c1; ++c) {
-      p1[c] = (float)as[c - c0];
-      p2[c] = (float)bs[c - c0];
-    }
-  });
-  Tensor dx = make_empty(x.sizes());
   const double inv_count = count ? 1.0 / (double)count : 0.0;
   const bool stream = stream_output(dx);
-  cpu::parallel_for(
-      0, N * C, std::max<int64_t>(1, cpu::kGrainSize / S), [&](int64_t r0, int64_t r1) {
-        std::vector<float> buf(S);
-        const float* gr = buf.data();
-        for (int64_t r = r0; r < r1; ++r) {
-          const DxCoef d = dx_coef(r % C, pm, pi, pw, p1, p2, inv_count);
-          const float* xr = px + r * S;
-          masked(r, buf.data());
-          store_row(dx, stream, r, S, nullptr, [&](int64_t i) { return dx_of(d, gr[i], xr[i]); });
+  // Blocks of channels whose rows of g and x fill at most half the L2 (1 MB per core here), each
+  // reduced and then differentiated: the second pass reads g and x from L2, not from memory.
+  const int64_t block = std::max<int64_t>(1, (int64_t(1) << 19) / (2 * N * S * 4));
+  cpu::parallel_for(0, (C + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
+    std::vector<double> as(block), bs(block);
+    std::vector<float> buf(S);
+    float* gm = buf.data();
+    for (int64_t c0 = b0 * block; c0 < std::min(C, b1 * block); c0 += block) {
+      const int64_t c1 = std::min(C, c0 + block);
+      std::fill(as.begin(), as.end(), 0.0);
+      std::fill(bs.begin(), bs.end(), 0.0);
+      for (int64_t n = 0; n < N; ++n)  // backward_reduce's order
+        for (int64_t c = c0; c < c1; ++c) {
+          masked(n * C + c, gm);
+          double ra, rb;
+          cpu::lane_sum_dot_centered(gm, px + (n * C + c) * S, S, pm[c], &ra, &rb);
+          as[c - c0] += ra;
+          bs[c - c0] += rb;
         }
-        if (stream) cpu::stream_fence();
-      });
+      for (int64_t c = c0; c < c1; ++c) {
+        p1[c] = (float)as[c - c0];
+        p2[c] = (float)bs[c - c0];
+      }
+      for (int64_t n = 0; n < N; ++n)
+        for (int64_t c = c0; c < c1; ++c) {
+          const DxCoef d = dx_coef(c, pm, pi, pw, p1, p2, inv_count);
+          const int64_t r = n * C + c;
+          const float* xr = px + r * S;
+          masked(r, gm);
+          store_row(dx, stream, r, S, nullptr, [&](int64_t i) { return dx_of(d, gm[i], xr[i]); });
+        }
+    }
+    if (stream) cpu::stream_fence();
+  });
   return {dx, sdy, sdyx};
 }
 

@@ -11,6 +11,7 @@
 #include <cstring>
 
 #include "ops/stubs/conv.h"
+#include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft::cpu {
@@ -190,7 +191,9 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const ops::C
   const float* pw = w.data_ptr<float>();
   float* po = out.data_ptr<float>();
   const float* pb = b.defined() ? b.data_ptr<float>() : nullptr;
-  if (!use_onednn() || !cpu::onednn_conv_forward(g, px, pw, pb, po))
+  // A forward that autograd will differentiate for the weight keeps its reordered input.
+  const bool keep = GradMode::is_enabled() && w.requires_grad();
+  if (!use_onednn() || !cpu::onednn_conv_forward(g, px, pw, pb, po, keep ? &x : nullptr))
     conv2d_im2col(g, px, pw, pb, po);
   return out;
 }
@@ -208,9 +211,9 @@ ops::ConvGrads conv2d_backward(const Tensor& xs, const Tensor& ws, const Tensor&
   // oneDNN's backward-weights sums db on the way; alone, dy.sum does.
   Tensor db = gb ? make_empty({g.K}) : Tensor();
   auto ptr = [](Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
-  if (!use_onednn() ||
-      !cpu::onednn_conv_backward(g, xs.data_ptr<float>(), ws.data_ptr<float>(),
-                                 dy.data_ptr<float>(), ptr(dx), ptr(dw), gw ? ptr(db) : nullptr)) {
+  if (!use_onednn() || !cpu::onednn_conv_backward(g, xs.data_ptr<float>(), ws.data_ptr<float>(),
+                                                  dy.data_ptr<float>(), ptr(dx), ptr(dw),
+                                                  gw ? ptr(db) : nullptr, &xs)) {
     if (gx) dx.zero_();
     conv2d_backward_im2col(g, xs.data_ptr<float>(), ws.data_ptr<float>(), dy.data_ptr<float>(),
                            ptr(dx), ptr(dw));

@@ -6,6 +6,8 @@
 
 #include <cstdint>
 
+#include "weft/tensor.h"
+
 namespace weft::cpu {
 
 struct ConvGeom {
@@ -28,11 +30,15 @@ void set_conv_backend(ConvBackend b);
 ConvBackend conv_backend();
 
 // y = conv(x, w) + b (b may be null). False if oneDNN can't run this convolution; nothing
-// has been written then.
-bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y);
+// has been written then. `keep` (x's tensor, or null): a backward of this shape will follow, so
+// x as reordered for the primitive is kept for its backward-weights primitive, replacing what
+// the previous such forward of this shape kept.
+bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y,
+                         const Tensor* keep = nullptr);
 // Any of dx, dw may be null (not wanted); db (null or not) only with dw. Those given are
-// overwritten. False as above.
+// overwritten. False as above. `src` (x's tensor, or null): the kept reordered x is used if it
+// is this x at the same version. Either way the shape keeps nothing after this call.
 bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
-                          float* dw, float* db);
+                          float* dw, float* db, const Tensor* src = nullptr);
 
 }  // namespace weft::cpu

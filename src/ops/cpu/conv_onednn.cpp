@@ -98,8 +98,20 @@ struct Plain {
 
 // A shape's primitives, each made on first use; an empty slot after a failed attempt means
 // oneDNN can't run it.
+// The last training forward's src in its primitive's layout, kept for the backward-weights
+// primitive, which takes the same layout and would reorder the same tensor again. The plain
+// tensor is held too: while kept, no other tensor can have its address, so the address and the
+// version counter identify the data exactly.
+struct KeptSrc {
+  Tensor x;
+  uint32_t version;
+  memory::desc desc;
+  Tensor inner;
+};
+
 struct Entry {
   dnnl::algorithm alg = dnnl::algorithm::convolution_direct;
+  std::optional<KeptSrc> kept;                                         // under g_mutex
   std::optional<dnnl::convolution_forward::primitive_desc> fwd_pd[2];  // [has bias]
   std::optional<Op> fwd[2], bwd_data, bwd_w[2];
   bool tried_fwd[2] = {false, false}, tried_bwd_data = false, tried_bwd_w[2] = {false, false};
@@ -238,6 +250,18 @@ class Runner {
     stream().wait();
   }
 
+  // The buffer that holds `user` reordered into `d`, if this runner made one.
+  std::optional<Tensor> converted_buffer(const void* user, const memory::desc& d) const {
+    for (size_t i = 0; i < converted_.size(); ++i)
+      if (converted_[i].first == user && converted_[i].second.get_desc() == d) return conv_bufs_[i];
+    return std::nullopt;
+  }
+  // Takes `inner` as `user` already reordered into `d`.
+  void add_converted(void* user, const memory::desc& d, const Tensor& inner) {
+    converted_.emplace_back(user, memory(d, engine(), inner.raw_data()));
+    conv_bufs_.push_back(inner);
+  }
+
  private:
   memory scratch(const memory::desc& d) {
     bufs_.push_back(make_empty({(int64_t)((d.get_size() + 3) / 4)}));
@@ -250,10 +274,12 @@ class Runner {
     memory src(a.user, engine(), user);
     a.reo->execute(stream(), src, m);
     converted_.emplace_back(user, m);
+    conv_bufs_.push_back(bufs_.back());
     return m;
   }
   std::vector<Tensor> bufs_;
   std::vector<std::pair<void*, memory>> converted_;
+  std::vector<Tensor> conv_bufs_;  // converted_[i]'s memory
 };
 
 bool try_winograd(const ConvGeom& g) {
@@ -281,7 +307,8 @@ ConvBackend conv_backend() {
   return (ConvBackend)b;
 }
 
-bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y) {
+bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y,
+                         const Tensor* keep) {
   std::shared_ptr<Entry> e;
   const Op* op = nullptr;
   {
@@ -299,14 +326,25 @@ bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const 
   std::map<int, void*> ptrs{
       {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DST, y}};
   if (b) ptrs[DNNL_ARG_BIAS] = (void*)b;
-  Runner().run(*op, ptrs);
+  Runner r;
+  r.run(*op, ptrs);
+  if (keep) {
+    const memory::desc& d = op->args[0].inner;  // DNNL_ARG_SRC's
+    std::optional<Tensor> inner = r.converted_buffer(x, d);
+    std::lock_guard<std::mutex> lock(g_mutex);
+    if (inner)
+      e->kept = KeptSrc{*keep, keep->_version(), d, *inner};
+    else
+      e->kept.reset();
+  }
   return true;
 }
 
 bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
-                          float* dw, float* db) {
+                          float* dw, float* db, const Tensor* src) {
   std::shared_ptr<Entry> e;
   const Op *bd = nullptr, *bw = nullptr;
+  std::optional<KeptSrc> kept;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     auto get = [&](bool wino) {
@@ -316,8 +354,14 @@ bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const
       return (!dx || bd) && (!dw || bw);
     };
     if (!(try_winograd(g) && get(true)) && !get(false)) return false;
+    // The forward's reordered src, if it is this src's; taken (used once).
+    if (bw && src && e->kept && e->kept->x.raw_data() == x && e->kept->version == src->_version() &&
+        e->kept->desc == bw->args[1].inner)
+      kept = std::move(e->kept);
+    e->kept.reset();
   }
   Runner r;
+  if (kept) r.add_converted((void*)x, kept->desc, kept->inner);
   if (bd)
     r.run(*bd,
           {{DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DIFF_SRC, dx}});
