@@ -335,7 +335,10 @@ Tensor relu_elemt(const Tensor& x, const Tensor& mean, const Tensor& invstd, con
 // function of its own, with restrict pointers, so that the loop vectorises.
 void mask_row(const Affine af, const float* __restrict g, const float* __restrict x, int64_t S,
               float* __restrict out) {
-  for (int64_t i = 0; i < S; ++i) out[i] = apply(af, x[i]) <= 0 ? 0.0f : g[i];
+  for (int64_t i = 0; i < S; ++i) {
+    const float gi = g[i];  // read whatever the mask: a plain load, not a masked one
+    out[i] = apply(af, x[i]) <= 0 ? 0.0f : gi;
+  }
 }
 
 // relu(batch_norm(x))'s backward (Note [BatchNorm-ReLU fusion]): g is masked where the
@@ -369,40 +372,35 @@ ops::BatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x0, const 
   float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
   const double inv_count = count ? 1.0 / (double)count : 0.0;
   const bool stream = stream_output(dx);
-  // Blocks of channels whose rows of g and x fill at most half the L2 (1 MB per core here), each
-  // reduced and then differentiated: the second pass reads g and x from L2, not from memory.
-  const int64_t block = std::max<int64_t>(1, (int64_t(1) << 19) / (2 * N * S * 4));
-  cpu::parallel_for(0, (C + block - 1) / block, 1, [&](int64_t b0, int64_t b1) {
-    std::vector<double> as(block), bs(block);
+  cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {  // backward_reduce's order
+    std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
     std::vector<float> buf(S);
     float* gm = buf.data();
-    for (int64_t c0 = b0 * block; c0 < std::min(C, b1 * block); c0 += block) {
-      const int64_t c1 = std::min(C, c0 + block);
-      std::fill(as.begin(), as.end(), 0.0);
-      std::fill(bs.begin(), bs.end(), 0.0);
-      for (int64_t n = 0; n < N; ++n)  // backward_reduce's order
-        for (int64_t c = c0; c < c1; ++c) {
-          masked(n * C + c, gm);
-          double ra, rb;
-          cpu::lane_sum_dot_centered(gm, px + (n * C + c) * S, S, pm[c], &ra, &rb);
-          as[c - c0] += ra;
-          bs[c - c0] += rb;
-        }
+    for (int64_t n = 0; n < N; ++n)
       for (int64_t c = c0; c < c1; ++c) {
-        p1[c] = (float)as[c - c0];
-        p2[c] = (float)bs[c - c0];
+        masked(n * C + c, gm);
+        double ra, rb;
+        cpu::lane_sum_dot_centered(gm, px + (n * C + c) * S, S, pm[c], &ra, &rb);
+        as[c - c0] += ra;
+        bs[c - c0] += rb;
       }
-      for (int64_t n = 0; n < N; ++n)
-        for (int64_t c = c0; c < c1; ++c) {
-          const DxCoef d = dx_coef(c, pm, pi, pw, p1, p2, inv_count);
-          const int64_t r = n * C + c;
+    for (int64_t c = c0; c < c1; ++c) {
+      p1[c] = (float)as[c - c0];
+      p2[c] = (float)bs[c - c0];
+    }
+  });
+  cpu::parallel_for(
+      0, N * C, std::max<int64_t>(1, cpu::kGrainSize / S), [&](int64_t r0, int64_t r1) {
+        std::vector<float> buf(S);
+        float* gm = buf.data();
+        for (int64_t r = r0; r < r1; ++r) {
+          const DxCoef d = dx_coef(r % C, pm, pi, pw, p1, p2, inv_count);
           const float* xr = px + r * S;
           masked(r, gm);
           store_row(dx, stream, r, S, nullptr, [&](int64_t i) { return dx_of(d, gm[i], xr[i]); });
         }
-    }
-    if (stream) cpu::stream_fence();
-  });
+        if (stream) cpu::stream_fence();
+      });
   return {dx, sdy, sdyx};
 }
 
