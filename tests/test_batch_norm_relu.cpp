@@ -69,12 +69,11 @@ TEST(BatchNormRelu, FusedEqualsComposition) {
     const StepResult want = run_step(false, x, w, b, gy), got = run_step(true, x, w, b, gy);
     EXPECT_EQ(want.node, "ReluBackward");
     EXPECT_EQ(got.node, "BatchNormReluBackward");
-    // The same formulas in the same order: equal up to the compiler's choice of fused
-    // multiply-adds in different loops, far below float32's 1e-7.
-    EXPECT_LE(max_rel(got.y, want.y), 1e-6);
-    EXPECT_LE(max_rel(got.dx, want.dx), 1e-6);
-    EXPECT_LE(max_rel(got.dw, want.dw), 1e-6);
-    EXPECT_LE(max_rel(got.db, want.db), 1e-6);
+    // The same functions on the same values in the same order: the same bits.
+    EXPECT_EQ(got.y, want.y);
+    EXPECT_EQ(got.dx, want.dx);
+    EXPECT_EQ(got.dw, want.dw);
+    EXPECT_EQ(got.db, want.db);
     EXPECT_EQ(got.rm, want.rm);
     EXPECT_EQ(got.rv, want.rv);
     // The mask really cut: some outputs are 0 and some gradient entries were dropped.
