@@ -96,12 +96,10 @@ struct Plain {
   }
 };
 
-// A shape's primitives, each made on first use; an empty slot after a failed attempt means
-// oneDNN can't run it.
 // The last training forward's src in its primitive's layout, kept for the backward-weights
 // primitive, which takes the same layout and would reorder the same tensor again. The plain
-// tensor is held too: while kept, no other tensor can have its address, so the address and the
-// version counter identify the data exactly.
+// tensor's storage is held too (detached: no autograd graph kept alive): while kept, no other
+// tensor can have its address, so the address and the version counter identify the data.
 struct KeptSrc {
   Tensor x;
   uint32_t version;
@@ -109,6 +107,8 @@ struct KeptSrc {
   Tensor inner;
 };
 
+// A shape's primitives, each made on first use; an empty slot after a failed attempt means
+// oneDNN can't run it.
 struct Entry {
   dnnl::algorithm alg = dnnl::algorithm::convolution_direct;
   std::optional<KeptSrc> kept;                                         // under g_mutex
@@ -333,7 +333,7 @@ bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const 
     std::optional<Tensor> inner = r.converted_buffer(x, d);
     std::lock_guard<std::mutex> lock(g_mutex);
     if (inner)
-      e->kept = KeptSrc{*keep, keep->_version(), d, *inner};
+      e->kept = KeptSrc{keep->detach(), keep->_version(), d, *inner};
     else
       e->kept.reset();
   }
