@@ -174,7 +174,10 @@ inline Affine affine_of(int64_t c, const float* pm, const float* pi, const float
   const float scale = pi[c] * (pw ? pw[c] : 1.0f);
   return {scale, (pb ? pb[c] : 0.0f) - pm[c] * scale};
 }
-inline float apply(const Affine& a, float x) { return x * a.scale + a.shift; }
+template <typename T>  // float, or cpu::Lanes16 for 16 of them
+inline T apply(const Affine& a, T x) {
+  return x * a.scale + a.shift;
+}
 
 // y = x * scale + shift per channel, then (kRelu) PyTorch's relu: NaN and -0 pass through.
 template <bool kRelu>
@@ -341,6 +344,35 @@ void mask_row(const Affine af, const float* __restrict g, const float* __restric
   }
 }
 
+// cpu::lane_sum_dot_centered(g', x) with g' = mask_row's, without writing g' out: the same
+// lanes in the same order, so the same sums.
+void masked_sum_dot_centered(const Affine af, const float* __restrict g, const float* __restrict x,
+                             int64_t n, float c, double* s1, double* s2) {
+  using cpu::Lanes16, cpu::load16;
+  const Lanes16 zero = {};
+  Lanes16 a0 = {}, a1 = {}, b0 = {}, b1 = {};
+  int64_t i = 0;
+  for (; i + cpu::kLanes <= n; i += cpu::kLanes) {
+    const Lanes16 x0 = load16(x + i), x1 = load16(x + i + 16);
+    const Lanes16 d0 = apply(af, x0) <= 0 ? zero : load16(g + i);
+    const Lanes16 d1 = apply(af, x1) <= 0 ? zero : load16(g + i + 16);
+    a0 += d0;
+    a1 += d1;
+    b0 += d0 * (x0 - c);
+    b1 += d1 * (x1 - c);
+  }
+  double r1 = 0, r2 = 0;
+  for (; i < n; ++i) {
+    const float d = apply(af, x[i]) <= 0 ? 0.0f : g[i];
+    r1 += d;
+    r2 += (double)d * ((double)x[i] - c);
+  }
+  cpu::add_lanes(&r1, a0, a1);
+  cpu::add_lanes(&r2, b0, b1);
+  *s1 = r1;
+  *s2 = r2;
+}
+
 // relu(batch_norm(x))'s backward (Note [BatchNorm-ReLU fusion]): g is masked where the
 // recomputed batch norm output is <= 0 (ReLU's rule), and batch norm's backward runs on the
 // masked g' with backward_reduce's lane sums and backward_elemt's formula. g' is never written
@@ -374,13 +406,12 @@ ops::BatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x0, const 
   const bool stream = stream_output(dx);
   cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {  // backward_reduce's order
     std::vector<double> as(c1 - c0, 0.0), bs(c1 - c0, 0.0);
-    std::vector<float> buf(S);
-    float* gm = buf.data();
     for (int64_t n = 0; n < N; ++n)
       for (int64_t c = c0; c < c1; ++c) {
-        masked(n * C + c, gm);
+        const int64_t r = n * C + c;
         double ra, rb;
-        cpu::lane_sum_dot_centered(gm, px + (n * C + c) * S, S, pm[c], &ra, &rb);
+        masked_sum_dot_centered(affine_of(c, pm, pi, pw, pb), pg + r * S, px + r * S, S, pm[c], &ra,
+                                &rb);
         as[c - c0] += ra;
         bs[c - c0] += rb;
       }
@@ -389,18 +420,19 @@ ops::BatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x0, const 
       p2[c] = (float)bs[c - c0];
     }
   });
-  cpu::parallel_for(
-      0, N * C, std::max<int64_t>(1, cpu::kGrainSize / S), [&](int64_t r0, int64_t r1) {
-        std::vector<float> buf(S);
-        float* gm = buf.data();
-        for (int64_t r = r0; r < r1; ++r) {
-          const DxCoef d = dx_coef(r % C, pm, pi, pw, p1, p2, inv_count);
-          const float* xr = px + r * S;
-          masked(r, gm);
-          store_row(dx, stream, r, S, nullptr, [&](int64_t i) { return dx_of(d, gm[i], xr[i]); });
-        }
-        if (stream) cpu::stream_fence();
-      });
+  cpu::parallel_for(0, N * C, std::max<int64_t>(1, cpu::kGrainSize / S),
+                    [&](int64_t r0, int64_t r1) {
+                      for (int64_t r = r0; r < r1; ++r) {
+                        const Affine af = affine_of(r % C, pm, pi, pw, pb);
+                        const DxCoef d = dx_coef(r % C, pm, pi, pw, p1, p2, inv_count);
+                        const float *gr = pg + r * S, *xr = px + r * S;
+                        store_row(dx, stream, r, S, nullptr, [&](int64_t i) {
+                          const float gi = gr[i], xi = xr[i];
+                          return dx_of(d, apply(af, xi) <= 0 ? 0.0f : gi, xi);
+                        });
+                      }
+                      if (stream) cpu::stream_fence();
+                    });
   return {dx, sdy, sdyx};
 }
 
