@@ -375,8 +375,9 @@ void masked_sum_dot_centered(const Affine af, const float* __restrict g, const f
 
 // relu(batch_norm(x))'s backward (Note [BatchNorm-ReLU fusion]): g is masked where the
 // recomputed batch norm output is <= 0 (ReLU's rule), and batch norm's backward runs on the
-// masked g' with backward_reduce's lane sums and backward_elemt's formula. g' is never written
-// out: both passes mask each row into an L1-sized buffer as they reach it.
+// masked g' with backward_reduce's lane sums and backward_elemt's formula. For conv-sized rows
+// g' is never written out: both passes apply the mask inside their own loop, each reading g and
+// x once (a pass that first masked a row into a buffer cost more than the composition).
 ops::BatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x0, const Tensor& mean,
                                       const Tensor& invstd, const Tensor& weight,
                                       const Tensor& bias, int64_t count) {
