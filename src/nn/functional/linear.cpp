@@ -60,8 +60,9 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   if (autograd::any_requires_grad({&x2, &weight, &bias})) {
     bool gx = x2.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
     Tensor xs = x.detach(), ws = w.detach();
-    // The weight itself (a leaf, or undefined): where its gradient may be written (below).
-    Tensor leaf = gw && w.is_same(weight) && !weight.grad_fn() ? weight : Tensor();
+    // A marked leaf weight itself (else undefined): its gradient may go over it (below).
+    const AutogradMeta* wm = weight.impl()->autograd.get();
+    Tensor leaf = gw && w.is_same(weight) && wm && wm->grad_overwrites_values ? weight : Tensor();
     autograd::record("AddmmBackward", {&x2, &weight, &bias}, out,
                      [xs, ws, leaf, gx, gw, gb](std::vector<Tensor>& g) {
                        Tensor dx = gx ? mm(g[0], ws) : Tensor(), dw;
