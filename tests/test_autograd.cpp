@@ -190,3 +190,59 @@ TEST(Autograd, GradcheckNNFunctional) {
   EXPECT_TRUE(gradcheck([](auto& x) { return F::binary_cross_entropy(x[0], x[1]); },
                         {rand({5}) * 0.8 + 0.1, rand({5})}, 1e-3));
 }
+
+// Note [Gradient into the parameter's memory]: a marked leaf's weight gradient is written over
+// its values by linear's backward where that is safe, and is the gradient an unmarked copy gets.
+namespace {
+struct LinearGrads {
+  Tensor x, w, b;
+};
+LinearGrads linear_leaves(bool mark) {
+  Generator g(11);
+  LinearGrads l{randn({5, 3}, &g), randn({4, 3}, &g), randn({4}, &g)};
+  for (Tensor* t : {&l.x, &l.w, &l.b}) t->requires_grad_(true);
+  if (mark) autograd::set_gradient_overwrites_values(l.w, true);
+  return l;
+}
+Tensor weights_of(const Tensor& t) { return tensor(t.detach().to_vector_float(), t.sizes()); }
+}  // namespace
+
+TEST(Autograd, MarkedWeightGetsItsGradientInItsOwnMemory) {
+  LinearGrads ref = linear_leaves(false), got = linear_leaves(true);
+  Tensor c = randn({5, 4});
+  (F::linear(ref.x, ref.w, ref.b) * c).sum().backward();
+  const void* values = got.w.device_ptr();
+  (F::linear(got.x, got.w, got.b) * c).sum().backward();
+  EXPECT_EQ(got.w.grad().device_ptr(), values);  // in place: no weight-sized buffer
+  EXPECT_TRUE(allclose(got.w.grad(), ref.w.grad(), 1e-6, 1e-6));
+  EXPECT_TRUE(allclose(got.w.detach(), ref.w.grad(), 1e-6, 1e-6));  // the values are gone
+  // The input gradient was computed from the values before they were overwritten.
+  EXPECT_TRUE(allclose(got.x.grad(), ref.x.grad(), 1e-6, 1e-6));
+  EXPECT_TRUE(allclose(got.b.grad(), ref.b.grad(), 1e-6, 1e-6));
+}
+
+TEST(Autograd, MarkedWeightKeepsItsValuesWhereBackwardStillNeedsThem) {
+  Tensor c = randn({5, 4});
+  auto run = [&](LinearGrads& l, int variant) {
+    if (variant == 0) {  // used twice: its accumulator gets two gradients
+      (F::linear(F::linear(l.x, l.w, l.b).narrow(1, 0, 3), l.w, l.b) * c).sum().backward();
+    } else if (variant == 1) {  // the graph is retained for another backward
+      (F::linear(l.x, l.w, l.b) * c).sum().backward(Tensor(), true);
+    } else {  // a .grad is already there to accumulate into
+      (F::linear(l.x, l.w, l.b) * c).sum().backward();
+    }
+  };
+  for (int variant : {0, 1, 2}) {
+    LinearGrads ref = linear_leaves(false), got = linear_leaves(true);
+    if (variant == 2) {  // a .grad from an earlier step
+      ref.w.mutable_grad() = zeros({4, 3});
+      got.w.mutable_grad() = zeros({4, 3});
+    }
+    Tensor before = weights_of(got.w);
+    run(ref, variant);
+    run(got, variant);
+    EXPECT_TRUE(allclose(got.w.detach(), before, 0, 0)) << "variant " << variant;
+    EXPECT_TRUE(allclose(got.w.grad(), ref.w.grad(), 1e-6, 1e-6)) << "variant " << variant;
+    EXPECT_TRUE(allclose(got.x.grad(), ref.x.grad(), 1e-6, 1e-6)) << "variant " << variant;
+  }
+}

@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "error_message.h"
+#include "weft/allocator.h"
 #include "weft/autograd.h"
 #include "weft/ops.h"
 
@@ -165,4 +166,29 @@ TEST(Tensor, ReluEdgeValuesAsPyTorch) {
     EXPECT_EQ(v[5], 0.0f);
     EXPECT_EQ(x.grad().to_vector_float(), (std::vector<float>{0, 0, 1, 0, 1, 0}));
   }
+}
+
+// The CPU caching allocator: a large block (4 MiB and more) costs its request rounded to the
+// 4 KiB page, and a freed one is reused by a later request it fits within 1/64.
+TEST(Allocator, LargeBlocksArePageSizedAndReusedWhenTheyFit) {
+  empty_cache();
+  const size_t base = cpu_allocator_stats().allocated_bytes;
+  const size_t n = (size_t(5) << 20) + 12345, page = 4096;
+  void* p = cpu_alloc(n);
+  EXPECT_EQ(cpu_allocator_stats().allocated_bytes - base, (n + page - 1) / page * page);
+  static_cast<char*>(p)[n - 1] = 1;  // the whole request is usable
+  cpu_free(p, n);
+  EXPECT_EQ(cpu_allocator_stats().allocated_bytes, base);
+  void* q = cpu_alloc(n - n / 128);  // it fits, within 1/64: the same block
+  EXPECT_EQ(q, p);
+  cpu_free(q, n - n / 128);
+  void* r = cpu_alloc(n / 2 * 3);  // too big for it
+  EXPECT_NE(r, p);
+  void* s = cpu_alloc(n - n / 16);  // the cached block would waste more than 1/64
+  EXPECT_NE(s, p);
+  cpu_free(r, n / 2 * 3);
+  cpu_free(s, n - n / 16);
+  EXPECT_EQ(cpu_allocator_stats().allocated_bytes, base);
+  empty_cache();
+  EXPECT_EQ(cpu_allocator_stats().cached_bytes, size_t(0));
 }

@@ -72,6 +72,9 @@ struct AutogradMeta {
   std::weak_ptr<AccumulateGrad> grad_accumulator;
   std::vector<std::pair<int, PostAccumulateGradHook>> post_acc_hooks;
   int next_hook_id = 0;
+  // The owner does not read this leaf's values once its gradient is computed: a backward
+  // formula may write the gradient over them (Note [Gradient into the parameter's memory]).
+  bool grad_overwrites_values = false;
 };
 
 struct TensorImpl {

@@ -92,11 +92,13 @@ void run_multi_device(std::unordered_map<Node*, Pending>& pending, std::vector<D
   const int caller_threads = get_num_threads();
   const int per_worker = std::max(1, caller_threads / (int)devices.size());
   auto* callbacks = t_callbacks;
+  const detail::PassInfo* pass = detail::current_pass();
   // The workers queue their kernels on the caller's current streams (on which the forward ran,
   // parallel_apply's replicas included), not on the default streams a fresh thread starts with.
   const std::vector<cuda::Stream> streams = cuda::current_streams();
   auto worker = [&](size_t qi) {
     t_callbacks = callbacks;
+    detail::set_current_pass(pass);
     cuda::set_current_streams(streams);
     DeviceGuard dg(devices[qi]);
     NoGradGuard ng;
@@ -195,6 +197,32 @@ std::vector<std::pair<Edge, Tensor>> seed_roots(const std::vector<Tensor>& roots
   return seeds;
 }
 
+using detail::PassInfo;
+
+// The accumulators of leaves marked by set_gradient_overwrites_values that get exactly one
+// gradient in this pass (Note [Gradient into the parameter's memory]).
+PassInfo pass_info(const std::unordered_map<Node*, Pending>& pending, bool retain_graph) {
+  PassInfo pass;
+  pass.retain_graph = retain_graph;
+  if (!detail::any_marked_leaves()) return pass;
+  for (const auto& [node, p] : pending) {
+    if (p.deps != 1) continue;
+    const auto* acc = dynamic_cast<const AccumulateGrad*>(node);
+    if (acc && acc->leaf.impl()->autograd && acc->leaf.impl()->autograd->grad_overwrites_values)
+      pass.sole_accumulators.push_back(acc);
+  }
+  return pass;
+}
+
+// Installs a pass's info on this thread for as long as it runs (nested passes restore theirs).
+struct CurrentPass {
+  const PassInfo* prev;
+  explicit CurrentPass(const PassInfo* p) : prev(detail::current_pass()) {
+    detail::set_current_pass(p);
+  }
+  ~CurrentPass() { detail::set_current_pass(prev); }
+};
+
 void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grads,
                bool retain_graph) {
   std::vector<std::pair<Edge, Tensor>> seeds = seed_roots(roots, grads);
@@ -217,6 +245,8 @@ void run_graph(const std::vector<Tensor>& roots, const std::vector<Tensor>& grad
     }
   }
   const size_t total = seen.size();
+  PassInfo pass = pass_info(pending, retain_graph);
+  CurrentPass current(&pass);
   for (auto& [e, g] : seeds) add_grad(pending[e.fn.get()], e, g);
   std::vector<std::shared_ptr<Node>> ready_roots;
   for (auto& [e, g] : seeds)

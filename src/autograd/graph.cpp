@@ -2,6 +2,7 @@
 // saved-version check, AccumulateGrad, and record(), which differentiable ops call.
 #include "weft/autograd/graph.h"
 
+#include <algorithm>
 #include <atomic>
 
 namespace weft {
@@ -9,6 +10,15 @@ namespace weft {
 namespace {
 std::atomic<uint64_t> g_sequence{0};
 thread_local bool g_grad_enabled = true;
+thread_local const autograd::detail::PassInfo* t_pass = nullptr;
+std::atomic<bool> g_any_marked{false};  // spares the engine its scan when nothing is marked
+
+// The gradient is a view of exactly the leaf's memory: the formula wrote it there, and it is
+// kept as the .grad as it is (Note [Gradient into the parameter's memory]).
+bool in_leaf_memory(const Tensor& g, const Tensor& leaf) {
+  return g.impl()->storage == leaf.impl()->storage && g.storage_offset() == leaf.storage_offset() &&
+         g.strides() == leaf.strides() && g.dtype() == leaf.dtype();
+}
 }  // namespace
 
 Node::Node() : sequence_nr(g_sequence.fetch_add(1, std::memory_order_relaxed)) {}
@@ -56,7 +66,9 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
     // Steal the incoming buffer when nobody else can see it; otherwise copy.
     bool unique = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 &&
                   g.is_contiguous() && g.numel() * itemsize(g.dtype()) == g.impl()->storage->nbytes;
-    slot = unique ? g.detach() : g.clone();
+    bool own = leaf.impl()->autograd && leaf.impl()->autograd->grad_overwrites_values &&
+               in_leaf_memory(g, leaf);
+    slot = unique || own ? g.detach() : g.clone();
   } else {
     slot.add_(g);
   }
@@ -110,6 +122,31 @@ void record(const std::string& name, std::initializer_list<const Tensor*> inputs
   for (uint32_t i = 0; i < outputs.size(); ++i)
     if (outputs[i] && outputs[i]->defined()) set_gradient_edge(*outputs[i], {node, i});
 }
+
+void set_gradient_overwrites_values(const Tensor& leaf, bool on) {
+  WEFT_CHECK(leaf.defined() && !leaf.grad_fn(),
+             "set_gradient_overwrites_values expects a leaf tensor, got ",
+             leaf.defined() ? leaf.str() + " with a grad_fn" : std::string("an undefined tensor"));
+  leaf.impl()->meta().grad_overwrites_values = on;
+  if (on) g_any_marked.store(true, std::memory_order_relaxed);
+}
+
+bool may_write_gradient_into(const Tensor& leaf) {
+  if (!t_pass || t_pass->retain_graph || !leaf.defined() || !leaf.impl()->autograd) return false;
+  const AutogradMeta& m = *leaf.impl()->autograd;
+  if (!m.grad_overwrites_values || m.grad_fn || !m.requires_grad) return false;
+  if (m.grad && m.grad->defined()) return false;
+  if (leaf.dtype() != kFloat32 || !leaf.is_contiguous()) return false;
+  auto acc = m.grad_accumulator.lock();
+  const auto& sole = t_pass->sole_accumulators;
+  return acc && std::find(sole.begin(), sole.end(), acc.get()) != sole.end();
+}
+
+namespace detail {
+void set_current_pass(const PassInfo* pass) { t_pass = pass; }
+const PassInfo* current_pass() { return t_pass; }
+bool any_marked_leaves() { return g_any_marked.load(std::memory_order_relaxed); }
+}  // namespace detail
 
 }  // namespace autograd
 }  // namespace weft

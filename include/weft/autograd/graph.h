@@ -108,5 +108,28 @@ inline void record(const std::string& name, std::initializer_list<const Tensor*>
   record(name, inputs, std::vector<Tensor*>{&output}, std::move(backward), saved);
 }
 
+// Note [Gradient into the parameter's memory]: marks (or unmarks) a leaf whose owner does not
+// read its values in a backward pass once the leaf's gradient is computed (FSDP's gathered
+// parameters, whose memory becomes the gradient's anyway; docs/ARCHITECTURE.md).
+void set_gradient_overwrites_values(const Tensor& leaf, bool on);
+// Whether the running backward pass lets the formula computing `leaf`'s gradient write it into
+// the leaf's own memory (after its last read of the values): the leaf is marked, float32,
+// contiguous, has no .grad yet, gets its gradient from exactly one formula in this pass, and
+// the graph is not retained. The gradient returned is then a view of the leaf's memory, which
+// AccumulateGrad keeps as the .grad without copying.
+bool may_write_gradient_into(const Tensor& leaf);
+
+namespace detail {
+// Set by the engine for the pass it runs on this thread: the accumulators of marked leaves that
+// get exactly one gradient, and whether the graph is retained.
+struct PassInfo {
+  bool retain_graph = false;
+  std::vector<const Node*> sole_accumulators;
+};
+void set_current_pass(const PassInfo* pass);
+const PassInfo* current_pass();
+bool any_marked_leaves();  // whether any leaf was ever marked (else the engine skips its scan)
+}  // namespace detail
+
 }  // namespace autograd
 }  // namespace weft

@@ -73,6 +73,9 @@ void flatten(FlatParam& fp, int rank, int world) {
     impl->strides = contiguous_strides(s.shape);
     impl->dtype = fp.compute_dtype;
     s.param.mutable_grad() = Tensor();
+    // The gathered values are not read once a gradient is computed: it may go over them.
+    if (fp.trainable && fp.compute_dtype == kFloat32)
+      autograd::set_gradient_overwrites_values(s.param, true);
   }
 }
 }  // namespace
@@ -280,6 +283,13 @@ Tensor flat_gradient(FlatParam& fp, bool reuse) {
   const Device dev = fp.shard.device();
   Tensor flat;
   if (reuse && fp.compute_dtype == kFloat32 && fp.full->nbytes == (size_t)fp.padded * 4) {
+    // Gradients their formula wrote over their parameter's values are already in place.
+    std::vector<bool> in_place;
+    for (auto& s : fp.slots) {
+      const Tensor& g = s.param.grad();
+      in_place.push_back(g.defined() && g.impl()->storage == fp.full &&
+                         g.storage_offset() == s.offset);
+    }
     auto mem = std::make_shared<Storage>(0, dev);
     std::swap(mem->data, fp.full->data);
     std::swap(mem->nbytes, fp.full->nbytes);
@@ -289,13 +299,13 @@ Tensor flat_gradient(FlatParam& fp, bool reuse) {
     impl->strides = {1};
     flat = Tensor(std::move(impl));
     flat.narrow(0, fp.numel, fp.padded - fp.numel).zero_();
-    for (auto& s : fp.slots) {
-      Tensor& g = s.param.mutable_grad();
-      Tensor part = flat.narrow(0, s.offset, s.numel);
-      if (g.defined())
-        part.copy_(g.reshape({s.numel}));
-      else
+    for (size_t i = 0; i < fp.slots.size(); ++i) {
+      Tensor& g = fp.slots[i].param.mutable_grad();
+      Tensor part = flat.narrow(0, fp.slots[i].offset, fp.slots[i].numel);
+      if (!g.defined())
         part.zero_();
+      else if (!in_place[i])
+        part.copy_(g.reshape({fp.slots[i].numel}));
       g = Tensor();
     }
     return flat;

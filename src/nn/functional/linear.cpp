@@ -60,11 +60,22 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   if (autograd::any_requires_grad({&x2, &weight, &bias})) {
     bool gx = x2.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
     Tensor xs = x.detach(), ws = w.detach();
+    // A marked leaf weight itself (else undefined): its gradient may go over it (below).
+    const AutogradMeta* wm = weight.impl()->autograd.get();
+    Tensor leaf = gw && w.is_same(weight) && wm && wm->grad_overwrites_values ? weight : Tensor();
     autograd::record("AddmmBackward", {&x2, &weight, &bias}, out,
-                     [xs, ws, gx, gw, gb](std::vector<Tensor>& g) {
-                       return std::vector<Tensor>{gx ? mm(g[0], ws) : Tensor(),
-                                                  gw ? mm(g[0], xs, true, false) : Tensor(),
-                                                  gb ? g[0].sum({0}) : Tensor()};
+                     [xs, ws, leaf, gx, gw, gb](std::vector<Tensor>& g) {
+                       Tensor dx = gx ? mm(g[0], ws) : Tensor(), dw;
+                       // dx was the last read of the weight's values: where its owner allows,
+                       // dW = g^T x goes over them, not into a buffer of its own:
+                       // Note [Gradient into the parameter's memory].
+                       if (gw && leaf.defined() && autograd::may_write_gradient_into(leaf)) {
+                         ops::gemm_stub(ws.device(), g[0], true, xs, false, ws, 0.0f);
+                         dw = ws;
+                       } else if (gw) {
+                         dw = mm(g[0], xs, true, false);
+                       }
+                       return std::vector<Tensor>{dx, dw, gb ? g[0].sum({0}) : Tensor()};
                      },
                      {gx ? ws : Tensor(), gw ? xs : Tensor()});
   }

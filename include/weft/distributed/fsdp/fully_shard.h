@@ -39,10 +39,11 @@ struct FSDPOptions {
   // reverse in backward) is already issued, from the second iteration on.
   bool prefetch = true;
   // Memory against overlap in backward, where a rank holds most of its sharded gradients (the
-  // peak). Per rank, a unit's backward holds its gathered parameters and then its gradients
-  // (one unit each); with both options on (the default) it also holds the next unit's
-  // prefetched parameters and the previous unit's reduce-scatter (its input and output), about
-  // two units more. backward_prefetch = false: no all-gather is issued ahead in backward (each
+  // peak). Per rank, a unit's backward holds one unit: its gathered parameters, over which its
+  // float32 gradients are written (with both options off the peak is then within (parameters +
+  // gradients + optimizer state) / N + the largest unit + activations); with both options on
+  // (the default) it also holds the next unit's prefetched parameters and, until the unit's
+  // first gradient, the previous unit's reduce-scatter (its input and output). backward_prefetch = false: no all-gather is issued ahead in backward (each
   // unit's is waited for when its backward starts). overlap_reduce_scatter = false: a unit's
   // backward starts only after the previous unit's reduce-scatter has completed and its input is
   // freed. Forward and the results are unchanged.
