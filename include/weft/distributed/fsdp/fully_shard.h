@@ -43,8 +43,9 @@ struct FSDPOptions {
   // float32 gradients are written (with both options off the peak is then within (parameters +
   // gradients + optimizer state) / N + the largest unit + activations); with both options on
   // (the default) it also holds the next unit's prefetched parameters and, until the unit's
-  // first gradient, the previous unit's reduce-scatter (its input and output). backward_prefetch = false: no all-gather is issued ahead in backward (each
-  // unit's is waited for when its backward starts). overlap_reduce_scatter = false: a unit's
+  // first gradient, the previous unit's reduce-scatter (its input and output).
+  // backward_prefetch = false: no all-gather is issued ahead in backward (each unit's is waited
+  // for when its backward starts). overlap_reduce_scatter = false: a unit's
   // backward starts only after the previous unit's reduce-scatter has completed and its input is
   // freed. Forward and the results are unchanged.
   bool backward_prefetch = true;
