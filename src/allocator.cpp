@@ -102,27 +102,30 @@ void* take_cached(Cache& c, size_t size, size_t& got) {
 
 void* cpu_alloc(size_t nbytes) {
   const size_t want = round_size(nbytes);
-  size_t size = want;
   Cache& c = cache();
-  void* p = nullptr;
+  // Counts a block of `size` bytes as in use. Holds c.mu.
+  auto count = [&c](void* p, size_t size) {
+    if (size >= kLarge) c.live_large[p] = size;
+    c.allocated += size;
+    if (c.allocated > c.peak) c.peak = c.allocated;
+    return p;
+  };
   {
     std::lock_guard<std::mutex> lock(c.mu);
-    p = take_cached(c, want, size);
-    if (p) c.cached -= size;
-  }
-  if (!p) {
-    p = os_alloc(want);
-    if (!p) {
-      empty_cache();
-      p = os_alloc(want);
-      if (!p) throw std::bad_alloc();
+    size_t size = want;
+    if (void* p = take_cached(c, want, size)) {
+      c.cached -= size;
+      return count(p, size);
     }
   }
+  void* p = os_alloc(want);
+  if (!p) {
+    empty_cache();
+    p = os_alloc(want);
+    if (!p) throw std::bad_alloc();
+  }
   std::lock_guard<std::mutex> lock(c.mu);
-  if (size >= kLarge) c.live_large[p] = size;
-  c.allocated += size;
-  if (c.allocated > c.peak) c.peak = c.allocated;
-  return p;
+  return count(p, want);
 }
 
 void cpu_free(void* ptr, size_t nbytes) {

@@ -209,7 +209,7 @@ PassInfo pass_info(const std::unordered_map<Node*, Pending>& pending, bool retai
     if (p.deps != 1) continue;
     const auto* acc = dynamic_cast<const AccumulateGrad*>(node);
     if (acc && acc->leaf.impl()->autograd && acc->leaf.impl()->autograd->grad_overwrites_values)
-      pass.sole_accumulators.push_back(acc);
+      pass.sole_accumulators.insert(acc);
   }
   return pass;
 }

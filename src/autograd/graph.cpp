@@ -2,7 +2,6 @@
 // saved-version check, AccumulateGrad, and record(), which differentiable ops call.
 #include "weft/autograd/graph.h"
 
-#include <algorithm>
 #include <atomic>
 
 namespace weft {
@@ -138,8 +137,7 @@ bool may_write_gradient_into(const Tensor& leaf) {
   if (m.grad && m.grad->defined()) return false;
   if (leaf.dtype() != kFloat32 || !leaf.is_contiguous()) return false;
   auto acc = m.grad_accumulator.lock();
-  const auto& sole = t_pass->sole_accumulators;
-  return acc && std::find(sole.begin(), sole.end(), acc.get()) != sole.end();
+  return acc && t_pass->sole_accumulators.count(acc.get()) == 1;
 }
 
 namespace detail {

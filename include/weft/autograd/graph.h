@@ -9,6 +9,7 @@
 #include <initializer_list>
 #include <memory>
 #include <string>
+#include <unordered_set>
 #include <vector>
 
 #include "weft/tensor.h"
@@ -124,7 +125,7 @@ namespace detail {
 // get exactly one gradient, and whether the graph is retained.
 struct PassInfo {
   bool retain_graph = false;
-  std::vector<const Node*> sole_accumulators;
+  std::unordered_set<const Node*> sole_accumulators;
 };
 void set_current_pass(const PassInfo* pass);
 const PassInfo* current_pass();
