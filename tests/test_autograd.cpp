@@ -246,3 +246,57 @@ TEST(Autograd, MarkedWeightKeepsItsValuesWhereBackwardStillNeedsThem) {
     EXPECT_TRUE(allclose(got.x.grad(), ref.x.grad(), 1e-6, 1e-6)) << "variant " << variant;
   }
 }
+
+// Note [Gradient into a destination]: linear's backward writes the weight gradient, times the
+// destination's scale, into the place its owner named; the .grad is that place, the values are
+// untouched, and the bits are those of the unscaled gradient times a power-of-two scale.
+TEST(Autograd, WeightGradientGoesIntoItsDestinationScaled) {
+  LinearGrads ref = linear_leaves(false), got = linear_leaves(false);
+  Tensor c = randn({5, 4});
+  (F::linear(ref.x, ref.w, ref.b) * c).sum().backward();
+  Tensor dest = zeros({4, 3}), before = weights_of(got.w);
+  autograd::set_gradient_destination(got.w, dest, 0.25f);
+  (F::linear(got.x, got.w, got.b) * c).sum().backward();
+  EXPECT_TRUE(autograd::gradient_went_to_destination(got.w));
+  EXPECT_EQ(got.w.grad().device_ptr(), dest.device_ptr());
+  EXPECT_TRUE(allclose(dest, ref.w.grad() * 0.25, 0, 0));  // exact: a power of two
+  EXPECT_TRUE(allclose(got.w.detach(), before, 0, 0));
+  EXPECT_TRUE(allclose(got.x.grad(), ref.x.grad(), 1e-6, 1e-6));
+  EXPECT_TRUE(allclose(got.b.grad(), ref.b.grad(), 0, 0));  // the bias has no destination
+  EXPECT_FALSE(autograd::gradient_went_to_destination(got.b));
+  // Removing it resets the flag; the next gradient accumulates into the .grad as usual.
+  autograd::set_gradient_destination(got.w, Tensor());
+  EXPECT_FALSE(autograd::gradient_went_to_destination(got.w));
+  (F::linear(got.x, got.w, got.b) * c).sum().backward();
+  EXPECT_TRUE(allclose(got.w.grad(), ref.w.grad() * 1.25, 1e-6, 1e-6));
+}
+
+TEST(Autograd, WeightGradientSkipsItsDestinationWhereItMustAccumulate) {
+  Tensor c = randn({5, 4});
+  for (int variant : {0, 1}) {
+    LinearGrads ref = linear_leaves(false), got = linear_leaves(false);
+    Tensor dest = zeros({4, 3});
+    autograd::set_gradient_destination(got.w, dest, 0.5f);
+    if (variant == 1) {  // a .grad from an earlier step
+      ref.w.mutable_grad() = ones({4, 3});
+      got.w.mutable_grad() = ones({4, 3});
+    }
+    for (LinearGrads* l : {&ref, &got}) {
+      Tensor h = F::linear(l->x, l->w, l->b);
+      // Variant 0 uses the weight twice: its accumulator gets two gradients.
+      if (variant == 0) h = F::linear(h.narrow(1, 0, 3), l->w, l->b);
+      (h * c).sum().backward();
+    }
+    EXPECT_FALSE(autograd::gradient_went_to_destination(got.w)) << "variant " << variant;
+    EXPECT_TRUE(allclose(dest, zeros({4, 3}), 0, 0)) << "variant " << variant;
+    EXPECT_TRUE(allclose(got.w.grad(), ref.w.grad(), 1e-6, 1e-6)) << "variant " << variant;
+  }
+}
+
+TEST(Autograd, GradientDestinationMustMatchTheLeaf) {
+  LinearGrads l = linear_leaves(false);
+  EXPECT_THROW(autograd::set_gradient_destination(l.w, zeros({3, 4})), Error);
+  EXPECT_THROW(autograd::set_gradient_destination(l.w, zeros({4, 3}, {.dtype = kInt64})), Error);
+  EXPECT_THROW(autograd::set_gradient_destination(l.w, l.w.detach()), Error);  // its own memory
+  EXPECT_THROW(autograd::set_gradient_destination(l.w * 2, zeros({4, 3})), Error);  // no leaf
+}

@@ -7,7 +7,9 @@
 
 #include <cstring>
 
+#include "weft/autograd.h"
 #include "weft/distributed/reducer.h"
+#include "weft/nn/functional.h"
 #include "weft/ops.h"
 
 namespace {
@@ -105,7 +107,82 @@ void run(bool bucket_view) {
   check_iteration(reducer, *group, params, c);
 }
 
+// Whether p's gradient lies in one of the reducer's buckets.
+bool in_a_bucket(const Reducer& reducer, const Tensor& g) {
+  const auto* at = static_cast<const char*>(g.device_ptr());
+  for (size_t b = 0; b < reducer.bucket_indices().size(); ++b) {
+    const Tensor bucket = reducer.padded_bucket(b);
+    const auto* lo = static_cast<const char*>(bucket.device_ptr());
+    if (at >= lo && at < lo + bucket.nbytes()) return true;
+  }
+  return false;
+}
+
+// Note [Gradient into a destination]: two Linears, whose weight gradients linear's backward
+// writes straight into their bucket slots (seen from a hook that runs after the Reducer's); the
+// buckets hold exactly g * float(1 / world), as PyTorch's Reducer computes it, and afterwards
+// each .grad is a tensor of its own, not the bucket. World 2 applies the factor as the gradient
+// is written, world 3 multiplies the slot once. The third backward accumulates into existing
+// .grads, so the weights' gradients are copied into the buckets as before.
+void run_linear(int world) {
+  Generator gen(5);
+  Tensor x = randn({6, 8}, &gen), c = randn({6, 4}, &gen);
+  std::vector<Tensor> init{randn({16, 8}, &gen), randn({16}, &gen), randn({4, 16}, &gen),
+                           randn({4}, &gen)};
+  auto leaves = [&] {
+    std::vector<Tensor> p;
+    for (const Tensor& t : init) p.push_back(t.clone().requires_grad_(true));
+    return p;
+  };
+  auto loss_of = [&](const std::vector<Tensor>& p) {
+    namespace F = nn::functional;
+    return (F::linear(F::linear(x, p[0], p[1]), p[2], p[3]) * c).sum();
+  };
+  std::vector<Tensor> ref = leaves(), params = leaves();
+  loss_of(ref).backward();
+  auto group = std::make_shared<RecordingGroup>(world);
+  ReducerOptions o;
+  o.first_bucket_bytes = 64;
+  o.bucket_bytes = 300;  // w2 and b2, then w1 and b1 in buckets of their own
+  Reducer reducer(params, {"w1", "b1", "w2", "b2"}, group, o);
+  std::vector<int> went(4, -1);
+  for (int i = 0; i < 4; ++i)
+    params[i].register_post_accumulate_grad_hook([&, i](Tensor& p) {
+      went[i] = autograd::gradient_went_to_destination(p) && in_a_bucket(reducer, p.grad());
+    });
+  const float f = static_cast<float>(1.0 / world);
+  for (int iteration = 0; iteration < 3; ++iteration) {
+    if (iteration < 2)
+      for (Tensor& p : params) p.mutable_grad() = Tensor();  // zero_grad(set_to_none)
+    else
+      for (Tensor& p : params) p.mutable_grad().zero_();
+    group->recorded.clear();
+    const auto buckets = reducer.bucket_indices();  // as this iteration's reduction sees them
+    Tensor loss = loss_of(params);
+    reducer.prepare_for_backward({loss});
+    loss.backward();
+    const bool direct = iteration < 2;
+    EXPECT_EQ(went, (std::vector<int>{direct, 0, direct, 0})) << "iteration " << iteration;
+    ASSERT_EQ(group->recorded.size(), buckets.size());
+    for (size_t b = 0; b < buckets.size(); ++b) {
+      const std::vector<float> got = group->recorded[b].to_vector_float();
+      size_t at = 0;
+      for (size_t p : buckets[b])
+        for (float g : ref[p].grad().to_vector_float())
+          ASSERT_TRUE(same_bits(got.at(at++), g * f)) << "iteration " << iteration << " p" << p;
+    }
+    for (size_t p = 0; p < params.size(); ++p) {
+      EXPECT_FALSE(in_a_bucket(reducer, params[p].grad())) << p;
+      const std::vector<float> g = params[p].grad().to_vector_float(),
+                               want = ref[p].grad().to_vector_float();
+      for (size_t k = 0; k < g.size(); ++k) ASSERT_TRUE(same_bits(g[k], want[k] * f)) << p;
+    }
+  }
+}
+
 TEST(Reducer, BucketsHoldGradientsTimesOneOverWorld) { run(false); }
+TEST(Reducer, LinearWeightGradientsGoStraightIntoTheirBucketsAtWorld2) { run_linear(2); }
+TEST(Reducer, LinearWeightGradientsGoStraightIntoTheirBucketsAtWorld3) { run_linear(3); }
 TEST(Reducer, BucketViewsAreScaledInPlace) { run(true); }
 
 }  // namespace

@@ -75,6 +75,12 @@ struct AutogradMeta {
   // The owner does not read this leaf's values once its gradient is computed: a backward
   // formula may write the gradient over them (Note [Gradient into the parameter's memory]).
   bool grad_overwrites_values = false;
+  // Where a backward formula may write this leaf's gradient times grad_destination_scale instead
+  // of into a buffer of its own (DDP's bucket slot; Note [Gradient into a destination]); null:
+  // nowhere. grad_destination_written: the .grad AccumulateGrad kept is the one written there.
+  std::unique_ptr<Tensor> grad_destination;
+  float grad_destination_scale = 1.0f;
+  bool grad_destination_written = false;
 };
 
 struct TensorImpl {

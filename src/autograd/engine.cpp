@@ -199,8 +199,9 @@ std::vector<std::pair<Edge, Tensor>> seed_roots(const std::vector<Tensor>& roots
 
 using detail::PassInfo;
 
-// The accumulators of leaves marked by set_gradient_overwrites_values that get exactly one
-// gradient in this pass (Note [Gradient into the parameter's memory]).
+// The accumulators of leaves marked by set_gradient_overwrites_values, or given a destination,
+// that get exactly one gradient in this pass (Note [Gradient into the parameter's memory],
+// Note [Gradient into a destination]).
 PassInfo pass_info(const std::unordered_map<Node*, Pending>& pending, bool retain_graph) {
   PassInfo pass;
   pass.retain_graph = retain_graph;
@@ -208,7 +209,8 @@ PassInfo pass_info(const std::unordered_map<Node*, Pending>& pending, bool retai
   for (const auto& [node, p] : pending) {
     if (p.deps != 1) continue;
     const auto* acc = dynamic_cast<const AccumulateGrad*>(node);
-    if (acc && acc->leaf.impl()->autograd && acc->leaf.impl()->autograd->grad_overwrites_values)
+    if (acc && acc->leaf.impl()->autograd &&
+        detail::wants_sole_gradient(*acc->leaf.impl()->autograd))
       pass.sole_accumulators.insert(acc);
   }
   return pass;

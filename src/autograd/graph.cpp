@@ -10,13 +10,16 @@ namespace {
 std::atomic<uint64_t> g_sequence{0};
 thread_local bool g_grad_enabled = true;
 thread_local const autograd::detail::PassInfo* t_pass = nullptr;
-std::atomic<bool> g_any_marked{false};  // spares the engine its scan when nothing is marked
+std::atomic<bool> g_any_marked{
+    false};  // spares the engine its scan: no leaf marked or given a destination
 
-// The gradient is a view of exactly the leaf's memory: the formula wrote it there, and it is
-// kept as the .grad as it is (Note [Gradient into the parameter's memory]).
-bool in_leaf_memory(const Tensor& g, const Tensor& leaf) {
-  return g.impl()->storage == leaf.impl()->storage && g.storage_offset() == leaf.storage_offset() &&
-         g.strides() == leaf.strides() && g.dtype() == leaf.dtype();
+// The gradient is a view of exactly `place` (the leaf's memory or its destination): the formula
+// wrote it there, and it is kept as the .grad as it is (Note [Gradient into the parameter's
+// memory], Note [Gradient into a destination]).
+bool lies_exactly_in(const Tensor& g, const Tensor& place) {
+  return g.impl()->storage == place.impl()->storage &&
+         g.storage_offset() == place.storage_offset() && g.strides() == place.strides() &&
+         g.dtype() == place.dtype();
 }
 }  // namespace
 
@@ -65,9 +68,11 @@ std::vector<Tensor> AccumulateGrad::apply(std::vector<Tensor>&& grads) {
     // Steal the incoming buffer when nobody else can see it; otherwise copy.
     bool unique = g.impl_ptr().use_count() == 1 && g.impl()->storage.use_count() == 1 &&
                   g.is_contiguous() && g.numel() * itemsize(g.dtype()) == g.impl()->storage->nbytes;
-    bool own = leaf.impl()->autograd && leaf.impl()->autograd->grad_overwrites_values &&
-               in_leaf_memory(g, leaf);
-    slot = unique || own ? g.detach() : g.clone();
+    AutogradMeta* m = leaf.impl()->autograd.get();
+    const bool own = m && m->grad_overwrites_values && lies_exactly_in(g, leaf);
+    const bool dest = m && m->grad_destination && lies_exactly_in(g, *m->grad_destination);
+    if (dest) m->grad_destination_written = true;
+    slot = unique || own || dest ? g.detach() : g.clone();
   } else {
     slot.add_(g);
   }
@@ -130,20 +135,49 @@ void set_gradient_overwrites_values(const Tensor& leaf, bool on) {
   if (on) g_any_marked.store(true, std::memory_order_relaxed);
 }
 
-bool may_write_gradient_into(const Tensor& leaf) {
-  if (!t_pass || t_pass->retain_graph || !leaf.defined() || !leaf.impl()->autograd) return false;
+void set_gradient_destination(const Tensor& leaf, const Tensor& dest, float scale) {
+  WEFT_CHECK(leaf.defined() && !leaf.grad_fn(),
+             "set_gradient_destination expects a leaf tensor, got ",
+             leaf.defined() ? leaf.str() + " with a grad_fn" : std::string("an undefined tensor"));
+  AutogradMeta& m = leaf.impl()->meta();
+  m.grad_destination_written = false;
+  if (!dest.defined()) {
+    m.grad_destination.reset();
+    return;
+  }
+  WEFT_CHECK(dest.dtype() == kFloat32 && dest.is_contiguous() && dest.sizes() == leaf.sizes() &&
+                 dest.device() == leaf.device() && dest.impl()->storage != leaf.impl()->storage,
+             "set_gradient_destination: the destination ", dest.str(),
+             " must be a contiguous float32 tensor shaped as the leaf ", leaf.str(),
+             ", on its device, outside its memory");
+  m.grad_destination = std::make_unique<Tensor>(dest);
+  m.grad_destination_scale = scale;
+  g_any_marked.store(true, std::memory_order_relaxed);
+}
+
+bool gradient_went_to_destination(const Tensor& leaf) {
+  return leaf.defined() && leaf.impl()->autograd && leaf.impl()->autograd->grad_destination_written;
+}
+
+GradientTarget gradient_target(const Tensor& leaf) {
+  if (!t_pass || !leaf.defined() || !leaf.impl()->autograd) return {};
   const AutogradMeta& m = *leaf.impl()->autograd;
-  if (!m.grad_overwrites_values || m.grad_fn || !m.requires_grad) return false;
-  if (m.grad && m.grad->defined()) return false;
-  if (leaf.dtype() != kFloat32 || !leaf.is_contiguous()) return false;
+  if (m.grad_fn || !m.requires_grad || (m.grad && m.grad->defined())) return {};
+  if (leaf.dtype() != kFloat32 || !leaf.is_contiguous()) return {};
   auto acc = m.grad_accumulator.lock();
-  return acc && t_pass->sole_accumulators.count(acc.get()) == 1;
+  if (!acc || t_pass->sole_accumulators.count(acc.get()) == 0) return {};
+  if (m.grad_overwrites_values && !t_pass->retain_graph) return {leaf.detach(), 1.0f};
+  if (m.grad_destination) return {*m.grad_destination, m.grad_destination_scale};
+  return {};
 }
 
 namespace detail {
 void set_current_pass(const PassInfo* pass) { t_pass = pass; }
 const PassInfo* current_pass() { return t_pass; }
 bool any_marked_leaves() { return g_any_marked.load(std::memory_order_relaxed); }
+bool wants_sole_gradient(const AutogradMeta& m) {
+  return m.grad_overwrites_values || m.grad_destination != nullptr;
+}
 }  // namespace detail
 
 }  // namespace autograd

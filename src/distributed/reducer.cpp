@@ -39,6 +39,13 @@ float average_factor(int world) { return static_cast<float>(1.0 / world); }
 // rather than one more per gradient). Either way each element is g * average_factor once.
 bool average_on_copy(const Tensor& bucket) { return bucket.device().is_cpu(); }
 
+// Note [Gradient into a destination]: the factor a formula applies as it writes a gradient into
+// its bucket slot. Only a power of two scales a product exactly as PyTorch's g * factor would
+// round it; otherwise the gradient goes in unscaled and is multiplied there once (mark_ready).
+float destination_scale(int world) {
+  return (world & (world - 1)) == 0 ? average_factor(world) : 1.0f;
+}
+
 // CPU: dst = g * average_factor(world) in one pass over g, rather than a copy and then a second
 // pass over the bucket.
 void copy_averaged(Tensor& dst, const Tensor& g, int world) {
@@ -85,6 +92,7 @@ Reducer::Reducer(std::vector<Tensor> params, std::vector<std::string> names,
 }
 
 Reducer::~Reducer() {
+  clear_destinations();
   for (size_t i = 0; i < params_.size(); ++i)
     params_[i].remove_post_accumulate_grad_hook(hook_ids_[i]);
 }
@@ -119,7 +127,31 @@ void Reducer::build_buckets(const std::vector<size_t>& order) {
     b.padded = dev.is_cpu() ? group_->empty_symmetric({padded}) : zeros({padded}, {.device = dev});
     b.buffer = b.padded.narrow(0, 0, total);
     b.pending = b.params.size();
+    for (size_t k = 0; k < b.params.size(); ++k) {
+      const Tensor& p = params_[b.params[k]];
+      b.slots.push_back(b.buffer.narrow(0, b.offsets[k], p.numel()).view(p.sizes()));
+    }
   }
+}
+
+// Note [Gradient into a destination]: for this synchronised backward each parameter's bucket slot
+// is where a formula may write its gradient (pre-divided where that is exact), sparing the copy
+// into the bucket. CPU buckets only (elsewhere the bucket is divided as a whole), and never for a
+// reduction that is the identity (the gradients then stay where backward put them).
+void Reducer::set_destinations() {
+  if (identity_reduction() || buckets_.empty() || !average_on_copy(buckets_[0].buffer)) return;
+  const float scale = destination_scale(group_->size());
+  for (size_t i = 0; i < params_.size(); ++i) {
+    auto [bi, slot] = locator_[i];
+    autograd::set_gradient_destination(params_[i], buckets_[bi].slots[slot], scale);
+  }
+  destinations_set_ = true;
+}
+
+void Reducer::clear_destinations() {
+  if (!destinations_set_) return;
+  for (const Tensor& p : params_) autograd::set_gradient_destination(p, Tensor());
+  destinations_set_ = false;
 }
 
 // INFO, on rank 0 of the group (every rank builds the same buckets): the layout, each bucket's
@@ -160,6 +192,7 @@ std::vector<std::vector<size_t>> Reducer::bucket_indices() const {
 }
 
 void Reducer::reset_iteration() {
+  clear_destinations();
   std::fill(ready_.begin(), ready_.end(), false);
   std::fill(used_.begin(), used_.end(), false);
   for (Bucket& b : buckets_) {
@@ -173,6 +206,7 @@ void Reducer::reset_iteration() {
 void Reducer::prepare_for_backward(const std::vector<Tensor>& outputs) {
   reset_iteration();
   expect_backward_ = true;
+  set_destinations();
   if (options_.static_graph && iteration_ > 0) {
     used_ = static_used_;  // the graph is the same every iteration: reuse the first walk
     return;
@@ -230,7 +264,11 @@ void Reducer::mark_ready(size_t i, bool have_grad) {
   Tensor view = b.buffer.narrow(0, b.offsets[slot], params_[i].numel());
   Tensor g = params_[i].grad();
   NoGradGuard ng;
-  if (have_grad && g.defined()) {
+  if (have_grad && g.defined() && autograd::gradient_went_to_destination(params_[i])) {
+    // Written into its slot by backward: multiplied by the factor already, or once here.
+    const float f = average_factor(group_->size());
+    if (destination_scale(group_->size()) != f) view.mul_(f);
+  } else if (have_grad && g.defined()) {
     const bool in_place = g.impl()->storage == b.buffer.impl()->storage &&
                           g.storage_offset() == view.storage_offset();  // a bucket view
     if (!average_on_copy(b.buffer)) {
@@ -326,13 +364,13 @@ void Reducer::write_back_grads(const std::vector<bool>& globally_used) {
     if (!globally_used[i]) continue;  // no rank produced a gradient: leave .grad untouched
     auto [bi, slot] = locator_[i];
     Bucket& b = buckets_[bi];
-    Tensor slice = b.buffer.narrow(0, b.offsets[slot], params_[i].numel()).view(params_[i].sizes());
+    const Tensor& slice = b.slots[slot];
     Tensor& g = params_[i].mutable_grad();
     if (options_.gradient_as_bucket_view)
-      g = slice;
-    else if (g.defined())
+      g = slice.view(slice.sizes());
+    else if (g.defined() && !autograd::gradient_went_to_destination(params_[i]))
       g.copy_(slice);
-    else
+    else  // none yet, or the bucket slot itself (Note [Gradient into a destination])
       g = slice.clone();
   }
 }
@@ -359,9 +397,9 @@ void Reducer::rebuild_buckets() {
     for (size_t i = 0; i < params_.size(); ++i) {
       if (!keep[i].defined()) continue;
       auto [bi, slot] = locator_[i];
-      Tensor slice = buckets_[bi].buffer.narrow(0, buckets_[bi].offsets[slot], params_[i].numel());
-      slice.copy_(keep[i].reshape({-1}));
-      params_[i].mutable_grad() = slice.view(params_[i].sizes());
+      Tensor& slice = buckets_[bi].slots[slot];
+      slice.copy_(keep[i]);
+      params_[i].mutable_grad() = slice.view(slice.sizes());
     }
   buckets_rebuilt_ = true;
 }

@@ -113,12 +113,28 @@ inline void record(const std::string& name, std::initializer_list<const Tensor*>
 // read its values in a backward pass once the leaf's gradient is computed (FSDP's gathered
 // parameters, whose memory becomes the gradient's anyway; docs/ARCHITECTURE.md).
 void set_gradient_overwrites_values(const Tensor& leaf, bool on);
-// Whether the running backward pass lets the formula computing `leaf`'s gradient write it into
-// the leaf's own memory (after its last read of the values): the leaf is marked, float32,
-// contiguous, has no .grad yet, gets its gradient from exactly one formula in this pass, and
-// the graph is not retained. The gradient returned is then a view of the leaf's memory, which
-// AccumulateGrad keeps as the .grad without copying.
-bool may_write_gradient_into(const Tensor& leaf);
+// Note [Gradient into a destination]: names where a backward formula may write `leaf`'s
+// gradient, multiplied by `scale`, instead of into a buffer of its own (DDP's Reducer names each
+// parameter's bucket slot for one synchronised backward). `dest` is float32, contiguous, shaped
+// as the leaf, and does not overlap it; undefined removes the destination. Either way the leaf's
+// gradient_went_to_destination() is reset.
+void set_gradient_destination(const Tensor& leaf, const Tensor& dest, float scale = 1.0f);
+// Whether the .grad AccumulateGrad last kept for `leaf` is the one a formula wrote into its
+// destination (already multiplied by the destination's scale) since the destination was set.
+bool gradient_went_to_destination(const Tensor& leaf);
+
+// Where the running backward pass lets the formula computing `leaf`'s gradient write it, and by
+// what it is to be multiplied there; `values` is undefined where the formula allocates its own.
+// Only where the leaf is float32, contiguous, has no .grad yet and gets its gradient from exactly
+// one formula in this pass; then either the leaf is marked by set_gradient_overwrites_values and
+// the graph is not retained (values: the leaf's own memory, after the formula's last read of it),
+// or it has a destination. The formula returns `values` as the gradient, which AccumulateGrad
+// keeps as the .grad without copying.
+struct GradientTarget {
+  Tensor values;
+  float scale = 1.0f;
+};
+GradientTarget gradient_target(const Tensor& leaf);
 
 namespace detail {
 // Set by the engine for the pass it runs on this thread: the accumulators of marked leaves that
@@ -129,7 +145,10 @@ struct PassInfo {
 };
 void set_current_pass(const PassInfo* pass);
 const PassInfo* current_pass();
-bool any_marked_leaves();  // whether any leaf was ever marked (else the engine skips its scan)
+// Whether any leaf was ever marked or given a destination (else the engine skips its scan).
+bool any_marked_leaves();
+// Whether the engine counts this leaf's incoming gradients (marked, or with a destination).
+bool wants_sole_gradient(const AutogradMeta& m);
 }  // namespace detail
 
 }  // namespace autograd

@@ -1,6 +1,7 @@
 // Reducer: DistributedDataParallel's gradient machinery. Parameters are grouped into
 // buckets (reverse registration order: a small first bucket, then bucket_cap bytes); each
-// parameter's post-accumulate-grad hook copies its gradient into its bucket, and a bucket
+// parameter's post-accumulate-grad hook copies its gradient into its bucket (unless backward
+// wrote it there already: Note [Gradient into a destination]), and a bucket
 // whose gradients are all in is all-reduced asynchronously at once, buckets always in
 // index order so every rank issues the same collectives in the same order. A callback at
 // the end of backward waits for them and writes the averaged gradients back. After the
@@ -95,6 +96,7 @@ class Reducer {
     std::vector<int64_t> offsets;  // element offset of each param in buffer
     Tensor buffer;                 // the first elements of padded
     Tensor padded;
+    std::vector<Tensor> slots;  // each parameter's part of buffer, shaped as the parameter
     size_t pending = 0;
     std::shared_ptr<Work> work;
   };
@@ -112,6 +114,8 @@ class Reducer {
   // Rank 0's bucket order (parameter indices), broadcast so that every rank builds the same.
   std::vector<size_t> agreed_order(const std::vector<int64_t>& order);
   void reset_iteration();
+  void set_destinations();
+  void clear_destinations();
   // WEFT_DISTRIBUTED_DEBUG=INFO (or DETAIL): the bucket layout, built and rebuilt, and the
   // parameters find_unused_parameters (or static_graph's walk) found unused, by name.
   void log_buckets(const std::string& how) const;
@@ -136,6 +140,7 @@ class Reducer {
   bool finalize_queued_ = false;
   bool expect_backward_ = false;
   bool buckets_rebuilt_ = false;
+  bool destinations_set_ = false;
   int64_t iteration_ = 0;
 };
 

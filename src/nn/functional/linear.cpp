@@ -2,6 +2,8 @@
 // the bias initialises the output and one GEMM accumulates x W^T into it; one backward node
 // yields dx, dW and db. Fewer tensors and nodes than mm + add matter for small, overhead-bound
 // layers. Elsewhere (CUDA) it is mm plus the broadcast bias.
+#include <algorithm>
+
 #include "ops/stubs/linalg.h"
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
@@ -9,6 +11,26 @@
 #include "weft/ops.h"
 
 namespace weft::nn::functional {
+
+namespace {
+
+// dW = scale * g^T x, written into `dest`. The factor goes on the smallest of g, x and dW: for a
+// power-of-two scale every product and partial sum is scaled exactly, so the bits are those of
+// scaling dW afterwards (subnormal operands aside).
+void weight_gradient_into(const Tensor& g, const Tensor& x, const Tensor& dest, float scale) {
+  const bool after = scale != 1.0f && std::min(g.numel(), x.numel()) > dest.numel();
+  Tensor a = g, b = x;
+  if (scale != 1.0f && !after) {
+    if (g.numel() <= x.numel())
+      a = g * scale;
+    else
+      b = x * scale;
+  }
+  ops::gemm_stub(dest.device(), a, true, b, false, dest, 0.0f);
+  if (after) Tensor(dest).mul_(scale);
+}
+
+}  // namespace
 
 Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   if (amp::autocast_active(input)) {
@@ -60,18 +82,21 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
   if (autograd::any_requires_grad({&x2, &weight, &bias})) {
     bool gx = x2.requires_grad(), gw = weight.requires_grad(), gb = bias.requires_grad();
     Tensor xs = x.detach(), ws = w.detach();
-    // A marked leaf weight itself (else undefined): its gradient may go over it (below).
-    const AutogradMeta* wm = weight.impl()->autograd.get();
-    Tensor leaf = gw && w.is_same(weight) && wm && wm->grad_overwrites_values ? weight : Tensor();
+    // The leaf weight itself (else undefined): its gradient may go elsewhere (below).
+    Tensor leaf = gw && w.is_same(weight) && !weight.grad_fn() ? weight : Tensor();
     autograd::record("AddmmBackward", {&x2, &weight, &bias}, out,
                      [xs, ws, leaf, gx, gw, gb](std::vector<Tensor>& g) {
                        Tensor dx = gx ? mm(g[0], ws) : Tensor(), dw;
-                       // dx was the last read of the weight's values: where its owner allows,
-                       // dW = g^T x goes over them, not into a buffer of its own:
-                       // Note [Gradient into the parameter's memory].
-                       if (gw && leaf.defined() && autograd::may_write_gradient_into(leaf)) {
-                         ops::gemm_stub(ws.device(), g[0], true, xs, false, ws, 0.0f);
-                         dw = ws;
+                       // dx was the last read of the weight's values: where the weight's owner
+                       // allows, dW = g^T x goes over them (Note [Gradient into the parameter's
+                       // memory]) or into the place it names (Note [Gradient into a
+                       // destination]), not into a buffer of its own.
+                       const autograd::GradientTarget t = gw && leaf.defined()
+                                                              ? autograd::gradient_target(leaf)
+                                                              : autograd::GradientTarget{};
+                       if (t.values.defined()) {
+                         weight_gradient_into(g[0], xs, t.values, t.scale);
+                         dw = t.values;
                        } else if (gw) {
                          dw = mm(g[0], xs, true, false);
                        }
