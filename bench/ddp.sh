@@ -6,7 +6,8 @@
 # thread per rank: weft (bench/weft_ddp) and PyTorch (bench/torch_ddp.py, gloo, glibc told to
 # keep memory) alternating, every rank launched by weft-run, and at world > 1 weft again with
 # WEFT_SHM=0 (all-reduce on Gloo alone, without the shared-memory path), and mlp25m at world 2
-# with bf16_compress_hook and PowerSGD (rank 1); then the raw all-reduce of 84 MB and 80 KB at
+# with bf16_compress_hook and PowerSGD (rank 1), and N world-1 runs at once (the machine's own
+# ceiling on scaling, no DDP); then the raw all-reduce of 84 MB and 80 KB at
 # world 2 (N iterations, default 50), weft with and without WEFT_SHM=0. R rounds (default 1)
 # repeat it all; the tables take the median over rounds. Prints markdown tables
 # (bench/README.md, "DDP at world N"); the raw JSON lines go to stderr. Refuses a busy machine
@@ -83,6 +84,21 @@ torch_ddp() { tuned launch "$2" "$python" "$here/torch_ddp.py" --workload "$1" "
 ar=(--iters "$iters" --warmup 5)
 weft_ar() { launch 2 "$build/bench/weft_allreduce" "${ar[@]}"; }
 weft_ddp_noshm() { noshm weft_ddp "$@"; }
+# The machine's own ceiling on scaling: N world-1 runs at once, sharing nothing but the machine
+# (its cores, caches and memory bandwidth). DDP at world N cannot step faster than they do; one
+# line for them, "weft-apart" at world N: the slowest one's median (as weft_ddp reports ranks).
+weft_apart() {
+  local w="$1" n="$2" dir pids=()
+  dir=$(mktemp -d)
+  for k in $(seq "$n"); do weft_ddp "$w" 1 > "$dir/$k" & pids+=($!); done
+  for p in "${pids[@]}"; do wait "$p"; done
+  cat "$dir"/* | "$python" -c 'import json, sys
+runs = [json.loads(l) for l in sys.stdin if l.strip()]
+out = dict(runs[0], impl="weft-apart", world=len(runs))
+out["median_ms"] = max(r["median_ms"] for r in runs)
+print(json.dumps(out))'
+  rm -rf "$dir"
+}
 weft_ar_noshm() { noshm weft_ar; }
 torch_ar() { tuned launch 2 "$python" "$here/torch_allreduce.py" "${ar[@]}"; }
 
@@ -93,7 +109,10 @@ for r in $(seq "$rounds"); do
     for n in $worlds; do
       if ((r % 2)); then pair=(weft_ddp torch_ddp); else pair=(torch_ddp weft_ddp); fi
       for f in "${pair[@]}"; do record "$f" "$w" "$n"; done
-      if ((n > 1)); then record weft_ddp_noshm "$w" "$n"; fi
+      if ((n > 1)); then
+        record weft_ddp_noshm "$w" "$n"
+        record weft_apart "$w" "$n"
+      fi
       # The communication hooks where they matter: the large model at world 2.
       if [[ $w == mlp25m && $n == 2 ]]; then
         for h in bf16 powersgd; do record weft_ddp "$w" "$n" --hook "$h"; done

@@ -13,8 +13,9 @@ import sys
 # weft's rows: as it runs by default, and with WEFT_SHM=0 (the Gloo group's all-reduce without
 # its shared-memory path), labelled in the tables' first column.
 # Rows with a communication hook (bench/weft_ddp --hook) are "weft+HOOK".
+# "weft-apart" is N world-1 runs at once, no DDP: the machine's own ceiling on scaling.
 WEFT_IMPLS = (("weft", ""), ("weft-noshm", ", WEFT_SHM=0"), ("weft+bf16", ", bf16_compress_hook"),
-              ("weft+powersgd", ", PowerSGD rank 1"))
+              ("weft+powersgd", ", PowerSGD rank 1"), ("weft-apart", ", N world-1 runs at once"))
 
 
 def fmt(v, spec):
@@ -58,11 +59,12 @@ def step_table(runs):
             if wf is None and impl != "weft":
                 continue
             row = [w + label, str(n)]
-            row += [fmt(r and r["median_ms"], ".3f") for r in (wf, tc)]
-            row.append(fmt(wf and tc and wf["median_ms"] / tc["median_ms"], ".3f"))
+            t = None if impl == "weft-apart" else tc  # not a DDP step: no PyTorch to set beside
+            row += [fmt(r and r["median_ms"], ".3f") for r in (wf, t)]
+            row.append(fmt(wf and t and wf["median_ms"] / t["median_ms"], ".3f"))
             # World 1 has no all-reduce: weft's own row is the baseline of both weft rows.
             for r, one in ((wf, runs.get(("ddp", "weft", w, 1))),
-                           (tc, runs.get(("ddp", "torch", w, 1)))):
+                           (t, runs.get(("ddp", "torch", w, 1)))):
                 row.append(fmt(r and one and one["median_ms"] / r["median_ms"], ".2f"))
             print("| " + " | ".join(row) + " |")
     return cells
@@ -75,7 +77,7 @@ def hidden_table(runs, cells):
     for w, n in cells:
         if n == 1:
             continue
-        for impl in [i for i, _ in WEFT_IMPLS] + ["torch"]:
+        for impl in [i for i, _ in WEFT_IMPLS if i != "weft-apart"] + ["torch"]:
             r = runs.get(("ddp", impl, w, n))
             if r is None:
                 continue
@@ -117,7 +119,8 @@ def main():
     print(f"DDP step, gloo, 1 thread per rank, fixed per-rank batch ({a.steps} steps, median; "
           f"median of {a.rounds} round(s)); torch = PyTorch with glibc keeping memory;")
     print("weft/torch: lower is better; scaling = world-1 step / world-N step (1.00 is perfect); "
-          "rows \"WEFT_SHM=0\": weft's Gloo all-reduce without its shared-memory path")
+          "rows \"WEFT_SHM=0\": weft's Gloo all-reduce without its shared-memory path; rows "
+          "\"N world-1 runs at once\": no DDP, the machine's own ceiling on scaling")
     print()
     cells = step_table(runs)
     print()
