@@ -1,8 +1,9 @@
 // Symmetric buffers (Note [Symmetric buffers] in docs/ARCHITECTURE.md), one host's ranks as
 // threads: the rendezvous through a store, and the in-place all-reduce over views of every rank's
-// buffer against the staged all-reduce of the same data (bit for bit) and the rank-order sum;
-// ranks that pass different views, or one a symmetric view and one an ordinary tensor, fail
-// naming the peer. Real processes: tests/distributed/shm_worker.cpp (test_shm_allreduce.cpp).
+// buffer, and the one into a separate output, against the staged all-reduce of the same data (bit
+// for bit) and the rank-order sum; ranks that pass different views, or one a symmetric view and
+// one an ordinary tensor, fail naming the peer. Real processes: tests/distributed/shm_worker.cpp
+// (test_shm_allreduce.cpp).
 #include <gtest/gtest.h>
 
 #include <cstring>
@@ -49,6 +50,13 @@ TEST(ShmGroup, SymmetricAllreduceEqualsStagedBitForBit) {
           host.ranks[r]->allreduce(staged[r].data() + first, count, kFloat32, op, dl);
           ASSERT_EQ(std::memcmp(mine, staged[r].data(), total * 4), 0)
               << "n=" << n << " " << to_string(op) << " view at " << first << " rank " << r;
+          // Into a separate output (Note [All-reduce into a separate output]): the same bits.
+          for (size_t i = 0; i < total; ++i) mine[i] = input(r, i);
+          std::vector<float> out(count, -1.0f);
+          host.ranks[r]->allreduce_symmetric(*buf, offset, count, kFloat32, op, dl, out.data());
+          ASSERT_EQ(std::memcmp(out.data(), staged[r].data() + first, count * 4), 0)
+              << "into an output: n=" << n << " " << to_string(op) << " view at " << first
+              << " rank " << r;
         }
       size_t offset = 0;
       ASSERT_FALSE(buf->holds(mine + total - 1, 8, offset));  // past its end

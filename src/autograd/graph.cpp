@@ -14,8 +14,8 @@ std::atomic<bool> g_any_marked{
     false};  // spares the engine its scan: no leaf marked or given a destination
 
 // The gradient is a view of exactly `place` (the leaf's memory or its destination): the formula
-// wrote it there, and it is kept as the .grad as it is (Note [Gradient into the parameter's
-// memory], Note [Gradient into a destination]).
+// wrote it there, and it is kept as the .grad as it is.
+// Note [Gradient into the parameter's memory], Note [Gradient into a destination].
 bool lies_exactly_in(const Tensor& g, const Tensor& place) {
   return g.impl()->storage == place.impl()->storage &&
          g.storage_offset() == place.storage_offset() && g.strides() == place.strides() &&

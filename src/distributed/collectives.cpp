@@ -35,6 +35,19 @@ void check_cpu_tensor(const std::string& op, const Tensor& t, const std::string&
                   shape_str(t.strides()), ") is not contiguous; call .contiguous() first");
 }
 
+void check_allreduce_into(const std::string& op, const Tensor& out, const Tensor& in) {
+  WEFT_CHECK_DIST(out.defined() && in.defined(), op, ": undefined output or input");
+  WEFT_CHECK_DIST(out.dtype() == in.dtype() && out.numel() == in.numel(), op, ": output (",
+                  out.str(), ") does not match input (", in.str(), "): dtype and size must agree");
+  WEFT_CHECK_DIST(out.is_contiguous() && in.is_contiguous(), op,
+                  ": output and input must be "
+                  "contiguous");
+  const auto* o = static_cast<const char*>(out.raw_data());
+  const auto* i = static_cast<const char*>(in.raw_data());
+  WEFT_CHECK_DIST(o + out.nbytes() <= i || i + in.nbytes() <= o || in.numel() == 0, op,
+                  ": output and input overlap");
+}
+
 void check_like(const std::string& op, const Tensor& ref, const std::string& ref_name,
                 const Tensor& t, const std::string& which) {
   WEFT_CHECK_DIST(t.dtype() == ref.dtype() && t.numel() == ref.numel(), op, ": ", which, " (",

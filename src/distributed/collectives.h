@@ -25,6 +25,8 @@ std::string reduce_scatter_name(ReduceOp op, const Tensor& output);  // "reduce_
 
 // Throws DistError "<op>: <which> ..." unless t is a defined, contiguous CPU float32/int64 tensor.
 void check_cpu_tensor(const std::string& op, const Tensor& t, const std::string& which);
+// allreduce_into's tensors: defined, contiguous, one dtype and size, not overlapping.
+void check_allreduce_into(const std::string& op, const Tensor& out, const Tensor& in);
 // Throws DistError unless t has ref's dtype and number of elements.
 void check_like(const std::string& op, const Tensor& ref, const std::string& ref_name,
                 const Tensor& t, const std::string& which);

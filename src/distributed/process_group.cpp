@@ -3,7 +3,10 @@
 #include "weft/distributed/process_group.h"
 
 #include <algorithm>
+#include <mutex>
 
+#include "distributed/collectives.h"
+#include "weft/autograd.h"
 #include "weft/ops.h"
 
 namespace weft::dist {
@@ -53,6 +56,45 @@ std::string rank_list(const std::vector<int>& ranks) {
 }
 
 }  // namespace
+
+namespace {
+
+// allreduce_into by default: the in-place all-reduce's Work, with the copy into the output done
+// once, by whichever of wait() and then()'s callback comes first.
+class CopiedOutWork : public Work, public std::enable_shared_from_this<CopiedOutWork> {
+ public:
+  CopiedOutWork(std::shared_ptr<Work> inner, Tensor out, Tensor in)
+      : inner_(std::move(inner)), out_(std::move(out)), in_(std::move(in)) {}
+  void wait(std::optional<Duration> timeout) override {
+    inner_->wait(timeout);
+    copy();
+  }
+  bool is_completed() override { return inner_->is_completed(); }
+  void then(std::function<void(std::exception_ptr)> fn) override {
+    inner_->then([self = shared_from_this(), fn = std::move(fn)](std::exception_ptr e) {
+      if (!e) self->copy();
+      fn(e);
+    });
+  }
+
+ private:
+  void copy() {
+    std::call_once(copied_, [this] {
+      NoGradGuard ng;
+      out_.copy_(in_);
+    });
+  }
+  std::shared_ptr<Work> inner_;
+  Tensor out_, in_;
+  std::once_flag copied_;
+};
+
+}  // namespace
+
+std::shared_ptr<Work> ProcessGroup::allreduce_into(Tensor output, Tensor input, ReduceOp op) {
+  detail::check_allreduce_into("allreduce_into", output, input);
+  return std::make_shared<CopiedOutWork>(allreduce({input}, op), output, input);
+}
 
 Tensor ProcessGroup::empty_symmetric(const Shape& shape, DType dtype) {
   return zeros(shape, {.dtype = dtype, .device = Device::CPU()});

@@ -198,6 +198,7 @@ void Reducer::reset_iteration() {
   for (Bucket& b : buckets_) {
     b.pending = b.params.size();
     b.work.reset();
+    b.out = Tensor();
   }
   next_bucket_ = 0;
   finalize_queued_ = false;
@@ -206,6 +207,8 @@ void Reducer::reset_iteration() {
 void Reducer::prepare_for_backward(const std::vector<Tensor>& outputs) {
   reset_iteration();
   expect_backward_ = true;
+  had_grad_.resize(params_.size());
+  for (size_t i = 0; i < params_.size(); ++i) had_grad_[i] = params_[i].grad().defined();
   set_destinations();
   if (options_.static_graph && iteration_ > 0) {
     used_ = static_used_;  // the graph is the same every iteration: reuse the first walk
@@ -300,6 +303,11 @@ void Reducer::launch_ready_buckets() {
       GradBucket gb{next_bucket_, b.buffer, {}, next_bucket_ + 1 == buckets_.size(), b.padded};
       for (size_t p : b.params) gb.params.push_back(params_[p]);
       b.work = hook_(*group_, gb);
+    } else if (average_on_copy(b.buffer) && !options_.gradient_as_bucket_view) {
+      // Note [All-reduce into a separate output]: the result lands in memory of its own, which
+      // the gradients then view, instead of being copied out of the bucket afterwards.
+      b.out = empty({b.buffer.numel()});
+      b.work = group_->allreduce_into(b.out, b.buffer);
     } else {
       b.work = group_->allreduce({b.buffer});
     }
@@ -366,12 +374,21 @@ void Reducer::write_back_grads(const std::vector<bool>& globally_used) {
     Bucket& b = buckets_[bi];
     const Tensor& slice = b.slots[slot];
     Tensor& g = params_[i].mutable_grad();
-    if (options_.gradient_as_bucket_view)
+    if (options_.gradient_as_bucket_view) {
       g = slice.view(slice.sizes());
-    else if (g.defined() && !autograd::gradient_went_to_destination(params_[i]))
+    } else if (b.out.defined()) {
+      // Note [All-reduce into a separate output]: a .grad that was there before backward keeps
+      // its identity (and takes a copy); one this backward made becomes a view of the result.
+      Tensor result = b.out.narrow(0, b.offsets[slot], slice.numel()).view(slice.sizes());
+      if (g.defined() && had_grad_[i])
+        g.copy_(result);
+      else
+        g = result;
+    } else if (g.defined() && !autograd::gradient_went_to_destination(params_[i])) {
       g.copy_(slice);
-    else  // none yet, or the bucket slot itself (Note [Gradient into a destination])
+    } else {  // none yet, or the bucket slot itself (Note [Gradient into a destination])
       g = slice.clone();
+    }
   }
 }
 

@@ -61,6 +61,11 @@ class TrackedGroup : public ProcessGroup {
     return run(OpRecord::of(OpKind::ALLREDUCE, tensors, static_cast<int>(op)),
                [&] { return inner_->allreduce(std::move(tensors), op); });
   }
+  std::shared_ptr<Work> allreduce_into(Tensor output, Tensor input, ReduceOp op) override {
+    // Recorded as the all-reduce of input: every rank's fingerprint of the op is the same.
+    return run(OpRecord::of(OpKind::ALLREDUCE, {input}, static_cast<int>(op)),
+               [&] { return inner_->allreduce_into(std::move(output), std::move(input), op); });
+  }
   std::shared_ptr<Work> broadcast(std::vector<Tensor> tensors, int root) override {
     return run(OpRecord::of(OpKind::BROADCAST, tensors, -1, root),
                [&] { return inner_->broadcast(std::move(tensors), root); });

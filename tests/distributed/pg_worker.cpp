@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <thread>
 
@@ -123,6 +124,30 @@ void collectives() {
       EXPECT(v[i] == n * ((int64_t{1} << 40) + i) + 1000LL * n * (n - 1) / 2, "int64 sum ", v[i]);
       EXPECT(mv[i] == (int64_t{1} << 40) + (n - 1) * 1000 + i, "int64 max ", mv[i]);
     }
+  }
+
+  // allreduce_into (Note [All-reduce into a separate output]): allreduce's bits, in the output,
+  // from an ordinary tensor and from a view into a symmetric one (folded straight into the output
+  // on one host); outputs that overlap the input or do not match it are refused.
+  {
+    Tensor sym = pg->empty_symmetric({3 * len + 5});
+    for (int variant : {0, 1})
+      for (ReduceOp op : {ReduceOp::SUM, ReduceOp::AVG, ReduceOp::MAX}) {
+        Tensor in = variant ? sym.narrow(0, 5, len) : make_empty({len});
+        in.copy_(make_f(r, len));
+        Tensor want = make_f(r, len), out = make_empty({len});
+        pg->allreduce({want}, op)->wait();
+        pg->allreduce_into(out, in, op)->wait();
+        EXPECT(std::memcmp(out.raw_data(), want.raw_data(), len * sizeof(float)) == 0,
+               "allreduce_into (", variant ? "symmetric" : "ordinary", " input, op ",
+               static_cast<int>(op), ") differs from allreduce");
+      }
+    const std::string overlap = expect_dist_error(
+        [&] { pg->allreduce_into(sym.narrow(0, 0, len), sym.narrow(0, 3, len)); }, "overlap");
+    EXPECT(overlap.find("overlap") != std::string::npos, "allreduce_into overlap: ", overlap);
+    const std::string size = expect_dist_error(
+        [&] { pg->allreduce_into(make_empty({len + 1}), make_f(r, len)); }, "size");
+    EXPECT(size.find("does not match") != std::string::npos, "allreduce_into size: ", size);
   }
 
   // broadcast from root 1 (0 in a group of one); a list of two tensors of both dtypes.

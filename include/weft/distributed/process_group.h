@@ -56,6 +56,13 @@ class ProcessGroup {
   virtual std::shared_ptr<Work> reduce_scatter(Tensor output, std::vector<Tensor> inputs,
                                                ReduceOp op = ReduceOp::SUM) = 0;
   virtual std::shared_ptr<Work> barrier() = 0;
+  // Not a torch.distributed op: the all-reduce of `input` with its result in `output` (input's
+  // dtype and number of elements, contiguous, apart from input), input's contents unspecified
+  // afterwards. DDP's Reducer takes its averaged gradients out of the buckets this way. The
+  // default all-reduces input in place and copies it into output as the op completes; Gloo's
+  // shared-memory path folds straight into output. Note [All-reduce into a separate output].
+  virtual std::shared_ptr<Work> allreduce_into(Tensor output, Tensor input,
+                                               ReduceOp op = ReduceOp::SUM);
 
   // The rest of torch.distributed's ops. A backend without one throws DistError naming it.
   // Roots, sources and destinations are ranks of this group.

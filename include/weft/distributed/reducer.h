@@ -97,6 +97,7 @@ class Reducer {
     Tensor buffer;                 // the first elements of padded
     Tensor padded;
     std::vector<Tensor> slots;  // each parameter's part of buffer, shaped as the parameter
+    Tensor out;  // this iteration's result, where it is reduced into a tensor of its own
     size_t pending = 0;
     std::shared_ptr<Work> work;
   };
@@ -134,6 +135,7 @@ class Reducer {
   std::vector<int> hook_ids_;
   std::vector<bool> ready_;
   std::vector<bool> used_;             // locally used this iteration
+  std::vector<bool> had_grad_;         // .grad defined when this iteration's backward began
   std::vector<bool> static_used_;      // static_graph: the first iteration's used set
   std::vector<size_t> arrival_order_;  // first iteration's gradient order
   size_t next_bucket_ = 0;

@@ -3,6 +3,7 @@
 #include <gloo/rendezvous/context.h>
 
 #include <algorithm>
+#include <cstring>
 
 #include "distributed/gloo/gloo_ops.h"
 #include "distributed/shm/fold.h"
@@ -29,17 +30,23 @@ std::shared_ptr<IntraHost> IntraHost::connect(const std::shared_ptr<Store>& stor
 
 std::string IntraHost::segment_name() const { return plan_.shm ? plan_.shm->segment().name() : ""; }
 
-void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout) {
+void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout, void* out) {
   const size_t n = static_cast<size_t>(t.numel());
   if (n == 0) return;
   const shm::Deadline dl = shm::Deadline::after(timeout);
   void* data = t.raw_data();
+  // The result copied to `out` where it was reduced in place.
+  auto copy_out = [&] {
+    if (out) std::memcpy(out, data, n * itemsize(t.dtype()));
+  };
   if (plan_.leaders.size() == 1) {  // one host: the segment is the whole group
     size_t offset = 0;
-    if (auto buf = symmetric_of(t, offset))
-      plan_.shm->allreduce_symmetric(*buf, offset, n, t.dtype(), op, dl);
-    else
-      plan_.shm->allreduce(data, n, t.dtype(), op, dl);
+    if (auto buf = symmetric_of(t, offset)) {
+      plan_.shm->allreduce_symmetric(*buf, offset, n, t.dtype(), op, dl, out);
+      return;
+    }
+    plan_.shm->allreduce(data, n, t.dtype(), op, dl);
+    copy_out();
     return;
   }
   // Several hosts: AVG sums everywhere and divides once, by the world size, on each leader.
@@ -51,6 +58,7 @@ void IntraHost::allreduce(const Tensor& t, ReduceOp op, Duration timeout) {
     if (op == ReduceOp::AVG) shm::average(data, n, t.dtype(), world_);
   }
   if (plan_.shm) plan_.shm->broadcast(data, n, t.dtype(), dl);
+  copy_out();
 }
 
 Tensor IntraHost::empty_symmetric(const Shape& shape, DType dtype, Duration timeout) {

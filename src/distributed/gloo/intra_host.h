@@ -31,8 +31,10 @@ class IntraHost {
 
   // In place over the whole group: float32, int64, fp16 or bf16, any ReduceOp. A contiguous
   // view into a symmetric tensor of a one-host group is reduced where it lies
-  // (Note [Symmetric buffers]).
-  void allreduce(const Tensor& t, ReduceOp op, Duration timeout);
+  // (Note [Symmetric buffers]). With `out` (t's size, this process's memory) the result goes
+  // there instead and t's contents are unspecified afterwards: a symmetric view's result is
+  // folded straight into it, anything else copied. Note [All-reduce into a separate output].
+  void allreduce(const Tensor& t, ReduceOp op, Duration timeout, void* out = nullptr);
   // One host only: a zero-filled tensor over this rank's buffer of a new SymmetricBuffer, made
   // collectively (run it where the group's ops run); undefined, on every rank alike, when the
   // host could not map one.

@@ -313,6 +313,27 @@ std::shared_ptr<Work> ProcessGroupGloo::allreduce(std::vector<Tensor> tensors, R
                        });
 }
 
+std::shared_ptr<Work> ProcessGroupGloo::allreduce_into(Tensor output, Tensor input, ReduceOp op) {
+  const std::string name = impl_->what(detail::allreduce_name(op));
+  detail::check_cpu_tensor(name, input, "input");
+  detail::check_cpu_tensor(name, output, "output");
+  detail::check_reduce_dtype(name, op, input);
+  detail::check_allreduce_into(name, output, input);
+  const uint32_t tag = impl_->next_tag++;
+  const Duration t = timeout_;
+  Ctx ctx = impl_->ctx;
+  Intra intra = impl_->intra;
+  return impl_->submit(impl_->what(detail::allreduce_name(op, {input})), t,
+                       [intra, ctx, output, input, op, tag, t] {
+                         if (intra && !is_bitwise(op)) {
+                           intra->allreduce(input, op, t, output.raw_data());
+                           return;
+                         }
+                         detail::gloo_allreduce(ctx, input, op, tag, t);
+                         std::memcpy(output.raw_data(), input.raw_data(), input.nbytes());
+                       });
+}
+
 std::shared_ptr<Work> ProcessGroupGloo::broadcast(std::vector<Tensor> tensors, int root) {
   const std::string name = detail::broadcast_name(root);
   WEFT_CHECK_DIST(!tensors.empty(), impl_->what(name), ": no tensors");

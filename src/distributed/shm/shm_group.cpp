@@ -301,7 +301,7 @@ void ShmGroup::reduce_scatter_gather(uint8_t* out, size_t m, uint64_t s, DType d
 // the result into every other rank's, in pieces that stay in cache; two synchronisations, and no
 // byte staged. After the second every buffer holds the whole result and nobody touches ours.
 void ShmGroup::allreduce_symmetric(const SymmetricBuffer& buf, size_t offset, size_t count,
-                                   DType dtype, ReduceOp op, const Deadline& dl) {
+                                   DType dtype, ReduceOp op, const Deadline& dl, void* out_) {
   const size_t es = itemsize(dtype), n = static_cast<size_t>(size());
   const uint64_t what = describe(kSymmetricAllreduce, dtype, op), where = locate(buf.id(), offset);
   const uint64_t s = ++step_;
@@ -316,17 +316,24 @@ void ShmGroup::allreduce_symmetric(const SymmetricBuffer& buf, size_t offset, si
   const size_t a = std::min(count, static_cast<size_t>(me_) * part);
   const size_t z = std::min(count, static_cast<size_t>(me_ + 1) * part);
   const size_t piece = kDirectBytes / es;
+  auto* out = static_cast<uint8_t*>(out_);
   for (size_t first = a; first < z; first += piece) {
     const size_t m = std::min(piece, z - first), at = offset + first * es;
     for (int k = 0; k < size(); ++k) srcs_[k] = buf.region(k) + at;
-    uint8_t* mine = buf.region(me_) + at;
-    fold(mine, srcs_.data(), size(), m, dtype, op);
-    if (op == ReduceOp::AVG) average(mine, m, dtype, size());
+    uint8_t* result = out ? out + first * es : buf.region(me_) + at;
+    fold(result, srcs_.data(), size(), m, dtype, op);
+    if (op == ReduceOp::AVG) average(result, m, dtype, size());
     for (int k = 0; k < size(); ++k)
-      if (k != me_) std::memcpy(buf.region(k) + at, mine, m * es);
+      if (k != me_) std::memcpy(buf.region(k) + at, result, m * es);
   }
   publish(kDone, s);
   wait_all(kDone, s, "allreduce", dl);
+  if (!out) return;
+  // Note [All-reduce into a separate output]: the other parts, which their ranks wrote into our
+  // buffer before kDone; nobody writes it again before we arrive at a later op.
+  const uint8_t* mine = buf.region(me_) + offset;
+  if (a > 0) std::memcpy(out, mine, a * es);
+  if (count > z) std::memcpy(out + z * es, mine + z * es, (count - z) * es);
 }
 
 // Note [Symmetric buffers]: local rank 0 creates the segment and passes its name in its slot;

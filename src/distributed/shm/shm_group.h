@@ -47,9 +47,12 @@ class ShmGroup {
   void allreduce(void* data, size_t count, DType dtype, ReduceOp op, const Deadline& dl);
   // In place over `count` elements at byte `offset` of every local rank's buffer of `buf`
   // (Note [Symmetric buffers]): every rank passes the same buffer and offset. The same bits as
-  // allreduce of the same elements.
+  // allreduce of the same elements. With `out` (count elements, this process's own memory) the
+  // result goes there instead and this rank's buffer is left holding part of it only: each rank
+  // folds its part into its out and the other ranks' buffers, then copies the other parts out of
+  // its own buffer (Note [All-reduce into a separate output]).
   void allreduce_symmetric(const SymmetricBuffer& buf, size_t offset, size_t count, DType dtype,
-                           ReduceOp op, const Deadline& dl);
+                           ReduceOp op, const Deadline& dl, void* out = nullptr);
   // A new segment of `bytes` that every local rank maps, its name already removed; empty on
   // every local rank alike when some rank could not map it (that rank says why on stderr).
   // Collective, in the group's op order (Note [Symmetric buffers]).

@@ -88,9 +88,10 @@ Tensor linear(const Tensor& input, const Tensor& weight, const Tensor& bias) {
                      [xs, ws, leaf, gx, gw, gb](std::vector<Tensor>& g) {
                        Tensor dx = gx ? mm(g[0], ws) : Tensor(), dw;
                        // dx was the last read of the weight's values: where the weight's owner
-                       // allows, dW = g^T x goes over them (Note [Gradient into the parameter's
-                       // memory]) or into the place it names (Note [Gradient into a
-                       // destination]), not into a buffer of its own.
+                       // allows, dW = g^T x goes over them or into the place it names, not
+                       // into a buffer of its own:
+                       // Note [Gradient into the parameter's memory],
+                       // Note [Gradient into a destination].
                        const autograd::GradientTarget t = gw && leaf.defined()
                                                               ? autograd::gradient_target(leaf)
                                                               : autograd::GradientTarget{};

@@ -43,6 +43,11 @@ class ProcessGroupGloo : public ProcessGroup {
   // A list of tensors is reduced/broadcast tensor by tensor, as one Work.
   std::shared_ptr<Work> allreduce(std::vector<Tensor> tensors,
                                   ReduceOp op = ReduceOp::SUM) override;
+  // On one host, a view into a symmetric tensor is folded straight into output; anything else is
+  // all-reduced in place and copied, on the op thread.
+  // Note [All-reduce into a separate output].
+  std::shared_ptr<Work> allreduce_into(Tensor output, Tensor input,
+                                       ReduceOp op = ReduceOp::SUM) override;
   std::shared_ptr<Work> broadcast(std::vector<Tensor> tensors, int root = 0) override;
   std::shared_ptr<Work> allgather(std::vector<Tensor> outputs, Tensor input) override;
   // Through shared memory where the group has it (an all-reduce of the concatenated inputs,
