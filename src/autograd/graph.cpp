@@ -10,8 +10,8 @@ namespace {
 std::atomic<uint64_t> g_sequence{0};
 thread_local bool g_grad_enabled = true;
 thread_local const autograd::detail::PassInfo* t_pass = nullptr;
-std::atomic<bool> g_any_marked{
-    false};  // spares the engine its scan: no leaf marked or given a destination
+// Spares the engine its scan while no leaf was ever marked or given a destination.
+std::atomic<bool> g_any_marked{false};
 
 // The gradient is a view of exactly `place` (the leaf's memory or its destination): the formula
 // wrote it there, and it is kept as the .grad as it is.
