@@ -173,6 +173,15 @@ void tensor_ops(const std::shared_ptr<ProcessGroup>& g, const std::vector<int>& 
         o, [&](int64_t i) { return fold_bits(ReduceOp::BXOR, ranks, gr * 4 + i); },
         "reduce_scatter_tensor BXOR");
   }
+  // allreduce_into (not a torch.distributed op; Note [All-reduce into a separate output]): the
+  // result in the output, through shared memory, Gloo alone, or MPI (the base class's copy).
+  for (ReduceOp op : {ReduceOp::SUM, ReduceOp::AVG, ReduceOp::MAX}) {
+    Tensor o = make_empty({7777}, kFloat32);
+    g->allreduce_into(o, make_f(me, 7777), op)->wait();
+    expect_close(
+        o, [&](int64_t i) { return fold(op, ranks, [&](int q) { return f(q, i); }); },
+        "allreduce_into " + to_string(op) + where);
+  }
   // The list form too (Gloo: its own reduce-scatter where there is no shared memory).
   {
     std::vector<Tensor> ins;
