@@ -60,7 +60,7 @@ std::string rank_list(const std::vector<int>& ranks) {
 namespace {
 
 // allreduce_into by default: the in-place all-reduce's Work, with the copy into the output done
-// once, by whichever of wait() and then()'s callback comes first.
+// once, by whichever of wait(), is_completed() and then()'s callback first sees the op done.
 class CopiedOutWork : public Work, public std::enable_shared_from_this<CopiedOutWork> {
  public:
   CopiedOutWork(std::shared_ptr<Work> inner, Tensor out, Tensor in)
@@ -69,7 +69,11 @@ class CopiedOutWork : public Work, public std::enable_shared_from_this<CopiedOut
     inner_->wait(timeout);
     copy();
   }
-  bool is_completed() override { return inner_->is_completed(); }
+  bool is_completed() override {
+    if (!inner_->is_completed()) return false;
+    copy();  // completed means the output holds the result
+    return true;
+  }
   void then(std::function<void(std::exception_ptr)> fn) override {
     inner_->then([self = shared_from_this(), fn = std::move(fn)](std::exception_ptr e) {
       if (!e) self->copy();
