@@ -19,8 +19,15 @@ using weft::DeviceType;
 using weft::Tensor;
 
 // Ops whose CUDA side is composed from other ops: they have a fused CPU kernel only.
-const std::set<std::string> kCpuOnly = {"addmm", "mse_loss", "mse_loss_backward",
-                                        "batch_norm_relu_elemt", "batch_norm_relu_backward"};
+const std::set<std::string> kCpuOnly = {"addmm",
+                                        "mse_loss",
+                                        "mse_loss_backward",
+                                        "batch_norm_relu_elemt",
+                                        "batch_norm_relu_backward",
+                                        "conv2d_batch_norm_takes",
+                                        "conv2d_batch_norm",
+                                        "conv2d_batch_norm_relu_elemt",
+                                        "conv2d_batch_norm_relu_backward"};
 
 // A stub of this test only, with a CPU kernel and no CUDA one.
 int twice(int x) { return 2 * x; }

@@ -4,6 +4,7 @@
 
 #include "weft/nn/activation.h"
 #include "weft/nn/batchnorm.h"
+#include "weft/nn/conv.h"
 
 namespace weft::nn {
 
@@ -37,6 +38,15 @@ BatchNormImplBase* fusable_batch_norm(Module& m, Module& next) {
     return nullptr;
   return static_cast<BatchNormImplBase*>(&m);
 }
+
+// `m` as a Conv2d that may run fused with the BatchNorm2d and ReLU after it
+// (Note [Conv-BatchNorm-ReLU fusion]), on the same terms as above; else null.
+Conv2dImpl* fusable_conv(Module& m, Module& next, Module& after) {
+  if (typeid(m) != typeid(Conv2dImpl) || typeid(next) != typeid(BatchNorm2dImpl) ||
+      m.has_forward_hooks() || !fusable_batch_norm(next, after))
+    return nullptr;
+  return static_cast<Conv2dImpl*>(&m);
+}
 }  // namespace
 
 Tensor SequentialImpl::forward(const Tensor& input) {
@@ -44,6 +54,19 @@ Tensor SequentialImpl::forward(const Tensor& input) {
   const auto children = children_.begin();
   for (size_t i = 0; i < children_.size(); ++i) {
     Module& m = *children[(std::ptrdiff_t)i].second;
+    Conv2dImpl* conv = i + 2 < children_.size()
+                           ? fusable_conv(m, *children[(std::ptrdiff_t)i + 1].second,
+                                          *children[(std::ptrdiff_t)i + 2].second)
+                           : nullptr;
+    if (conv) {
+      auto& bn = static_cast<BatchNormImplBase&>(*children[(std::ptrdiff_t)i + 1].second);
+      Tensor y = bn.forward_conv_relu(*conv, x);
+      if (y.defined()) {
+        x = y;
+        i += 2;  // the batch norm and the ReLU ran with it
+        continue;
+      }
+    }
     BatchNormImplBase* bn = i + 1 < children_.size()
                                 ? fusable_batch_norm(m, *children[(std::ptrdiff_t)i + 1].second)
                                 : nullptr;

@@ -31,6 +31,17 @@ Tensor batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,
 Tensor batch_norm_relu(const Tensor& input, Tensor running_mean, Tensor running_var,
                        const Tensor& weight, const Tensor& bias, bool training, double momentum,
                        double eps);
+// relu(batch_norm(conv2d(input, conv_weight, conv_bias, ...), running_mean, ..., training =
+// true, momentum, eps)), the same values; on the CPU, for float32, in one op and one autograd
+// node, ConvBatchNormReluBackward, where oneDNN keeps the convolution's output in a blocked
+// layout (Note [Conv-BatchNorm-ReLU fusion]), else the three composed. Sequential runs a
+// Conv2d, BatchNorm2d and ReLU in training mode through it.
+Tensor conv2d_batch_norm_relu(const Tensor& input, const Tensor& conv_weight,
+                              const Tensor& conv_bias, std::array<int64_t, 2> stride,
+                              std::array<int64_t, 2> padding, std::array<int64_t, 2> dilation,
+                              int64_t groups, Tensor running_mean, Tensor running_var,
+                              const Tensor& weight, const Tensor& bias, double momentum,
+                              double eps);
 // Training-mode batch norm whose statistics and backward reductions are combined across
 // replicas through `sync` (SyncBatchNorm's kernel).
 Tensor sync_batch_norm(const Tensor& input, Tensor running_mean, Tensor running_var,

@@ -9,6 +9,7 @@
 #include <cmath>
 #include <vector>
 
+#include "ops/cpu/batch_norm_math.h"
 #include "ops/cpu/dtype_convert.h"
 #include "ops/cpu/parallel.h"
 #include "ops/cpu/reduce_lanes.h"
@@ -103,27 +104,18 @@ std::pair<Tensor, Tensor> stats(const Tensor& x0) {
     // linear walk the prefetcher follows, where channel by channel would jump a whole sample
     // every row. Each channel still merges its rows in n order, so results do not change.
     cpu::parallel_for(0, C, 1, [&](int64_t c0, int64_t c1) {
-      std::vector<double> mus(c1 - c0, 0.0), m2s(c1 - c0, 0.0);
+      std::vector<ChannelMoments> moments(c1 - c0);
       std::vector<float> buf(x.dtype() == kFloat32 ? 0 : S);
       for (int64_t n = 0; n < N; ++n)
         for (int64_t c = c0; c < c1; ++c) {
           // The row's mean and centred sum of squares, merged into the channel's (Chan et al.).
           const float* row = xs.row(n * C + c, buf.data());
-          const double row_shift = cpu::lane_sum(row, S) / (double)S;
+          const float shift = row_shift(cpu::lane_sum(row, S), S);
           double s1, s2;
-          cpu::lane_centered_moments(row, S, (float)row_shift, &s1, &s2);
-          const double row_mean = (float)row_shift + s1 / (double)S;
-          const double row_m2 = s2 - s1 * s1 / (double)S;
-          const double before = (double)(n * S), after = before + (double)S;
-          double& mu = mus[c - c0];
-          const double delta = row_mean - mu;
-          mu += delta * (double)S / after;
-          m2s[c - c0] += row_m2 + delta * delta * before * (double)S / after;
+          cpu::lane_centered_moments(row, S, shift, &s1, &s2);
+          moments[c - c0].merge_row(n, S, shift, s1, s2);
         }
-      for (int64_t c = c0; c < c1; ++c) {
-        pm[c] = (float)mus[c - c0];
-        pv[c] = M ? (float)(std::max(m2s[c - c0], 0.0) / (double)M) : 0.0f;
-      }
+      for (int64_t c = c0; c < c1; ++c) moments[c - c0].finish(M, &pm[c], &pv[c]);
     });
     return {mean, var};
   }
@@ -161,22 +153,6 @@ std::pair<Tensor, Tensor> stats(const Tensor& x0) {
     pv[c] = M ? (float)(sq / (double)M) : 0.0f;
   }
   return {mean, var};
-}
-
-// Channel c's normalisation as one affine map, y = x * scale + shift. Every kernel that
-// computes a batch norm output, or recomputes one (the fused ReLU's mask), goes through these
-// two functions, so that all of them round alike (Note [BatchNorm-ReLU fusion]).
-struct Affine {
-  float scale, shift;
-};
-inline Affine affine_of(int64_t c, const float* pm, const float* pi, const float* pw,
-                        const float* pb) {
-  const float scale = pi[c] * (pw ? pw[c] : 1.0f);
-  return {scale, (pb ? pb[c] : 0.0f) - pm[c] * scale};
-}
-template <typename T>  // float, or cpu::Lanes16 for 16 of them
-inline T apply(const Affine& a, T x) {
-  return x * a.scale + a.shift;
 }
 
 // y = x * scale + shift per channel, then (kRelu) PyTorch's relu: NaN and -0 pass through.
@@ -274,21 +250,6 @@ std::pair<Tensor, Tensor> backward_reduce(const Tensor& dy0, const Tensor& x0, c
     p2[c] = (float)b;
   }
   return {sdy, sdyx};
-}
-
-// Channel c's input gradient, dx = w*invstd * (dy - mean(dy) - (x-mu)*invstd^2*mean(dy*(x-mu))),
-// as dx = scale * (dy - mdy - (x - mu) * k). The fused ReLU backward uses it too.
-struct DxCoef {
-  float scale, mdy, k, mu;
-};
-inline DxCoef dx_coef(int64_t c, const float* pm, const float* pi, const float* pw,
-                      const float* ps1, const float* ps2, double inv_count) {
-  const float is = pi[c];
-  const float w = pw ? pw[c] : 1.0f;
-  return {w * is, (float)(ps1[c] * inv_count), (float)(ps2[c] * inv_count) * is * is, pm[c]};
-}
-inline float dx_of(const DxCoef& d, float dy, float x) {
-  return d.scale * (dy - d.mdy - (x - d.mu) * d.k);
 }
 
 // The count is the host's: a count held in a tensor is for CUDA inputs (SyncBatchNorm's), and

@@ -10,21 +10,20 @@
 #include <algorithm>
 #include <cstring>
 
-#include "ops/stubs/conv.h"
 #include "weft/autograd/graph.h"
 #include "weft/ops.h"
 
 namespace weft::cpu {
 
-namespace {
-
-ConvGeom geom_of(const Tensor& x, const Tensor& w, const ops::ConvParams& p) {
+ConvGeom conv_geom(const Tensor& x, const Tensor& w, const ops::ConvParams& p) {
   ConvGeom g{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), p.sh,
              p.sw,      p.ph,      p.pw,      p.dh,      p.dw,      p.groups,  0,         0};
   g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
   g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
   return g;
 }
+
+namespace {
 
 // The output columns ow whose input column ow*sw + off lies inside [0, W): [lo, hi).
 inline void valid_range(int64_t off, int64_t W, int64_t Wo, int64_t sw, int64_t* lo, int64_t* hi) {
@@ -179,7 +178,7 @@ bool use_onednn() { return cpu::conv_backend() != cpu::ConvBackend::kIm2col; }
 
 // float32, and bf16 where oneDNN has a native kernel; other 16-bit inputs are declined.
 Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const ops::ConvParams& p) {
-  ConvGeom g = geom_of(x, w, p);
+  ConvGeom g = conv_geom(x, w, p);
   if (is_reduced_float(x.dtype())) {
     if (x.dtype() != DType::BFloat16 || !use_onednn()) return Tensor();
     g.bf16 = true;
@@ -200,7 +199,7 @@ Tensor conv2d(const Tensor& x, const Tensor& w, const Tensor& bias, const ops::C
 
 ops::ConvGrads conv2d_backward(const Tensor& xs, const Tensor& ws, const Tensor& grad,
                                const ops::ConvParams& p, bool gx, bool gw, bool gb) {
-  ConvGeom g = geom_of(xs, ws, p);
+  ConvGeom g = conv_geom(xs, ws, p);
   if (xs.dtype() == DType::BFloat16) {  // the forward ran on oneDNN
     g.bf16 = true;
     return conv2d_backward_onednn_bf16(xs, ws, grad, g, gx, gw, gb);

@@ -223,30 +223,50 @@ const Op* get_bwd_w(Entry& e, const ConvGeom& g, bool bias) {
   return e.bwd_w[bias] ? &*e.bwd_w[bias] : nullptr;
 }
 
-// Runs ops one after another on the user's plain buffers (ptrs[i][arg]). Inputs are
-// reordered into the primitive's layout once per (buffer, layout) and shared between the ops.
+// Runs ops one after another on the user's buffers (ptrs[i][arg]), plain unless `other` names
+// an argument held in another layout (a blocked one, Note [Conv-BatchNorm-ReLU fusion]). Inputs
+// are reordered into the primitive's layout once per (buffer, layout) and shared between the ops.
+struct OtherLayout {
+  int arg;
+  memory::desc desc;
+};
+
 class Runner {
  public:
-  void run(const Op& op, const std::map<int, void*>& ptrs) {
+  void run(const Op& op, const std::map<int, void*>& ptrs, const OtherLayout* other = nullptr) {
     std::unordered_map<int, memory> margs;
-    std::vector<std::pair<const Arg*, memory>> outs;
+    struct Out {
+      int arg;
+      dnnl::reorder reo;
+      memory user;
+    };
+    std::vector<Out> outs;
     for (const Arg& a : op.args) {
       void* user = ptrs.at(a.arg);
-      if (!a.reo) {
+      const memory::desc& ud = other && other->arg == a.arg ? other->desc : a.user;
+      if (ud == a.inner) {
         margs.emplace(a.arg, memory(a.inner, engine(), user));
         continue;
       }
+      // The op's own reorder for a plain buffer; one made here for another layout (rare: the
+      // fusion takes the layout the primitives chose).
+      auto reo = [&] {
+        if (ud == a.user) return *a.reo;
+        return a.input
+                   ? dnnl::reorder(dnnl::reorder::primitive_desc(engine(), ud, engine(), a.inner))
+                   : dnnl::reorder(dnnl::reorder::primitive_desc(engine(), a.inner, engine(), ud));
+      };
       if (a.input) {
-        margs.emplace(a.arg, converted(a, user));
+        margs.emplace(a.arg, converted(a, ud, user, reo));
       } else {
         memory inner = scratch(a.inner);
         margs.emplace(a.arg, inner);
-        outs.emplace_back(&a, memory(a.user, engine(), user));
+        outs.push_back({a.arg, reo(), memory(ud, engine(), user)});
       }
     }
     if (op.scratch.get_size() > 0) margs.emplace(DNNL_ARG_SCRATCHPAD, scratch(op.scratch));
     op.prim.execute(stream(), margs);
-    for (auto& [a, user] : outs) a->reo->execute(stream(), margs.at(a->arg), user);
+    for (Out& o : outs) o.reo.execute(stream(), margs.at(o.arg), o.user);
     stream().wait();
   }
 
@@ -267,12 +287,13 @@ class Runner {
     bufs_.push_back(make_empty({(int64_t)((d.get_size() + 3) / 4)}));
     return memory(d, engine(), bufs_.back().data_ptr<float>());
   }
-  memory converted(const Arg& a, void* user) {
+  template <typename R>
+  memory converted(const Arg& a, const memory::desc& ud, void* user, R reo) {
     for (auto& [p, m] : converted_)
       if (p == user && m.get_desc() == a.inner) return m;
     memory m = scratch(a.inner);
-    memory src(a.user, engine(), user);
-    a.reo->execute(stream(), src, m);
+    memory src(ud, engine(), user);
+    reo().execute(stream(), src, m);
     converted_.emplace_back(user, m);
     conv_bufs_.push_back(bufs_.back());
     return m;
@@ -307,27 +328,58 @@ ConvBackend conv_backend() {
   return (ConvBackend)b;
 }
 
+namespace {
+
+// The forward primitive conv_forward runs for g (Winograd's where tried and offered), and its
+// cache entry; null if oneDNN has none.
+const Op* forward_op(const ConvGeom& g, bool bias, std::shared_ptr<Entry>* e) {
+  // Held by the caller's g_mutex.
+  const Op* op = nullptr;
+  if (try_winograd(g)) {
+    *e = entry_for(g, true);
+    op = get_fwd(**e, g, bias);
+  }
+  if (!op) {
+    *e = entry_for(g, false);
+    op = get_fwd(**e, g, bias);
+  }
+  return op;
+}
+
+// [N, K, Ho, Wo] (a feature map's dims) in oneDNN's channel-blocked layout nChw{block}c.
+memory::desc blocked(const memory::desc& plain, int block) {
+  return memory::desc(plain.dims(), plain.data_type(), block == 16 ? tag::nChw16c : tag::nChw8c);
+}
+
+}  // namespace
+
+int onednn_conv_output_block(const ConvGeom& g, bool bias) {
+  if (g.bf16 || conv_backend() == ConvBackend::kIm2col) return 0;
+  std::shared_ptr<Entry> e;
+  std::lock_guard<std::mutex> lock(g_mutex);
+  const Op* op = forward_op(g, bias, &e);
+  if (!op) return 0;
+  const memory::desc& dst = op->args[2].inner;  // DNNL_ARG_DST's
+  for (int block : {16, 8})
+    if (g.K % block == 0 && dst == blocked(Plain(g).dst, block)) return block;
+  return 0;
+}
+
 bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y,
-                         const Tensor* keep) {
+                         const Tensor* keep, int y_block) {
   std::shared_ptr<Entry> e;
   const Op* op = nullptr;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
-    if (try_winograd(g)) {
-      e = entry_for(g, true);
-      op = get_fwd(*e, g, b != nullptr);
-    }
-    if (!op) {
-      e = entry_for(g, false);
-      op = get_fwd(*e, g, b != nullptr);
-    }
+    op = forward_op(g, b != nullptr, &e);
   }
   if (!op) return false;
   std::map<int, void*> ptrs{
       {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DST, y}};
   if (b) ptrs[DNNL_ARG_BIAS] = (void*)b;
   Runner r;
-  r.run(*op, ptrs);
+  const OtherLayout other{DNNL_ARG_DST, y_block ? blocked(Plain(g).dst, y_block) : memory::desc()};
+  r.run(*op, ptrs, y_block ? &other : nullptr);
   if (keep) {
     const memory::desc& d = op->args[0].inner;  // DNNL_ARG_SRC's
     std::optional<Tensor> inner = r.converted_buffer(x, d);
@@ -341,7 +393,7 @@ bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const 
 }
 
 bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
-                          float* dw, float* db, const Tensor* src) {
+                          float* dw, float* db, const Tensor* src, int dy_block) {
   std::shared_ptr<Entry> e;
   const Op *bd = nullptr, *bw = nullptr;
   std::optional<KeptSrc> kept;
@@ -362,14 +414,18 @@ bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const
   }
   Runner r;
   if (kept) r.add_converted((void*)x, kept->desc, kept->inner);
+  const OtherLayout other{DNNL_ARG_DIFF_DST,
+                          dy_block ? blocked(Plain(g).dst, dy_block) : memory::desc()};
+  const OtherLayout* dy_layout = dy_block ? &other : nullptr;
   if (bd)
     r.run(*bd,
-          {{DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DIFF_SRC, dx}});
+          {{DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DIFF_SRC, dx}},
+          dy_layout);
   if (bw) {
     std::map<int, void*> ptrs{
         {DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
     if (db) ptrs[DNNL_ARG_DIFF_BIAS] = db;
-    r.run(*bw, ptrs);
+    r.run(*bw, ptrs, dy_layout);
   }
   return true;
 }
