@@ -198,3 +198,85 @@ TEST(ConvBatchNormRelu, SequentialKeepsHookedModulesApartAndRefusesBadShapes) {
   Tensor bad = weft::randn({2, 3, 8, 8}, &gen);
   EXPECT_THROW(seq(bad), weft::Error);
 }
+
+namespace {
+
+// Runs `seq` and the same modules one by one (a clone, never fused) for two training steps and
+// expects the same bits in outputs, parameter gradients and buffers.
+void expect_sequential_matches_modules(nn::Sequential& seq, const Shape& in) {
+  auto ref = std::dynamic_pointer_cast<nn::SequentialImpl>(seq->clone());
+  weft::Generator gen(8);
+  Tensor x = weft::randn(in, &gen).requires_grad_(true), xr = x.detach().requires_grad_(true);
+  for (int step = 0; step < 2; ++step) {
+    Tensor y = seq(x), h = xr;
+    for (size_t i = 0; i < ref->size(); ++i) h = (*(*ref)[i])(h);
+    EXPECT_EQ(y.detach().to_vector_float(), h.detach().to_vector_float());
+    (y * y).sum().backward();
+    (h * h).sum().backward();
+  }
+  EXPECT_EQ(x.grad().to_vector_float(), xr.grad().to_vector_float());
+  const auto got = seq->named_parameters(), want = ref->named_parameters();
+  ASSERT_EQ(got.size(), want.size());
+  for (size_t i = 0; i < got.size(); ++i) {
+    SCOPED_TRACE(got[i].first);
+    EXPECT_EQ(got[i].second.grad().to_vector_float(), want[i].second.grad().to_vector_float());
+  }
+  const auto gb = seq->named_buffers(), wb = ref->named_buffers();
+  for (size_t i = 0; i < gb.size() && i < wb.size(); ++i)
+    EXPECT_EQ(gb[i].second.to(kFloat32).to_vector_float(),
+              wb[i].second.to(kFloat32).to_vector_float());
+}
+
+nn::Conv2dOptions conv_opts(int64_t stride, int64_t pad) {
+  nn::Conv2dOptions o;
+  o.stride = {stride, stride};
+  o.padding = {pad, pad};
+  return o;
+}
+
+}  // namespace
+
+// Three blocks in a row hand each other channel-blocked outputs (the input gradient of the
+// first comes back through all of them); the same bits as module by module.
+TEST(ConvBatchNormRelu, ChainedBlocksMatchModuleByModule) {
+  manual_seed(21);
+  nn::Sequential seq{nn::Conv2d(3, 16, 3, conv_opts(1, 1)),  nn::BatchNorm2d(16), nn::ReLU(),
+                     nn::Conv2d(16, 32, 3, conv_opts(1, 1)), nn::BatchNorm2d(32), nn::ReLU(),
+                     nn::Conv2d(32, 16, 1, conv_opts(1, 0)), nn::BatchNorm2d(16), nn::ReLU()};
+  expect_sequential_matches_modules(seq, {3, 3, 10, 10});
+}
+
+// Where the next block turns out not to fuse, the blocked output goes back to NCHW first:
+// a block whose output map is under 32 positions (the kernels decline), a batch norm in eval
+// mode (not fused at all), and a block that is not a Conv2d-BatchNorm2d-ReLU after all.
+TEST(ConvBatchNormRelu, ChainsFallBackWhereTheNextBlockDoesNotFuse) {
+  manual_seed(22);
+  {
+    SCOPED_TRACE("kernels decline");
+    nn::Sequential seq{nn::Conv2d(4, 16, 3, conv_opts(1, 1)),  nn::BatchNorm2d(16), nn::ReLU(),
+                       nn::Conv2d(16, 16, 3, conv_opts(3, 1)), nn::BatchNorm2d(16), nn::ReLU()};
+    expect_sequential_matches_modules(seq, {2, 4, 12, 12});
+  }
+  {
+    SCOPED_TRACE("eval mode");
+    nn::Sequential seq{nn::Conv2d(4, 16, 3, conv_opts(1, 1)),  nn::BatchNorm2d(16), nn::ReLU(),
+                       nn::Conv2d(16, 16, 3, conv_opts(1, 1)), nn::BatchNorm2d(16), nn::ReLU()};
+    (*seq)[4]->eval();
+    expect_sequential_matches_modules(seq, {2, 4, 8, 8});
+  }
+}
+
+// A second block whose convolution expects other channels gets conv2d's own error, also when
+// its input arrives blocked.
+TEST(ConvBatchNormRelu, ChainedBlockWithWrongChannelsIsRefused) {
+  nn::Sequential seq{nn::Conv2d(4, 16, 3, conv_opts(1, 1)), nn::BatchNorm2d(16), nn::ReLU(),
+                     nn::Conv2d(8, 16, 3, conv_opts(1, 1)), nn::BatchNorm2d(16), nn::ReLU()};
+  weft::Generator gen(3);
+  try {
+    seq(weft::randn({2, 4, 8, 8}, &gen));
+    ADD_FAILURE() << "a Conv2d(8, ...) after 16 channels was accepted";
+  } catch (const weft::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("expects 8 input channels"), std::string::npos)
+        << e.what();
+  }
+}

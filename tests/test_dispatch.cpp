@@ -27,7 +27,8 @@ const std::set<std::string> kCpuOnly = {"addmm",
                                         "conv2d_batch_norm_takes",
                                         "conv2d_batch_norm",
                                         "conv2d_batch_norm_relu_elemt",
-                                        "conv2d_batch_norm_relu_backward"};
+                                        "conv2d_batch_norm_relu_backward",
+                                        "conv2d_batch_norm_layout"};
 
 // A stub of this test only, with a CPU kernel and no CUDA one.
 int twice(int x) { return 2 * x; }

@@ -1,7 +1,6 @@
 #include "weft/nn/batchnorm.h"
 
 #include "weft/autograd.h"
-#include "weft/nn/conv.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
 
@@ -69,15 +68,6 @@ double BatchNormImplBase::next_momentum_factor() {
 Tensor BatchNormImplBase::forward(const Tensor& input) { return run(input, false); }
 
 Tensor BatchNormImplBase::forward_relu(const Tensor& input) { return run(input, true); }
-
-Tensor BatchNormImplBase::forward_conv_relu(const Conv2dImpl& conv, const Tensor& input) {
-  if (!training_ || (sync && sync->world_size() > 1)) return Tensor();
-  const double factor = next_momentum_factor();
-  const Conv2dOptions& o = conv.options;
-  return functional::conv2d_batch_norm_relu(input, conv.weight, conv.bias, o.stride, o.padding,
-                                            o.dilation, o.groups, running_mean, running_var, weight,
-                                            bias, factor, options.eps);
-}
 
 Tensor BatchNormImplBase::run(const Tensor& input, bool relu) {
   check_input_dim(input);

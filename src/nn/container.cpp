@@ -2,6 +2,7 @@
 
 #include <typeinfo>
 
+#include "nn/functional/conv_batch_norm.h"
 #include "weft/nn/activation.h"
 #include "weft/nn/batchnorm.h"
 #include "weft/nn/conv.h"
@@ -47,29 +48,49 @@ Conv2dImpl* fusable_conv(Module& m, Module& next, Module& after) {
     return nullptr;
   return static_cast<Conv2dImpl*>(&m);
 }
+
+// relu(bn(conv(x))) through detail::conv2d_batch_norm_relu (x channel-blocked when
+// `x_blocked`; the output blocked if `blocked_output` and fused) where bn uses its own batch's
+// statistics, as BatchNormImplBase::run does in training mode; else undefined, nothing run.
+Tensor conv_bn_relu(Conv2dImpl& conv, BatchNormImplBase& bn, const Tensor& x, bool x_blocked,
+                    bool blocked_output) {
+  if (!bn.is_training() || (bn.sync && bn.sync->world_size() > 1)) return Tensor();
+  const double factor = bn.next_momentum_factor();
+  const Conv2dOptions& o = conv.options;
+  return detail::conv2d_batch_norm_relu(
+      x, x_blocked, conv.weight, conv.bias,
+      {o.stride, o.padding, o.dilation, o.groups, bn.running_mean, bn.running_var, bn.weight,
+       bn.bias, factor, bn.options.eps},
+      blocked_output);
+}
 }  // namespace
 
 Tensor SequentialImpl::forward(const Tensor& input) {
   Tensor x = input;
-  const auto children = children_.begin();
-  for (size_t i = 0; i < children_.size(); ++i) {
-    Module& m = *children[(std::ptrdiff_t)i].second;
-    Conv2dImpl* conv = i + 2 < children_.size()
-                           ? fusable_conv(m, *children[(std::ptrdiff_t)i + 1].second,
-                                          *children[(std::ptrdiff_t)i + 2].second)
-                           : nullptr;
-    if (conv) {
-      auto& bn = static_cast<BatchNormImplBase&>(*children[(std::ptrdiff_t)i + 1].second);
-      Tensor y = bn.forward_conv_relu(*conv, x);
+  bool blocked = false;  // x is a fused block's channel-blocked output, for the next block
+  const auto child = [&](size_t i) -> Module& {
+    return *children_.begin()[(std::ptrdiff_t)i].second;
+  };
+  const size_t n = children_.size();
+  for (size_t i = 0; i < n; ++i) {
+    Module& m = child(i);
+    if (Conv2dImpl* conv = i + 2 < n ? fusable_conv(m, child(i + 1), child(i + 2)) : nullptr) {
+      // Another such block right after: hand it the output blocked.
+      const bool chain = i + 5 < n && fusable_conv(child(i + 3), child(i + 4), child(i + 5));
+      Tensor y =
+          conv_bn_relu(*conv, static_cast<BatchNormImplBase&>(child(i + 1)), x, blocked, chain);
       if (y.defined()) {
+        blocked = chain && y.dim() == 5;  // else the kernels did not fuse it: NCHW
         x = y;
         i += 2;  // the batch norm and the ReLU ran with it
         continue;
       }
     }
-    BatchNormImplBase* bn = i + 1 < children_.size()
-                                ? fusable_batch_norm(m, *children[(std::ptrdiff_t)i + 1].second)
-                                : nullptr;
+    if (blocked) {
+      x = detail::to_nchw(x);
+      blocked = false;
+    }
+    BatchNormImplBase* bn = i + 1 < n ? fusable_batch_norm(m, child(i + 1)) : nullptr;
     if (bn) {
       x = bn->forward_relu(x);
       ++i;  // the ReLU ran with it
@@ -77,7 +98,7 @@ Tensor SequentialImpl::forward(const Tensor& input) {
       x = m(x);  // with the child's forward hooks
     }
   }
-  return x;
+  return blocked ? detail::to_nchw(x) : x;
 }
 
 std::shared_ptr<Module> SequentialImpl::clone() const {

@@ -9,8 +9,6 @@
 
 namespace weft::nn {
 
-class Conv2dImpl;
-
 struct BatchNormOptions {
   double eps = 1e-5;
   std::optional<double> momentum = 0.1;
@@ -45,12 +43,6 @@ class BatchNormImplBase : public Module {
   // relu(forward(input)), fused where functional::batch_norm_relu fuses (Sequential calls it
   // for a BatchNorm followed by a ReLU: Note [BatchNorm-ReLU fusion]).
   Tensor forward_relu(const Tensor& input);
-  // relu(forward(conv(input))) in training mode through functional::conv2d_batch_norm_relu
-  // (Sequential calls it for a Conv2d, BatchNorm2d and ReLU:
-  // Note [Conv-BatchNorm-ReLU fusion]); undefined, with nothing run, where this batch norm
-  // would not use its batch's statistics on this process alone (eval mode, or synchronised
-  // across processes).
-  Tensor forward_conv_relu(const Conv2dImpl& conv, const Tensor& input);
   std::string extra_repr() const override;
   void reset_running_stats();
   // The factor the next train-mode forward gives the new batch statistics (bumps

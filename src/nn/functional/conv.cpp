@@ -5,15 +5,14 @@
 
 #include <string>
 
-#include "nn/functional/conv_check.h"
 #include "weft/amp/autocast.h"
 #include "weft/autograd.h"
 #include "weft/nn/functional.h"
 #include "weft/ops.h"
 
-namespace weft::nn {
+namespace weft::nn::functional {
 
-namespace detail {
+namespace {
 
 void check_conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                   std::array<int64_t, 2> stride, std::array<int64_t, 2> padding,
@@ -47,12 +46,6 @@ void check_conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
                " does not match ", weight.size(0), " output channels");
 }
 
-}  // namespace detail
-
-namespace functional {
-
-namespace {
-
 // One ConvolutionBackward node for out = conv2d(x, w) + bias, x and w the contiguous input and
 // weight the kernel ran on.
 void record_conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias, const Tensor& x,
@@ -81,7 +74,7 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
     amp::AutocastSuspend inside;
     return conv2d(x, w, b, stride, padding, dilation, groups);
   }
-  detail::check_conv2d(input, weight, bias, stride, padding, dilation, groups);
+  check_conv2d(input, weight, bias, stride, padding, dilation, groups);
   const ops::ConvParams p{stride[0],   stride[1],   padding[0], padding[1],
                           dilation[0], dilation[1], groups};
   Tensor x = input.contiguous(), w = weight.contiguous();
@@ -94,5 +87,4 @@ Tensor conv2d(const Tensor& input, const Tensor& weight, const Tensor& bias,
   return out;
 }
 
-}  // namespace functional
-}  // namespace weft::nn
+}  // namespace weft::nn::functional

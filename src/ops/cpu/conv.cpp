@@ -16,8 +16,9 @@
 namespace weft::cpu {
 
 ConvGeom conv_geom(const Tensor& x, const Tensor& w, const ops::ConvParams& p) {
-  ConvGeom g{x.size(0), x.size(1), x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), p.sh,
-             p.sw,      p.ph,      p.pw,      p.dh,      p.dw,      p.groups,  0,         0};
+  const int64_t C = x.dim() == 5 ? x.size(1) * x.size(4) : x.size(1);
+  ConvGeom g{x.size(0), C,    x.size(2), x.size(3), w.size(0), w.size(2), w.size(3), p.sh,
+             p.sw,      p.ph, p.pw,      p.dh,      p.dw,      p.groups,  0,         0};
   g.Ho = (g.H + 2 * g.ph - g.dh * (g.kh - 1) - 1) / g.sh + 1;
   g.Wo = (g.W + 2 * g.pw - g.dw * (g.kw - 1) - 1) / g.sw + 1;
   return g;

@@ -19,7 +19,8 @@ struct ConvGeom {
   int64_t rows() const { return Cg() * kh * kw; }  // im2col rows per group
   bool pointwise() const { return kh == 1 && kw == 1 && sh == 1 && sw == 1 && ph == 0 && pw == 0; }
 };
-// The geometry of conv2d(x, w) with p (shapes already checked).
+// The geometry of conv2d(x, w) with p (shapes already checked); x NCHW, or channel-blocked
+// [N, C/B, H, W, B] (Note [Conv-BatchNorm-ReLU fusion]).
 ConvGeom conv_geom(const Tensor& x, const Tensor& w, const ops::ConvParams& p);
 
 // kAuto (the default): oneDNN's Winograd F(4x4, 3x3) where it offers it (3x3, stride 1) and
@@ -37,17 +38,18 @@ ConvBackend conv_backend();
 // x as reordered for the primitive is kept for its backward-weights primitive, replacing what
 // the previous such forward of this shape kept.
 // `y_block` (8 or 16; 0 for plain): y is in oneDNN's blocked layout nChw{y_block}c, as
-// onednn_conv_output_block gave it (Note [Conv-BatchNorm-ReLU fusion]).
+// onednn_conv_output_block gave it (Note [Conv-BatchNorm-ReLU fusion]); `x_block`: x is.
 bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y,
-                         const Tensor* keep = nullptr, int y_block = 0);
+                         const Tensor* keep = nullptr, int y_block = 0, int x_block = 0);
 // The block of the channel-blocked layout (nChw8c / nChw16c) the forward primitive for g writes
 // its output in, when K is a multiple of it; 0 for any other layout, or no oneDNN primitive.
 int onednn_conv_output_block(const ConvGeom& g, bool bias);
 // Any of dx, dw may be null (not wanted); db (null or not) only with dw. Those given are
 // overwritten. False as above. `src` (x's tensor, or null): the kept reordered x is used if it
 // is this x at the same version. Either way the shape keeps nothing after this call.
-// `dy_block`: dy in nChw{dy_block}c, as y_block above.
+// `dy_block`: dy in nChw{dy_block}c, as y_block above; `x_block`: x and dx are.
 bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
-                          float* dw, float* db, const Tensor* src = nullptr, int dy_block = 0);
+                          float* dw, float* db, const Tensor* src = nullptr, int dy_block = 0,
+                          int x_block = 0);
 
 }  // namespace weft::cpu

@@ -162,13 +162,14 @@ struct AffineArrays {
   }
 };
 
-// out (NCHW) = relu(y * scale + shift), batch_norm_relu_elemt's values: B positions at a time
-// are computed per channel in vectors and transposed into the B rows.
+// out = relu(y * scale + shift), batch_norm_relu_elemt's values, NCHW or (blocked) in y's
+// layout. Into NCHW, B positions at a time are computed per channel in vectors and transposed
+// into the B rows.
 template <int B>
 Tensor block_relu_elemt(const Tensor& y, const Tensor& mean, const Tensor& invstd,
-                        const Tensor& weight, const Tensor& bias) {
+                        const Tensor& weight, const Tensor& bias, bool blocked) {
   const auto [N, CB, S] = blocked_of(y);
-  Tensor out = make_empty({N, CB * B, y.size(2), y.size(3)});
+  Tensor out = blocked ? make_empty(y.sizes()) : make_empty({N, CB * B, y.size(2), y.size(3)});
   const AffineArrays af(mean.contiguous(), invstd.contiguous(), weight, bias);
   const float* py = y.data_ptr<float>();
   float* po = out.data_ptr<float>();
@@ -178,14 +179,20 @@ Tensor block_relu_elemt(const Tensor& y, const Tensor& mean, const Tensor& invst
       const int64_t cb = t % CB;
       const V<B> sc = per_channel<B>(af.scale.data(), cb), sh = per_channel<B>(af.shift.data(), cb);
       const float* tile = py + t * S * B;
-      float* rows = po + t * B * S;  // block cb of sample n is rows (n*CB + cb)*B .. + B
+      // Block cb of sample n: a tile of `out` too, or its rows (n*CB + cb)*B .. + B.
+      float* rows = po + t * B * S;
+      auto relu_at = [&](int64_t s) {
+        const V<B> v = apply(loadv<B>(tile + s * B), sc, sh);
+        return v < 0 ? zero : v;
+      };
+      if (blocked) {
+        for (int64_t s = 0; s < S; ++s) storev<B>(rows + s * B, relu_at(s));
+        continue;
+      }
       int64_t s0 = 0;
       for (; s0 + B <= S; s0 += B) {
         V<B> r[B];
-        for (int k = 0; k < B; ++k) {
-          const V<B> v = apply(loadv<B>(tile + (s0 + k) * B), sc, sh);
-          r[k] = v < 0 ? zero : v;
-        }
+        for (int k = 0; k < B; ++k) r[k] = relu_at(s0 + k);
         transpose<B>(r);
         for (int ci = 0; ci < B; ++ci) storev<B>(rows + ci * S + s0, r[ci]);
       }
@@ -199,18 +206,28 @@ Tensor block_relu_elemt(const Tensor& y, const Tensor& mean, const Tensor& invst
   return out;
 }
 
-// The B positions s0.. of the tile's rows of g (NCHW, `rows` = its first row), as B vectors
-// of the B channels: g's tile transposed.
-template <int B>
-inline void load_transposed(const float* rows, int64_t S, int64_t s0, V<B>* r) {
-  for (int ci = 0; ci < B; ++ci) r[ci] = loadv<B>(rows + ci * S + s0);
-  transpose<B>(r);
-}
+// g, the output's gradient, over one tile: B rows of NCHW (kBlocked false) or a blocked tile.
+// Either way the tile starts at offset t * S * B.
+template <int B, bool kBlocked>
+struct GradTile {
+  const float* p;
+  int64_t S;
+  // Positions s0 .. s0 + B as B vectors of the B channels (NCHW rows: transposed).
+  void load(int64_t s0, V<B>* r) const {
+    if constexpr (kBlocked) {
+      for (int k = 0; k < B; ++k) r[k] = loadv<B>(p + (s0 + k) * B);
+    } else {
+      for (int ci = 0; ci < B; ++ci) r[ci] = loadv<B>(p + ci * S + s0);
+      transpose<B>(r);
+    }
+  }
+  float at(int ci, int64_t s) const { return kBlocked ? p[s * B + ci] : p[ci * S + s]; }
+};
 
 // masked_sum_dot_centered over each of the tile's rows: g' = g where y * scale + shift > 0
 // (not <= 0, ReLU's rule), else 0; per row sum(g') and sum(g' * (y - mu)) in its lanes.
-template <int B>
-void tile_masked_sums(const float* tile, const float* grows, int64_t S, const V<B>& sc,
+template <int B, bool kBlocked>
+void tile_masked_sums(const float* tile, const GradTile<B, kBlocked>& g, int64_t S, const V<B>& sc,
                       const V<B>& sh, const V<B>& mu, double* s1, double* s2) {
   static_assert(kLanes % B == 0);
   const V<B> zero = {};
@@ -219,7 +236,7 @@ void tile_masked_sums(const float* tile, const float* grows, int64_t S, const V<
   for (; i + kLanes <= S; i += kLanes)
     for (int l0 = 0; l0 < kLanes; l0 += B) {
       V<B> gv[B];
-      load_transposed<B>(grows, S, i + l0, gv);
+      g.load(i + l0, gv);
       for (int k = 0; k < B; ++k) {
         const V<B> x = loadv<B>(tile + (i + l0 + k) * B);
         const V<B> d = apply(x, sc, sh) <= 0 ? zero : gv[k];
@@ -231,7 +248,7 @@ void tile_masked_sums(const float* tile, const float* grows, int64_t S, const V<
     double r1 = 0, r2 = 0;
     for (int64_t j = i; j < S; ++j) {
       const float x = tile[j * B + ci];
-      const float d = apply(x, sc[ci], sh[ci]) <= 0 ? 0.0f : grows[ci * S + j];
+      const float d = apply(x, sc[ci], sh[ci]) <= 0 ? 0.0f : g.at(ci, j);
       r1 += d;
       r2 += (double)d * ((double)x - mu[ci]);
     }
@@ -242,9 +259,9 @@ void tile_masked_sums(const float* tile, const float* grows, int64_t S, const V<
   }
 }
 
-// batch_norm_relu_backward's two passes with y blocked and g NCHW: the per-channel sums of the
-// masked g' (merged in n order), then dx into a blocked tensor, the convolution's dy.
-template <int B>
+// batch_norm_relu_backward's two passes with y blocked and g NCHW (or blocked): the per-channel
+// sums of the masked g' (merged in n order), then dx into a blocked tensor, the convolution's dy.
+template <int B, bool kBlocked>
 ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y,
                                                 const Tensor& mean0, const Tensor& invstd0,
                                                 const Tensor& weight, const Tensor& bias,
@@ -263,7 +280,8 @@ ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y
       for (int64_t n = 0; n < N; ++n) {
         const int64_t t = n * CB + cb;
         double ra[B], rb[B];
-        tile_masked_sums<B>(py + t * S * B, pg + t * B * S, S, sc, sh, mu, ra, rb);
+        tile_masked_sums<B>(py + t * S * B, GradTile<B, kBlocked>{pg + t * S * B, S}, S, sc, sh, mu,
+                            ra, rb);
         for (int ci = 0; ci < B; ++ci) {
           as[ci] += ra[ci];
           bs[ci] += rb[ci];
@@ -292,12 +310,13 @@ ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y
       const V<B> sc = per_channel<B>(af.scale.data(), cb), sh = per_channel<B>(af.shift.data(), cb);
       const V<B> ds = per_channel<B>(dscale.data(), cb), dm = per_channel<B>(dmdy.data(), cb),
                  k = per_channel<B>(dk.data(), cb), mu = per_channel<B>(pm, cb);
-      const float *tile = py + t * S * B, *grows = pg + t * B * S;
+      const float* tile = py + t * S * B;
+      const GradTile<B, kBlocked> gt{pg + t * S * B, S};
       float* out = pd + t * S * B;
       int64_t s0 = 0;
       for (; s0 + B <= S; s0 += B) {
         V<B> gv[B];
-        load_transposed<B>(grows, S, s0, gv);
+        gt.load(s0, gv);
         for (int j = 0; j < B; ++j) {
           const V<B> x = loadv<B>(tile + (s0 + j) * B);
           const V<B> d = apply(x, sc, sh) <= 0 ? zero : gv[j];
@@ -307,12 +326,56 @@ ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y
       for (; s0 < S; ++s0)
         for (int ci = 0; ci < B; ++ci) {
           const float x = tile[s0 * B + ci];
-          const float d = apply(x, sc[ci], sh[ci]) <= 0 ? 0.0f : grows[ci * S + s0];
+          const float d = apply(x, sc[ci], sh[ci]) <= 0 ? 0.0f : gt.at(ci, s0);
           out[s0 * B + ci] = dx_of(ds[ci], dm[ci], k[ci], mu[ci], d, x);
         }
     }
   });
   return {dy, Tensor(), Tensor(), sdy, sdyx};  // dx: batch norm's, the convolution's dy
+}
+
+// The block of a channel-blocked x, 0 for NCHW.
+int x_block(const Tensor& x) { return x.dim() == 5 ? (int)x.size(4) : 0; }
+
+// t between NCHW and blocked (ops/stubs/conv_batch_norm.h): tiles transposed as in the passes.
+template <int B>
+Tensor relayout(const Tensor& t, bool to_blocked) {
+  const int64_t N = t.size(0), CB = to_blocked ? t.size(1) / B : t.size(1),
+                S = t.size(2) * t.size(3);
+  Tensor out = to_blocked ? make_empty({N, CB, t.size(2), t.size(3), B})
+                          : make_empty({N, CB * B, t.size(2), t.size(3)});
+  const float* pt = t.data_ptr<float>();
+  float* po = out.data_ptr<float>();
+  cpu::parallel_for(0, N * CB, 1, [&](int64_t t0, int64_t t1) {
+    for (int64_t i = t0; i < t1; ++i) {
+      // Tile i's B rows and its blocked tile start at the same offset.
+      const float* src = pt + i * S * B;
+      float* dst = po + i * S * B;
+      const int64_t rs = to_blocked ? S : 1, bs = to_blocked ? 1 : S;  // strides (ci, s) in / out
+      const int64_t rp = to_blocked ? 1 : B, bp = to_blocked ? B : 1;
+      int64_t s0 = 0;
+      for (; s0 + B <= S; s0 += B) {
+        V<B> r[B];
+        for (int k = 0; k < B; ++k) r[k] = loadv<B>(src + (to_blocked ? k * S + s0 : (s0 + k) * B));
+        transpose<B>(r);
+        for (int k = 0; k < B; ++k) storev<B>(dst + (to_blocked ? (s0 + k) * B : k * S + s0), r[k]);
+      }
+      for (; s0 < S; ++s0)
+        for (int ci = 0; ci < B; ++ci) dst[ci * bs + s0 * bp] = src[ci * rs + s0 * rp];
+    }
+  });
+  return out;
+}
+
+Tensor layout(const Tensor& t0, int64_t block) {
+  Tensor t = t0.contiguous();
+  const int64_t B = block ? block : (t.dim() == 5 ? t.size(4) : 0);
+  WEFT_CHECK(t.dtype() == kFloat32 && (B == 8 || B == 16) && t.dim() == (block ? 4 : 5) &&
+                 (!block || t.size(1) % block == 0),
+             "conv2d_batch_norm_layout: expected a float32 ",
+             block ? "NCHW tensor whose channels the block divides" : "channel-blocked tensor",
+             " and a block of 8 or 16, got ", t.str(), " and block ", block);
+  return B == 16 ? relayout<16>(t, block != 0) : relayout<8>(t, block != 0);
 }
 
 // The block the convolution's output would be kept in, or 0 where the fusion does not run:
@@ -342,16 +405,16 @@ ops::ConvBatchNormForward forward(const Tensor& x, const Tensor& w, const Tensor
   const bool keep = GradMode::is_enabled() && w.requires_grad();
   WEFT_CHECK(onednn_conv_forward(g, x.data_ptr<float>(), w.data_ptr<float>(),
                                  b.defined() ? b.data_ptr<float>() : nullptr, y.raw_data(),
-                                 keep ? &x : nullptr, B),
+                                 keep ? &x : nullptr, B, x_block(x)),
              "conv2d_batch_norm: oneDNN refused input ", x.str(), " after offering it");
   auto [mean, var] = B == 16 ? block_stats<16>(y) : block_stats<8>(y);
   return {y, mean, var};
 }
 
 Tensor relu_elemt(const Tensor& y, const Tensor& mean, const Tensor& invstd, const Tensor& weight,
-                  const Tensor& bias) {
-  return y.size(4) == 16 ? block_relu_elemt<16>(y, mean, invstd, weight, bias)
-                         : block_relu_elemt<8>(y, mean, invstd, weight, bias);
+                  const Tensor& bias, bool blocked) {
+  return y.size(4) == 16 ? block_relu_elemt<16>(y, mean, invstd, weight, bias, blocked)
+                         : block_relu_elemt<8>(y, mean, invstd, weight, bias, blocked);
 }
 
 ops::ConvBatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x, const Tensor& w,
@@ -364,9 +427,12 @@ ops::ConvBatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x, con
   WEFT_CHECK(g.dtype() == kFloat32 && g.numel() == y.numel(),
              "conv2d_batch_norm_relu_backward expects a float32 gradient of the output's ",
              y.numel(), " elements, got ", g.str());
+  const bool blocked = g.dim() == 5;
   ops::ConvBatchNormReluGrads r =
-      B == 16 ? block_relu_backward<16>(g, y, mean, invstd, weight, bias, count)
-              : block_relu_backward<8>(g, y, mean, invstd, weight, bias, count);
+      B == 16 ? (blocked ? block_relu_backward<16, true>(g, y, mean, invstd, weight, bias, count)
+                         : block_relu_backward<16, false>(g, y, mean, invstd, weight, bias, count))
+              : (blocked ? block_relu_backward<8, true>(g, y, mean, invstd, weight, bias, count)
+                         : block_relu_backward<8, false>(g, y, mean, invstd, weight, bias, count));
   Tensor dy = std::move(r.dx);
   if (!gx && !gw) return r;
   const ConvGeom geom = conv_geom(x, w, p);
@@ -375,7 +441,7 @@ ops::ConvBatchNormReluGrads relu_backward(const Tensor& g0, const Tensor& x, con
   if (gw && gb) r.db = make_empty({geom.K});
   auto ptr = [](Tensor& t) { return t.defined() ? t.data_ptr<float>() : nullptr; };
   WEFT_CHECK(onednn_conv_backward(geom, x.data_ptr<float>(), w.data_ptr<float>(), dy.raw_data(),
-                                  ptr(r.dx), ptr(r.dw), ptr(r.db), &x, B),
+                                  ptr(r.dx), ptr(r.dw), ptr(r.db), &x, B, x_block(x)),
              "conv2d_batch_norm_relu_backward: oneDNN has no backward for input ", x.str(),
              " and weight ", w.str());
   return r;
@@ -387,5 +453,6 @@ WEFT_REGISTER_DISPATCH(ops::conv2d_batch_norm_takes_stub, CPU, &takes);
 WEFT_REGISTER_DISPATCH(ops::conv2d_batch_norm_stub, CPU, &forward);
 WEFT_REGISTER_DISPATCH(ops::conv2d_batch_norm_relu_elemt_stub, CPU, &relu_elemt);
 WEFT_REGISTER_DISPATCH(ops::conv2d_batch_norm_relu_backward_stub, CPU, &relu_backward);
+WEFT_REGISTER_DISPATCH(ops::conv2d_batch_norm_layout_stub, CPU, &layout);
 
 }  // namespace weft::cpu

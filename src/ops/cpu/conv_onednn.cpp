@@ -223,17 +223,18 @@ const Op* get_bwd_w(Entry& e, const ConvGeom& g, bool bias) {
   return e.bwd_w[bias] ? &*e.bwd_w[bias] : nullptr;
 }
 
-// Runs ops one after another on the user's buffers (ptrs[i][arg]), plain unless `other` names
+// Runs ops one after another on the user's buffers (ptrs[i][arg]), plain unless `others` names
 // an argument held in another layout (a blocked one, Note [Conv-BatchNorm-ReLU fusion]). Inputs
 // are reordered into the primitive's layout once per (buffer, layout) and shared between the ops.
 struct OtherLayout {
   int arg;
   memory::desc desc;
 };
+using OtherLayouts = std::vector<OtherLayout>;
 
 class Runner {
  public:
-  void run(const Op& op, const std::map<int, void*>& ptrs, const OtherLayout* other = nullptr) {
+  void run(const Op& op, const std::map<int, void*>& ptrs, const OtherLayouts& others = {}) {
     std::unordered_map<int, memory> margs;
     struct Out {
       int arg;
@@ -243,7 +244,10 @@ class Runner {
     std::vector<Out> outs;
     for (const Arg& a : op.args) {
       void* user = ptrs.at(a.arg);
-      const memory::desc& ud = other && other->arg == a.arg ? other->desc : a.user;
+      const memory::desc* ud_p = &a.user;
+      for (const OtherLayout& o : others)
+        if (o.arg == a.arg) ud_p = &o.desc;
+      const memory::desc& ud = *ud_p;
       if (ud == a.inner) {
         margs.emplace(a.arg, memory(a.inner, engine(), user));
         continue;
@@ -366,7 +370,7 @@ int onednn_conv_output_block(const ConvGeom& g, bool bias) {
 }
 
 bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const float* b, void* y,
-                         const Tensor* keep, int y_block) {
+                         const Tensor* keep, int y_block, int x_block) {
   std::shared_ptr<Entry> e;
   const Op* op = nullptr;
   {
@@ -378,8 +382,10 @@ bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const 
       {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DST, y}};
   if (b) ptrs[DNNL_ARG_BIAS] = (void*)b;
   Runner r;
-  const OtherLayout other{DNNL_ARG_DST, y_block ? blocked(Plain(g).dst, y_block) : memory::desc()};
-  r.run(*op, ptrs, y_block ? &other : nullptr);
+  OtherLayouts others;
+  if (y_block) others.push_back({DNNL_ARG_DST, blocked(Plain(g).dst, y_block)});
+  if (x_block) others.push_back({DNNL_ARG_SRC, blocked(Plain(g).src, x_block)});
+  r.run(*op, ptrs, others);
   if (keep) {
     const memory::desc& d = op->args[0].inner;  // DNNL_ARG_SRC's
     std::optional<Tensor> inner = r.converted_buffer(x, d);
@@ -393,7 +399,7 @@ bool onednn_conv_forward(const ConvGeom& g, const void* x, const void* w, const 
 }
 
 bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const void* dy, void* dx,
-                          float* dw, float* db, const Tensor* src, int dy_block) {
+                          float* dw, float* db, const Tensor* src, int dy_block, int x_block) {
   std::shared_ptr<Entry> e;
   const Op *bd = nullptr, *bw = nullptr;
   std::optional<KeptSrc> kept;
@@ -414,18 +420,21 @@ bool onednn_conv_backward(const ConvGeom& g, const void* x, const void* w, const
   }
   Runner r;
   if (kept) r.add_converted((void*)x, kept->desc, kept->inner);
-  const OtherLayout other{DNNL_ARG_DIFF_DST,
-                          dy_block ? blocked(Plain(g).dst, dy_block) : memory::desc()};
-  const OtherLayout* dy_layout = dy_block ? &other : nullptr;
+  OtherLayouts others;
+  if (dy_block) others.push_back({DNNL_ARG_DIFF_DST, blocked(Plain(g).dst, dy_block)});
+  if (x_block) {
+    others.push_back({DNNL_ARG_SRC, blocked(Plain(g).src, x_block)});
+    others.push_back({DNNL_ARG_DIFF_SRC, blocked(Plain(g).src, x_block)});
+  }
   if (bd)
     r.run(*bd,
           {{DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_WEIGHTS, (void*)w}, {DNNL_ARG_DIFF_SRC, dx}},
-          dy_layout);
+          others);
   if (bw) {
     std::map<int, void*> ptrs{
         {DNNL_ARG_DIFF_DST, (void*)dy}, {DNNL_ARG_SRC, (void*)x}, {DNNL_ARG_DIFF_WEIGHTS, dw}};
     if (db) ptrs[DNNL_ARG_DIFF_BIAS] = db;
-    r.run(*bw, ptrs, dy_layout);
+    r.run(*bw, ptrs, others);
   }
   return true;
 }

@@ -7,5 +7,6 @@ WEFT_DEFINE_DISPATCH(conv2d_batch_norm_takes_stub);
 WEFT_DEFINE_DISPATCH(conv2d_batch_norm_stub);
 WEFT_DEFINE_DISPATCH(conv2d_batch_norm_relu_elemt_stub);
 WEFT_DEFINE_DISPATCH(conv2d_batch_norm_relu_backward_stub);
+WEFT_DEFINE_DISPATCH(conv2d_batch_norm_layout_stub);
 
 }  // namespace weft::ops
