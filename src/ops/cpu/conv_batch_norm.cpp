@@ -259,17 +259,13 @@ void tile_masked_sums(const float* tile, const GradTile<B, kBlocked>& g, int64_t
   }
 }
 
-// batch_norm_relu_backward's two passes with y blocked and g NCHW (or blocked): the per-channel
-// sums of the masked g' (merged in n order), then dx into a blocked tensor, the convolution's dy.
+// batch_norm_relu_backward's first pass with y blocked and g NCHW (or blocked): per channel
+// sum(g') and sum(g' * (y - mean)) of the masked g', rows merged in n order.
 template <int B, bool kBlocked>
-ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y,
-                                                const Tensor& mean0, const Tensor& invstd0,
-                                                const Tensor& weight, const Tensor& bias,
-                                                int64_t count) {
+std::pair<Tensor, Tensor> block_masked_sums(const Tensor& g, const Tensor& y, const Tensor& mean,
+                                            const AffineArrays& af) {
   const auto [N, CB, S] = blocked_of(y);
-  Tensor mean = mean0.contiguous(), invstd = invstd0.contiguous();
-  const AffineArrays af(mean, invstd, weight, bias);
-  Tensor sdy = empty({CB * B}), sdyx = empty({CB * B}), dy = make_empty(y.sizes());
+  Tensor sdy = empty({CB * B}), sdyx = empty({CB * B});
   const float *py = y.data_ptr<float>(), *pg = g.data_ptr<float>(), *pm = mean.data_ptr<float>();
   float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
   cpu::parallel_for(0, CB, 1, [&](int64_t b0, int64_t b1) {
@@ -293,6 +289,24 @@ ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y
       }
     }
   });
+  return {sdy, sdyx};
+}
+
+// batch_norm_relu_backward's two passes with y blocked and g NCHW (or blocked): the sums above,
+// then dx into a blocked tensor, the convolution's dy.
+template <int B, bool kBlocked>
+ops::ConvBatchNormReluGrads block_relu_backward(const Tensor& g, const Tensor& y,
+                                                const Tensor& mean0, const Tensor& invstd0,
+                                                const Tensor& weight, const Tensor& bias,
+                                                int64_t count) {
+  const auto [N, CB, S] = blocked_of(y);
+  Tensor mean = mean0.contiguous(), invstd = invstd0.contiguous();
+  const AffineArrays af(mean, invstd, weight, bias);
+  const std::pair<Tensor, Tensor> sums = block_masked_sums<B, kBlocked>(g, y, mean, af);
+  const Tensor &sdy = sums.first, &sdyx = sums.second;
+  Tensor dy = make_empty(y.sizes());
+  const float *py = y.data_ptr<float>(), *pg = g.data_ptr<float>(), *pm = mean.data_ptr<float>();
+  const float *p1 = sdy.data_ptr<float>(), *p2 = sdyx.data_ptr<float>();
   Tensor wc = weight.defined() ? weight.contiguous() : Tensor();
   const float *pi = invstd.data_ptr<float>(), *pw = wc.defined() ? wc.data_ptr<float>() : nullptr;
   const double inv_count = count ? 1.0 / (double)count : 0.0;
