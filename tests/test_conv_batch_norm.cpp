@@ -119,86 +119,6 @@ TEST(ConvBatchNormRelu, UntakenShapesAreTheComposition) {
   }
 }
 
-// Sequential runs Conv2d, BatchNorm2d, ReLU in training mode fused; the same modules called
-// one by one (never fused) give the same outputs, gradients, running statistics and
-// num_batches_tracked, over two steps, and the same in eval mode.
-TEST(ConvBatchNormRelu, SequentialFusesAndMatchesModuleByModule) {
-  manual_seed(9);
-  nn::Conv2dOptions pad1;
-  pad1.padding = {1, 1};
-  nn::Sequential seq{nn::Conv2d(3, 16, 3, pad1),  nn::BatchNorm2d(16), nn::ReLU(),
-                     nn::Conv2d(16, 32, 3, pad1), nn::BatchNorm2d(32), nn::ReLU(),
-                     nn::AdaptiveAvgPool2d(1),    nn::Flatten(),       nn::Linear(32, 3)};
-  auto ref = std::dynamic_pointer_cast<nn::SequentialImpl>(seq->clone());
-  weft::Generator gen(4);
-  Tensor x = weft::randn({4, 3, 12, 12}, &gen);
-  Tensor target = weft::randint(0, 3, {4}, &gen);
-  auto by_module = [&](const Tensor& in) {
-    Tensor h = in;
-    for (size_t i = 0; i < ref->size(); ++i) h = (*(*ref)[i])(h);
-    return h;
-  };
-  for (int step = 0; step < 2; ++step) {
-    Tensor y = seq(x), h = by_module(x);
-    EXPECT_EQ(y.detach().to_vector_float(), h.detach().to_vector_float());
-    F::cross_entropy(y, target).backward();
-    F::cross_entropy(h, target).backward();
-  }
-  const auto got = seq->named_parameters(), want = ref->named_parameters();
-  ASSERT_EQ(got.size(), want.size());
-  for (size_t i = 0; i < got.size(); ++i) {
-    SCOPED_TRACE(got[i].first);
-    EXPECT_EQ(got[i].second.grad().to_vector_float(), want[i].second.grad().to_vector_float());
-  }
-  const auto gb = seq->named_buffers(), wb = ref->named_buffers();
-  ASSERT_EQ(gb.size(), wb.size());
-  for (size_t i = 0; i < gb.size(); ++i) {
-    SCOPED_TRACE(gb[i].first);
-    EXPECT_EQ(gb[i].second.to(kFloat32).to_vector_float(),
-              wb[i].second.to(kFloat32).to_vector_float());
-  }
-  seq->eval();
-  ref->eval();
-  EXPECT_EQ(seq(x).detach().to_vector_float(), by_module(x).detach().to_vector_float());
-  nn::Sequential head{(*seq)[0], (*seq)[1], (*seq)[2]};
-  EXPECT_EQ(head(x).grad_fn()->name(), "ReluBackward");  // eval mode: not fused
-  head->train();
-  EXPECT_EQ(head(x).grad_fn()->name(), "ConvBatchNormReluBackward");
-}
-
-// A forward hook on any of the three needs an intermediate output: Sequential then runs them
-// apart. A BatchNorm2d of the wrong width is refused with batch_norm's own error.
-TEST(ConvBatchNormRelu, SequentialKeepsHookedModulesApartAndRefusesBadShapes) {
-  manual_seed(2);
-  nn::Conv2dOptions pad1;
-  pad1.padding = {1, 1};
-  nn::Conv2d conv(4, 16, 3, pad1);
-  nn::Sequential seq{conv.ptr(), nn::BatchNorm2d(16).ptr(), nn::ReLU().ptr()};
-  Tensor seen;
-  auto handle = conv->register_forward_hook(
-      [&](nn::Module&, const std::vector<Tensor>&,
-          const std::vector<Tensor>& out) -> std::optional<std::vector<Tensor>> {
-        seen = out[0].detach();
-        return std::nullopt;
-      });
-  weft::Generator gen(1);
-  Tensor x = weft::randn({2, 4, 8, 8}, &gen).requires_grad_(true);
-  EXPECT_EQ(seq(x).grad_fn()->name(), "BatchNormReluBackward");
-  ASSERT_TRUE(seen.defined());
-  EXPECT_EQ(seen.sizes(), (Shape{2, 16, 8, 8}));
-  handle.remove();
-  EXPECT_EQ(seq(x).grad_fn()->name(), "ConvBatchNormReluBackward");
-  nn::Sequential wrong{conv.ptr(), nn::BatchNorm2d(8).ptr(), nn::ReLU().ptr()};
-  try {
-    wrong(x);
-    ADD_FAILURE() << "a BatchNorm2d(8) after 16 channels was accepted";
-  } catch (const weft::Error& e) {
-    EXPECT_NE(std::string(e.what()).find("16 channels"), std::string::npos) << e.what();
-  }
-  Tensor bad = weft::randn({2, 3, 8, 8}, &gen);
-  EXPECT_THROW(seq(bad), weft::Error);
-}
-
 namespace {
 
 // Runs `seq` and the same modules one by one (a clone, never fused) for two training steps and
@@ -235,6 +155,65 @@ nn::Conv2dOptions conv_opts(int64_t stride, int64_t pad) {
 }
 
 }  // namespace
+
+// Sequential runs Conv2d, BatchNorm2d, ReLU in training mode fused; the same modules called
+// one by one (never fused) give the same outputs, gradients, running statistics and
+// num_batches_tracked, over two steps, and the same in eval mode.
+TEST(ConvBatchNormRelu, SequentialFusesAndMatchesModuleByModule) {
+  manual_seed(9);
+  nn::Sequential seq{nn::Conv2d(3, 16, 3, conv_opts(1, 1)),
+                     nn::BatchNorm2d(16),
+                     nn::ReLU(),
+                     nn::Conv2d(16, 32, 3, conv_opts(1, 1)),
+                     nn::BatchNorm2d(32),
+                     nn::ReLU(),
+                     nn::AdaptiveAvgPool2d(1),
+                     nn::Flatten(),
+                     nn::Linear(32, 3)};
+  expect_sequential_matches_modules(seq, {4, 3, 12, 12});
+  seq->eval();
+  auto ref = std::dynamic_pointer_cast<nn::SequentialImpl>(seq->clone());
+  weft::Generator gen(4);
+  Tensor x = weft::randn({4, 3, 12, 12}, &gen);
+  Tensor h = x;
+  for (size_t i = 0; i < ref->size(); ++i) h = (*(*ref)[i])(h);
+  EXPECT_EQ(seq(x).detach().to_vector_float(), h.detach().to_vector_float());
+  nn::Sequential head{(*seq)[0], (*seq)[1], (*seq)[2]};
+  EXPECT_EQ(head(x).grad_fn()->name(), "ReluBackward");  // eval mode: not fused
+  head->train();
+  EXPECT_EQ(head(x).grad_fn()->name(), "ConvBatchNormReluBackward");
+}
+
+// A forward hook on any of the three needs an intermediate output: Sequential then runs them
+// apart. A BatchNorm2d of the wrong width is refused with batch_norm's own error.
+TEST(ConvBatchNormRelu, SequentialKeepsHookedModulesApartAndRefusesBadShapes) {
+  manual_seed(2);
+  nn::Conv2d conv(4, 16, 3, conv_opts(1, 1));
+  nn::Sequential seq{conv.ptr(), nn::BatchNorm2d(16).ptr(), nn::ReLU().ptr()};
+  Tensor seen;
+  auto handle = conv->register_forward_hook(
+      [&](nn::Module&, const std::vector<Tensor>&,
+          const std::vector<Tensor>& out) -> std::optional<std::vector<Tensor>> {
+        seen = out[0].detach();
+        return std::nullopt;
+      });
+  weft::Generator gen(1);
+  Tensor x = weft::randn({2, 4, 8, 8}, &gen).requires_grad_(true);
+  EXPECT_EQ(seq(x).grad_fn()->name(), "BatchNormReluBackward");
+  ASSERT_TRUE(seen.defined());
+  EXPECT_EQ(seen.sizes(), (Shape{2, 16, 8, 8}));
+  handle.remove();
+  EXPECT_EQ(seq(x).grad_fn()->name(), "ConvBatchNormReluBackward");
+  nn::Sequential wrong{conv.ptr(), nn::BatchNorm2d(8).ptr(), nn::ReLU().ptr()};
+  try {
+    wrong(x);
+    ADD_FAILURE() << "a BatchNorm2d(8) after 16 channels was accepted";
+  } catch (const weft::Error& e) {
+    EXPECT_NE(std::string(e.what()).find("16 channels"), std::string::npos) << e.what();
+  }
+  Tensor bad = weft::randn({2, 3, 8, 8}, &gen);
+  EXPECT_THROW(seq(bad), weft::Error);
+}
 
 // Three blocks in a row hand each other channel-blocked outputs (the input gradient of the
 // first comes back through all of them); the same bits as module by module.
