@@ -23,7 +23,7 @@ def fmt(v, spec):
 
 
 def collect(lines):
-    """{(bench, impl, workload_or_bytes, world): {field: [value per round]}}"""
+    """{(bench, impl, workload_or_bytes, world): {field: [value per round]}}, rounds in order"""
     runs = {}
     for line in lines:
         line = line.strip()
@@ -37,7 +37,20 @@ def collect(lines):
         for k, v in d.items():
             if isinstance(v, (int, float)) and not isinstance(v, bool):
                 fields.setdefault(k, []).append(v)
-    return {k: {f: statistics.median(v) for f, v in fs.items()} for k, fs in runs.items()}
+    return runs
+
+
+def medians(raw):
+    return {k: {f: statistics.median(v) for f, v in fs.items()} for k, fs in raw.items()}
+
+
+def per_round_scaling(raw, key, one_key):
+    """Median over rounds of (world-1 step / world-N step) within each round: both taken minutes
+    apart at most, so a slow phase of the machine in one round does not pair with a fast one."""
+    r, one = raw.get(key), raw.get(one_key)
+    if not r or not one:
+        return None
+    return statistics.median(a / b for a, b in zip(one["median_ms"], r["median_ms"]))
 
 
 def hidden_share(r):
@@ -47,11 +60,12 @@ def hidden_share(r):
     return min(1.0, max(0.0, 1.0 - (r["median_ms"] - r["nosync_ms"]) / r["allreduce_ms"]))
 
 
-def step_table(runs):
+def step_table(runs, raw):
     cells = sorted({(k[2], k[3]) for k in runs if k[0] == "ddp"},
                    key=lambda c: (["linear", "convbn", "mlp25m"].index(c[0]), c[1]))
-    print("| workload | world | weft ms | torch ms | weft/torch | weft scaling | torch scaling |")
-    print("|---|---|---|---|---|---|---|")
+    print("| workload | world | weft ms | torch ms | weft/torch | weft scaling | torch scaling "
+          "| weft scaling per round |")
+    print("|---|---|---|---|---|---|---|---|")
     for w, n in cells:
         tc = runs.get(("ddp", "torch", w, n))
         for impl, label in WEFT_IMPLS:
@@ -66,6 +80,7 @@ def step_table(runs):
             for r, one in ((wf, runs.get(("ddp", "weft", w, 1))),
                            (t, runs.get(("ddp", "torch", w, 1)))):
                 row.append(fmt(r and one and one["median_ms"] / r["median_ms"], ".2f"))
+            row.append(fmt(per_round_scaling(raw, ("ddp", impl, w, n), ("ddp", "weft", w, 1)), ".2f"))
             print("| " + " | ".join(row) + " |")
     return cells
 
@@ -111,7 +126,8 @@ def main():
     ap.add_argument("--iters", default="?")
     ap.add_argument("--warning", default="")
     a = ap.parse_args()
-    runs = collect(sys.stdin)
+    raw = collect(sys.stdin)
+    runs = medians(raw)
     if a.warning:
         bar = "!" * 100
         print(f"{bar}\n!! WARNING: {a.warning}.\n!! These timings are NOT worth much: "
@@ -120,9 +136,10 @@ def main():
           f"median of {a.rounds} round(s)); torch = PyTorch with glibc keeping memory;")
     print("weft/torch: lower is better; scaling = world-1 step / world-N step (1.00 is perfect); "
           "rows \"WEFT_SHM=0\": weft's Gloo all-reduce without its shared-memory path; rows "
-          "\"N world-1 runs at once\": no DDP, the machine's own ceiling on scaling")
+          "\"N world-1 runs at once\": no DDP, the machine's own ceiling on scaling; scaling per "
+          "round = the median over rounds of each round's own world-1 / world-N")
     print()
-    cells = step_table(runs)
+    cells = step_table(runs, raw)
     print()
     print("Share of the gradient all-reduce hidden behind backward (world > 1): exposed = step - "
           "no_sync step; hidden = 1 - exposed / all-reduce alone, clamped to [0, 1]")
