@@ -20,6 +20,7 @@ struct Case {
   Shape x;
   int64_t K, k, stride, pad;
   bool conv_bias, affine;
+  int64_t groups = 1;
 };
 
 struct StepResult {
@@ -40,9 +41,10 @@ StepResult run_step(bool fused, const Case& c, const std::vector<Tensor>& init, 
          beta = leaf(init[4]);
   Tensor rm = weft::zeros({c.K}), rv = weft::ones({c.K});
   const std::array<int64_t, 2> s{c.stride, c.stride}, p{c.pad, c.pad}, d{1, 1};
-  Tensor y = fused ? F::conv2d_batch_norm_relu(x, w, b, s, p, d, 1, rm, rv, gamma, beta, 0.1, 1e-5)
-                   : F::batch_norm_relu(F::conv2d(x, w, b, s, p, d, 1), rm, rv, gamma, beta, true,
-                                        0.1, 1e-5);
+  Tensor y =
+      fused ? F::conv2d_batch_norm_relu(x, w, b, s, p, d, c.groups, rm, rv, gamma, beta, 0.1, 1e-5)
+            : F::batch_norm_relu(F::conv2d(x, w, b, s, p, d, c.groups), rm, rv, gamma, beta, true,
+                                 0.1, 1e-5);
   StepResult r;
   r.y = y.detach().to_vector_float();
   r.node = y.grad_fn()->name();
@@ -57,7 +59,8 @@ StepResult run_step(bool fused, const Case& c, const std::vector<Tensor>& init, 
 bool check_case(const Case& c) {
   weft::Generator gen(11);
   const int64_t C = c.x[1];
-  std::vector<Tensor> init{weft::randn(c.x, &gen), weft::randn({c.K, C, c.k, c.k}, &gen) * 0.3,
+  std::vector<Tensor> init{weft::randn(c.x, &gen),
+                           weft::randn({c.K, C / c.groups, c.k, c.k}, &gen) * 0.3,
                            c.conv_bias ? weft::randn({c.K}, &gen) : Tensor(),
                            c.affine ? weft::randn({c.K}, &gen) : Tensor(),
                            c.affine ? weft::randn({c.K}, &gen) * 0.5 : Tensor()};
@@ -82,11 +85,11 @@ bool check_case(const Case& c) {
 
 // Maps of 32x32 (positions a multiple of the 32 lanes and of the tile), 12x12 (144: a lane
 // tail of 16) and 10x10 (100: lane and tile tails); Winograd's shape (32 -> 64 channels, 3x3),
-// direct convolutions from 3 channels, stride 2, 1x1, no conv bias, no affine.
+// direct convolutions from 3 channels, stride 2, 1x1, no conv bias, no affine, 4 groups.
 const std::vector<Case> kCases = {
     {{2, 32, 32, 32}, 64, 3, 1, 1, true, true},  {{3, 3, 12, 12}, 32, 3, 1, 1, true, true},
     {{2, 16, 20, 20}, 16, 3, 2, 1, false, true}, {{2, 8, 10, 10}, 32, 1, 1, 0, true, false},
-    {{4, 32, 12, 12}, 48, 3, 1, 1, false, true},
+    {{4, 32, 12, 12}, 48, 3, 1, 1, false, true}, {{2, 32, 10, 10}, 64, 3, 1, 1, true, true, 4},
 };
 
 }  // namespace
