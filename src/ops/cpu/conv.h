@@ -1,7 +1,8 @@
 // Internal: conv2d's CPU backends. The CPU kernels (ops/cpu/conv.cpp) run oneDNN's
 // convolutions (conv_onednn.cpp) where oneDNN takes the shape, and im2col + SGEMM otherwise,
 // or when told to (set_conv_backend, or WEFT_CONV_BACKEND=im2col|onednn|winograd in the
-// environment, read once). All tensors are plain contiguous NCHW / [K, C/G, kh, kw].
+// environment, read once). All tensors are plain contiguous NCHW / [K, C/G, kh, kw], except
+// feature maps the oneDNN calls are told are channel-blocked (conv_batch_norm.cpp's).
 #pragma once
 
 #include <cstdint>
